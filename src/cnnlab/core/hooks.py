@@ -1,0 +1,84 @@
+"""Context managers around a module: capture activations, set eval mode, freeze parameters — all undone on exit."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class CutPoint:
+    """Where a feature is read: the output (or the input) of a named submodule."""
+
+    module: str
+    kind: str = "output"  # "input" reads what enters the module, e.g. pre-logits = input of the classifier
+
+
+class _Enough(Exception):
+    """Raised from a hook once every requested activation is captured, to skip the rest of the network."""
+
+
+@contextmanager
+def capture(model: nn.Module, points: dict[str, CutPoint], stop_early: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the activations named in `points` during forward passes inside the block.
+
+    With `stop_early`, the forward pass stops as soon as all of them are recorded (use `run_until_captured`).
+    """
+    store: dict[str, torch.Tensor] = {}
+    modules = dict(model.named_modules())
+    handles = []
+
+    def _record(name: str, value: torch.Tensor) -> None:
+        store[name] = value
+        if stop_early and len(store) == len(points):
+            raise _Enough
+
+    for name, point in points.items():
+        if point.module not in modules:
+            raise KeyError(point.module)
+        module = modules[point.module]
+        if point.kind == "input":
+            handles.append(module.register_forward_pre_hook(lambda m, args, n=name: _record(n, args[0])))
+        else:
+            handles.append(module.register_forward_hook(lambda m, args, out, n=name: _record(n, out)))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def run_until_captured(model: nn.Module, x: torch.Tensor) -> None:
+    """Forward `x`; a capture with stop_early ends the pass once it has everything."""
+    try:
+        model(x)
+    except _Enough:
+        pass
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode; restore each one's own flag afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.train(training)
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Turn off requires_grad on every parameter (gradients flow to inputs only); restore afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)

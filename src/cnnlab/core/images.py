@@ -1,0 +1,89 @@
+"""Image I/O and conversions. Tensors at every API boundary are float (B,C,H,W) or (C,H,W) in [0,1]."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .errors import CnnlabError
+from .runs import atomic_path
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode an image as RGB (grayscale is replicated to 3 channels); one-line error if unreadable."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise CnnlabError(f"no such file: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise CnnlabError(f"cannot read image {path}: {exc}") from None
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL → float (C,H,W) in [0,1]."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255)
+
+
+def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
+    """uint8 (N,H,W,3) or (H,W,3) → float (N,3,H,W) in [0,1]."""
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.ndim == 3:
+        t = t.unsqueeze(0)
+    return t.permute(0, 3, 1, 2).float().div_(255)
+
+
+def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (C,H,W) in [0,1] → uint8 (H,W,C), rounded as an 8-bit file would store it."""
+    x = x.detach().float().cpu().clamp(0, 1)
+    return (x.mul(255).round().byte().permute(1, 2, 0).numpy())
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """What a saved 8-bit PNG really holds: values rounded to multiples of 1/255."""
+    return x.clamp(0, 1).mul(255).round().div(255)
+
+
+def save_png(x: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Save a (C,H,W) [0,1] tensor as an 8-bit PNG, atomically."""
+    arr = tensor_to_uint8(x)
+    img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return Path(path)
+
+
+def make_grid(x: torch.Tensor, nrow: int = 8, padding: int = 2) -> torch.Tensor:
+    """(B,C,H,W) → one (C,H',W') image, via torchvision."""
+    from torchvision.utils import make_grid as tv_make_grid
+
+    return tv_make_grid(x.detach().cpu(), nrow=nrow, padding=padding, pad_value=1.0)
+
+
+def collect_image_paths(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders (recursively, sorted) into image paths; a missing path is an error."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q))
+            if not found:
+                raise CnnlabError(f"no images found in folder {p}")
+            paths.extend(found)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise CnnlabError(f"no such file or folder: {p}")
+    return paths

@@ -1,0 +1,90 @@
+"""Run directories and atomic writes: nothing half-written is ever read back."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Numbers from numpy/torch and paths become plain JSON values."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text(path, json.dumps(to_jsonable(obj), indent=2) + "\n")
+
+
+class RunDir:
+    """A folder holding one command's config, metrics and figures."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def create(cls, out: str | os.PathLike | None, command: str, root: str | os.PathLike = "runs") -> "RunDir":
+        """`out` if given, else `root/<command>-<timestamp>` (never reusing an existing folder)."""
+        if out is not None:
+            return cls(out)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path(root) / f"{command}-{stamp}"
+        n = 1
+        while path.exists():
+            n += 1
+            path = Path(root) / f"{command}-{stamp}-{n}"
+        return cls(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def write_config(self, config: Any) -> Path:
+        return write_json(self.path / "config.json", config)
+
+    def write_metrics(self, metrics: Any) -> Path:
+        return write_json(self.path / "metrics.json", metrics)
+
+    def save_figure(self, fig: Any, name: str, dpi: int = 120) -> Path:
+        """Save a matplotlib figure atomically and close it."""
+        import matplotlib.pyplot as plt
+
+        target = self.path / name
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=target.suffix.lstrip(".") or "png")
+        plt.close(fig)
+        return target

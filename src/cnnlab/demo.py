@@ -1,0 +1,73 @@
+"""`cnnlab demo`: a short offline tour of what cnnlab does, on embedded defaults."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from .core.backbones import DEFAULT_BACKBONE, create_backbone
+from .core.runs import RunDir
+from .transfer.classify import classify_tensor
+from .transfer.pipeline import TransferConfig, run_transfer
+
+SAMPLE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
+
+
+def sample_photos(preprocess) -> tuple[list[str], torch.Tensor]:
+    """scikit-image's bundled photos, preprocessed for a backbone: (names, (N,3,H,W) in [0,1])."""
+    import skimage.data
+    from PIL import Image
+
+    transform = preprocess.transform()
+    images = [transform(Image.fromarray(getattr(skimage.data, name)()).convert("RGB")) for name in SAMPLE_PHOTOS]
+    return list(SAMPLE_PHOTOS), torch.stack(images)
+
+
+def _classification_figure(run: RunDir, names, x, tops) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 5.6), gridspec_kw={"height_ratios": [3, 2]})
+    for j, (name, top) in enumerate(zip(names, tops)):
+        axes[0, j].imshow(x[j].permute(1, 2, 0).numpy())
+        axes[0, j].set_title(name)
+        axes[0, j].axis("off")
+        labels = [t["label"].split(",")[0][:22] for t in top][::-1]
+        axes[1, j].barh(labels, [t["prob"] for t in top][::-1], color="tab:blue")
+        axes[1, j].set_xlim(0, 1)
+        axes[1, j].tick_params(labelsize=7)
+    fig.suptitle("Top-5 ImageNet classes")
+    return run.save_figure(fig, "classify.png")
+
+
+def run_demo(out: str | None = None, data: str | None = None, cache_dir: str | None = None,
+             progress: bool = True) -> dict:
+    run = RunDir.create(out, "demo")
+    report, summary = [], {"run_dir": str(run.path)}
+    t0 = time.perf_counter()
+    backbone = create_backbone(DEFAULT_BACKBONE)
+    names, x = sample_photos(backbone.preprocess)
+    tops = classify_tensor(backbone, x, topk=5)
+    fig = _classification_figure(run, names, x, tops)
+    summary["classify"] = [{"image": n, "top": t} for n, t in zip(names, tops)]
+    report.append(f"[classify] {DEFAULT_BACKBONE} on scikit-image's photos → {fig}")
+    report += [f"  {n:<10} {t[0]['label'].split(',')[0]} ({t[0]['prob']:.0%})" for n, t in zip(names, tops)]
+
+    if data is not None and Path(data).is_dir():
+        config = TransferConfig(data=data, split="random:10", backbone=DEFAULT_BACKBONE, layers=["pre_logits"],
+                                Cs=[1.0, 0.1], folds=3, limit_per_class=30, cache_dir=cache_dir, progress=progress)
+        t = run_transfer(config, run / "transfer")
+        sel = t["selected"]
+        summary["transfer"] = {k: t[k] for k in ("n_train", "n_test", "selected", "timing", "run_dir")}
+        report.append(f"[transfer] {DEFAULT_BACKBONE} + LinearSVC on {data} (10 train / 20 test images per class): "
+                      f"test accuracy {sel['test_accuracy']:.3f} → {t['run_dir']}")
+    else:
+        report.append("[transfer] skipped: pass --data DIR (one subfolder per class) or set CNNLAB_DATA")
+    summary["seconds"] = time.perf_counter() - t0
+    report.append(f"done in {summary['seconds']:.1f} s; everything is in {run.path}")
+    summary["report"] = report
+    run.write_metrics({k: v for k, v in summary.items() if k != "report"})
+    return summary

@@ -1,0 +1,84 @@
+"""Linear SVMs on features: the (layer × C) grid, with C and layer chosen by k-fold CV on the training split only."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from ..core.errors import CnnlabError
+
+SCALINGS = ("power-l2", "l2", "standard", "none")
+
+
+def normalize(X: np.ndarray, scaling: str) -> np.ndarray:
+    """The stateless part of the scaling, applied per row (so it cannot leak test statistics)."""
+    if scaling not in SCALINGS:
+        raise CnnlabError(f"unknown scaling {scaling!r}; choose from {', '.join(SCALINGS)}")
+    X = X.astype(np.float32, copy=False)
+    if scaling == "power-l2":  # signed square root, then L2: tames bursty activations (Perronnin et al. 2010)
+        X = np.sign(X) * np.sqrt(np.abs(X))
+    if scaling in ("power-l2", "l2"):
+        X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    return X
+
+
+def layer_matrix(features: dict[str, np.ndarray], spec: str, scaling: str) -> np.ndarray:
+    """Features for a layer spec; 'a+b' concatenates cut points, each normalized on its own."""
+    parts = spec.split("+")
+    missing = [p for p in parts if p not in features]
+    if missing:
+        raise CnnlabError(f"no features for {', '.join(missing)}")
+    mats = [normalize(features[p], scaling) for p in parts]
+    X = np.hstack(mats) if len(mats) > 1 else mats[0]
+    return X / np.sqrt(len(mats)) if scaling in ("power-l2", "l2") and len(mats) > 1 else X
+
+
+def make_svm(C: float, scaling: str, seed: int = 0):
+    """LinearSVC, behind a StandardScaler (fit on the training data only) when scaling='standard'."""
+    svm = LinearSVC(C=C, dual="auto", max_iter=5000, random_state=seed)
+    return make_pipeline(StandardScaler(), svm) if scaling == "standard" else svm
+
+
+@dataclass
+class GridResult:
+    grid: list[dict]  # {"layer", "C", "cv_accuracy", "test_accuracy"}
+    selected: dict
+    model: object  # the selected classifier, refit on the whole training split
+    test_pred: np.ndarray
+    fit_s: float
+
+
+def cv_score(X: np.ndarray, y: np.ndarray, C: float, scaling: str, folds: int, seed: int, n_jobs: int) -> float:
+    """Mean k-fold accuracy; it only ever sees the rows it is given (the training split)."""
+    n_min = np.bincount(y).min() if len(y) else 0
+    k = min(folds, int(n_min))
+    if k < 2:
+        raise CnnlabError("cross-validation needs at least 2 training images in every class")
+    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return float(cross_val_score(make_svm(C, scaling, seed), X, y, cv=cv, n_jobs=n_jobs).mean())
+
+
+def run_grid(features: dict[str, np.ndarray], y: np.ndarray, train: np.ndarray, test: np.ndarray,
+             layers: list[str], Cs: list[float], scaling: str = "power-l2", folds: int = 5, seed: int = 0,
+             n_jobs: int = 1) -> GridResult:
+    """Every (layer, C): CV accuracy on train and test accuracy; select by CV, report the selection's test score."""
+    t0 = time.perf_counter()
+    grid, models = [], {}
+    for layer in layers:
+        X = layer_matrix(features, layer, scaling)
+        for C in Cs:
+            cv = cv_score(X[train], y[train], C, scaling, folds, seed, n_jobs)
+            model = make_svm(C, scaling, seed).fit(X[train], y[train])
+            acc = float((model.predict(X[test]) == y[test]).mean()) if len(test) else float("nan")
+            grid.append({"layer": layer, "C": C, "cv_accuracy": cv, "test_accuracy": acc})
+            models[(layer, C)] = model
+    # Ties go to the smaller C (stronger regularization), then to the earlier layer in the list.
+    best = max(grid, key=lambda r: (round(r["cv_accuracy"], 10), -r["C"], -layers.index(r["layer"])))
+    model = models[(best["layer"], best["C"])]
+    pred = model.predict(layer_matrix(features, best["layer"], scaling)[test])
+    return GridResult(grid, dict(best), model, pred, time.perf_counter() - t0)

@@ -1,0 +1,58 @@
+"""Shared fixtures: the offline pretrained backbone, paths to ../shared/data, tiny datasets built from it."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
+torch.set_num_threads(2)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CNNLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not found: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    from cnnlab.core.backbones import create_backbone
+
+    return create_backbone("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def scene_root() -> Path:
+    return shared("15scene")
+
+
+@pytest.fixture
+def tiny_scenes(tmp_path, scene_root) -> Path:
+    """3 classes × 6 real 15-Scene images, copied so tests may add, touch or corrupt files."""
+    root = tmp_path / "scenes"
+    for cls in ("Coast", "Forest", "Kitchen"):
+        (root / cls).mkdir(parents=True)
+        for src in sorted((scene_root / cls).glob("*.jpg"))[:6]:
+            shutil.copy2(src, root / cls / src.name)
+    return root
+
+
+@pytest.fixture
+def photo_files(tmp_path) -> dict[str, Path]:
+    """scikit-image's chelsea (a cat) and coffee (an espresso cup) saved as JPEG files."""
+    import skimage.data
+    from PIL import Image
+
+    out = {}
+    for name in ("chelsea", "coffee"):
+        out[name] = tmp_path / f"{name}.jpg"
+        Image.fromarray(getattr(skimage.data, name)()).save(out[name], quality=95)
+    return out
