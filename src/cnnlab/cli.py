@@ -131,6 +131,56 @@ def cmd_demo(args: argparse.Namespace, env: dict) -> int:
     return 0
 
 
+def _targets_text(summary: dict) -> str:
+    return f"→ {summary['run_dir']}"
+
+
+def cmd_saliency(args: argparse.Namespace, env: dict) -> int:
+    """Saliency maps (Captum), optionally with deletion/insertion faithfulness metrics."""
+    from .explain.pipeline import run_saliency
+    from .explain.saliency import SaliencyOptions
+
+    options = SaliencyOptions(layer=args.layer, smoothgrad_samples=args.samples)
+    s = run_saliency(args.inputs, args.backbone, args.weights, args.method, args.target, args.metrics, args.limit,
+                     options, args.device, args.out, progress=not args.quiet)
+    _warn_skipped(s["skipped"])
+    text = f"{len(s['results'])} {args.method} saliency maps in {s['seconds']:.1f} s → {s['figure']}"
+    if "summary" in s:
+        m = s["summary"]
+        text += (f"\ndeletion AUC {m['deletion_auc']:.3f} (random {m['random_deletion_auc']:.3f}, ratio "
+                 f"{m['deletion_ratio']:.2f}); insertion AUC {m['insertion_auc']:.3f} (random {m['random_insertion_auc']:.3f})")
+    _print(s, args.json, text)
+    return 0
+
+
+def cmd_fool(args: argparse.Namespace, env: dict) -> int:
+    """Targeted (or untargeted) adversarial images, judged after 8-bit quantization."""
+    from .explain.pipeline import run_fool
+
+    s = run_fool(args.inputs, args.backbone, args.weights, args.target, args.seed, args.method, args.max_iters,
+                 args.lr, args.eps, args.norm, args.limit, args.device, args.out, progress=not args.quiet)
+    _warn_skipped(s["skipped"])
+    m = s["summary"]
+    _print(s, args.json, f"{m['n']} images, success rate {m['success_rate']:.2f}, median L∞ {m['median_linf'] * 255:.2f}/255, "
+           f"median L2 {m['median_l2']:.3f}, median {m['median_iterations']:g} iterations → {s['figure']}")
+    return 0
+
+
+def cmd_classviz(args: argparse.Namespace, env: dict) -> int:
+    """Class-model visualization by gradient ascent, judged by a different model."""
+    from .explain.classviz import ClassVizConfig
+    from .explain.pipeline import run_classviz
+
+    config = ClassVizConfig(iters=args.iters, lr=args.lr, l2=args.l2, jitter=args.jitter, blur_every=args.blur_every,
+                            blur_sigma=args.blur_sigma, augment=args.augment, frames=args.frames or [], seed=args.seed)
+    s = run_classviz(args.class_, args.backbone, config, args.judge, args.weights, args.device, args.out,
+                     progress=not args.quiet)
+    lines = [f"{r['backbone']}: {r['class'].split(',')[0]} p={r['target_prob']:.3f}; judge {r['judge']['model']} "
+             f"p={r['judge']['target_prob']:.3f} rank {r['judge']['target_rank']}" for r in s["results"]]
+    _print(s, args.json, "\n".join(lines + [f"→ {s['figure']}"]))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------ parser
 def _backbone_options(p: argparse.ArgumentParser, default: str | None = None) -> None:
     from .core.backbones import DEFAULT_BACKBONE
@@ -203,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _extraction_options(p)
 
+    _explain_parsers(sub)
     from .transfer.pipeline import DEFAULT_CS, TransferConfig
 
     d = TransferConfig(data="")
@@ -230,6 +281,91 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _extraction_options(p)
     return parser
+
+
+def _explain_parsers(sub) -> None:
+    explain = sub.add_parser("explain", help="saliency maps, fooling images, class visualization",
+                             description="Explain a classifier (the report's part 2).")
+    esub = explain.add_subparsers(dest="explain_command", metavar="EXPLAIN_COMMAND", required=True)
+
+    def command(name, func, help_, description):
+        p = esub.add_parser(name, help=help_, description=description,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        p.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
+        p.add_argument("--out", default=None, help=f"run directory (default: runs/{name}-<time>)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        return p
+
+    inputs_help = "image files, folders, or an .npz with X (N,H,W,3) uint8 and y (the labs' imagenet_val_25.npz)"
+    p = command("saliency", cmd_saliency, "saliency maps and their faithfulness",
+                "Saliency maps for one target per image, through Captum:\n"
+                "  vanilla     |∂score/∂pixel|, max over channels (Simonyan et al. 2014; the report's)\n"
+                "  smoothgrad  vanilla averaged over noisy copies (Smilkov et al. 2017)\n"
+                "  ig          Integrated Gradients from a black image (Sundararajan et al. 2017)\n"
+                "  gradcam     Grad-CAM at the last convolutional map (Selvaraju et al. 2017; --layer to change)\n"
+                "  occlusion   score drop when 32×32 patches are replaced by a blurred copy (Zeiler & Fergus 2014)\n"
+                "--metrics adds deletion/insertion AUC (Petsiuk et al. 2018) with 16×16 patches and a blurred\n"
+                "baseline, plus the same for a random patch order. Writes saliency.png and one PNG per map.")
+    p.add_argument("inputs", nargs="+", metavar="INPUTS", help=inputs_help)
+    _backbone_options(p)
+    p.add_argument("--method", default="vanilla", choices=["vanilla", "smoothgrad", "ig", "gradcam", "occlusion"],
+                   help="attribution method (default: %(default)s)")
+    p.add_argument("--target", default="pred", help="'pred' (the model's prediction) or an ImageNet class (default: pred)")
+    p.add_argument("--metrics", action="store_true", help="deletion/insertion AUC vs a random patch order")
+    p.add_argument("--layer", default=None, help="Grad-CAM cut point (default: the last convolutional map)")
+    p.add_argument("--samples", type=int, default=16, help="SmoothGrad noisy samples (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+
+    p = command("fool", cmd_fool, "targeted adversarial (fooling) images",
+                "Adversarial images in [0,1] pixel space; success is judged on the 8-bit quantized image (what a\n"
+                "saved PNG holds):\n"
+                "  minimal  sign steps inside an L∞ ball that grows 1/255 at a time: the smallest 8-bit change\n"
+                "  ascent   the report's normalized gradient ascent on the target score (--lr)\n"
+                "  fgsm     one signed step of size --eps (Goodfellow et al. 2015)\n"
+                "  pgd      --max-iters projected steps in the --eps ball (Madry et al. 2018)\n"
+                "Writes fooling.png (original | adversarial | magnified difference) and the adversarial PNGs.")
+    p.add_argument("inputs", nargs="+", metavar="INPUTS", help=inputs_help)
+    _backbone_options(p)
+    p.add_argument("--target", required=True, help="an ImageNet class, 'random' (seeded), or 'none' (untargeted)")
+    p.add_argument("--seed", type=int, default=0, help="seed for random targets (default: %(default)s)")
+    p.add_argument("--method", default="minimal", choices=["minimal", "ascent", "fgsm", "pgd"],
+                   help="attack (default: %(default)s)")
+    p.add_argument("--max-iters", type=int, default=100, help="gradient steps at most (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1.0, help="ascent step (L2 norm, pixel units) (default: %(default)s)")
+    p.add_argument("--eps", type=float, default=None, help="fgsm/pgd bound in [0,1] pixel units (default 8/255 L∞, 1.0 L2)")
+    p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="fgsm/pgd norm (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+
+    d = ClassVizDefaults()
+    p = command("classviz", cmd_classviz, "class-model visualization",
+                "Gradient ascent on a class score from random noise with L2 regularization, jitter, periodic\n"
+                "blur and clamping (the report's Q3.8-Q3.11). The result is classified by a different model\n"
+                "(--judge) to tell whether the class is recognizable beyond the model that drew it.")
+    p.add_argument("--class", dest="class_", action="append", required=True, metavar="NAME|INDEX",
+                   help="ImageNet class: index, synset or (part of a) name; repeatable")
+    p.add_argument("--backbone", type=_csv(), default=["efficientnet_lite0"],
+                   help="generator backbone(s), comma-separated, shown side by side (default: efficientnet_lite0)")
+    p.add_argument("--weights", default="default", help="weights of the generator backbone(s)")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.add_argument("--iters", type=int, default=d.iters, help="ascent iterations (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="step size (L2 norm in pixel units) (default: %(default)s)")
+    p.add_argument("--l2", type=float, default=d.l2, help="L2 regularization weight (default: %(default)s)")
+    p.add_argument("--jitter", type=int, default=d.jitter, help="random roll in pixels (default: %(default)s)")
+    p.add_argument("--blur-every", type=int, default=d.blur_every, help="blur period (default: %(default)s)")
+    p.add_argument("--blur-sigma", type=float, default=d.blur_sigma, help="blur sigma (default: %(default)s)")
+    p.add_argument("--augment", type=int, default=d.augment,
+                   help="random scaled/rotated copies per step, for robustness (default: %(default)s)")
+    p.add_argument("--frames", type=_csv(int), default=None, help="iterations to keep as frames, e.g. 25,100,200")
+    p.add_argument("--seed", type=int, default=d.seed, help="noise seed (default: %(default)s)")
+    p.add_argument("--judge", default=None,
+                   help="model that judges recognizability (default: efficientnet_lite2, or lite1 if lite2 draws)")
+
+
+def ClassVizDefaults():
+    from .explain.classviz import ClassVizConfig
+
+    return ClassVizConfig()
 
 
 def main(argv: Sequence[str] | None = None, env: dict | None = None) -> int:

@@ -4,8 +4,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from .core.data import ImageFolder
 from .core.backbones import DEFAULT_BACKBONE, create_backbone
 from .core.runs import RunDir
 from .transfer.classify import classify_tensor
@@ -57,8 +59,11 @@ def run_demo(out: str | None = None, data: str | None = None, cache_dir: str | N
     report += [f"  {n:<10} {t[0]['label'].split(',')[0]} ({t[0]['prob']:.0%})" for n, t in zip(names, tops)]
 
     if data is not None and Path(data).is_dir():
-        config = TransferConfig(data=data, split="random:10", backbone=DEFAULT_BACKBONE, layers=["pre_logits"],
-                                Cs=[1.0, 0.1], folds=3, limit_per_class=30, cache_dir=cache_dir, progress=progress)
+        smallest = int(np.bincount(ImageFolder.scan(data).labels).min())
+        k = max(2, min(10, smallest // 2))  # 10 training images per class, fewer on a tiny dataset
+        config = TransferConfig(data=data, split=f"random:{k}", backbone=DEFAULT_BACKBONE, layers=["pre_logits"],
+                                Cs=[1.0, 0.1], folds=min(3, k), limit_per_class=3 * k, cache_dir=cache_dir,
+                                progress=progress)
         t = run_transfer(config, run / "transfer")
         sel = t["selected"]
         summary["transfer"] = {k: t[k] for k in ("n_train", "n_test", "selected", "timing", "run_dir")}

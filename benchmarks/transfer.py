@@ -1,0 +1,127 @@
+"""Transfer benchmarks (results go to docs/benchmarks.md).
+
+(a) throughput: a plain torchvision loop (fp32, NCHW, batch 32, no_grad, decoding in the main process) vs
+    `extract_features` on the same images in the same run, for VGG16 (random weights: same cost) and Lite0;
+(b) accuracy: the 15-Scene protocol (100 train / class, rest test), mean ± sd over seeds, per offline backbone;
+(c) wall time of a full layers × C ablation (one extraction + every SVM) vs one extraction pass.
+
+    python benchmarks/transfer.py --data ../shared/data/15scene [--part a,b,c] [--n 128] [--seeds 5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from cnnlab.core.backbones import create_backbone
+from cnnlab.core.data import ImageFolder, random_split
+from cnnlab.transfer.features import extract_features
+from cnnlab.transfer.pipeline import DEFAULT_CS, TransferConfig, run_transfer
+from cnnlab.transfer.svm import run_grid
+
+
+def plain_loop(name: str, paths, batch: int = 32) -> float:
+    """What a typical lab notebook does: images/s."""
+    import torchvision.models as tvm
+    from PIL import Image
+    from torchvision import transforms as T
+
+    if name == "vgg16":
+        model, size, resize = tvm.vgg16(weights=None).eval(), 224, 256
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    else:
+        model = create_backbone(name).net
+        p = create_backbone(name).preprocess
+        size, resize, mean, std = p.input_size, p.resize_size, p.mean, p.std
+    tf = T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(paths), batch):
+            x = torch.stack([tf(Image.open(p).convert("RGB")) for p in paths[i:i + batch]])
+            model(x)
+    return len(paths) / (time.perf_counter() - t0)
+
+
+def part_a(ds: ImageFolder, n: int, workers: int) -> list[dict]:
+    rng = np.random.default_rng(0)
+    paths = [ds.paths[i] for i in rng.choice(len(ds.paths), n, replace=False)]
+    rows = []
+    for name, layer, weights in (("vgg16", "relu7", "random"), ("efficientnet_lite0", "pre_logits", "default")):
+        plain = plain_loop(name, paths)
+        b = create_backbone(name, weights)
+        fs = extract_features(b, paths, [layer], workers=workers, progress=False)
+        ours = fs.timing["images_per_s"]
+        rows.append({"backbone": name, "n": n, "plain_images_per_s": plain, "cnnlab_images_per_s": ours,
+                     "speedup": ours / plain, "precision": fs.timing["precision"]})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def part_b(ds: ImageFolder, seeds: int, cache: str, backbones, layers) -> list[dict]:
+    rows = []
+    for name in backbones:
+        b = create_backbone(name)
+        parts = sorted({p for spec in layers for p in spec.split("+")})
+        fs = extract_features(b, ds.paths, parts, cache_dir=cache, progress=True)
+        y = ds.labels[fs.keep]
+        for spec in layers:
+            accs = []
+            for seed in range(seeds):
+                sp = random_split(y, 100, seed)
+                r = run_grid(fs.features, y, sp.train, sp.test, [spec], list(DEFAULT_CS), "power-l2", 5, seed, n_jobs=2)
+                accs.append(r.selected["test_accuracy"])
+            rows.append({"backbone": name, "layer": spec, "mean": float(np.mean(accs)), "sd": float(np.std(accs)),
+                         "seeds": seeds})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def part_c(data: str, workers: int) -> dict:
+    layers = ["block5", "block6", "block7", "pre_logits"]
+    b = create_backbone("efficientnet_lite0")
+    ds = ImageFolder.scan(data)
+    t0 = time.perf_counter()
+    extract_features(b, ds.paths, layers[-1:], workers=workers, progress=False)
+    one_pass = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        s = run_transfer(TransferConfig(data=data, backbone="efficientnet_lite0", layers=layers, workers=workers,
+                                        cache_dir=tmp, progress=False), out=f"{tmp}/run")
+        full = time.perf_counter() - t0
+    row = {"one_extraction_pass_s": one_pass, "full_ablation_s": full, "ratio": full / one_pass,
+           "fit_s": s["timing"]["fit_s"], "grid": f"{len(layers)} layers x {len(DEFAULT_CS)} C, 5-fold CV"}
+    print(row, flush=True)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--part", default="a,b,c")
+    ap.add_argument("--n", type=int, default=128)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--cache", default=None)
+    ap.add_argument("--backbones", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2")
+    ap.add_argument("--layers", default="pre_logits,pre_logits+block5")
+    args = ap.parse_args()
+    ds = ImageFolder.scan(args.data)
+    out = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+           "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    if "a" in args.part:
+        out["a"] = part_a(ds, args.n, args.workers)
+    if "b" in args.part:
+        out["b"] = part_b(ds, args.seeds, args.cache or tempfile.mkdtemp(), args.backbones.split(","),
+                          args.layers.split(","))
+    if "c" in args.part:
+        out["c"] = part_c(args.data, args.workers)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Saliency maps through Captum: one `attribute(backbone, x, target, method)` call, maps (B,H,W) ≥ 0.
+
+Methods: vanilla (Simonyan et al. 2014, the report's: max over channels of |∂score/∂pixel|), smoothgrad
+(Smilkov et al. 2017), ig (Integrated Gradients, Sundararajan et al. 2017), gradcam (Selvaraju et al. 2017),
+occlusion (Zeiler & Fergus 2014: the drop in the class score when a patch is replaced by a blurred copy).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..core.backbones import Backbone
+from ..core.errors import CnnlabError
+from ..core.hooks import eval_mode, frozen
+
+METHODS = ("vanilla", "smoothgrad", "ig", "gradcam", "occlusion")
+# Where Grad-CAM reads by default: the last convolutional map of each family (overridable with `layer`).
+DEFAULT_CAM_LAYERS = ("head", "conv5_3", "layer4", "fire9", "pool5", "stage4", "stage3")
+
+
+@dataclass
+class SaliencyOptions:
+    smoothgrad_samples: int = 16  # noisy copies per image
+    smoothgrad_sigma: float = 0.15  # noise std in [0,1] pixel units
+    ig_steps: int = 32
+    occlusion_window: int = 32  # patch side in pixels
+    occlusion_stride: int = 16
+    blur_sigma: float = 10.0  # baseline for occlusion: a strongly blurred copy of the image
+    internal_batch_size: int = 32  # bounds memory for smoothgrad / ig / occlusion
+    layer: str | None = None  # Grad-CAM cut point
+
+
+def default_cam_layer(backbone: Backbone) -> str:
+    for name in DEFAULT_CAM_LAYERS:
+        if name in backbone.cut_points:
+            return name
+    raise CnnlabError(f"no default Grad-CAM layer for {backbone.name}: pass one of {', '.join(backbone.cut_points)}")
+
+
+def blurred(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A strongly blurred copy: the 'absent' image for occlusion and deletion/insertion metrics."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    k = int(2 * round(3 * sigma) + 1)
+    k = min(k, 2 * (min(x.shape[-2:]) // 2) - 1)
+    return gaussian_blur(x, [k, k], [sigma, sigma])
+
+
+def attribute(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | list[int], method: str = "vanilla",
+              options: SaliencyOptions | None = None) -> torch.Tensor:
+    """Saliency maps (B,H,W) for images x (B,3,H,W) in [0,1] and one target class per image.
+
+    The backbone comes back with its mode and requires_grad flags unchanged; x is not modified.
+    """
+    import captum.attr as ca
+
+    if method not in METHODS:
+        raise CnnlabError(f"unknown saliency method {method!r}; choose from {', '.join(METHODS)}")
+    o = options or SaliencyOptions()
+    x = x.detach().to(backbone.device).clone()
+    target = torch.as_tensor(target, device=backbone.device).long()
+    with eval_mode(backbone), frozen(backbone):
+        if method == "vanilla":
+            maps = ca.Saliency(backbone).attribute(x, target=target, abs=True).amax(dim=1)
+        elif method == "smoothgrad":
+            nt = ca.NoiseTunnel(ca.Saliency(backbone))
+            maps = nt.attribute(x, nt_type="smoothgrad", nt_samples=o.smoothgrad_samples, stdevs=o.smoothgrad_sigma,
+                                nt_samples_batch_size=o.internal_batch_size, target=target, abs=True).amax(dim=1)
+        elif method == "ig":
+            ig = ca.IntegratedGradients(backbone)
+            attr = ig.attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=o.ig_steps,
+                                internal_batch_size=o.internal_batch_size)
+            maps = attr.sum(dim=1).abs()
+        elif method == "gradcam":
+            layer = o.layer or default_cam_layer(backbone)
+            backbone.check_layers([layer])
+            module = dict(backbone.net.named_modules())[backbone.cut_points[layer].module]
+            cam = ca.LayerGradCam(backbone, module).attribute(x, target=target, relu_attributions=True)
+            maps = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        else:  # occlusion
+            w, s = o.occlusion_window, o.occlusion_stride
+            occ = ca.Occlusion(backbone)
+            attr = occ.attribute(x, sliding_window_shapes=(3, w, w), strides=(3, s, s), target=target,
+                                 baselines=blurred(x, o.blur_sigma), perturbations_per_eval=o.internal_batch_size)
+            maps = attr.mean(dim=1).clamp(min=0)  # keep the evidence FOR the class
+    return maps.detach()
+
+
+def predicted(backbone: Backbone, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad(), eval_mode(backbone):
+        return backbone(x.to(backbone.device)).argmax(dim=1)
