@@ -59,7 +59,7 @@ def attribute(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | list[i
     if method not in METHODS:
         raise CnnlabError(f"unknown saliency method {method!r}; choose from {', '.join(METHODS)}")
     o = options or SaliencyOptions()
-    x = x.detach().to(backbone.device).clone()
+    x = x.detach().to(backbone.device).clone().requires_grad_(True)  # Captum warns otherwise
     target = torch.as_tensor(target, device=backbone.device).long()
     with eval_mode(backbone), frozen(backbone):
         if method == "vanilla":

@@ -1,0 +1,145 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.cli import main
+from cnnlab.core.backbones import Backbone
+from cnnlab.core.errors import CnnlabError
+from cnnlab.core.hooks import CutPoint
+from cnnlab.core.preprocess import Preprocess
+from cnnlab.explain.attacks import attack
+from cnnlab.explain.classviz import ClassVizConfig, class_probability, visualize_class
+from cnnlab.explain.faithfulness import auc, deletion_insertion
+from cnnlab.explain.inputs import load_inputs, resolve_targets
+from cnnlab.explain.saliency import attribute, predicted
+
+from .conftest import shared
+
+
+def linear_backbone(seed=0) -> Backbone:
+    """logits = W · flatten(x) on 3×4×4 images, identity normalization: ∂score_k/∂x = W[k] exactly."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(48, 2, bias=False))
+    prep = Preprocess(4, 4, "bilinear", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    return Backbone("linear", net, prep, {"logits": CutPoint("1")}, "random", None, num_classes=2).eval()
+
+
+def test_vanilla_saliency_of_a_linear_model_is_abs_weight_max_over_channels():
+    b = linear_backbone()
+    x = torch.rand(2, 3, 4, 4)
+    maps = attribute(b, x, [1, 0], "vanilla")
+    W = b.net[1].weight.detach().view(2, 3, 4, 4)
+    torch.testing.assert_close(maps[0], W[1].abs().amax(dim=0))
+    torch.testing.assert_close(maps[1], W[0].abs().amax(dim=0))
+
+
+def test_fgsm_moves_each_pixel_by_eps_sign_then_clamps():
+    b = linear_backbone()
+    x = torch.full((1, 3, 4, 4), 128 / 255)
+    x[0, 0, 0, 0] = 1.0  # a saturated pixel: any upward step is clamped away
+    eps = 4 / 255
+    r = attack(b, x, [1], "fgsm", eps=eps)
+    W = b.net[1].weight.detach().view(2, 3, 4, 4)
+    expected = (x + eps * (W[1] - W[0]).sign()).clamp(0, 1)  # targeted: climb toward class 1
+    torch.testing.assert_close(r.adversarial, expected.mul(255).round().div(255))
+    assert r.iterations.tolist() == [1]
+
+
+def test_vanilla_equals_max_over_channels_of_abs_gradient_and_restores_state(lite0):
+    x = torch.rand(2, 3, 224, 224)
+    x_before = x.clone()
+    lite0.train()
+    flags = [p.requires_grad for p in lite0.parameters()]
+    try:
+        maps = attribute(lite0, x, [281, 967], "vanilla")
+        assert lite0.training and [p.requires_grad for p in lite0.parameters()] == flags
+    finally:
+        lite0.eval()
+    xg = x.clone().requires_grad_(True)
+    lite0(xg).gather(1, torch.tensor([[281], [967]])).sum().backward()
+    torch.testing.assert_close(maps, xg.grad.abs().amax(dim=1))
+    assert torch.equal(x, x_before)
+
+
+@pytest.fixture(scope="module")
+def lab_images(lite0):
+    return load_inputs([str(shared("imagenet", "imagenet_val_25.npz"))], lite0.preprocess)
+
+
+def test_fooling_succeeds_on_the_lab_images_after_quantization(lite0, lab_images):
+    x = lab_images.x
+    targets = resolve_targets("random", len(x), predicted(lite0, x), seed=0)
+    r = attack(lite0, x, targets, "minimal", max_iters=200)
+    assert r.success.all()
+    assert torch.equal(r.adversarial, r.adversarial.mul(255).round().div(255))  # already 8-bit values
+    with torch.no_grad():
+        assert predicted(lite0, r.adversarial).tolist() == targets
+    assert r.norms()["linf"].max() <= 4 / 255 + 1e-6
+
+
+def test_deletion_of_salient_patches_beats_random_order(lite0, lab_images):
+    x = lab_images.x[:4]
+    pred = predicted(lite0, x)
+    scores = deletion_insertion(lite0, x, attribute(lite0, x, pred, "gradcam"), pred, steps=14)
+    assert scores["deletion_auc"].mean() < scores["random_deletion_auc"].mean()
+    assert scores["insertion_auc"].mean() > scores["random_insertion_auc"].mean()
+
+
+def test_auc_is_the_trapezoid_area():
+    assert auc(torch.tensor([[1.0, 0.0]])).item() == pytest.approx(0.5)
+    assert auc(torch.tensor([[1.0, 1.0, 1.0]])).item() == pytest.approx(1.0)
+
+
+def test_classviz_raises_the_target_probability(lite0):
+    target = 76  # tarantula
+    start, _ = visualize_class(lite0, target, ClassVizConfig(iters=0), size=160)
+    image, frames = visualize_class(lite0, target, ClassVizConfig(iters=15, frames=[5, 15]), size=160)
+    assert class_probability(lite0, image, target)[0] > 3 * class_probability(lite0, start, target)[0]
+    assert sorted(frames) == [5, 15] and image.min() >= 0 and image.max() <= 1
+
+
+def test_explain_cli_json(tmp_path, capsys, photo_files):
+    npz = str(shared("imagenet", "imagenet_val_25.npz"))
+    assert main(["explain", "saliency", npz, "--limit", "2", "--method", "gradcam", "--metrics", "--out",
+                 str(tmp_path / "s"), "--quiet", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert set(s["summary"]) >= {"n", "deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc"}
+    assert (tmp_path / "s" / "saliency.png").is_file() and (tmp_path / "s" / "saliency_001.png").is_file()
+
+    assert main(["explain", "fool", str(photo_files["coffee"]), "--target", "tarantula", "--out", str(tmp_path / "f"),
+                 "--quiet", "--json"]) == 0
+    f = json.loads(capsys.readouterr().out)
+    (r,) = f["results"]
+    assert set(r) >= {"image", "target", "pred_before", "pred_after", "success", "iterations", "linf", "l2"}
+    assert r["success"] and r["pred_after"] == r["target"] == 76
+    assert set(f["summary"]) == {"n", "success_rate", "median_linf", "median_l2", "median_iterations"}
+    # the saved PNG (at the model's input size) really fools the model when read back from disk
+    from cnnlab.core.backbones import create_backbone
+    from cnnlab.core.images import load_image, pil_to_tensor
+
+    png = pil_to_tensor(load_image(r["png"])).unsqueeze(0)
+    assert predicted(create_backbone("efficientnet_lite0"), png).tolist() == [76]
+
+    assert main(["explain", "classviz", "--class", "tick", "--iters", "3", "--judge", "efficientnet_lite1",
+                 "--out", str(tmp_path / "c"), "--quiet", "--json"]) == 0
+    c = json.loads(capsys.readouterr().out)
+    assert {"class", "index", "backbone", "target_prob", "judge", "images"} <= set(c) and c["index"] == 78
+    assert set(c["judge"]) == {"model", "target_prob", "target_rank"} and c["judge"]["target_rank"] >= 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["explain", "classviz", "--class", "tarantola"], "did you mean"),
+    (["explain", "classviz", "--class", "tick", "--judge", "efficientnet_lite0"], "must be a different model"),
+    (["explain", "fool", "IMG", "--target", "not-a-class-at-all"], "unknown ImageNet class"),
+    (["explain", "saliency", "BADNPZ"], "has no array 'X'"),
+])
+def test_explain_bad_input(argv, message, photo_files, tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, Y=np.zeros(3))
+    argv = [str(photo_files["coffee"]) if a == "IMG" else str(bad) if a == "BADNPZ" else a for a in argv]
+    assert main(argv + ["--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnlab: error:") and message in err and "\n" not in err
