@@ -181,6 +181,53 @@ def cmd_classviz(args: argparse.Namespace, env: dict) -> int:
     return 0
 
 
+def cmd_gan_train(args: argparse.Namespace, env: dict) -> int:
+    """Train a DCGAN, cDCGAN or cGAN; resumable; DDP under torchrun."""
+    from .gan.train import GanConfig, train
+
+    grid_at = args.grid_at if args.grid_at is not None else [1000, 3000, 5000]
+    config = GanConfig(model=args.model, data=args.data, data_root=args.data_root or env.get("CNNLAB_DATA"),
+                       nz=args.nz, ngf=args.ngf, ndf=args.ndf, batch=args.batch, iters=args.iters,
+                       g_steps=args.g_steps, d_steps=args.d_steps, lr=args.lr, beta1=args.beta1, seed=args.seed,
+                       grid_at=grid_at, checkpoint_every=args.checkpoint_every, label_in_d=not args.no_label_in_d,
+                       limit=args.limit)
+    out = args.out or str(_run_path("gan"))
+    s = train(config, out, resume=args.resume, device=args.device, progress=not args.quiet)
+    if int(env.get("RANK", 0)) == 0:
+        _print(s, args.json, f"{s['model']}: {s['iterations']} iterations ({s['iters_per_s']:.1f}/s), final "
+               + ", ".join(f"{k} {v:.3f}" for k, v in s["final"].items()) + f" → {s['run_dir']}")
+    return 0
+
+
+def _run_path(command: str) -> Path:
+    from .core.runs import RunDir
+
+    return RunDir.create(None, command).path
+
+
+def cmd_gan_sample(args: argparse.Namespace, env: dict) -> int:
+    """Sample PNGs (and a grid) from a generator checkpoint, or from the shipped cDCGAN-MNIST generator."""
+    from .gan.sample import sample
+
+    s = sample(args.checkpoint, args.out, args.label, args.n, args.seed, args.interpolate)
+    _print(s, args.json, f"{s['n']} images from {s['model']} → {args.out} (grid: {s['grid']})")
+    return 0
+
+
+def cmd_gan_evaluate(args: argparse.Namespace, env: dict) -> int:
+    """Conditional accuracy and Fréchet distance of a conditional MNIST generator."""
+    from .core.runs import RunDir
+    from .gan.evaluate import evaluate
+
+    s = evaluate(args.checkpoint, args.data_root or env.get("CNNLAB_DATA"), args.cache_dir or _default_cache(env),
+                 args.n, args.seed)
+    if args.out:
+        RunDir(args.out).write_metrics(s)
+    _print(s, args.json, f"conditional accuracy {s['conditional_accuracy']:.3f} (classifier test accuracy "
+           f"{s['classifier_test_accuracy']:.4f}); Fréchet distance (MNIST classifier features) {s['fd_mnist']:.2f}; n={s['n']}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------ parser
 def _backbone_options(p: argparse.ArgumentParser, default: str | None = None) -> None:
     from .core.backbones import DEFAULT_BACKBONE
@@ -254,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     _extraction_options(p)
 
     _explain_parsers(sub)
+    _gan_parsers(sub)
     from .transfer.pipeline import DEFAULT_CS, TransferConfig
 
     d = TransferConfig(data="")
@@ -360,6 +408,73 @@ def _explain_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="noise seed (default: %(default)s)")
     p.add_argument("--judge", default=None,
                    help="model that judges recognizability (default: efficientnet_lite2, or lite1 if lite2 draws)")
+
+
+def _gan_parsers(sub) -> None:
+    gan = sub.add_parser("gan", help="train, sample and evaluate GANs",
+                         description="Generative adversarial networks (the report's part 3).")
+    gsub = gan.add_subparsers(dest="gan_command", metavar="GAN_COMMAND", required=True)
+
+    def command(name, func, help_, description):
+        p = gsub.add_parser(name, help=help_, description=description,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        p.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
+        return p
+
+    p = command("train", cmd_gan_train, "train a DCGAN / cDCGAN / cGAN",
+                "Two-phase GAN training (D then G, non-saturating loss, Adam), N(0, 0.02) init.\n"
+                "  dcgan   64×64 RGB (faces: --data celeba64 or a folder of images)\n"
+                "  cdcgan  conditional DCGAN on MNIST: the label enters G and D as one-hot maps\n"
+                "  cgan    fully connected conditional GAN on MNIST\n"
+                "Writes fixed-noise grids (one row per label for conditional models), TensorBoard scalars\n"
+                "(loss_D, loss_G, D_x, D_G_z) and images, loss_curves.png, and RUN_DIR/checkpoint.pt (atomic, every\n"
+                "--checkpoint-every iterations and at the end). --resume continues RUN_DIR up to --iters with\n"
+                "exactly the weights of an uninterrupted run. Multi-process: torchrun --nproc_per_node=N -m cnnlab\n"
+                "gan train ... (DistributedDataParallel, gloo on CPU / nccl on GPU; rank 0 writes).")
+    p.add_argument("--model", required=True, choices=["dcgan", "cdcgan", "cgan"], help="network family")
+    p.add_argument("--data", required=True, help="mnist, celeba64, or a folder of images")
+    p.add_argument("--data-root", default=None, help="folder holding MNIST/ and celeba64/ (default: $CNNLAB_DATA)")
+    p.add_argument("--nz", type=int, default=100, help="latent size (default: %(default)s)")
+    p.add_argument("--ngf", type=int, default=64, help="generator width (default: %(default)s)")
+    p.add_argument("--ndf", type=int, default=64, help="discriminator width (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=128, help="global batch size (default: %(default)s)")
+    p.add_argument("--iters", type=int, default=1000, help="training iterations (default: %(default)s)")
+    p.add_argument("--g-steps", type=int, default=1, help="generator updates per iteration (default: %(default)s)")
+    p.add_argument("--d-steps", type=int, default=1, help="discriminator updates per iteration (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    p.add_argument("--grid-at", type=_csv(int), default=None, help="iterations with a sample grid (default: 1000,3000,5000)")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint period (default: %(default)s)")
+    p.add_argument("--no-label-in-d", action="store_true", help="conditional models: D does not see the label")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/gan-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command("sample", cmd_gan_sample, "sample images from a generator",
+                "Writes {label}_{index}.png (unconditional: x_{index}.png) and grid.png. Without --checkpoint,\n"
+                "uses the cDCGAN-MNIST generator shipped with cnnlab (works offline).")
+    p.add_argument("--checkpoint", default=None, help="RUN_DIR/checkpoint.pt (default: the shipped generator)")
+    p.add_argument("--label", type=int, default=None, help="digit to draw (default: all labels in turn)")
+    p.add_argument("-n", type=int, default=64, help="number of images (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default: %(default)s)")
+    p.add_argument("--interpolate", action="store_true", help="walk z linearly between two random points")
+    p.add_argument("--out", required=True, help="output folder")
+
+    p = command("evaluate", cmd_gan_evaluate, "conditional accuracy and Fréchet distance",
+                "Judges a conditional MNIST generator with a small MNIST classifier trained and cached by cnnlab:\n"
+                "conditional accuracy (per label and mean) and the Fréchet distance between generated and real\n"
+                "test digits in the classifier's 128-d feature space (torchmetrics FID with a custom network).\n"
+                "JSON: {conditional_accuracy, per_label_accuracy, fd_mnist, n, classifier_test_accuracy}.")
+    p.add_argument("--checkpoint", default=None, help="RUN_DIR/checkpoint.pt (default: the shipped generator)")
+    p.add_argument("-n", type=int, default=1000, help="generated images (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    p.add_argument("--data-root", default=None, help="folder holding MNIST/ (default: $CNNLAB_DATA)")
+    p.add_argument("--cache-dir", default=None, help="where the classifier is cached (default: $CNNLAB_CACHE)")
+    p.add_argument("--out", default=None, help="also write metrics.json into this run directory")
 
 
 def ClassVizDefaults():

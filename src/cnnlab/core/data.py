@@ -144,3 +144,44 @@ def load_npz_images(path: str | os.PathLike) -> tuple[torch.Tensor, np.ndarray |
     y = data["y"] if "y" in data else None
     label_map = data["label_map"].item() if "label_map" in data else None
     return array_to_tensor(X.astype(np.uint8)), y, label_map
+
+
+# --------------------------------------------------------------------------------------------- GAN datasets
+def load_mnist(root: str | os.PathLike | None, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST through torchvision: (N,1,28,28) uint8 images and (N,) labels. Downloads where there is internet."""
+    from torchvision.datasets import MNIST
+
+    if root is None:
+        raise CnnlabError("MNIST needs a data root: pass --data-root ROOT or set CNNLAB_DATA (ROOT/MNIST/raw/...)")
+    try:
+        ds = MNIST(str(root), train=train, download=False)
+    except RuntimeError:
+        try:
+            ds = MNIST(str(root), train=train, download=True)
+        except Exception:
+            raise CnnlabError(f"MNIST is not in {root}/MNIST/raw and could not be downloaded (offline?): "
+                              f"place the four IDX files there") from None
+    return ds.data.unsqueeze(1).clone(), ds.targets.clone()
+
+
+def load_image_dir(folder: str | os.PathLike, size: int) -> tuple[torch.Tensor, list[Path]]:
+    """Every image under `folder`, resized/cropped to size×size RGB: (N,3,size,size) uint8, and skipped files."""
+    from torchvision.transforms import v2
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CnnlabError(f"image folder not found: {folder}")
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and is_image_file(f))
+    if not files:
+        raise CnnlabError(f"no images found in {folder}")
+    tf = v2.Compose([v2.ToImage(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+    images, bad = [], []
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                images.append(tf(img.convert("RGB")))
+        except Exception:
+            bad.append(f)
+    if not images:
+        raise CnnlabError(f"no readable images in {folder}")
+    return torch.stack(images), bad

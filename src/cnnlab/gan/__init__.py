@@ -1,0 +1,1 @@
+"""Generate: DCGAN, conditional DCGAN and fully-connected cGAN — train, sample, evaluate."""

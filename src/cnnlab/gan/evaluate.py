@@ -1,0 +1,99 @@
+"""Evaluating conditional MNIST generators with a small MNIST classifier trained (and cached) by cnnlab:
+conditional accuracy (is a generated digit the one asked for?) and a Fréchet distance in that classifier's
+feature space (torchmetrics' FrechetInceptionDistance with a custom feature network)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.data import load_mnist
+from ..core.errors import CnnlabError
+from ..core.runs import atomic_path
+from .sample import conditional, generate, load_generator
+
+
+class MnistNet(nn.Module):
+    """A small CNN (~99% test accuracy); `features` (128-d) feed the Fréchet distance."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 14
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 7
+            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(),
+        )
+        self.fc = nn.Linear(128, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:  # torchmetrics probes the network with uint8 images
+            x = x.float() / 255
+        return self.conv((x - 0.1307) / 0.3081)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class _Features(nn.Module):
+    """What torchmetrics calls: images [0,1] → (N,128)."""
+
+    def __init__(self, net: MnistNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.features(x)
+
+
+def mnist_classifier(data_root: str | None, cache_dir: str | Path, epochs: int = 2, seed: int = 0,
+                     progress: bool = False) -> tuple[MnistNet, float]:
+    """The judge network and its MNIST test accuracy; trained once (seeded) and cached atomically."""
+    path = Path(cache_dir) / f"mnist_classifier_e{epochs}_s{seed}.pt"
+    net = MnistNet()
+    if path.is_file():
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(ck["state_dict"])
+        return net.eval(), float(ck["test_accuracy"])
+    X, y = load_mnist(data_root, train=True)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(X), generator=g).split(128):
+            loss = F.cross_entropy(net(X[idx].float() / 255), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    Xt, yt = load_mnist(data_root, train=False)
+    net.eval()
+    with torch.no_grad():
+        acc = float(torch.cat([net(b.float() / 255).argmax(1) for b in Xt.split(1000)]).eq(yt).float().mean())
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": net.state_dict(), "test_accuracy": acc}, tmp)
+    return net, acc
+
+
+def evaluate(checkpoint: str | Path | None, data_root: str | None, cache_dir: str | Path, n: int = 1000,
+             seed: int = 0) -> dict:
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    G, config = load_generator(checkpoint)
+    if not conditional(config):
+        raise CnnlabError(f"evaluate needs a conditional MNIST generator (cdcgan or cgan), not a {config['model']}")
+    net, test_acc = mnist_classifier(data_root, cache_dir)
+    labels = torch.arange(n) % 10
+    fake = torch.cat([generate(G, config, lab, seed + i) for i, lab in enumerate(labels.split(500))])
+    with torch.no_grad():
+        pred = torch.cat([net(b).argmax(1) for b in fake.split(500)])
+    correct = pred.eq(labels)
+    per_label = {str(k): float(correct[labels == k].float().mean()) for k in range(10)}
+    Xt, _ = load_mnist(data_root, train=False)
+    real = Xt[torch.randperm(len(Xt), generator=torch.Generator().manual_seed(seed))[:n]].float() / 255
+    fid = FrechetInceptionDistance(feature=_Features(net), normalize=True, input_img_size=(1, 28, 28))
+    fid.update(real, real=True)
+    fid.update(fake, real=False)
+    return {"conditional_accuracy": float(correct.float().mean()), "per_label_accuracy": per_label,
+            "fd_mnist": float(fid.compute()), "n": n, "classifier_test_accuracy": test_acc,
+            "model": config["model"], "checkpoint": str(checkpoint) if checkpoint else "shipped"}
