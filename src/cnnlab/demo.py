@@ -41,8 +41,41 @@ def _classification_figure(run: RunDir, names, x, tops) -> Path:
         axes[1, j].barh(labels, [t["prob"] for t in top][::-1], color="tab:blue")
         axes[1, j].set_xlim(0, 1)
         axes[1, j].tick_params(labelsize=7)
+    fig.subplots_adjust(wspace=0.7)
     fig.suptitle("Top-5 ImageNet classes")
     return run.save_figure(fig, "classify.png")
+
+
+def _explain_and_generate(run: RunDir, backbone, names, x, summary: dict) -> list[str]:
+    """A saliency map, a fooling image, a class visualization, and digits from the shipped cDCGAN."""
+    from .explain.attacks import attack
+    from .explain.classviz import ClassVizConfig, class_probability, visualize_class
+    from .explain.saliency import attribute, predicted
+    from .core import imagenet
+    from .core.images import save_png
+    from .gan.sample import sample
+
+    lines = []
+    cat = x[:1]
+    pred = predicted(backbone, cat)
+    sal = attribute(backbone, cat, pred, "gradcam")[0]
+    overlay = cat[0] * 0.4 + 0.6 * (sal / sal.max().clamp(min=1e-12)).unsqueeze(0) * torch.tensor([1.0, 0.3, 0.0]).view(3, 1, 1)
+    lines.append(f"[saliency] Grad-CAM of {names[0]} for '{imagenet.short_name(int(pred))}' → "
+                 f"{save_png(overlay.clamp(0, 1), run / 'saliency.png')}")
+    target = imagenet.resolve_class("tarantula")
+    r = attack(backbone, cat, [target], "minimal", max_iters=100)
+    linf = float(r.norms()["linf"][0]) * 255
+    lines.append(f"[fool] {names[0]} → '{imagenet.short_name(int(r.pred_after[0]))}' with an L∞ change of "
+                 f"{linf:.0f}/255 (success: {bool(r.success[0])}) → {save_png(r.adversarial[0], run / 'fooled.png')}")
+    img, _ = visualize_class(backbone, target, ClassVizConfig(iters=60), size=160)
+    prob, _ = class_probability(backbone, img, target)
+    lines.append(f"[classviz] 'tarantula' drawn by gradient ascent (60 iterations, p={prob:.2f}) → "
+                 f"{save_png(img, run / 'classviz.png')}")
+    digits = sample(None, run / "digits", n=40, seed=0)
+    lines.append(f"[gan] 40 digits from the shipped cDCGAN-MNIST generator → {digits['grid']}")
+    summary["explain"] = {"saliency_target": int(pred), "fool_success": bool(r.success[0]), "fool_linf": linf / 255,
+                          "classviz_prob": prob}
+    return lines
 
 
 def run_demo(out: str | None = None, data: str | None = None, cache_dir: str | None = None,
@@ -71,6 +104,7 @@ def run_demo(out: str | None = None, data: str | None = None, cache_dir: str | N
                       f"test accuracy {sel['test_accuracy']:.3f} → {t['run_dir']}")
     else:
         report.append("[transfer] skipped: pass --data DIR (one subfolder per class) or set CNNLAB_DATA")
+    report += _explain_and_generate(run, backbone, names, x, summary)
     summary["seconds"] = time.perf_counter() - t0
     report.append(f"done in {summary['seconds']:.1f} s; everything is in {run.path}")
     summary["report"] = report
