@@ -6,13 +6,14 @@ import pytest
 
 from cnnlab.cli import build_parser, main
 
-COMMANDS = ["demo", "models", "classify", "features", "transfer"]
+COMMANDS = ["demo", "models", "classify", "features", "transfer", "explain saliency", "explain fool",
+            "explain classviz", "gan train", "gan sample", "gan evaluate"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_documents_every_command(command, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main([command, "--help"])
+        main(command.split() + ["--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     assert f"usage: cnnlab {command}" in text and "--json" in text

@@ -252,6 +252,14 @@ def _extraction_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
 
 
+def _add_command(sub, name: str, func: Callable, help_: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help shows `description` verbatim; every command takes --json."""
+    p = sub.add_parser(name, help=help_, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=func)
+    p.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnlab", description=__doc__.split("\n")[0] if __doc__ else None,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -260,11 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, func: Callable, help_: str, description: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=description,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.set_defaults(func=func)
-        p.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
-        return p
+        return _add_command(sub, name, func, help_, description)
 
     p = command("demo", cmd_demo, "offline tour: classify sample photos, quick transfer run",
                 "Runs offline on embedded defaults (scikit-image's sample photos and the EfficientNet-Lite0 weights\n"
@@ -337,10 +341,7 @@ def _explain_parsers(sub) -> None:
     esub = explain.add_subparsers(dest="explain_command", metavar="EXPLAIN_COMMAND", required=True)
 
     def command(name, func, help_, description):
-        p = esub.add_parser(name, help=help_, description=description,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.set_defaults(func=func)
-        p.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
+        p = _add_command(esub, name, func, help_, description)
         p.add_argument("--out", default=None, help=f"run directory (default: runs/{name}-<time>)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         return p
@@ -416,11 +417,7 @@ def _gan_parsers(sub) -> None:
     gsub = gan.add_subparsers(dest="gan_command", metavar="GAN_COMMAND", required=True)
 
     def command(name, func, help_, description):
-        p = gsub.add_parser(name, help=help_, description=description,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.set_defaults(func=func)
-        p.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
-        return p
+        return _add_command(gsub, name, func, help_, description)
 
     p = command("train", cmd_gan_train, "train a DCGAN / cDCGAN / cGAN",
                 "Two-phase GAN training (D then G, non-saturating loss, Adam), N(0, 0.02) init.\n"
