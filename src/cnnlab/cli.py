@@ -131,10 +131,6 @@ def cmd_demo(args: argparse.Namespace, env: dict) -> int:
     return 0
 
 
-def _targets_text(summary: dict) -> str:
-    return f"→ {summary['run_dir']}"
-
-
 def cmd_saliency(args: argparse.Namespace, env: dict) -> int:
     """Saliency maps (Captum), optionally with deletion/insertion faithfulness metrics."""
     from .explain.pipeline import run_saliency

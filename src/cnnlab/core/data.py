@@ -1,7 +1,6 @@
 """Datasets: class-per-folder image collections (with bad-file reporting), 15-Scene style splits, npz inputs."""
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,14 +39,6 @@ class ImageFolder:
             paths += files
             labels += [label] * len(files)
         return cls(root, tuple(d.name for d in class_dirs), tuple(paths), np.asarray(labels, dtype=np.int64))
-
-    def fingerprint(self) -> str:
-        """Changes when any file is added, removed, renamed, resized or touched."""
-        h = hashlib.sha256()
-        for p in self.paths:
-            st = p.stat()
-            h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()
 
     def subset(self, keep: Sequence[int]) -> "ImageFolder":
         keep = list(keep)

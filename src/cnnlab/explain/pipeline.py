@@ -159,7 +159,8 @@ def run_fool(inputs: list[str], backbone: str = "efficientnet_lite0", weights: s
 
 # ---------------------------------------------------------------------------------------------------- classviz
 def default_judge(backbones: list[str]) -> str:
-    return "efficientnet_lite1" if backbones == ["efficientnet_lite2"] or "efficientnet_lite2" in backbones else "efficientnet_lite2"
+    """A different model from the generator(s): Lite2, or Lite1 when Lite2 is one of them."""
+    return "efficientnet_lite1" if "efficientnet_lite2" in backbones else "efficientnet_lite2"
 
 
 def run_classviz(classes: list[str], backbones: list[str], config: ClassVizConfig, judge: str | None = None,
