@@ -35,8 +35,8 @@ def plain_loop(name: str, paths, batch: int = 32) -> float:
         model, size, resize = tvm.vgg16(weights=None).eval(), 224, 256
         mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     else:
-        model = create_backbone(name).net
-        p = create_backbone(name).preprocess
+        backbone = create_backbone(name)
+        model, p = backbone.net, backbone.preprocess
         size, resize, mean, std = p.input_size, p.resize_size, p.mean, p.std
     tf = T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
     t0 = time.perf_counter()

@@ -146,6 +146,5 @@ def _run_pass(backbone, paths, layers, pool, flip, precision, batch_size, worker
                 keep.append(idx.numpy())
             bar.update(len(idx) + len(bad))
     bar.close()
-    dims = {l: 0 for l in layers}
-    feats = {l: np.concatenate(c) if c else np.zeros((0, dims[l]), np.float32) for l, c in chunks.items()}
+    feats = {l: np.concatenate(c) if c else np.zeros((0, 0), np.float32) for l, c in chunks.items()}
     return feats, (np.concatenate(keep) if keep else np.zeros(0, np.int64)), np.asarray(sorted(failed), np.int64)
