@@ -97,7 +97,12 @@ def _fixed_inputs(config: GanConfig, classes: int, device) -> tuple[torch.Tensor
 
 
 def _adam(params, config: GanConfig):
-    return torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, 0.999), foreach=True)
+    """Adam with the fused kernel (one op for all parameters) where this torch build has it for the device."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, 0.999), fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, 0.999), foreach=True)
 
 
 def train(config: GanConfig, out: str | Path, resume: bool = False, device: str = "cpu", progress: bool = True) -> dict:
@@ -115,7 +120,9 @@ def train(config: GanConfig, out: str | Path, resume: bool = False, device: str 
     torch.manual_seed(config.seed + rank)
     G, D = build_gan(config.model, config.nz, config.ngf, config.ndf, X.shape[1], classes or 10, config.label_in_d,
                      X.shape[-1])
-    G, D = G.to(device), D.to(device)
+    # channels_last lets oneDNN/cuDNN run the convolutions without layout conversions
+    memory_format = torch.channels_last if config.model in ("dcgan", "cdcgan") else torch.contiguous_format
+    G, D = G.to(device, memory_format=memory_format), D.to(device, memory_format=memory_format)
     opt_g, opt_d = _adam(G.parameters(), config), _adam(D.parameters(), config)
     noise = torch.Generator().manual_seed(config.seed * 7919 + rank)
     start, history = 0, {"loss_D": [], "loss_G": [], "D_x": [], "D_G_z": []}
@@ -149,7 +156,7 @@ def train(config: GanConfig, out: str | Path, resume: bool = False, device: str 
     for it in bar:
         for s in range(config.d_steps):  # ---- discriminator: real → 1, fake → 0
             idx = stream.indices(it * config.d_steps + s)
-            real = X[idx].to(device).float().div_(127.5).sub_(1)
+            real = X[idx].to(device).float().div_(127.5).sub_(1).contiguous(memory_format=memory_format)
             y_real = Y[idx].to(device)
             z = torch.randn(bs, config.nz, generator=noise).to(device)
             y_fake = torch.randint(0, classes or 1, (bs,), generator=noise).to(device)
@@ -162,11 +169,13 @@ def train(config: GanConfig, out: str | Path, resume: bool = False, device: str 
             loss_fake = F.binary_cross_entropy_with_logits(out_fake, torch.zeros_like(out_fake))
             loss_fake.backward()
             opt_d.step()
-        for _ in range(config.g_steps):  # ---- generator: make D say 1 (the non-saturating loss)
-            z = torch.randn(bs, config.nz, generator=noise).to(device)
-            y_fake = torch.randint(0, classes or 1, (bs,), generator=noise).to(device)
+        for s in range(config.g_steps):  # ---- generator: make D say 1 (the non-saturating loss)
+            if s > 0:  # the first G step reuses the D step's fakes (as pytorch/examples does): one G forward saved
+                z = torch.randn(bs, config.nz, generator=noise).to(device)
+                y_fake = torch.randint(0, classes or 1, (bs,), generator=noise).to(device)
+                fake = G(z, y_fake)
             opt_g.zero_grad(set_to_none=True)
-            out = D(G(z, y_fake), y_fake)
+            out = D(fake, y_fake)
             loss_g = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
             loss_g.backward()
             opt_g.step()
