@@ -21,14 +21,15 @@ from cnnlab.explain.attacks import attack
 from cnnlab.explain.classviz import ClassVizConfig, visualize_class
 from cnnlab.explain.faithfulness import deletion_insertion
 from cnnlab.explain.inputs import load_inputs, resolve_targets
-from cnnlab.explain.saliency import attribute, predicted
+from cnnlab.explain.saliency import SaliencyOptions, attribute, predicted
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", required=True)
     ap.add_argument("--n", type=int, default=20)
-    ap.add_argument("--methods", default="vanilla,smoothgrad,ig,gradcam,occlusion")
+    ap.add_argument("--methods", default="vanilla,smoothgrad,ig,gradcam,gradcam:head+block6,occlusion",
+                    help="methods; method:LAYER picks Grad-CAM layers")
     ap.add_argument("--backbone", default="efficientnet_lite0")
     args = ap.parse_args()
     b = create_backbone(args.backbone)
@@ -36,16 +37,18 @@ def main() -> None:
     x = data.x
     pred = predicted(b, x)
     out = {"backbone": args.backbone, "n": len(x), "date": time.strftime("%Y-%m-%d"), "faithfulness": {}}
-    for method in args.methods.split(","):
+    for spec in args.methods.split(","):
+        method, _, layer = spec.partition(":")  # e.g. gradcam:head+block6
+        options = SaliencyOptions(layer=layer or None)
         t0 = time.perf_counter()
-        maps = torch.cat([attribute(b, x[i:i + 4], pred[i:i + 4], method) for i in range(0, len(x), 4)])
+        maps = torch.cat([attribute(b, x[i:i + 4], pred[i:i + 4], method, options) for i in range(0, len(x), 4)])
         secs = (time.perf_counter() - t0) / len(x)
         s = deletion_insertion(b, x, maps, pred)
         row = {k: float(v.mean()) for k, v in s.items()}
         row["deletion_ratio"] = row["deletion_auc"] / row["random_deletion_auc"]
         row["seconds_per_image"] = secs
-        out["faithfulness"][method] = row
-        print(method, row, flush=True)
+        out["faithfulness"][spec] = row
+        print(spec, row, flush=True)
 
     import captum.attr as ca
 

@@ -88,6 +88,18 @@ def test_deletion_of_salient_patches_beats_random_order(lite0, lab_images):
     assert scores["insertion_auc"].mean() > scores["random_insertion_auc"].mean()
 
 
+def test_multi_layer_gradcam_is_the_sum_of_max_scaled_maps(lite0, lab_images):
+    from cnnlab.explain.saliency import SaliencyOptions
+
+    x = lab_images.x[:2]
+    target = predicted(lite0, x)
+    single = [attribute(lite0, x, target, "gradcam", SaliencyOptions(layer=l)) for l in ("head", "block6")]
+    both = attribute(lite0, x, target, "gradcam", SaliencyOptions(layer="head+block6"))
+    expected = sum(m / m.flatten(1).amax(1).view(-1, 1, 1) for m in single)
+    torch.testing.assert_close(both, expected)
+    assert both.flatten(1).amax(1).max() <= 2 + 1e-5
+
+
 def test_auc_is_the_trapezoid_area():
     assert auc(torch.tensor([[1.0, 0.0]])).item() == pytest.approx(0.5)
     assert auc(torch.tensor([[1.0, 1.0, 1.0]])).item() == pytest.approx(1.0)

@@ -348,7 +348,7 @@ def _explain_parsers(sub) -> None:
                 "  vanilla     |∂score/∂pixel|, max over channels (Simonyan et al. 2014; the report's)\n"
                 "  smoothgrad  vanilla averaged over noisy copies (Smilkov et al. 2017)\n"
                 "  ig          Integrated Gradients from a black image (Sundararajan et al. 2017)\n"
-                "  gradcam     Grad-CAM at the last convolutional map (Selvaraju et al. 2017; --layer to change)\n"
+                "  gradcam     Grad-CAM (Selvaraju et al. 2017) at the last maps (Lite: head+block6; --layer to change)\n"
                 "  occlusion   score drop when 32×32 patches are replaced by a blurred copy (Zeiler & Fergus 2014)\n"
                 "--metrics adds deletion/insertion AUC (Petsiuk et al. 2018) with 16×16 patches and a blurred\n"
                 "baseline, plus the same for a random patch order. Writes saliency.png and one PNG per map.")
@@ -358,7 +358,7 @@ def _explain_parsers(sub) -> None:
                    help="attribution method (default: %(default)s)")
     p.add_argument("--target", default="pred", help="'pred' (the model's prediction) or an ImageNet class (default: pred)")
     p.add_argument("--metrics", action="store_true", help="deletion/insertion AUC vs a random patch order")
-    p.add_argument("--layer", default=None, help="Grad-CAM cut point (default: the last convolutional map)")
+    p.add_argument("--layer", default=None, help="Grad-CAM cut point; 'a+b' sums several, each scaled to max 1 (default: head+block6 for EfficientNet-Lite, else the last convolutional map)")
     p.add_argument("--samples", type=int, default=16, help="SmoothGrad noisy samples (default: %(default)s)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
 
