@@ -142,3 +142,14 @@ def test_gan_bad_input(argv, message, tmp_path, capsys, monkeypatch):
     assert main([subst.get(a, a) for a in argv] + ["--json"], env={}) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cnnlab: error:") and message in err and "\n" not in err
+
+
+def test_evaluate_an_image_generator_in_backbone_features(tmp_path, capsys):
+    shared("celeba64")
+    run = tmp_path / "dcgan"
+    train(GanConfig(model="dcgan", data="celeba64", data_root=str(SHARED_DATA), nz=8, ngf=8, ndf=8, batch=8, iters=2,
+                    limit=24, checkpoint_every=2), run, progress=False)
+    assert main(["gan", "evaluate", "--checkpoint", str(run / "checkpoint.pt"), "-n", "12", "--json", "--quiet"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["backbone"] == "efficientnet_lite0" and s["layer"] == "pre_logits" and s["n"] == 12
+    assert s["model"] == "dcgan" and s["nz"] == 8 and s["fd_backbone"] > 0

@@ -211,16 +211,52 @@ def cmd_gan_sample(args: argparse.Namespace, env: dict) -> int:
 
 
 def cmd_gan_evaluate(args: argparse.Namespace, env: dict) -> int:
-    """Conditional accuracy and Fréchet distance of a conditional MNIST generator."""
+    """Conditional accuracy and Fréchet distance of a conditional MNIST generator; for an image generator
+    (dcgan), the Fréchet distance to its training images in an ImageNet backbone's feature space."""
     from .core.runs import RunDir
-    from .gan.evaluate import evaluate
+    from .gan.evaluate import evaluate, evaluate_images
+    from .gan.sample import conditional, load_generator
+    from .gan.train import GanConfig, load_training_data
 
-    s = evaluate(args.checkpoint, args.data_root or env.get("CNNLAB_DATA"), args.cache_dir or _default_cache(env),
-                 args.n, args.seed)
+    data_root = args.data_root or env.get("CNNLAB_DATA")
+    _, config = load_generator(args.checkpoint)
+    if conditional(config):
+        s = evaluate(args.checkpoint, data_root, args.cache_dir or _default_cache(env), args.n, args.seed)
+        text = (f"conditional accuracy {s['conditional_accuracy']:.3f} (classifier test accuracy "
+                f"{s['classifier_test_accuracy']:.4f}); Fréchet distance (MNIST classifier features) "
+                f"{s['fd_mnist']:.2f}; n={s['n']}")
+    else:
+        known = {k: v for k, v in config.items() if k in GanConfig.__dataclass_fields__}
+        real, _, _ = load_training_data(GanConfig(**(known | {"data_root": data_root or known.get("data_root")})))
+        s = evaluate_images(args.checkpoint, real, args.n, args.seed, args.backbone, progress=not args.quiet)
+        text = f"Fréchet distance to the training images ({s['backbone']} {s['layer']} features) {s['fd_backbone']:.2f}; n={s['n']}"
     if args.out:
         RunDir(args.out).write_metrics(s)
-    _print(s, args.json, f"conditional accuracy {s['conditional_accuracy']:.3f} (classifier test accuracy "
-           f"{s['classifier_test_accuracy']:.4f}); Fréchet distance (MNIST classifier features) {s['fd_mnist']:.2f}; n={s['n']}")
+    _print(s, args.json, text)
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace, env: dict) -> int:
+    """Run the lab report's experiments and write REPORT_DIR/index.html and results.json."""
+    from .report.reproduce import list_experiments, reproduce
+
+    if args.list:
+        exps = list_experiments()
+        _print({"experiments": exps}, args.json, "\n".join(f"{e['id']:<18} {e['title']}" for e in exps))
+        return 0
+    if not args.out:
+        raise CnnlabError("--out REPORT_DIR is required (or --list)")
+    s = reproduce(args.out, args.only, "full" if args.full else "quick", args.data_root or env.get("CNNLAB_DATA"),
+                  args.cache_dir or _default_cache(env), args.device, progress=not args.quiet)
+    sm = s["summary"]
+    lines = [f"{e['id']:<18} {e['status']}{' (cached)' if e['cached'] else ''}"
+             + (f": {e['error']}" if e["error"] else "") for e in s["experiments"]]
+    lines.append(f"{sm['ok']} ok, {sm['failed']} failed, {sm['cached']} cached in {sm['wall_s']:.0f} s → {s['index']}")
+    _print(s, args.json, "\n".join(lines))
+    if sm["failed"]:
+        failed = ", ".join(e["id"] for e in s["experiments"] if e["status"] != "ok")
+        print(f"cnnlab: error: {sm['failed']} experiment(s) failed: {failed} (see {s['index']})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -461,13 +497,39 @@ def _gan_parsers(sub) -> None:
                 "Judges a conditional MNIST generator with a small MNIST classifier trained and cached by cnnlab:\n"
                 "conditional accuracy (per label and mean) and the Fréchet distance between generated and real\n"
                 "test digits in the classifier's 128-d feature space (torchmetrics FID with a custom network).\n"
-                "JSON: {conditional_accuracy, per_label_accuracy, fd_mnist, n, classifier_test_accuracy}.")
+                "JSON: {conditional_accuracy, per_label_accuracy, fd_mnist, n, classifier_test_accuracy}.\n"
+                "An image generator (dcgan) is compared with its training images in an ImageNet backbone's\n"
+                "feature space (--backbone, default Lite0 pre_logits, images resized to its input size).\n"
+                "JSON: {fd_backbone, backbone, layer, n, n_real, model, nz}.")
     p.add_argument("--checkpoint", default=None, help="RUN_DIR/checkpoint.pt (default: the shipped generator)")
     p.add_argument("-n", type=int, default=1000, help="generated images (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     p.add_argument("--data-root", default=None, help="folder holding MNIST/ (default: $CNNLAB_DATA)")
     p.add_argument("--cache-dir", default=None, help="where the classifier is cached (default: $CNNLAB_CACHE)")
+    p.add_argument("--backbone", default="efficientnet_lite0",
+                   help="image generators: the network whose features the Fréchet distance compares (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write metrics.json into this run directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = _add_command(sub, "reproduce", cmd_reproduce, "regenerate the lab report's tables and figures",
+                "Runs the lab report's experiments (stable ids: `--list`) through cnnlab's Python API and writes\n"
+                "REPORT_DIR/index.html (one section per experiment: the report's claim beside cnnlab's result,\n"
+                "tables, figures, settings, wall time; a static page) and REPORT_DIR/results.json (every number).\n"
+                "--quick (default) uses the offline backbones and short runs: about 30 minutes on 2 CPU cores;\n"
+                "--full uses the report's settings (VGG16/SqueezeNet/ResNet50 where their weights are present,\n"
+                "7800 cDCGAN iterations; a GPU is advised). Finished experiments are not rerun unless their settings\n"
+                "change; a failed experiment is reported (exit status 1) and the others still run.\n"
+                "Data (--data-root or $CNNLAB_DATA): 15scene/, imagenet/imagenet_val_25.npz, MNIST/, celeba64/faces/.")
+    p.add_argument("--list", action="store_true", help="list the experiments (JSON: {experiments: [{id, title, section}]})")
+    p.add_argument("--only", default=None, help="comma-separated ids or parts, e.g. transfer/Q1.1,gan (default: all)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="offline backbones, reduced iterations (the default)")
+    mode.add_argument("--full", action="store_true", help="the report's settings")
+    p.add_argument("--data-root", default=None, help="folder holding the datasets (default: $CNNLAB_DATA)")
+    p.add_argument("--cache-dir", default=None, help="feature and classifier cache (default: $CNNLAB_CACHE or ~/.cache/cnnlab)")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.add_argument("--out", default=None, help="REPORT_DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def ClassVizDefaults():

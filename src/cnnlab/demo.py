@@ -10,40 +10,10 @@ import torch
 from .core.data import ImageFolder
 from .core.backbones import DEFAULT_BACKBONE, create_backbone
 from .core.runs import RunDir
-from .transfer.classify import classify_tensor
+from .core.images import sample_photos
+from .transfer.classify import classification_figure, classify_tensor
 from .transfer.pipeline import TransferConfig, run_transfer
 
-SAMPLE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
-
-
-def sample_photos(preprocess) -> tuple[list[str], torch.Tensor]:
-    """scikit-image's bundled photos, preprocessed for a backbone: (names, (N,3,H,W) in [0,1])."""
-    import skimage.data
-    from PIL import Image
-
-    transform = preprocess.transform()
-    images = [transform(Image.fromarray(getattr(skimage.data, name)()).convert("RGB")) for name in SAMPLE_PHOTOS]
-    return list(SAMPLE_PHOTOS), torch.stack(images)
-
-
-def _classification_figure(run: RunDir, names, x, tops) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 5.6), gridspec_kw={"height_ratios": [3, 2]})
-    for j, (name, top) in enumerate(zip(names, tops)):
-        axes[0, j].imshow(x[j].permute(1, 2, 0).numpy())
-        axes[0, j].set_title(name)
-        axes[0, j].axis("off")
-        labels = [t["label"].split(",")[0][:22] for t in top][::-1]
-        axes[1, j].barh(labels, [t["prob"] for t in top][::-1], color="tab:blue")
-        axes[1, j].set_xlim(0, 1)
-        axes[1, j].tick_params(labelsize=7)
-    fig.subplots_adjust(wspace=0.7)
-    fig.suptitle("Top-5 ImageNet classes")
-    return run.save_figure(fig, "classify.png")
 
 
 def _explain_and_generate(run: RunDir, backbone, names, x, summary: dict) -> list[str]:
@@ -86,7 +56,7 @@ def run_demo(out: str | None = None, data: str | None = None, cache_dir: str | N
     backbone = create_backbone(DEFAULT_BACKBONE)
     names, x = sample_photos(backbone.preprocess)
     tops = classify_tensor(backbone, x, topk=5)
-    fig = _classification_figure(run, names, x, tops)
+    fig = run.save_figure(classification_figure(names, x, tops), "classify.png")
     summary["classify"] = [{"image": n, "top": t} for n, t in zip(names, tops)]
     report.append(f"[classify] {DEFAULT_BACKBONE} on scikit-image's photos → {fig}")
     report += [f"  {n:<10} {t[0]['label'].split(',')[0]} ({t[0]['prob']:.0%})" for n, t in zip(names, tops)]

@@ -87,3 +87,15 @@ def collect_image_paths(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         else:
             raise CnnlabError(f"no such file or folder: {p}")
     return paths
+
+
+SAMPLE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")  # scikit-image's bundled photos: offline defaults
+
+
+def sample_photos(preprocess) -> tuple[list[str], torch.Tensor]:
+    """scikit-image's bundled photos, preprocessed for a backbone: (names, (N,3,H,W) in [0,1])."""
+    import skimage.data
+
+    transform = preprocess.transform()
+    images = [transform(Image.fromarray(getattr(skimage.data, name)()).convert("RGB")) for name in SAMPLE_PHOTOS]
+    return list(SAMPLE_PHOTOS), torch.stack(images)

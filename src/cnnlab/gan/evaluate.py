@@ -1,6 +1,7 @@
-"""Evaluating conditional MNIST generators with a small MNIST classifier trained (and cached) by cnnlab:
-conditional accuracy (is a generated digit the one asked for?) and a Fréchet distance in that classifier's
-feature space (torchmetrics' FrechetInceptionDistance with a custom feature network)."""
+"""Evaluating generators. Conditional MNIST generators: a small MNIST classifier trained (and cached) by cnnlab
+gives conditional accuracy (is a generated digit the one asked for?) and a Fréchet distance in that classifier's
+feature space. Image generators (dcgan): a Fréchet distance in an ImageNet backbone's feature space (default
+Lite0 pre_logits). Both through torchmetrics' FrechetInceptionDistance with a custom feature network."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.backbones import DEFAULT_BACKBONE, Backbone, create_backbone, get_entry
 from ..core.data import load_mnist
 from ..core.errors import CnnlabError
 from ..core.runs import atomic_path
@@ -75,13 +77,70 @@ def mnist_classifier(data_root: str | None, cache_dir: str | Path, epochs: int =
     return net, acc
 
 
+class _BackboneFeatures(nn.Module):
+    """What torchmetrics calls: images [0,1] at any size → pooled features of one cut point, at the backbone's size."""
+
+    def __init__(self, backbone: Backbone, layer: str):
+        super().__init__()
+        self.backbone, self.layer = backbone, layer
+        self.size = backbone.preprocess.input_size
+
+    def forward(self, x):
+        if x.dtype == torch.uint8:
+            x = x.float() / 255
+        x = x.to(self.backbone.device)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-1] != self.size:  # e.g. 64×64 faces → 224×224, as the ImageNet network expects
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        return self.backbone.features(x, [self.layer])[self.layer].float().cpu()
+
+
+def frechet_distance(fake: torch.Tensor, real: torch.Tensor, backbone: Backbone | str = DEFAULT_BACKBONE,
+                     layer: str | None = None, batch_size: int = 100, progress: bool = False) -> float:
+    """Fréchet distance between two image sets (float (N,C,H,W) in [0,1]) in a backbone's feature space."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from tqdm.auto import tqdm
+
+    model = create_backbone(backbone) if isinstance(backbone, str) else backbone
+    layer = layer or _default_layer(model)
+    net = _BackboneFeatures(model, layer).eval()
+    fid = FrechetInceptionDistance(feature=net, normalize=True, input_img_size=tuple(real.shape[1:]))
+    with torch.inference_mode():
+        for images, is_real in ((real, True), (fake, False)):
+            for b in tqdm(images.split(batch_size), desc="Fréchet features", disable=not progress):
+                fid.update(b, real=is_real)
+    return float(fid.compute())
+
+
+def _default_layer(model: Backbone) -> str:
+    return get_entry(model.name).default_layer
+
+
+def evaluate_images(checkpoint: str | Path, real: torch.Tensor, n: int = 1000, seed: int = 0,
+                    backbone: str = DEFAULT_BACKBONE, layer: str | None = None, progress: bool = False) -> dict:
+    """An unconditional generator against real images (uint8 or float): the Fréchet distance in a backbone's space."""
+    G, config = load_generator(checkpoint)
+    fake = torch.cat([generate(G, config, torch.zeros(len(c), dtype=torch.long), seed + i)
+                      for i, c in enumerate(torch.arange(n).split(500))])
+    idx = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:n]
+    real = real[idx]
+    real = real.float() / 255 if real.dtype == torch.uint8 else real
+    model = create_backbone(backbone)
+    layer = layer or _default_layer(model)
+    fd = frechet_distance(fake, real, model, layer, progress=progress)
+    return {"fd_backbone": fd, "backbone": backbone, "layer": layer, "n": n, "n_real": len(real),
+            "model": config["model"], "nz": config["nz"], "checkpoint": str(checkpoint)}
+
+
 def evaluate(checkpoint: str | Path | None, data_root: str | None, cache_dir: str | Path, n: int = 1000,
              seed: int = 0) -> dict:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     G, config = load_generator(checkpoint)
     if not conditional(config):
-        raise CnnlabError(f"evaluate needs a conditional MNIST generator (cdcgan or cgan), not a {config['model']}")
+        raise CnnlabError(f"evaluate needs a conditional MNIST generator (cdcgan or cgan), not a {config['model']}: "
+                          "use evaluate_images for image generators")
     net, test_acc = mnist_classifier(data_root, cache_dir)
     labels = torch.arange(n) % 10
     fake = torch.cat([generate(G, config, lab, seed + i) for i, lab in enumerate(labels.split(500))])

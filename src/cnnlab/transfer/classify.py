@@ -39,3 +39,25 @@ def classify_images(backbone: Backbone, paths: Sequence[Path], topk: int = 5,
             tops = classify_tensor(backbone, torch.stack(tensors), topk)
             results += [{"image": str(p), "top": top} for p, top in zip(chunk, tops)]
     return results, skipped
+
+
+def classification_figure(names: Sequence[str], x: torch.Tensor, tops: list[list[dict]], title: str = "Top-5 ImageNet classes"):
+    """Images above bar charts of their top-k classes (the report's Q1.3 figure); a matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 5.6), gridspec_kw={"height_ratios": [3, 2]},
+                             squeeze=False)
+    for j, (name, top) in enumerate(zip(names, tops)):
+        axes[0, j].imshow(x[j].permute(1, 2, 0).cpu().numpy())
+        axes[0, j].set_title(name)
+        axes[0, j].axis("off")
+        labels = [t["label"].split(",")[0][:22] for t in top][::-1]
+        axes[1, j].barh(labels, [t["prob"] for t in top][::-1], color="tab:blue")
+        axes[1, j].set_xlim(0, 1)
+        axes[1, j].tick_params(labelsize=7)
+    fig.subplots_adjust(wspace=0.7)
+    fig.suptitle(title)
+    return fig

@@ -38,6 +38,7 @@ class TransferConfig:
     cache_dir: str | None = None
     device: str = "cpu"
     limit_per_class: int | None = None  # a quick run on a seeded subset
+    limit_seed: int | None = None  # seed of that subset (None: `seed`); fix it to vary splits over cached features
     progress: bool = True
 
 
@@ -47,7 +48,7 @@ def _dataset_and_split(config: TransferConfig):
         return folder_split(Path(config.data))
     ds = ImageFolder.scan(config.data)
     if config.limit_per_class:
-        rng = np.random.default_rng(config.seed)
+        rng = np.random.default_rng(config.seed if config.limit_seed is None else config.limit_seed)
         keep = np.concatenate([rng.permutation(np.flatnonzero(ds.labels == c))[:config.limit_per_class]
                                for c in range(len(ds.classes))])
         ds = ds.subset(np.sort(keep))

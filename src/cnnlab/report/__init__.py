@@ -1,0 +1,1 @@
+"""Reproducing the lab report: the experiment registry, the runner, the static HTML page."""

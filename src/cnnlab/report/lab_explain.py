@@ -1,0 +1,213 @@
+"""Part 2 of the report: saliency maps, fooling images and class-model visualization."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from ..core.backbones import weights_available
+from ..explain.classviz import ClassVizConfig
+from ..explain.pipeline import run_classviz, run_fool, run_saliency
+from .experiment import Context, Outcome, Table, experiment, fmt, image_grid
+
+SECTION = "Visualizing neural networks"
+LAB_IMAGES = ("imagenet", "imagenet_val_25.npz")
+REPORT_CLASSES = ["tick", "tarantula", "gorilla"]
+
+
+def _available(names: list[str], notes: list[str]) -> list[str]:
+    ok = [n for n in names if weights_available(n)]
+    notes += [f"{n} left out: its weights are not on this machine (cnnlab models says where to put them)"
+              for n in names if n not in ok]
+    if not ok:
+        raise RuntimeError("no backbone with weights available")
+    return ok
+
+
+# ---------------------------------------------------------------------------------------------------- saliency
+@experiment("explain/Q1.1", "Saliency maps of the 25 lab images", SECTION,
+            "Saliency maps (Simonyan et al.) show which pixels weigh in the decision, but imperfectly: some "
+            "important pixels are dark, and context (the bed for 'pyjama', the ice for 'bear') lights up.",
+            quick={"backbone": "efficientnet_lite0", "methods": ["vanilla", "gradcam"], "metrics": False},
+            full={"backbone": "efficientnet_lite0", "methods": ["vanilla", "smoothgrad", "ig", "gradcam"],
+                  "metrics": True})
+def saliency_maps(ctx: Context, s: dict) -> Outcome:
+    npz = str(ctx.data(*LAB_IMAGES))
+    rows, metrics, figures = [], {}, []
+    for method in s["methods"]:
+        r = run_saliency([npz], s["backbone"], method=method, metrics=s["metrics"], limit=s.get("limit"),
+                         device=ctx.device, out=str(ctx.dir / method), progress=ctx.progress)
+        figures.append((Path(r["figure"]), f"{method} saliency, {s['backbone']} (titles: the predicted class)"))
+        metrics[method] = {"seconds": r["seconds"], "n": len(r["results"]), **r.get("summary", {})}
+        m = r.get("summary")
+        rows.append([method, len(r["results"]), fmt(r["seconds"] / len(r["results"]), 3)]
+                    + ([fmt(m["deletion_auc"]), fmt(m["deletion_ratio"], 2), fmt(m["insertion_auc"])] if m else []))
+    cols = ["method", "images", "seconds per image"]
+    if s["metrics"]:
+        cols += ["deletion AUC", "deletion / random", "insertion AUC"]
+    n = metrics[s["methods"][0]]["n"]
+    result = f"{n} maps per method ({', '.join(s['methods'])}) with {s['backbone']}."
+    if s["metrics"]:
+        best = min(metrics, key=lambda k: metrics[k]["deletion_ratio"])
+        result += (f" Faithfulness (deletion AUC / random order, lower is better): "
+                   + ", ".join(f"{k} {metrics[k]['deletion_ratio']:.2f}" for k in metrics) + f"; best: {best}.")
+    return Outcome(result, metrics, [Table("Methods", cols, rows)], figures)
+
+
+@experiment("explain/Q1.4", "Saliency maps across backbones", SECTION,
+            "VGG16's maps are much sharper in their contours than SqueezeNet's (the four hay bales are clearly "
+            "visible).",
+            quick={"backbones": ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"], "limit": 6,
+                   "method": "vanilla", "metrics": False},
+            full={"backbones": ["squeezenet1_1", "vgg16", "resnet50", "efficientnet_lite0", "efficientnet_lite2"],
+                  "limit": 10, "method": "vanilla", "metrics": True})
+def saliency_backbones(ctx: Context, s: dict) -> Outcome:
+    npz = str(ctx.data(*LAB_IMAGES))
+    notes: list[str] = []
+    rows, table, metrics, titles = [], [], {}, []
+    for name in _available(s["backbones"], notes):
+        r = run_saliency([npz], name, method=s["method"], metrics=s["metrics"], limit=s["limit"], device=ctx.device,
+                         out=str(ctx.dir / name), progress=ctx.progress)
+        rows.append((name, [Path(e["map"]) for e in r["results"]]))
+        titles = titles or [e["target_label"].split(",")[0][:18] for e in r["results"]]
+        metrics[name] = {"seconds": r["seconds"], "predictions": [e["target_label"] for e in r["results"]],
+                         **r.get("summary", {})}
+        m = r.get("summary")
+        table.append([name, fmt(r["seconds"] / len(r["results"]), 3)] + ([fmt(m["deletion_ratio"], 2)] if m else []))
+    fig = image_grid(ctx.dir / "saliency_backbones.png", rows, titles)
+    cols = ["backbone", "seconds per image"] + (["deletion / random"] if s["metrics"] else [])
+    return Outcome(f"{s['method']} saliency of the first {s['limit']} lab images for {', '.join(metrics)} "
+                   "(each backbone explains its own predicted class).", metrics,
+                   [Table("Backbones", cols, table)],
+                   [(fig, f"{s['method']} saliency, one row per backbone (titles: the first backbone's prediction)")],
+                   notes)
+
+
+# ------------------------------------------------------------------------------------------------------ fooling
+@experiment("explain/Q2.5", "Fooling images (targeted adversarial examples)", SECTION,
+            "The target class is reached after only a few iterations; the changes fool the network and are "
+            "invisible to the naked eye.",
+            quick={"backbones": ["efficientnet_lite0"], "methods": ["minimal", "ascent"], "limit": 25, "seed": 0},
+            full={"backbones": ["efficientnet_lite0", "vgg16", "squeezenet1_1"], "methods": ["minimal", "ascent",
+                                                                                              "pgd"],
+                  "limit": 25, "seed": 0})
+def fooling(ctx: Context, s: dict) -> Outcome:
+    npz = str(ctx.data(*LAB_IMAGES))
+    notes: list[str] = []
+    rows, metrics, figures = [], {}, []
+    for name in _available(s["backbones"], notes):
+        for method in s["methods"]:
+            r = run_fool([npz], name, target="random", seed=s["seed"], method=method, limit=s["limit"],
+                         device=ctx.device, out=str(ctx.dir / f"{name}-{method}"), progress=ctx.progress)
+            m = r["summary"]
+            metrics[f"{name}/{method}"] = {**m, "seconds": r["seconds"]}
+            rows.append([name, method, fmt(m["success_rate"], 2), f"{m['median_linf'] * 255:.2f}/255",
+                         fmt(m["median_l2"]), f"{m['median_iterations']:g}", fmt(r["seconds"] / m["n"], 2)])
+            figures.append((Path(r["figure"]), f"{method}, {name}: original, adversarial, difference ×10 "
+                                                "(titles: prediction before → after)"))
+    first = metrics[next(iter(metrics))]
+    return Outcome(f"Random targets, success judged on the saved 8-bit image: success rate "
+                   f"{first['success_rate']:.2f}, median L∞ {first['median_linf'] * 255:.2f}/255 after a median "
+                   f"{first['median_iterations']:g} iterations ({next(iter(metrics))}).", metrics,
+                   [Table("Fooling", ["backbone", "method", "success", "median L∞", "median L2",
+                                      "median iterations", "seconds per image"], rows)], figures, notes)
+
+
+# ----------------------------------------------------------------------------------------------------- classviz
+def _classviz(ctx: Context, classes: list[str], backbone: str, config: dict, judge: str) -> dict:
+    """A classviz run shared across experiments (Q3.8 and Q3.11 draw the same Lite0 images)."""
+    key = {"classes": classes, "backbone": backbone, "config": config, "judge": judge}
+    _, summary = ctx.shared("classviz", key, lambda out: run_classviz(
+        classes, [backbone], ClassVizConfig(**config), judge, device=ctx.device, out=str(out), progress=ctx.progress))
+    return summary
+
+
+def _ranks(summary: dict) -> list[int]:
+    return [r["judge"]["target_rank"] for r in summary["results"]]
+
+
+@experiment("explain/Q3.8", "Class-model visualization", SECTION,
+            "From noise, after 200 iterations, the contours of the target class's objects can be made out: the "
+            "images represent the classes fairly honestly.",
+            quick={"classes": REPORT_CLASSES, "backbone": "efficientnet_lite0", "judge": "efficientnet_lite2",
+                   "config": {}},
+            full={"classes": REPORT_CLASSES + ["goldfish", "school bus", "pizza", "volcano", "flamingo", "lemon",
+                                               "zebra"],
+                  "backbone": "efficientnet_lite0", "judge": "efficientnet_lite2", "config": {}})
+def class_visualization(ctx: Context, s: dict) -> Outcome:
+    config = {**asdict(ClassVizConfig()), **s["config"]}
+    r = _classviz(ctx, s["classes"], s["backbone"], config, s["judge"])
+    rows = [[x["class"].split(",")[0], fmt(x["target_prob"]), fmt(x["judge"]["target_prob"]), x["judge"]["target_rank"]]
+            for x in r["results"]]
+    top5 = sum(k <= 5 for k in _ranks(r))
+    return Outcome(f"{s['backbone']}, {config['iters']} iterations: a different model ({s['judge']}) ranks the class "
+                   f"in its top 5 for {top5} of {len(rows)} classes (ranks {', '.join(map(str, _ranks(r)))}).",
+                   {"results": r["results"], "judge_top5": top5, "config": config},
+                   [Table("Recognizability", ["class", f"p ({s['backbone']})", f"p ({s['judge']})",
+                                              f"rank ({s['judge']})"], rows)],
+                   [(Path(r["figure"]), f"Class visualizations, {s['backbone']}")])
+
+
+@experiment("explain/Q3.9", "Learning rate 1 vs 10, and the regularization knobs", SECTION,
+            "A larger learning rate enriches the colours and amplifies the contours; beyond 200 iterations the "
+            "images change little (lr 1 and 10, 500 iterations, L2 0.1).",
+            quick={"class": "gorilla", "backbone": "efficientnet_lite0", "judge": "efficientnet_lite2", "iters": 200,
+                   "variants": {"lr 1 (default)": {}, "lr 10": {"lr": 10.0}, "no L2": {"l2": 0.0},
+                                "the report's (no augmentation)": {"augment": 0}}},
+            full={"class": "gorilla", "backbone": "efficientnet_lite0", "judge": "efficientnet_lite2", "iters": 500,
+                  "variants": {"lr 1 (default)": {}, "lr 10": {"lr": 10.0}, "no L2": {"l2": 0.0},
+                               "L2 1": {"l2": 1.0}, "no blur": {"blur_every": 0}, "no jitter": {"jitter": 0},
+                               "the report's (no augmentation)": {"augment": 0}}})
+def classviz_knobs(ctx: Context, s: dict) -> Outcome:
+    rows, files, metrics = [], [], {}
+    for name, change in s["variants"].items():
+        config = {**asdict(ClassVizConfig()), **s.get("config", {}), "iters": s["iters"], **change}
+        r = _classviz(ctx, [s["class"]], s["backbone"], config, s["judge"])["results"][0]
+        metrics[name] = {"config": change, "target_prob": r["target_prob"], "judge": r["judge"]}
+        rows.append([name, fmt(r["target_prob"]), fmt(r["judge"]["target_prob"]), r["judge"]["target_rank"]])
+        files.append(Path(r["images"][0]))
+    fig = image_grid(ctx.dir / "knobs.png", [(s["class"], files)], list(s["variants"]))
+    best = min(metrics, key=lambda k: metrics[k]["judge"]["target_rank"])
+    return Outcome(f"'{s['class']}', {s['iters']} iterations: the judge ({s['judge']}) recognizes it best with "
+                   f"{best} (rank {metrics[best]['judge']['target_rank']}).", metrics,
+                   [Table("Settings", ["setting", f"p ({s['backbone']})", f"p ({s['judge']})",
+                                       f"rank ({s['judge']})"], rows)], [(fig, "One image per setting")])
+
+
+@experiment("explain/Q3.10", "Class visualization over the iterations", SECTION,
+            "Features such as bears' heads, eyes and snouts appear progressively over the iterations.",
+            quick={"class": "brown bear", "backbone": "efficientnet_lite0", "judge": "efficientnet_lite2",
+                   "frames": [10, 25, 50, 100, 200]},
+            full={"class": "brown bear", "backbone": "efficientnet_lite0", "judge": "efficientnet_lite2",
+                  "frames": [10, 25, 50, 100, 200, 300, 500]})
+def classviz_frames(ctx: Context, s: dict) -> Outcome:
+    config = {**asdict(ClassVizConfig()), **s.get("config", {}), "iters": max(s["frames"]), "frames": s["frames"]}
+    r = _classviz(ctx, [s["class"]], s["backbone"], config, s["judge"])
+    x = r["results"][0]
+    return Outcome(f"'{s['class']}' with {s['backbone']}: frames at iterations {', '.join(map(str, s['frames']))}; "
+                   f"final probability {x['target_prob']:.3f}, judge rank {x['judge']['target_rank']}.",
+                   {"result": x}, [], [(Path(r["frames_figure"]), "Frames over the iterations")])
+
+
+@experiment("explain/Q3.11", "The same classes across backbones", SECTION,
+            "tick, tarantula, gorilla with SqueezeNet, VGG16 and ResNet50: VGG16 close to SqueezeNet but more "
+            "representative; ResNet50 gives sharp, non-psychedelic images where the classes are easy to see.",
+            quick={"classes": REPORT_CLASSES, "backbones": ["efficientnet_lite0", "efficientnet_lite1"],
+                   "judge": "efficientnet_lite2", "config": {}},
+            full={"classes": REPORT_CLASSES, "backbones": ["squeezenet1_1", "vgg16", "resnet50", "efficientnet_lite0"],
+                  "judge": "efficientnet_lite2", "config": {}})
+def classviz_backbones(ctx: Context, s: dict) -> Outcome:
+    notes: list[str] = []
+    config = {**asdict(ClassVizConfig()), **s["config"]}
+    rows, grid, metrics = [], [], {}
+    for name in _available(s["backbones"], notes):
+        r = _classviz(ctx, s["classes"], name, config, s["judge"])
+        ranks = _ranks(r)
+        metrics[name] = {"judge_ranks": ranks, "target_probs": [x["target_prob"] for x in r["results"]]}
+        rows.append([name] + [str(k) for k in ranks])
+        grid.append((name, [Path(x["images"][0]) for x in r["results"]]))
+    fig = image_grid(ctx.dir / "backbones.png", grid, s["classes"])
+    return Outcome(f"Judge ({s['judge']}) ranks of {', '.join(s['classes'])}: "
+                   + "; ".join(f"{n} {', '.join(map(str, m['judge_ranks']))}" for n, m in metrics.items()) + ".",
+                   metrics, [Table(f"Rank of the class for the judge ({s['judge']}; 1 = its top class)",
+                                   ["backbone"] + s["classes"], rows)],
+                   [(fig, "One row per backbone")], notes)

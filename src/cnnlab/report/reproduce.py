@@ -1,0 +1,156 @@
+"""`cnnlab reproduce`: run the report's experiments (or some), each cached by its resolved config and isolated from
+the others' failures, then write `REPORT_DIR/results.json` and `REPORT_DIR/index.html`."""
+from __future__ import annotations
+
+import difflib
+import json
+import platform
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..core.errors import CnnlabError
+from ..core.runs import to_jsonable, write_json, write_text
+# importing the parts registers their experiments, in the report's order
+from . import lab_transfer  # noqa: F401,I001
+from . import lab_explain  # noqa: F401
+from . import lab_gan  # noqa: F401
+from .experiment import MODES, REGISTRY, Context, Experiment, config_hash
+from .html import render
+
+
+def list_experiments() -> list[dict]:
+    return [{"id": e.id, "title": e.title, "section": e.section} for e in REGISTRY.values()]
+
+
+def select(only: str | list[str] | None) -> list[Experiment]:
+    """Experiments by id, in the report's order; a part (`gan`, `explain/`) selects all of its ids."""
+    if not only:
+        return list(REGISTRY.values())
+    wanted = [w.strip() for w in (only.split(",") if isinstance(only, str) else only) if w.strip()]
+    chosen: set[str] = set()
+    for w in wanted:
+        hits = [i for i in REGISTRY if i == w or i.startswith(w.rstrip("/") + "/")]
+        if not hits:
+            close = difflib.get_close_matches(w, list(REGISTRY), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; `cnnlab reproduce --list` lists them"
+            raise CnnlabError(f"unknown experiment {w!r}{hint}")
+        chosen.update(hits)
+    return [e for i, e in REGISTRY.items() if i in chosen]
+
+
+def _folder(report_dir: Path, exp_id: str) -> Path:
+    return report_dir / exp_id.replace("/", "_")
+
+
+def _run_one(exp: Experiment, ctx: Context, settings: dict, key: str) -> dict:
+    """Run one experiment; any exception becomes a failed entry (the traceback is kept beside it)."""
+    if ctx.dir.exists():
+        shutil.rmtree(ctx.dir)
+    ctx.dir.mkdir(parents=True)
+    entry = {"id": exp.id, "title": exp.title, "section": exp.section, "claim": exp.claim, "settings": settings,
+             "config_hash": key}
+    t0 = time.perf_counter()
+    try:
+        out = exp.run(ctx, settings)
+    except Exception as exc:  # isolate: one broken experiment must not stop the report
+        message = str(exc) if isinstance(exc, CnnlabError) else f"{exc.__class__.__name__}: {exc}"
+        write_text(ctx.dir / "error.txt", traceback.format_exc())
+        return entry | {"status": "failed", "error": message.splitlines()[0] if message else repr(exc),
+                        "wall_s": time.perf_counter() - t0}
+    rel = lambda p: str(Path(p).resolve().relative_to(ctx.report_dir.resolve()))  # noqa: E731
+    return entry | {
+        "status": "ok", "wall_s": time.perf_counter() - t0, "result": out.result, "metrics": to_jsonable(out.metrics),
+        "tables": [{"title": t.title, "columns": t.columns, "rows": to_jsonable(t.rows)} for t in out.tables],
+        "figures": [{"path": rel(p), "caption": c} for p, c in out.figures], "notes": out.notes,
+    }
+
+
+def environment(device: str) -> dict:
+    return {"cnnlab": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "cpu_threads": torch.get_num_threads(), "device": device,
+            "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None}
+
+
+def reproduce(out: str | Path, only: str | list[str] | None = None, mode: str = "quick",
+              data_root: str | Path | None = None, cache_dir: str | Path | None = None, device: str = "cpu",
+              overrides: dict[str, dict] | None = None, progress: bool = True) -> dict:
+    """Run the selected experiments into `out`; finished ones with the same resolved config are not rerun.
+    `overrides` maps an experiment id to settings that replace the mode's (smaller runs, other backbones)."""
+    if mode not in MODES:
+        raise CnnlabError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    experiments = select(only)
+    report_dir = Path(out)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    data = Path(data_root) if data_root else None
+    cache = Path(cache_dir) if cache_dir else report_dir / "cache"
+    entries = _previous(report_dir)
+    t0 = time.perf_counter()
+    for k, exp in enumerate(experiments, 1):
+        settings = exp.resolved(mode, (overrides or {}).get(exp.id))
+        key = config_hash({"id": exp.id, "mode": mode, "settings": settings, "device": device, "cnnlab": __version__,
+                           "data_root": str(data) if exp.uses_data else None})
+        folder = _folder(report_dir, exp.id)
+        done = _cached(folder, key)
+        if done is not None:
+            entries[exp.id] = done | {"cached": True}
+            _say(f"[{k}/{len(experiments)}] {exp.id}: cached ({done['wall_s']:.1f} s when run)", progress)
+            continue
+        _say(f"[{k}/{len(experiments)}] {exp.id}: {exp.title} ...", progress)
+        ctx = Context(report_dir, folder, data, cache, device, progress)
+        entry = _run_one(exp, ctx, settings, key) | {"mode": mode}
+        write_json(folder / "result.json", entry)
+        entries[exp.id] = entry | {"cached": False}
+        status = "ok" if entry["status"] == "ok" else f"FAILED: {entry['error']}"
+        _say(f"[{k}/{len(experiments)}] {exp.id}: {status} ({entry['wall_s']:.1f} s)", progress)
+        _write_report(report_dir, entries, mode, device)  # a partial report is readable while the rest runs
+    results = _write_report(report_dir, entries, mode, device)
+    ran = [entries[e.id] for e in experiments]
+    return {"report_dir": str(report_dir), "index": str(report_dir / "index.html"),
+            "results": str(report_dir / "results.json"), "mode": mode,
+            "experiments": [{k: e[k] for k in ("id", "status", "cached", "wall_s")} | {"error": e.get("error")}
+                            for e in ran],
+            "summary": {"n": len(ran), "ok": sum(e["status"] == "ok" for e in ran),
+                        "failed": sum(e["status"] != "ok" for e in ran), "cached": sum(e["cached"] for e in ran),
+                        "wall_s": time.perf_counter() - t0},
+            "created": results["created"]}
+
+
+def _say(line: str, progress: bool) -> None:
+    if progress:  # on stderr, beside the progress bars: stdout is kept for --json
+        tqdm.write(line, file=sys.stderr)
+
+
+def _cached(folder: Path, key: str) -> dict | None:
+    try:
+        entry = json.loads((folder / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return entry if entry.get("config_hash") == key and entry.get("status") == "ok" else None
+
+
+def _previous(report_dir: Path) -> dict[str, dict]:
+    """Entries already in the report folder (from earlier runs with other --only), so that the page shows them all."""
+    found = {}
+    for exp_id in REGISTRY:
+        try:
+            found[exp_id] = json.loads((_folder(report_dir, exp_id) / "result.json").read_text()) | {"cached": True}
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _write_report(report_dir: Path, entries: dict[str, dict], mode: str, device: str) -> dict:
+    ordered = [entries[i] for i in REGISTRY if i in entries]
+    results = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "mode": mode, "environment": environment(device),
+               "experiments": ordered}
+    write_json(report_dir / "results.json", results)
+    write_text(report_dir / "index.html", render(results))
+    return results
