@@ -3,9 +3,10 @@
 (a) throughput: a plain torchvision loop (fp32, NCHW, batch 32, no_grad, decoding in the main process) vs
     `extract_features` on the same images in the same run, for VGG16 (random weights: same cost) and Lite0;
 (b) accuracy: the 15-Scene protocol (100 train / class, rest test), mean ± sd over seeds, per offline backbone;
-(c) wall time of a full layers × C ablation (one extraction + every SVM) vs one extraction pass.
+(c) wall time of a full layers × C ablation (one extraction + every SVM) vs one extraction pass;
+(d) the defaults of `cnnlab transfer` end to end, mean ± sd over seeds.
 
-    python benchmarks/transfer.py --data ../shared/data/15scene [--part a,b,c] [--n 128] [--seeds 5]
+    python benchmarks/transfer.py --data ../shared/data/15scene [--part a,b,c,d] [--n 128] [--seeds 5]
 """
 from __future__ import annotations
 
@@ -81,6 +82,23 @@ def part_b(ds: ImageFolder, seeds: int, cache: str, backbones, layers) -> list[d
     return rows
 
 
+def part_d(data: str, seeds: int, cache: str, backbone: str | None) -> dict:
+    """The defaults end to end (`cnnlab transfer --data DIR --seed k`): the CV-selected layer and C, scored on test."""
+    accs, chosen = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(seeds):
+            config = TransferConfig(data=data, seed=seed, cache_dir=cache, progress=False)
+            if backbone:
+                config.backbone = backbone
+            s = run_transfer(config, out=f"{tmp}/seed{seed}")
+            accs.append(s["selected"]["test_accuracy"])
+            chosen.append((s["selected"]["layer"], s["selected"]["C"]))
+    row = {"backbone": config.backbone, "layers": config.layers, "mean": float(np.mean(accs)),
+           "sd": float(np.std(accs, ddof=1)), "per_seed": accs, "selected": chosen}
+    print(row, flush=True)
+    return row
+
+
 def part_c(data: str, workers: int) -> dict:
     layers = ["block5", "block6", "block7", "pre_logits"]
     b = create_backbone("efficientnet_lite0")
@@ -109,6 +127,7 @@ def main() -> None:
     ap.add_argument("--cache", default=None)
     ap.add_argument("--backbones", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2")
     ap.add_argument("--layers", default="pre_logits,pre_logits+block5")
+    ap.add_argument("--default-backbone", default=None, help="part d: replace the default backbone")
     args = ap.parse_args()
     ds = ImageFolder.scan(args.data)
     out = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
@@ -120,6 +139,8 @@ def main() -> None:
                           args.layers.split(","))
     if "c" in args.part:
         out["c"] = part_c(args.data, args.workers)
+    if "d" in args.part:
+        out["d"] = part_d(args.data, args.seeds, args.cache or tempfile.mkdtemp(), args.default_backbone)
     print(json.dumps(out, indent=2))
 
 

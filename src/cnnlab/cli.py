@@ -346,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "LinearSVC) on features cut at each --layers point, for each --C. Every (layer, C) gets its\n"
                 "k-fold cross-validation accuracy on the training split and its test accuracy (the report's\n"
                 "table Q2-4.12); the layer and C are selected by CV on the training split only, and the\n"
-                "selection is scored once on test. Writes results.md, results.csv, metrics.json, confusion.png.")
+                "selection is scored once on test. Writes results.md, results.csv, metrics.json, confusion.png.\n"
+                "--layers a+b concatenates cut points; --backbone a+b concatenates backbones (each layer spec is\n"
+                "read from every backbone, each part normalized on its own; features cached per backbone).")
     p.add_argument("--data", required=True, help="dataset folder: one subfolder per class (or train/ and test/)")
     p.add_argument("--split", default=d.split,
                    help="random:K = K random training images per class, the rest for testing (the 15-Scene\n"

@@ -11,7 +11,7 @@ from ..core.backbones import create_backbone, describe_backbone, get_entry, list
 from ..core.runs import RunDir
 from ..core.images import sample_photos
 from ..transfer.classify import classification_figure, classify_tensor
-from ..transfer.pipeline import TransferConfig, run_transfer
+from ..transfer.pipeline import DEFAULT_TRANSFER_BACKBONE, TransferConfig, run_transfer
 from .experiment import Context, Outcome, Table, experiment, mean_sd
 
 SECTION = "Transfer learning (VGG16, 15-Scene)"
@@ -81,6 +81,8 @@ def top5(ctx: Context, s: dict) -> Outcome:
 
 
 def _ablation_layers(name: str) -> list[str]:
+    if "+" in name:  # several backbones concatenated: the default layers
+        return TransferConfig(data="").layers
     return LITE_ABLATION if name.startswith("efficientnet_lite") else ABLATION.get(name, [get_entry(name).default_layer])
 
 
@@ -90,13 +92,13 @@ def _ablation_layers(name: str) -> list[str]:
             quick={"backbones": ["efficientnet_lite0"], "split": "random:100", "seeds": [0, 1, 2], "limit_per_class": 150,
                    "Cs": [100, 10, 1, 0.1, 0.01, 0.001], "folds": 3},
             full={"backbones": ["vgg16", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50",
-                                "squeezenet1_1"], "split": "random:100", "seeds": [0, 1, 2, 3, 4], "limit_per_class": None,
+                                "squeezenet1_1", DEFAULT_TRANSFER_BACKBONE], "split": "random:100", "seeds": [0, 1, 2, 3, 4], "limit_per_class": None,
                   "Cs": [100, 10, 1, 0.1, 0.01, 0.001], "folds": 5})
 def scene15(ctx: Context, s: dict) -> Outcome:
     data = ctx.data("15scene")
     rows, notes, metrics, figures = [], [], {}, []
     for name in s["backbones"]:
-        if not weights_available(name):
+        if not all(weights_available(n) for n in name.split("+")):
             notes.append(f"{name} left out: its weights are not on this machine (cnnlab models says where to put them)")
             continue
         layers = _ablation_layers(name)
