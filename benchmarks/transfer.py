@@ -82,7 +82,7 @@ def part_b(ds: ImageFolder, seeds: int, cache: str, backbones, layers) -> list[d
     return rows
 
 
-def part_d(data: str, seeds: int, cache: str, backbone: str | None) -> dict:
+def part_d(data: str, seeds: int, cache: str, backbone: str | None, layers: list[str] | None = None) -> dict:
     """The defaults end to end (`cnnlab transfer --data DIR --seed k`): the CV-selected layer and C, scored on test."""
     accs, chosen = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,6 +90,8 @@ def part_d(data: str, seeds: int, cache: str, backbone: str | None) -> dict:
             config = TransferConfig(data=data, seed=seed, cache_dir=cache, progress=False)
             if backbone:
                 config.backbone = backbone
+            if layers:
+                config.layers = layers
             s = run_transfer(config, out=f"{tmp}/seed{seed}")
             accs.append(s["selected"]["test_accuracy"])
             chosen.append((s["selected"]["layer"], s["selected"]["C"]))
@@ -128,6 +130,7 @@ def main() -> None:
     ap.add_argument("--backbones", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2")
     ap.add_argument("--layers", default="pre_logits,pre_logits+block5")
     ap.add_argument("--default-backbone", default=None, help="part d: replace the default backbone")
+    ap.add_argument("--default-layers", default=None, help="part d: replace the default layer specs")
     args = ap.parse_args()
     ds = ImageFolder.scan(args.data)
     out = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
@@ -140,7 +143,8 @@ def main() -> None:
     if "c" in args.part:
         out["c"] = part_c(args.data, args.workers)
     if "d" in args.part:
-        out["d"] = part_d(args.data, args.seeds, args.cache or tempfile.mkdtemp(), args.default_backbone)
+        out["d"] = part_d(args.data, args.seeds, args.cache or tempfile.mkdtemp(), args.default_backbone,
+                          args.default_layers.split(",") if args.default_layers else None)
     print(json.dumps(out, indent=2))
 
 
