@@ -100,6 +100,22 @@ def test_multi_layer_gradcam_is_the_sum_of_max_scaled_maps(lite0, lab_images):
     assert both.flatten(1).amax(1).max() <= 2 + 1e-5
 
 
+def test_smoothgrad_gradcam_is_the_product_of_max_scaled_maps(lite0, lab_images):
+    from cnnlab.explain.saliency import SaliencyOptions
+
+    x = lab_images.x[:2]
+    target = predicted(lite0, x)
+    o = SaliencyOptions(smoothgrad_samples=4)
+    torch.manual_seed(0)  # SmoothGrad's noise
+    sg = attribute(lite0, x, target, "smoothgrad", o)
+    cam = attribute(lite0, x, target, "gradcam", o)
+    torch.manual_seed(0)
+    both = attribute(lite0, x, target, "smoothgrad-gradcam", o)
+    unit = lambda m: m / m.flatten(1).amax(1).view(-1, 1, 1)  # noqa: E731
+    torch.testing.assert_close(both, unit(sg) * unit(cam))
+    assert both.min() >= 0 and both.flatten(1).amax(1).max() <= 1 + 1e-5
+
+
 def test_auc_is_the_trapezoid_area():
     assert auc(torch.tensor([[1.0, 0.0]])).item() == pytest.approx(0.5)
     assert auc(torch.tensor([[1.0, 1.0, 1.0]])).item() == pytest.approx(1.0)

@@ -392,7 +392,7 @@ def _explain_parsers(sub) -> None:
                 "baseline, plus the same for a random patch order. Writes saliency.png and one PNG per map.")
     p.add_argument("inputs", nargs="+", metavar="INPUTS", help=inputs_help)
     _backbone_options(p)
-    p.add_argument("--method", default="vanilla", choices=["vanilla", "smoothgrad", "ig", "gradcam", "occlusion"],
+    p.add_argument("--method", default="vanilla", choices=["vanilla", "smoothgrad", "ig", "gradcam", "occlusion", "smoothgrad-gradcam"],
                    help="attribution method (default: %(default)s)")
     p.add_argument("--target", default="pred", help="'pred' (the model's prediction) or an ImageNet class (default: pred)")
     p.add_argument("--metrics", action="store_true", help="deletion/insertion AUC vs a random patch order")

@@ -28,7 +28,8 @@ def _available(names: list[str], notes: list[str]) -> list[str]:
             "Saliency maps (Simonyan et al.) show which pixels weigh in the decision, but imperfectly: some "
             "important pixels are dark, and context (the bed for 'pyjama', the ice for 'bear') lights up.",
             quick={"backbone": "efficientnet_lite0", "methods": ["vanilla", "gradcam"], "metrics": False},
-            full={"backbone": "efficientnet_lite0", "methods": ["vanilla", "smoothgrad", "ig", "gradcam"],
+            full={"backbone": "efficientnet_lite0", "methods": ["vanilla", "smoothgrad", "ig", "gradcam",
+                                                                "smoothgrad-gradcam"],
                   "metrics": True})
 def saliency_maps(ctx: Context, s: dict) -> Outcome:
     npz = str(ctx.data(*LAB_IMAGES))
