@@ -214,21 +214,15 @@ def cmd_gan_evaluate(args: argparse.Namespace, env: dict) -> int:
     """Conditional accuracy and Fréchet distance of a conditional MNIST generator; for an image generator
     (dcgan), the Fréchet distance to its training images in an ImageNet backbone's feature space."""
     from .core.runs import RunDir
-    from .gan.evaluate import evaluate, evaluate_images
-    from .gan.sample import conditional, load_generator
-    from .gan.train import GanConfig, load_training_data
+    from .gan.evaluate import evaluate
 
-    data_root = args.data_root or env.get("CNNLAB_DATA")
-    _, config = load_generator(args.checkpoint)
-    if conditional(config):
-        s = evaluate(args.checkpoint, data_root, args.cache_dir or _default_cache(env), args.n, args.seed)
+    s = evaluate(args.checkpoint, args.data_root or env.get("CNNLAB_DATA"), args.cache_dir or _default_cache(env),
+                 args.n, args.seed, args.backbone, progress=not args.quiet)
+    if "conditional_accuracy" in s:
         text = (f"conditional accuracy {s['conditional_accuracy']:.3f} (classifier test accuracy "
                 f"{s['classifier_test_accuracy']:.4f}); Fréchet distance (MNIST classifier features) "
                 f"{s['fd_mnist']:.2f}; n={s['n']}")
     else:
-        known = {k: v for k, v in config.items() if k in GanConfig.__dataclass_fields__}
-        real, _, _ = load_training_data(GanConfig(**(known | {"data_root": data_root or known.get("data_root")})))
-        s = evaluate_images(args.checkpoint, real, args.n, args.seed, args.backbone, progress=not args.quiet)
         text = f"Fréchet distance to the training images ({s['backbone']} {s['layer']} features) {s['fd_backbone']:.2f}; n={s['n']}"
     if args.out:
         RunDir(args.out).write_metrics(s)

@@ -121,6 +121,11 @@ def evaluate_images(checkpoint: str | Path, real: torch.Tensor, n: int = 1000, s
                     backbone: str = DEFAULT_BACKBONE, layer: str | None = None, progress: bool = False) -> dict:
     """An unconditional generator against real images (uint8 or float): the Fréchet distance in a backbone's space."""
     G, config = load_generator(checkpoint)
+    return _image_fd(G, config, real, n, seed, backbone, layer, progress) | {"checkpoint": str(checkpoint)}
+
+
+def _image_fd(G, config: dict, real: torch.Tensor, n: int, seed: int, backbone: str, layer: str | None,
+              progress: bool) -> dict:
     fake = torch.cat([generate(G, config, torch.zeros(len(c), dtype=torch.long), seed + i)
                       for i, c in enumerate(torch.arange(n).split(500))])
     idx = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:n]
@@ -130,17 +135,27 @@ def evaluate_images(checkpoint: str | Path, real: torch.Tensor, n: int = 1000, s
     layer = layer or _default_layer(model)
     fd = frechet_distance(fake, real, model, layer, progress=progress)
     return {"fd_backbone": fd, "backbone": backbone, "layer": layer, "n": n, "n_real": len(real),
-            "model": config["model"], "nz": config["nz"], "checkpoint": str(checkpoint)}
+            "model": config["model"], "nz": config["nz"]}
 
 
 def evaluate(checkpoint: str | Path | None, data_root: str | None, cache_dir: str | Path, n: int = 1000,
-             seed: int = 0) -> dict:
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
+             seed: int = 0, backbone: str = DEFAULT_BACKBONE, progress: bool = False) -> dict:
+    """Any cnnlab generator. Conditional (cdcgan, cgan): conditional accuracy and the Fréchet distance in the MNIST
+    judge's features. Unconditional (dcgan): the Fréchet distance to its training images in `backbone`'s features."""
     G, config = load_generator(checkpoint)
     if not conditional(config):
-        raise CnnlabError(f"evaluate needs a conditional MNIST generator (cdcgan or cgan), not a {config['model']}: "
-                          "use evaluate_images for image generators")
+        from .train import GanConfig, load_training_data
+
+        known = {k: v for k, v in config.items() if k in GanConfig.__dataclass_fields__}
+        real, _, _ = load_training_data(GanConfig(**(known | {"data_root": data_root or known.get("data_root")})))
+        return _image_fd(G, config, real, n, seed, backbone, None, progress) | {"checkpoint": str(checkpoint)}
+    return _conditional_scores(G, config, data_root, cache_dir, n, seed) | {
+        "checkpoint": str(checkpoint) if checkpoint else "shipped"}
+
+
+def _conditional_scores(G, config: dict, data_root: str | None, cache_dir: str | Path, n: int, seed: int) -> dict:
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
     net, test_acc = mnist_classifier(data_root, cache_dir)
     labels = torch.arange(n) % 10
     fake = torch.cat([generate(G, config, lab, seed + i) for i, lab in enumerate(labels.split(500))])
@@ -154,5 +169,4 @@ def evaluate(checkpoint: str | Path | None, data_root: str | None, cache_dir: st
     fid.update(real, real=True)
     fid.update(fake, real=False)
     return {"conditional_accuracy": float(correct.float().mean()), "per_label_accuracy": per_label,
-            "fd_mnist": float(fid.compute()), "n": n, "classifier_test_accuracy": test_acc,
-            "model": config["model"], "checkpoint": str(checkpoint) if checkpoint else "shipped"}
+            "fd_mnist": float(fid.compute()), "n": n, "classifier_test_accuracy": test_acc, "model": config["model"]}

@@ -43,6 +43,13 @@ class Context:
     cache_dir: Path
     device: str = "cpu"
     progress: bool = True
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    def memo(self, key: str, fn: Callable[[], Any]) -> Any:
+        """`fn()` once per key for this experiment (e.g. 12,000 decoded faces read by several measurements)."""
+        if key not in self._memo:
+            self._memo[key] = fn()
+        return self._memo[key]
 
     def data(self, *parts: str) -> Path:
         """A path under the data root; a one-line error naming what is missing and how to provide it."""

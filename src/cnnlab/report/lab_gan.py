@@ -29,23 +29,24 @@ def _iteration(grid: Path) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------- DCGAN
-def _faces(ctx: Context, s: dict):
+def _faces(ctx: Context):
+    """The face images as uint8 (N,3,64,64), decoded once per experiment."""
     ctx.data("celeba64", "faces")
     config = GanConfig(model="dcgan", data="celeba64", data_root=str(ctx.data_root))
-    return load_training_data(config)[0]
+    return ctx.memo("faces", lambda: load_training_data(config)[0])
 
 
 def _face_fd(ctx: Context, folder: Path, s: dict) -> float:
     key = {"checkpoint": str(folder.relative_to(ctx.report_dir)), "n": s["fd_n"], "backbone": s["fd_backbone"]}
     _, r = ctx.shared("fd-faces", key, lambda out: evaluate_images(
-        folder / "checkpoint.pt", _faces(ctx, s), n=s["fd_n"], backbone=s["fd_backbone"], progress=ctx.progress))
+        folder / "checkpoint.pt", _faces(ctx), n=s["fd_n"], backbone=s["fd_backbone"], progress=ctx.progress))
     return r["fd_backbone"]
 
 
 def _real_fd(ctx: Context, s: dict) -> float:
     """Two disjoint sets of real faces: the distance a perfect generator would score with this n."""
     def run(out):
-        faces = _faces(ctx, s).float() / 255
+        faces = _faces(ctx).float() / 255
         return {"fd": frechet_distance(faces[:s["fd_n"]], faces[s["fd_n"]:2 * s["fd_n"]], s["fd_backbone"],
                                        progress=ctx.progress)}
 
