@@ -29,7 +29,9 @@ def main() -> None:
     ap.add_argument("--images", required=True)
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--methods", default="vanilla,smoothgrad,ig,gradcam,gradcam:head+block6,occlusion",
-                    help="methods; method:LAYER picks Grad-CAM layers")
+                    help="methods; method:LAYER picks Grad-CAM layers, ig:black|blur IG's baseline")
+    ap.add_argument("--random-orders", type=int, default=4, help="random patch orders averaged for the baseline")
+    ap.add_argument("--skip-extras", action="store_true", help="faithfulness only (no overhead/fool/classviz)")
     ap.add_argument("--backbone", default="efficientnet_lite0")
     args = ap.parse_args()
     b = create_backbone(args.backbone)
@@ -38,17 +40,21 @@ def main() -> None:
     pred = predicted(b, x)
     out = {"backbone": args.backbone, "n": len(x), "date": time.strftime("%Y-%m-%d"), "faithfulness": {}}
     for spec in args.methods.split(","):
-        method, _, layer = spec.partition(":")  # e.g. gradcam:head+block6
-        options = SaliencyOptions(layer=layer or None)
+        method, _, suffix = spec.partition(":")  # e.g. gradcam:head+block6, ig:black
+        options = SaliencyOptions(ig_baseline=suffix or "blur") if method == "ig" else SaliencyOptions(
+            layer=suffix or None)
         t0 = time.perf_counter()
         maps = torch.cat([attribute(b, x[i:i + 4], pred[i:i + 4], method, options) for i in range(0, len(x), 4)])
         secs = (time.perf_counter() - t0) / len(x)
-        s = deletion_insertion(b, x, maps, pred)
+        s = deletion_insertion(b, x, maps, pred, n_random=args.random_orders)
         row = {k: float(v.mean()) for k, v in s.items()}
         row["deletion_ratio"] = row["deletion_auc"] / row["random_deletion_auc"]
         row["seconds_per_image"] = secs
         out["faithfulness"][spec] = row
         print(spec, row, flush=True)
+    if args.skip_extras:
+        print(json.dumps(out, indent=2))
+        return
 
     import captum.attr as ca
 

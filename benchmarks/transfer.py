@@ -4,7 +4,8 @@
     `extract_features` on the same images in the same run, for VGG16 (random weights: same cost) and Lite0;
 (b) accuracy: the 15-Scene protocol (100 train / class, rest test), mean ± sd over seeds, per offline backbone;
 (c) wall time of a full layers × C ablation (one extraction + every SVM) vs one extraction pass;
-(d) the defaults of `cnnlab transfer` end to end, mean ± sd over seeds.
+(d) the defaults of `cnnlab transfer` end to end, mean ± sd over seeds;
+(e) the accuracy cost of bf16 autocast: the same splits scored with fp32 and with bf16 features (Lite0).
 
     python benchmarks/transfer.py --data ../shared/data/15scene [--part a,b,c,d] [--n 128] [--seeds 5]
 """
@@ -101,6 +102,28 @@ def part_d(data: str, seeds: int, cache: str, backbone: str | None, layers: list
     return row
 
 
+def part_e(ds: ImageFolder, seeds: int, cache: str, spec: str = "pre_logits+block5") -> dict:
+    """bf16 vs fp32 features, same images, same splits, same CV: the paired difference in test accuracy."""
+    b = create_backbone("efficientnet_lite0")
+    parts = spec.split("+")
+    accs, timing = {}, {}
+    for precision in ("fp32", "bf16"):
+        fs = extract_features(b, ds.paths, parts, precision=precision, cache_dir=cache, progress=True)
+        timing[precision] = fs.timing
+        y = ds.labels[fs.keep]
+        accs[precision] = []
+        for seed in range(seeds):
+            sp = random_split(y, 100, seed)
+            r = run_grid(fs.features, y, sp.train, sp.test, [spec], list(DEFAULT_CS), "power-l2", 5, seed, n_jobs=2)
+            accs[precision].append(r.selected["test_accuracy"])
+    diff = np.array(accs["bf16"]) - np.array(accs["fp32"])
+    row = {"layer": spec, "fp32": accs["fp32"], "bf16": accs["bf16"], "mean_diff_points": float(diff.mean() * 100),
+           "sd_diff_points": float(diff.std(ddof=1) * 100) if seeds > 1 else 0.0,
+           "bf16_images_per_s": timing["bf16"].get("images_per_s"), "cpu": torch.backends.cpu.get_cpu_capability()}
+    print(row, flush=True)
+    return row
+
+
 def part_c(data: str, workers: int) -> dict:
     layers = ["block5", "block6", "block7", "pre_logits"]
     b = create_backbone("efficientnet_lite0")
@@ -145,6 +168,8 @@ def main() -> None:
     if "d" in args.part:
         out["d"] = part_d(args.data, args.seeds, args.cache or tempfile.mkdtemp(), args.default_backbone,
                           args.default_layers.split(",") if args.default_layers else None)
+    if "e" in args.part:
+        out["e"] = part_e(ds, args.seeds, args.cache or tempfile.mkdtemp())
     print(json.dumps(out, indent=2))
 
 

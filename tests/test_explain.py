@@ -12,9 +12,9 @@ from cnnlab.core.hooks import CutPoint
 from cnnlab.core.preprocess import Preprocess
 from cnnlab.explain.attacks import attack
 from cnnlab.explain.classviz import ClassVizConfig, class_probability, visualize_class
-from cnnlab.explain.faithfulness import auc, deletion_insertion
+from cnnlab.explain.faithfulness import auc, deletion_insertion, random_orders
 from cnnlab.explain.inputs import load_inputs, resolve_targets
-from cnnlab.explain.saliency import attribute, predicted
+from cnnlab.explain.saliency import SaliencyOptions, attribute, blurred, predicted
 
 from .conftest import shared
 
@@ -89,8 +89,6 @@ def test_deletion_of_salient_patches_beats_random_order(lite0, lab_images):
 
 
 def test_multi_layer_gradcam_is_the_sum_of_max_scaled_maps(lite0, lab_images):
-    from cnnlab.explain.saliency import SaliencyOptions
-
     x = lab_images.x[:2]
     target = predicted(lite0, x)
     single = [attribute(lite0, x, target, "gradcam", SaliencyOptions(layer=l)) for l in ("head", "block6")]
@@ -101,8 +99,6 @@ def test_multi_layer_gradcam_is_the_sum_of_max_scaled_maps(lite0, lab_images):
 
 
 def test_smoothgrad_gradcam_is_the_product_of_max_scaled_maps(lite0, lab_images):
-    from cnnlab.explain.saliency import SaliencyOptions
-
     x = lab_images.x[:2]
     target = predicted(lite0, x)
     o = SaliencyOptions(smoothgrad_samples=4)
@@ -114,6 +110,45 @@ def test_smoothgrad_gradcam_is_the_product_of_max_scaled_maps(lite0, lab_images)
     unit = lambda m: m / m.flatten(1).amax(1).view(-1, 1, 1)  # noqa: E731
     torch.testing.assert_close(both, unit(sg) * unit(cam))
     assert both.min() >= 0 and both.flatten(1).amax(1).max() <= 1 + 1e-5
+
+
+def test_ig_of_a_linear_model_is_input_minus_baseline_times_weight():
+    """Exact for a linear score: IG = (x − baseline) · W[target]; the default baseline is the blurred image."""
+    b = linear_backbone()
+    x = torch.rand(2, 3, 4, 4)
+    W = b.net[1].weight.detach().view(2, 3, 4, 4)
+    o = SaliencyOptions()
+    expected = ((x - blurred(x, o.blur_sigma)) * W[[1, 0]]).sum(dim=1).abs()
+    torch.testing.assert_close(attribute(b, x, [1, 0], "ig", o), expected)
+    black = attribute(b, x, [1, 0], "ig", SaliencyOptions(ig_baseline="black"))
+    torch.testing.assert_close(black, (x * W[[1, 0]]).sum(dim=1).abs())
+    with pytest.raises(CnnlabError, match="IG baseline"):
+        attribute(b, x, [1, 0], "ig", SaliencyOptions(ig_baseline="white"))
+
+
+def test_random_baseline_is_the_mean_over_random_orders_computed_by_hand():
+    b = linear_backbone()
+    x, maps, target = torch.rand(2, 3, 4, 4), torch.rand(2, 4, 4), [1, 0]
+    s = deletion_insertion(b, x, maps, target, patch=2, steps=4, blur_sigma=1.0, seed=5, n_random=3)
+    base = blurred(x, 1.0)
+    orders = random_orders(2, 4, 3, seed=5)
+    assert orders.shape == (3, 2, 4) and not torch.equal(orders[0], orders[1])
+
+    def prob(img, i):
+        return torch.softmax(b.net(img[None]), dim=1)[0, target[i]].item()
+
+    for key, start, end in (("random_deletion_auc", x, base), ("random_insertion_auc", base, x)):
+        for i in range(2):
+            areas = []
+            for k in range(3):
+                rank = torch.empty(4, dtype=torch.long)
+                rank[orders[k, i]] = torch.arange(4)
+                curve = []
+                for removed in range(5):  # 4 steps over 4 patches: one patch per step
+                    m = (rank.view(2, 2) < removed).float().repeat_interleave(2, 0).repeat_interleave(2, 1)
+                    curve.append(prob(start[i] * (1 - m) + end[i] * m, i))
+                areas.append(sum((a + c) / 2 for a, c in zip(curve, curve[1:])) / 4)
+            assert s[key][i].item() == pytest.approx(sum(areas) / 3, abs=1e-6)
 
 
 def test_auc_is_the_trapezoid_area():
@@ -163,6 +198,7 @@ def test_explain_cli_json(tmp_path, capsys, photo_files):
     (["explain", "classviz", "--class", "tick", "--judge", "efficientnet_lite0"], "must be a different model"),
     (["explain", "fool", "IMG", "--target", "not-a-class-at-all"], "unknown ImageNet class"),
     (["explain", "saliency", "BADNPZ"], "has no array 'X'"),
+    (["explain", "saliency", "IMG", "--metrics", "--random-orders", "0"], "--random-orders must be at least 1"),
 ])
 def test_explain_bad_input(argv, message, photo_files, tmp_path, capsys):
     bad = tmp_path / "bad.npz"

@@ -136,9 +136,11 @@ def cmd_saliency(args: argparse.Namespace, env: dict) -> int:
     from .explain.pipeline import run_saliency
     from .explain.saliency import SaliencyOptions
 
-    options = SaliencyOptions(layer=args.layer, smoothgrad_samples=args.samples)
+    if args.random_orders < 1:
+        raise CnnlabError("--random-orders must be at least 1")
+    options = SaliencyOptions(layer=args.layer, smoothgrad_samples=args.samples, ig_baseline=args.ig_baseline)
     s = run_saliency(args.inputs, args.backbone, args.weights, args.method, args.target, args.metrics, args.limit,
-                     options, args.device, args.out, progress=not args.quiet)
+                     options, args.device, args.out, progress=not args.quiet, random_orders=args.random_orders)
     _warn_skipped(s["skipped"])
     text = f"{len(s['results'])} {args.method} saliency maps in {s['seconds']:.1f} s → {s['figure']}"
     if "summary" in s:
@@ -392,6 +394,10 @@ def _explain_parsers(sub) -> None:
     p.add_argument("--metrics", action="store_true", help="deletion/insertion AUC vs a random patch order")
     p.add_argument("--layer", default=None, help="Grad-CAM cut point; 'a+b' sums several, each scaled to max 1 (default: head+block6 for EfficientNet-Lite, else the last convolutional map)")
     p.add_argument("--samples", type=int, default=16, help="SmoothGrad noisy samples (default: %(default)s)")
+    p.add_argument("--ig-baseline", default="blur", choices=["blur", "black"],
+                   help="Integrated Gradients' starting image: a blurred copy (σ 10) or black (default: %(default)s)")
+    p.add_argument("--random-orders", type=int, default=4,
+                   help="--metrics: random patch orders averaged for the baseline (default: %(default)s)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
 
     p = command("fool", cmd_fool, "targeted adversarial (fooling) images",

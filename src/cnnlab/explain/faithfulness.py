@@ -3,7 +3,9 @@
 Patches (16×16 by default) are ranked by mean attribution. Deletion replaces them, most salient first, with a
 strongly blurred copy of the image; insertion starts from that blurred copy and restores them. The curve is the
 softmax probability of the class along ~28 steps; its area (mean of the trapezoids, x in [0,1]) is the score:
-low deletion and high insertion are good. The same with a random patch order is the baseline.
+low deletion and high insertion are good. The same with a random patch order is the baseline, averaged over several
+orders: with one order, the mean over 20 ImageNet images still moves by ±5 % from draw to draw (per-order means
+0.201–0.242 for the same images), enough to swing a method's deletion ratio from 0.90 to 1.08.
 Pixel-level or black-fill deletion mostly measures how CNNs hate speckle noise, hence patches and blur.
 """
 from __future__ import annotations
@@ -51,19 +53,30 @@ def auc(curve: torch.Tensor) -> torch.Tensor:
     return torch.trapezoid(curve, dx=1.0 / (curve.shape[-1] - 1), dim=-1)
 
 
+def random_orders(n_images: int, n_patches: int, k: int, seed: int = 0) -> torch.Tensor:
+    """k random patch orders per image, (k, B, P): a pure function of the seed."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.stack([torch.randperm(n_patches, generator=g) for _ in range(n_images)])
+                        for _ in range(k)])
+
+
 def deletion_insertion(backbone: Backbone, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor | list[int],
                        patch: int = 16, steps: int = 28, blur_sigma: float = 10.0, seed: int = 0,
-                       batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """Per-image deletion/insertion AUC for `maps` and for a random patch order (seeded)."""
+                       batch_size: int = 32, n_random: int = 4) -> dict[str, torch.Tensor]:
+    """Per-image deletion/insertion AUC for `maps`, and for random patch orders (seeded; mean over `n_random`)."""
+    if n_random < 1:
+        raise ValueError("n_random must be at least 1")
     x = x.detach().to(backbone.device)
     target = torch.as_tensor(target).long()
     base = blurred(x, blur_sigma)
     order = patch_order(maps.cpu().float(), patch)
-    g = torch.Generator().manual_seed(seed)
-    random_order = torch.stack([torch.randperm(order.shape[1], generator=g) for _ in range(len(x))])
     out = {}
     with eval_mode(backbone):
-        for name, o in (("", order), ("random_", random_order)):
-            out[f"{name}deletion_auc"] = auc(_curves(backbone, x, base, o, target, patch, steps, batch_size))
-            out[f"{name}insertion_auc"] = auc(_curves(backbone, base, x, o, target, patch, steps, batch_size))
+        out["deletion_auc"] = auc(_curves(backbone, x, base, order, target, patch, steps, batch_size))
+        out["insertion_auc"] = auc(_curves(backbone, base, x, order, target, patch, steps, batch_size))
+        rand = random_orders(len(x), order.shape[1], n_random, seed)
+        out["random_deletion_auc"] = torch.stack(
+            [auc(_curves(backbone, x, base, o, target, patch, steps, batch_size)) for o in rand]).mean(0)
+        out["random_insertion_auc"] = torch.stack(
+            [auc(_curves(backbone, base, x, o, target, patch, steps, batch_size)) for o in rand]).mean(0)
     return out

