@@ -62,6 +62,19 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert full["history"] == part["history"]
 
 
+def test_bf16_autocast_trains_fp32_weights(tmp_path):
+    shared("MNIST", "raw")
+    train(tiny(model="cgan", iters=4), tmp_path / "fp32", progress=False)
+    s = train(tiny(model="cgan", iters=4, precision="bf16"), tmp_path / "bf16", progress=False)
+    a, b = (load_checkpoint(tmp_path / r / "checkpoint.pt")["generator"] for r in ("fp32", "bf16"))
+    assert all(t.dtype == torch.float32 for t in b.values() if t.is_floating_point())
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # the forward passes really ran in bf16
+    assert max((a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point()) < 1e-2  # …close to fp32
+    assert all(v == v for v in s["final"].values())  # no NaN
+    with pytest.raises(CnnlabError, match="precision"):
+        train(tiny(precision="fp16"), tmp_path / "bad", progress=False)
+
+
 def test_a_few_iterations_lower_the_discriminator_loss(tmp_path):
     shared("MNIST", "raw")
     s = train(tiny(iters=30, checkpoint_every=30, limit=512), tmp_path / "run", progress=False)

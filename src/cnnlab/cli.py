@@ -188,7 +188,7 @@ def cmd_gan_train(args: argparse.Namespace, env: dict) -> int:
                        nz=args.nz, ngf=args.ngf, ndf=args.ndf, batch=args.batch, iters=args.iters,
                        g_steps=args.g_steps, d_steps=args.d_steps, lr=args.lr, beta1=args.beta1, seed=args.seed,
                        grid_at=grid_at, checkpoint_every=args.checkpoint_every, label_in_d=not args.no_label_in_d,
-                       limit=args.limit)
+                       limit=args.limit, precision=args.precision)
     out = args.out or str(_run_path("gan"))
     s = train(config, out, resume=args.resume, device=args.device, progress=not args.quiet)
     if int(env.get("RANK", 0)) == 0:
@@ -481,6 +481,9 @@ def _gan_parsers(sub) -> None:
     p.add_argument("--no-label-in-d", action="store_true", help="conditional models: D does not see the label")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16 autocasts the forward passes (fast on GPUs and AMX CPUs, emulated and slow elsewhere; "
+                        "weights and optimizer stay fp32) (default: %(default)s)")
     p.add_argument("--out", default=None, help="run directory (default: runs/gan-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
