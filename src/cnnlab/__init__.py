@@ -9,4 +9,4 @@ __all__ = [
     "Backbone", "CnnlabError", "TransferConfig", "classify_images", "create_backbone", "describe_backbone",
     "extract_features", "list_backbones", "run_transfer",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from . import __version__
 from .core.errors import CnnlabError
 
 
@@ -292,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnlab", description=__doc__.split("\n")[0] if __doc__ else None,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Run `cnnlab COMMAND --help` for each command's options.")
-    parser.add_argument("--version", action="version", version="cnnlab 0.1.0")
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, func: Callable, help_: str, description: str) -> argparse.ArgumentParser:
