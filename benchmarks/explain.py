@@ -19,7 +19,7 @@ import torch
 from cnnlab.core.backbones import create_backbone
 from cnnlab.explain.attacks import attack
 from cnnlab.explain.classviz import ClassVizConfig, visualize_class
-from cnnlab.explain.faithfulness import deletion_insertion
+from cnnlab.explain.faithfulness import deletion_insertion, random_baseline
 from cnnlab.explain.inputs import load_inputs, resolve_targets
 from cnnlab.explain.saliency import SaliencyOptions, attribute, predicted
 
@@ -39,6 +39,8 @@ def main() -> None:
     x = data.x
     pred = predicted(b, x)
     out = {"backbone": args.backbone, "n": len(x), "date": time.strftime("%Y-%m-%d"), "faithfulness": {}}
+    baseline = random_baseline(b, x, pred, n_random=args.random_orders)  # the same for every method: once
+    out["random"] = {k: float(v.mean()) for k, v in baseline.items()}
     for spec in args.methods.split(","):
         method, _, suffix = spec.partition(":")  # e.g. gradcam:head+block6, ig:black
         options = SaliencyOptions(ig_baseline=suffix or "blur") if method == "ig" else SaliencyOptions(
@@ -46,7 +48,7 @@ def main() -> None:
         t0 = time.perf_counter()
         maps = torch.cat([attribute(b, x[i:i + 4], pred[i:i + 4], method, options) for i in range(0, len(x), 4)])
         secs = (time.perf_counter() - t0) / len(x)
-        s = deletion_insertion(b, x, maps, pred, n_random=args.random_orders)
+        s = deletion_insertion(b, x, maps, pred, n_random=0) | baseline
         row = {k: float(v.mean()) for k, v in s.items()}
         row["deletion_ratio"] = row["deletion_auc"] / row["random_deletion_auc"]
         row["seconds_per_image"] = secs

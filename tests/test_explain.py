@@ -130,6 +130,8 @@ def test_random_baseline_is_the_mean_over_random_orders_computed_by_hand():
     b = linear_backbone()
     x, maps, target = torch.rand(2, 3, 4, 4), torch.rand(2, 4, 4), [1, 0]
     s = deletion_insertion(b, x, maps, target, patch=2, steps=4, blur_sigma=1.0, seed=5, n_random=3)
+    assert set(deletion_insertion(b, x, maps, target, patch=2, steps=4, n_random=0)) == {"deletion_auc",
+                                                                                          "insertion_auc"}
     base = blurred(x, 1.0)
     orders = random_orders(2, 4, 3, seed=5)
     assert orders.shape == (3, 2, 4) and not torch.equal(orders[0], orders[1])

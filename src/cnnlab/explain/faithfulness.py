@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.backbones import Backbone
+from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode
 from .saliency import blurred
 
@@ -60,23 +61,35 @@ def random_orders(n_images: int, n_patches: int, k: int, seed: int = 0) -> torch
                         for _ in range(k)])
 
 
+def random_baseline(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | list[int], patch: int = 16,
+                    steps: int = 28, blur_sigma: float = 10.0, seed: int = 0, batch_size: int = 32,
+                    n_random: int = 4) -> dict[str, torch.Tensor]:
+    """Per-image deletion/insertion AUC of random patch orders (seeded; mean over `n_random` orders). It does not
+    depend on any map: compute it once when comparing several methods on the same images."""
+    if n_random < 1:
+        raise CnnlabError(f"the random baseline needs at least one order, not {n_random}")
+    x = x.detach().to(backbone.device)
+    target = torch.as_tensor(target).long()
+    base = blurred(x, blur_sigma)
+    n_patches = (x.shape[-2] // patch) * (x.shape[-1] // patch)
+    rand = random_orders(len(x), n_patches, n_random, seed)
+    with eval_mode(backbone):
+        dele = [auc(_curves(backbone, x, base, o, target, patch, steps, batch_size)) for o in rand]
+        ins = [auc(_curves(backbone, base, x, o, target, patch, steps, batch_size)) for o in rand]
+    return {"random_deletion_auc": torch.stack(dele).mean(0), "random_insertion_auc": torch.stack(ins).mean(0)}
+
+
 def deletion_insertion(backbone: Backbone, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor | list[int],
                        patch: int = 16, steps: int = 28, blur_sigma: float = 10.0, seed: int = 0,
                        batch_size: int = 32, n_random: int = 4) -> dict[str, torch.Tensor]:
-    """Per-image deletion/insertion AUC for `maps`, and for random patch orders (seeded; mean over `n_random`)."""
-    if n_random < 1:
-        raise ValueError("n_random must be at least 1")
+    """Per-image deletion/insertion AUC for `maps`, plus `random_baseline` unless n_random = 0."""
     x = x.detach().to(backbone.device)
     target = torch.as_tensor(target).long()
     base = blurred(x, blur_sigma)
     order = patch_order(maps.cpu().float(), patch)
-    out = {}
     with eval_mode(backbone):
-        out["deletion_auc"] = auc(_curves(backbone, x, base, order, target, patch, steps, batch_size))
-        out["insertion_auc"] = auc(_curves(backbone, base, x, order, target, patch, steps, batch_size))
-        rand = random_orders(len(x), order.shape[1], n_random, seed)
-        out["random_deletion_auc"] = torch.stack(
-            [auc(_curves(backbone, x, base, o, target, patch, steps, batch_size)) for o in rand]).mean(0)
-        out["random_insertion_auc"] = torch.stack(
-            [auc(_curves(backbone, base, x, o, target, patch, steps, batch_size)) for o in rand]).mean(0)
+        out = {"deletion_auc": auc(_curves(backbone, x, base, order, target, patch, steps, batch_size)),
+               "insertion_auc": auc(_curves(backbone, base, x, order, target, patch, steps, batch_size))}
+    if n_random:
+        out |= random_baseline(backbone, x, target, patch, steps, blur_sigma, seed, batch_size, n_random)
     return out

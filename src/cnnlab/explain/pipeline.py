@@ -68,6 +68,8 @@ def run_saliency(inputs: list[str], backbone: str = "efficientnet_lite0", weight
                  method: str = "vanilla", target: str = "pred", metrics: bool = False, limit: int | None = None,
                  options: SaliencyOptions | None = None, device: str = "cpu", out: str | None = None,
                  batch_size: int = 8, progress: bool = True, random_orders: int = 4) -> dict:
+    if metrics and random_orders < 1:  # before any model is loaded
+        raise CnnlabError("--random-orders must be at least 1")
     model = create_backbone(backbone, weights, device=device)
     data = load_inputs(inputs, model.preprocess, limit)
     run = RunDir.create(out, "saliency")
