@@ -137,8 +137,6 @@ def cmd_saliency(args: argparse.Namespace, env: dict) -> int:
     from .explain.pipeline import run_saliency
     from .explain.saliency import SaliencyOptions
 
-    if args.random_orders < 1:
-        raise CnnlabError("--random-orders must be at least 1")
     options = SaliencyOptions(layer=args.layer, smoothgrad_samples=args.samples, ig_baseline=args.ig_baseline)
     s = run_saliency(args.inputs, args.backbone, args.weights, args.method, args.target, args.metrics, args.limit,
                      options, args.device, args.out, progress=not args.quiet, random_orders=args.random_orders)
@@ -367,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _explain_parsers(sub) -> None:
+    from .explain.saliency import METHODS  # one list of methods: the library's
+
     explain = sub.add_parser("explain", help="saliency maps, fooling images, class visualization",
                              description="Explain a classifier (the report's part 2).")
     esub = explain.add_subparsers(dest="explain_command", metavar="EXPLAIN_COMMAND", required=True)
@@ -382,14 +382,15 @@ def _explain_parsers(sub) -> None:
                 "Saliency maps for one target per image, through Captum:\n"
                 "  vanilla     |∂score/∂pixel|, max over channels (Simonyan et al. 2014; the report's)\n"
                 "  smoothgrad  vanilla averaged over noisy copies (Smilkov et al. 2017)\n"
-                "  ig          Integrated Gradients from a black image (Sundararajan et al. 2017)\n"
+                "  ig          Integrated Gradients from a blurred copy (Sundararajan et al. 2017; --ig-baseline)\n"
                 "  gradcam     Grad-CAM (Selvaraju et al. 2017) at the last maps (Lite: head+block6; --layer to change)\n"
                 "  occlusion   score drop when 32×32 patches are replaced by a blurred copy (Zeiler & Fergus 2014)\n"
+                "  smoothgrad-gradcam  SmoothGrad × Grad-CAM, each scaled to max 1 (the most faithful measured)\n"
                 "--metrics adds deletion/insertion AUC (Petsiuk et al. 2018) with 16×16 patches and a blurred\n"
-                "baseline, plus the same for a random patch order. Writes saliency.png and one PNG per map.")
+                "baseline, plus the same for random patch orders (--random-orders). Writes saliency.png and one PNG per map.")
     p.add_argument("inputs", nargs="+", metavar="INPUTS", help=inputs_help)
     _backbone_options(p)
-    p.add_argument("--method", default="vanilla", choices=["vanilla", "smoothgrad", "ig", "gradcam", "occlusion", "smoothgrad-gradcam"],
+    p.add_argument("--method", default="vanilla", choices=METHODS,
                    help="attribution method (default: %(default)s)")
     p.add_argument("--target", default="pred", help="'pred' (the model's prediction) or an ImageNet class (default: pred)")
     p.add_argument("--metrics", action="store_true", help="deletion/insertion AUC vs a random patch order")
