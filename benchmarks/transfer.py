@@ -5,7 +5,8 @@
 (b) accuracy: the 15-Scene protocol (100 train / class, rest test), mean ± sd over seeds, per offline backbone;
 (c) wall time of a full layers × C ablation (one extraction + every SVM) vs one extraction pass;
 (d) the defaults of `cnnlab transfer` end to end, mean ± sd over seeds;
-(e) the accuracy cost of bf16 autocast: the same splits scored with fp32 and with bf16 features (Lite0).
+(e) the accuracy cost of bf16 autocast: the same splits scored with fp32 and with bf16 features (Lite0);
+(f) fp32 levers on the VGG16 forward pass alone (batch 32, random input): NCHW, channels_last, torch.compile.
 
     python benchmarks/transfer.py --data ../shared/data/15scene [--part a,b,c,d] [--n 128] [--seeds 5]
 """
@@ -134,6 +135,33 @@ def part_e(ds: ImageFolder, seeds: int, cache: str, per_class: int = 150, spec: 
     return row
 
 
+def part_f(batch: int = 32, repeats: int = 2) -> dict:
+    """Images/s of the bare VGG16 forward pass: how far fp32 can go on this machine without decoding."""
+    import torch._inductor.config as inductor
+    import torchvision.models as tvm
+
+    inductor.freezing = True  # constant-fold the weights: oneDNN prepacks them once
+
+    def speed(model, x):
+        with torch.inference_mode():
+            model(x)  # warm-up (and compilation)
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                model(x)
+        return repeats * len(x) / (time.perf_counter() - t0)
+
+    model, x = tvm.vgg16(weights=None).eval(), torch.rand(batch, 3, 224, 224)
+    row = {"nchw_eager": speed(model, x)}
+    model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    row["channels_last_eager"] = speed(model, x)
+    t0 = time.perf_counter()
+    compiled = torch.compile(model)
+    row["channels_last_compiled"] = speed(compiled, x)
+    row["compile_and_measure_s"] = time.perf_counter() - t0
+    print(row, flush=True)
+    return row
+
+
 def part_c(data: str, workers: int) -> dict:
     layers = ["block5", "block6", "block7", "pre_logits"]
     b = create_backbone("efficientnet_lite0")
@@ -181,6 +209,8 @@ def main() -> None:
     if "d" in args.part:
         out["d"] = part_d(args.data, args.seeds, args.cache or tempfile.mkdtemp(), args.default_backbone,
                           args.default_layers.split(",") if args.default_layers else None)
+    if "f" in args.part:
+        out["f"] = part_f()
     if "e" in args.part:
         out["e"] = part_e(ds, args.seeds, args.cache or tempfile.mkdtemp(), args.per_class)
     print(json.dumps(out, indent=2))
