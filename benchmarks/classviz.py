@@ -12,9 +12,9 @@ ap.add_argument("--generator-weights", default="default")
 ap.add_argument("--judge-weights", default="default")
 args = ap.parse_args()
 import time, torch
-from cnnlab.core.backbones import create_backbone
+from cnnlab.core.models import create_backbone
 from cnnlab.core import imagenet
-from cnnlab.explain.classviz import ClassVizConfig, visualize_class, class_probability
+from cnnlab.explain.classviz import ClassVizOptions, visualize_class, class_probability
 g = create_backbone("efficientnet_lite0", args.generator_weights, device=args.device)
 j = create_backbone("efficientnet_lite2", args.judge_weights, device=args.device)
 classes = ["tarantula", "gorilla", "tick", "goldfish", "school bus", "pizza", "volcano", "flamingo", "lemon", "zebra"]
@@ -33,6 +33,6 @@ for name, kw in configs.items():
     t0 = time.time(); ranks = []
     for c in classes:
         i = imagenet.resolve_class(c)
-        img, _ = visualize_class(g, i, ClassVizConfig(**kw))
+        img, _ = visualize_class(g, i, ClassVizOptions(**kw))
         ranks.append(class_probability(j, img, i)[1])
     print(name, "top5", sum(r <= 5 for r in ranks), ranks, round(time.time() - t0, 1), "s", flush=True)

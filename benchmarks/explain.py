@@ -16,11 +16,12 @@ import time
 
 import torch
 
-from cnnlab.core.backbones import create_backbone
+from cnnlab.core.inputs import read_images
+from cnnlab.core.models import create_backbone
 from cnnlab.explain.attacks import attack
-from cnnlab.explain.classviz import ClassVizConfig, visualize_class
+from cnnlab.explain.api import resolve_targets
+from cnnlab.explain.classviz import ClassVizOptions, visualize_class
 from cnnlab.explain.faithfulness import deletion_insertion, random_baseline
-from cnnlab.explain.inputs import load_inputs, resolve_targets
 from cnnlab.explain.saliency import SaliencyOptions, attribute, predicted
 
 
@@ -35,8 +36,7 @@ def main() -> None:
     ap.add_argument("--backbone", default="efficientnet_lite0")
     args = ap.parse_args()
     b = create_backbone(args.backbone)
-    data = load_inputs([args.images], b.preprocess, args.n)
-    x = data.x
+    x = read_images([args.images], args.n).batch(b.preprocess)
     pred = predicted(b, x)
     out = {"backbone": args.backbone, "n": len(x), "date": time.strftime("%Y-%m-%d"), "faithfulness": {}}
     baseline = random_baseline(b, x, pred, n_random=args.random_orders)  # the same for every method: once
@@ -70,7 +70,7 @@ def main() -> None:
     out["overhead"] = {"cnnlab_s": ours, "captum_s": direct, "ratio": ours / direct}
     print(out["overhead"], flush=True)
 
-    targets = resolve_targets("random", len(x), pred, seed=0)
+    targets = resolve_targets("random", pred, b, seed=0)
     t0 = time.perf_counter()
     r = attack(b, x, targets, "minimal", max_iters=200)
     secs = time.perf_counter() - t0
@@ -81,7 +81,7 @@ def main() -> None:
     print(out["fool"], flush=True)
 
     t0 = time.perf_counter()
-    visualize_class(b, 76, ClassVizConfig(iters=100))
+    visualize_class(b, 76, ClassVizOptions(iters=100))
     out["classviz_s_per_100_iters"] = time.perf_counter() - t0
     print(json.dumps(out, indent=2))
 

@@ -16,10 +16,10 @@ import time
 
 import torch
 
-from cnnlab.core.backbones import create_backbone
+from cnnlab.core.inputs import read_images
+from cnnlab.core.models import create_backbone
 from cnnlab.core.hooks import eval_mode, frozen
 from cnnlab.explain.faithfulness import deletion_insertion, random_baseline
-from cnnlab.explain.inputs import load_inputs
 from cnnlab.explain.saliency import SaliencyOptions, attribute, blurred, predicted
 
 
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--backbone", default="efficientnet_lite0")
     args = ap.parse_args()
     b = create_backbone(args.backbone)
-    x = load_inputs([args.images], b.preprocess, args.n).x
+    x = read_images([args.images], args.n).batch(b.preprocess)
     pred = predicted(b, x)
     per_order = [float(random_baseline(b, x, pred, seed=k, n_random=1)["random_deletion_auc"].mean())
                  for k in range(args.orders)]

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.gan.models import build_gan
-from cnnlab.gan.train import GanConfig, load_training_data, train
+from cnnlab.gan.training import GanConfig, load_training_data, train_run
 
 
 def plain_loop(config: GanConfig, warmup: int = 5, device: str = "cpu") -> float:
@@ -51,9 +51,9 @@ def plain_loop(config: GanConfig, warmup: int = 5, device: str = "cpu") -> float
 
 def cnnlab_loop(config: GanConfig, device: str = "cpu") -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        warm = GanConfig(**{**config.__dict__, "iters": 5})
-        train(warm, f"{tmp}/warm", device=device, progress=False)  # same warm-up as the plain loop
-        s = train(config, f"{tmp}/run", device=device, progress=False)
+        warm = config.replace(iters=5, device=device)
+        train_run(warm, f"{tmp}/warm", progress=False)  # same warm-up as the plain loop
+        s = train_run(config.replace(device=device), f"{tmp}/run", progress=False).summary()
     return s["iters_per_s"]
 
 

@@ -21,10 +21,11 @@ import time
 import numpy as np
 import torch
 
-from cnnlab.core.backbones import create_backbone
+from cnnlab.core.models import create_backbone
 from cnnlab.core.data import ImageFolder, random_split
 from cnnlab.transfer.features import extract_features
-from cnnlab.transfer.pipeline import DEFAULT_CS, TransferConfig, run_transfer
+from cnnlab.transfer.api import transfer
+from cnnlab.transfer.configs import DEFAULT_CS, TransferConfig
 from cnnlab.transfer.svm import run_grid
 
 
@@ -90,12 +91,12 @@ def part_d(data: str, seeds: int, cache: str, backbone: str | None, layers: list
     accs, chosen = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(seeds):
-            config = TransferConfig(data=data, seed=seed, cache_dir=cache, progress=False)
+            config = TransferConfig(data=data, seed=seed, cache_dir=cache)
             if backbone:
-                config.backbone = backbone
+                config = config.replace(backbone=backbone)
             if layers:
-                config.layers = layers
-            s = run_transfer(config, out=f"{tmp}/seed{seed}")
+                config = config.replace(layers=layers)
+            s = transfer(config=config).summary()
             accs.append(s["selected"]["test_accuracy"])
             chosen.append((s["selected"]["layer"], s["selected"]["C"]))
     row = {"backbone": config.backbone, "layers": config.layers, "mean": float(np.mean(accs)),
@@ -171,8 +172,7 @@ def part_c(data: str, workers: int) -> dict:
     one_pass = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        s = run_transfer(TransferConfig(data=data, backbone="efficientnet_lite0", layers=layers, workers=workers,
-                                        cache_dir=tmp, progress=False), out=f"{tmp}/run")
+        s = transfer(data, "efficientnet_lite0", layers=layers, workers=workers, cache_dir=tmp).summary()
         full = time.perf_counter() - t0
     row = {"one_extraction_pass_s": one_pass, "full_ablation_s": full, "ratio": full / one_pass,
            "fit_s": s["timing"]["fit_s"], "grid": f"{len(layers)} layers x {len(DEFAULT_CS)} C, 5-fold CV"}

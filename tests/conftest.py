@@ -24,7 +24,7 @@ def shared(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def lite0():
-    from cnnlab.core.backbones import create_backbone
+    from cnnlab.core.models import create_backbone
 
     return create_backbone("efficientnet_lite0")
 

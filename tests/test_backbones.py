@@ -3,11 +3,12 @@ import torch
 from torch import nn
 
 from cnnlab.core import imagenet
-from cnnlab.core.backbones import Backbone, create_backbone, describe_backbone, list_backbones, pool_features
+from cnnlab.core.backbones import Backbone, pool_features
+from cnnlab.core.models import create_backbone, describe_backbone, list_backbones
 from cnnlab.core.errors import CnnlabError, WeightsUnavailable
 from cnnlab.core.hooks import CutPoint
 from cnnlab.core.preprocess import Preprocess
-from cnnlab.transfer.classify import classify_images
+import cnnlab
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 CUP_CLASSES = {967, 968}  # espresso, cup
@@ -52,7 +53,8 @@ def test_features_stop_at_the_deepest_requested_layer():
 
 
 def test_default_backbone_recognizes_real_photos(lite0, photo_files):
-    results, skipped = classify_images(lite0, [photo_files["chelsea"], photo_files["coffee"]], topk=5)
+    r = cnnlab.classify(lite0, [photo_files["chelsea"], photo_files["coffee"]], topk=5)
+    results, skipped = r.results, r.skipped
     assert skipped == []
     assert results[0]["top"][0]["index"] in CAT_CLASSES
     assert results[1]["top"][0]["index"] in CUP_CLASSES

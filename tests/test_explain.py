@@ -11,9 +11,10 @@ from cnnlab.core.errors import CnnlabError
 from cnnlab.core.hooks import CutPoint
 from cnnlab.core.preprocess import Preprocess
 from cnnlab.explain.attacks import attack
-from cnnlab.explain.classviz import ClassVizConfig, class_probability, visualize_class
+from cnnlab.explain.api import resolve_targets
+from cnnlab.explain.classviz import ClassVizOptions, class_probability, visualize_class
 from cnnlab.explain.faithfulness import auc, deletion_insertion, random_orders
-from cnnlab.explain.inputs import load_inputs, resolve_targets
+from cnnlab.core.inputs import read_images
 from cnnlab.explain.saliency import SaliencyOptions, attribute, blurred, predicted
 
 from .conftest import shared
@@ -66,12 +67,12 @@ def test_vanilla_equals_max_over_channels_of_abs_gradient_and_restores_state(lit
 
 @pytest.fixture(scope="module")
 def lab_images(lite0):
-    return load_inputs([str(shared("imagenet", "imagenet_val_25.npz"))], lite0.preprocess)
+    return read_images([str(shared("imagenet", "imagenet_val_25.npz"))]).batch(lite0.preprocess)
 
 
 def test_fooling_succeeds_on_the_lab_images_after_quantization(lite0, lab_images):
-    x = lab_images.x
-    targets = resolve_targets("random", len(x), predicted(lite0, x), seed=0)
+    x = lab_images
+    targets = resolve_targets("random", predicted(lite0, x), lite0, seed=0)
     r = attack(lite0, x, targets, "minimal", max_iters=200)
     assert r.success.all()
     assert torch.equal(r.adversarial, r.adversarial.mul(255).round().div(255))  # already 8-bit values
@@ -81,7 +82,7 @@ def test_fooling_succeeds_on_the_lab_images_after_quantization(lite0, lab_images
 
 
 def test_deletion_of_salient_patches_beats_random_order(lite0, lab_images):
-    x = lab_images.x[:4]
+    x = lab_images[:4]
     pred = predicted(lite0, x)
     scores = deletion_insertion(lite0, x, attribute(lite0, x, pred, "gradcam"), pred, steps=14)
     assert scores["deletion_auc"].mean() < scores["random_deletion_auc"].mean()
@@ -89,7 +90,7 @@ def test_deletion_of_salient_patches_beats_random_order(lite0, lab_images):
 
 
 def test_multi_layer_gradcam_is_the_sum_of_max_scaled_maps(lite0, lab_images):
-    x = lab_images.x[:2]
+    x = lab_images[:2]
     target = predicted(lite0, x)
     single = [attribute(lite0, x, target, "gradcam", SaliencyOptions(layer=l)) for l in ("head", "block6")]
     both = attribute(lite0, x, target, "gradcam", SaliencyOptions(layer="head+block6"))
@@ -99,14 +100,14 @@ def test_multi_layer_gradcam_is_the_sum_of_max_scaled_maps(lite0, lab_images):
 
 
 def test_smoothgrad_gradcam_is_the_product_of_max_scaled_maps(lite0, lab_images):
-    x = lab_images.x[:2]
+    x = lab_images[:2]
     target = predicted(lite0, x)
     o = SaliencyOptions(smoothgrad_samples=4)
-    torch.manual_seed(0)  # SmoothGrad's noise
-    sg = attribute(lite0, x, target, "smoothgrad", o)
+    sg = attribute(lite0, x, target, "smoothgrad", o)  # SmoothGrad's noise is seeded (noise_seed)
     cam = attribute(lite0, x, target, "gradcam", o)
-    torch.manual_seed(0)
+    state = torch.get_rng_state()
     both = attribute(lite0, x, target, "smoothgrad-gradcam", o)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left alone
     unit = lambda m: m / m.flatten(1).amax(1).view(-1, 1, 1)  # noqa: E731
     torch.testing.assert_close(both, unit(sg) * unit(cam))
     assert both.min() >= 0 and both.flatten(1).amax(1).max() <= 1 + 1e-5
@@ -122,7 +123,7 @@ def test_ig_of_a_linear_model_is_input_minus_baseline_times_weight():
     torch.testing.assert_close(attribute(b, x, [1, 0], "ig", o), expected)
     black = attribute(b, x, [1, 0], "ig", SaliencyOptions(ig_baseline="black"))
     torch.testing.assert_close(black, (x * W[[1, 0]]).sum(dim=1).abs())
-    with pytest.raises(CnnlabError, match="IG baseline"):
+    with pytest.raises(CnnlabError, match="--ig-baseline 'white' is not one of: blur, black"):
         attribute(b, x, [1, 0], "ig", SaliencyOptions(ig_baseline="white"))
 
 
@@ -160,8 +161,8 @@ def test_auc_is_the_trapezoid_area():
 
 def test_classviz_raises_the_target_probability(lite0):
     target = 76  # tarantula
-    start, _ = visualize_class(lite0, target, ClassVizConfig(iters=0), size=160)
-    image, frames = visualize_class(lite0, target, ClassVizConfig(iters=15, frames=[5, 15]), size=160)
+    start, _ = visualize_class(lite0, target, ClassVizOptions(iters=0), size=160)
+    image, frames = visualize_class(lite0, target, ClassVizOptions(iters=15, frames=[5, 15]), size=160)
     assert class_probability(lite0, image, target)[0] > 3 * class_probability(lite0, start, target)[0]
     assert sorted(frames) == [5, 15] and image.min() >= 0 and image.max() <= 1
 
@@ -182,7 +183,7 @@ def test_explain_cli_json(tmp_path, capsys, photo_files):
     assert r["success"] and r["pred_after"] == r["target"] == 76
     assert set(f["summary"]) == {"n", "success_rate", "median_linf", "median_l2", "median_iterations"}
     # the saved PNG (at the model's input size) really fools the model when read back from disk
-    from cnnlab.core.backbones import create_backbone
+    from cnnlab.core.models import create_backbone
     from cnnlab.core.images import load_image, pil_to_tensor
 
     png = pil_to_tensor(load_image(r["png"])).unsqueeze(0)
@@ -200,7 +201,7 @@ def test_explain_cli_json(tmp_path, capsys, photo_files):
     (["explain", "classviz", "--class", "tick", "--judge", "efficientnet_lite0"], "must be a different model"),
     (["explain", "fool", "IMG", "--target", "not-a-class-at-all"], "unknown ImageNet class"),
     (["explain", "saliency", "BADNPZ"], "has no array 'X'"),
-    (["explain", "saliency", "IMG", "--metrics", "--random-orders", "0"], "--random-orders must be at least 1"),
+    (["explain", "saliency", "IMG", "--metrics", "--random-orders", "0"], "--random-orders must be ≥ 1, got 0"),
 ])
 def test_explain_bad_input(argv, message, photo_files, tmp_path, capsys):
     bad = tmp_path / "bad.npz"

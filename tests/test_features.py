@@ -80,16 +80,16 @@ def test_flip_averaging_is_mirror_invariant(lite0, tiny_scenes):
 
 
 def test_several_backbones_concatenate_each_ones_cut_points(tiny_scenes, tmp_path):
-    from cnnlab.core.backbones import create_backbone
-    from cnnlab.transfer.pipeline import TransferConfig, _extract, run_transfer
+    from cnnlab.core.models import create_backbone
+    from cnnlab.transfer.api import _extract, transfer
     from cnnlab.transfer.svm import layer_matrix
 
     (tiny_scenes / "Coast" / "broken.jpg").write_bytes(b"not a jpeg")  # skipped once, rows stay aligned
     names = ["efficientnet_lite0", "efficientnet_lite1"]
     cache = tmp_path / "cache"
-    config = TransferConfig(data=str(tiny_scenes), split="random:3", backbone="+".join(names), layers=["pre_logits"],
-                            Cs=[1.0], folds=2, cache_dir=str(cache), progress=False)
-    s = run_transfer(config, tmp_path / "run")
+    result = transfer(tiny_scenes, split="random:3", backbone="+".join(names), layers=["pre_logits"], Cs=[1.0],
+                      folds=2, cache_dir=str(cache))
+    s = result.summary()
     assert s["backbone"] == "efficientnet_lite0+efficientnet_lite1" and s["selected"]["layer"] == "pre_logits"
     assert s["n_train"] + s["n_test"] == 18 and len(s["skipped_images"]) == 1
     # the same features as each backbone's own, concatenated (each normalized on its own)
@@ -97,7 +97,7 @@ def test_several_backbones_concatenate_each_ones_cut_points(tiny_scenes, tmp_pat
     own = {n: extract_features(create_backbone(n), paths, ["pre_logits"], cache_dir=cache, progress=False)
            for n in names}
     assert all(f.timing["cached_layers"] == ["pre_logits"] for f in own.values())  # the run filled the cache
-    merged = _extract(config, paths)
+    merged = _extract(result.config, [create_backbone(n) for n in names], paths, progress=False)
     X = layer_matrix(merged.features, "efficientnet_lite0/pre_logits+efficientnet_lite1/pre_logits", "power-l2")
     parts = {f"{n}/pre_logits": own[n].features["pre_logits"] for n in names}
     assert np.allclose(X, layer_matrix(parts, "+".join(parts), "power-l2"))

@@ -6,13 +6,25 @@ import sys
 import pytest
 import torch
 
+import cnnlab
+
 from cnnlab.cli import main
 from cnnlab.core.errors import CnnlabError
 from cnnlab.gan.models import build_gan
-from cnnlab.gan.sample import load_generator, sample
-from cnnlab.gan.train import BatchStream, GanConfig, load_checkpoint, train
+from cnnlab.gan.sampling import load_generator
+from cnnlab.gan.training import BatchStream, GanConfig, load_checkpoint
 
 from .conftest import SHARED_DATA, shared
+
+
+def train(config, out, resume=False, progress=False) -> dict:
+    return cnnlab.gan.train(config=config, out=out, resume=resume, progress=progress).summary()
+
+
+def sample(checkpoint, out, **options) -> dict:
+    result = cnnlab.gan.sample(checkpoint, **options)
+    result.save(out)
+    return result.summary()
 
 
 @pytest.mark.parametrize("model, nc, size", [("dcgan", 3, 64), ("cdcgan", 1, 28), ("cgan", 1, 28)])
@@ -103,7 +115,8 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 def test_sampling_file_names_and_the_shipped_generator(tmp_path):
     s = sample(None, tmp_path / "s", label=7, n=5)
-    assert sorted(os.listdir(tmp_path / "s")) == sorted([f"7_{i}.png" for i in range(5)] + ["grid.png", "metrics.json"])
+    assert sorted(os.listdir(tmp_path / "s")) == sorted([f"7_{i}.png" for i in range(5)]
+                                                        + ["grid.png", "samples.png", "metrics.json", "config.json"])
     G, config = load_generator(None)
     assert config["model"] == "cdcgan"
     with pytest.raises(CnnlabError, match="out of range"):

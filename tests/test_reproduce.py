@@ -47,9 +47,9 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     root = tmp_path_factory.mktemp("root")
     (root / "celeba64").symlink_to(shared("celeba64"))  # faces only: 15-Scene is absent
-    summary = reproduce(out, "transfer/Q1.3,transfer/Q2-4.12,gan/Q1-2.4", data_root=root,
-                        cache_dir=out / "cache", overrides=SMOKE, progress=False)
-    return out, summary
+    result = reproduce(out, "transfer/Q1.3,transfer/Q2-4.12,gan/Q1-2.4", data_root=str(root),
+                       cache_dir=str(out / "cache"), overrides=SMOKE, progress=False)
+    return out, result.summary()
 
 
 def test_smoke_report_runs_and_isolates_failures(report):
@@ -73,11 +73,11 @@ def test_finished_experiments_are_not_rerun_unless_their_settings_change(report,
     out = tmp_path / "report"
     shutil.copytree(report[0], out, symlinks=True)
     again = reproduce(out, "transfer/Q1.3,gan/Q1-2.4", data_root=out.parent / "no-data", cache_dir=out / "cache",
-                      overrides=SMOKE, progress=False)
+                      overrides=SMOKE, progress=False).summary()
     assert [e["cached"] for e in again["experiments"]] == [True, False]  # the data root is part of Q1-2.4's config
     assert again["experiments"][1]["status"] == "failed"
     changed = reproduce(out, "transfer/Q1.3", cache_dir=out / "cache", progress=False,
-                        overrides={"transfer/Q1.3": {"backbones": ["efficientnet_lite0", "vgg16"]}})
+                        overrides={"transfer/Q1.3": {"backbones": ["efficientnet_lite0", "vgg16"]}}).summary()
     assert changed["experiments"][0]["cached"] is False
 
 
@@ -122,7 +122,7 @@ def test_cli_reproduce_exit_status_and_json(tmp_path, capsys):
 
 
 def test_frechet_distance_in_backbone_features(lite0):
-    from cnnlab.gan.evaluate import frechet_distance
+    from cnnlab.gan.evaluation import frechet_distance
 
     g = torch.Generator().manual_seed(0)
     a = torch.rand(12, 3, 64, 64, generator=g)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from .errors import CnnlabError
-from .images import is_image_file
+from .images import is_image_file, load_image
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,8 @@ class ImageFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         try:
-            with Image.open(self.paths[i]) as img:
-                img.load()
-                return self.transform(img.convert("RGB")), i
-        except Exception:  # corrupt, truncated or not an image at all: reported by the caller
+            return self.transform(load_image(self.paths[i])), i
+        except CnnlabError:  # corrupt, truncated or not an image at all: reported by the caller
             return None, i
 
 
@@ -79,6 +77,10 @@ class Split:
     train: np.ndarray  # indices into the dataset
     test: np.ndarray
     description: str
+
+
+SPLIT_HELP = ("random:K = K random training images per class, the rest for testing (the 15-Scene protocol is "
+              "random:100); folders = DATA/train and DATA/test")
 
 
 def parse_split(spec: str) -> tuple[str, int | None]:
@@ -169,9 +171,8 @@ def load_image_dir(folder: str | os.PathLike, size: int) -> tuple[torch.Tensor, 
     images, bad = [], []
     for f in files:
         try:
-            with Image.open(f) as img:
-                images.append(tf(img.convert("RGB")))
-        except Exception:
+            images.append(tf(load_image(f)))
+        except CnnlabError:
             bad.append(f)
     if not images:
         raise CnnlabError(f"no readable images in {folder}")

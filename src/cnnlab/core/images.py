@@ -20,15 +20,38 @@ def is_image_file(path: str | os.PathLike) -> bool:
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode an image as RGB (grayscale is replicated to 3 channels); one-line error if unreadable."""
+    """Open and fully decode an image as 8-bit RGB; a one-line error if unreadable.
+
+    EXIF orientation is applied; grayscale is replicated to 3 channels; 16-bit images are rescaled (not clipped);
+    transparent images are composited on white; an animated file gives its first frame."""
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB")
+            return to_rgb(img)
     except FileNotFoundError:
         raise CnnlabError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise CnnlabError(f"cannot read image {path}: it is a folder") from None
+    except Image.DecompressionBombError as exc:
+        raise CnnlabError(f"cannot read image {path}: too many pixels ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise CnnlabError(f"cannot read image {path}: {exc}") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB, the way a viewer shows it."""
+    from PIL import ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / scale * 255 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return img.convert("RGB")
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -92,10 +115,8 @@ def collect_image_paths(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 SAMPLE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")  # scikit-image's bundled photos: offline defaults
 
 
-def sample_photos(preprocess) -> tuple[list[str], torch.Tensor]:
-    """scikit-image's bundled photos, preprocessed for a backbone: (names, (N,3,H,W) in [0,1])."""
+def sample_photos() -> dict[str, Image.Image]:
+    """scikit-image's bundled photos (a cat, a coffee cup, an astronaut, a rocket), by name: offline inputs."""
     import skimage.data
 
-    transform = preprocess.transform()
-    images = [transform(Image.fromarray(getattr(skimage.data, name)()).convert("RGB")) for name in SAMPLE_PHOTOS]
-    return list(SAMPLE_PHOTOS), torch.stack(images)
+    return {name: Image.fromarray(getattr(skimage.data, name)()).convert("RGB") for name in SAMPLE_PHOTOS}

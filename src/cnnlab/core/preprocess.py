@@ -1,12 +1,20 @@
-"""Preprocessing that travels with a backbone's weights: resize, center crop, and the normalization constants."""
+"""Preprocessing that travels with a backbone's weights: resize, center crop, and the normalization constants.
+
+The resize and crop are tensor operations on float [0,1] images, differentiable, and the very code every reader
+uses: the loader of `classify` and `features` runs `Preprocess.__call__` on each decoded image, and an attack on a
+full-size photo runs it inside the graph, so the two cannot disagree.
+"""
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
 from PIL import Image
+
+INTERPOLATIONS = ("bilinear", "bicubic")
 
 
 @dataclass(frozen=True)
@@ -24,16 +32,25 @@ class Preprocess:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
-        """PIL image → float (3,H,W) in [0,1]; normalization is the model's job, not the loader's."""
-        from torchvision.transforms import v2
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Float images (...,C,H,W) in [0,1] → (...,C,S,S): shorter side to `resize_size` (antialiased), then the
+        central S×S crop. Differentiable; an image already S×S with resize_size == S passes unchanged."""
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
 
-        mode = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}[self.interpolation]
-        return v2.Compose(
-            [
-                v2.ToImage(),
-                v2.Resize(self.resize_size, interpolation=mode, antialias=True),
-                v2.CenterCrop(self.input_size),
-                v2.ToDtype(torch.float32, scale=True),
-            ]
-        )
+        mode = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[self.interpolation]
+        if min(x.shape[-2:]) != self.resize_size:
+            x = TF.resize(x, [self.resize_size], interpolation=mode, antialias=True).clamp(0, 1)
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            x = TF.center_crop(x, [self.input_size, self.input_size])
+        return x
+
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        """PIL image → float (3,H,W) in [0,1] at the network's size; normalization is the model's job."""
+        return functools.partial(_from_pil, self)
+
+
+def _from_pil(preprocess: Preprocess, img: Image.Image) -> torch.Tensor:
+    from .images import pil_to_tensor
+
+    return preprocess(pil_to_tensor(img))

@@ -61,6 +61,10 @@ class RunDir:
     def create(cls, out: str | os.PathLike | None, command: str, root: str | os.PathLike = "runs") -> "RunDir":
         """`out` if given, else `root/<command>-<timestamp>` (never reusing an existing folder)."""
         if out is not None:
+            if Path(out).exists() and not Path(out).is_dir():
+                from .errors import CnnlabError
+
+                raise CnnlabError(f"--out {out} is a file, not a folder")
             return cls(out)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = Path(root) / f"{command}-{stamp}"
@@ -80,11 +84,12 @@ class RunDir:
         return write_json(self.path / "metrics.json", metrics)
 
     def save_figure(self, fig: Any, name: str, dpi: int = 120) -> Path:
-        """Save a matplotlib figure atomically and close it."""
-        import matplotlib.pyplot as plt
+        """Save a matplotlib figure atomically."""
+        from .figures import save_figure
 
-        target = self.path / name
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=target.suffix.lstrip(".") or "png")
-        plt.close(fig)
-        return target
+        return save_figure(fig, self.path / name, dpi)
+
+
+def default_cache_dir() -> Path:
+    """Where caches go when no folder is named (the CLI names $CNNLAB_CACHE when it is set)."""
+    return Path.home() / ".cache" / "cnnlab"

@@ -17,6 +17,7 @@ from ..core.hooks import eval_mode, frozen
 from ..core.images import quantize
 
 METHODS = ("minimal", "ascent", "fgsm", "pgd")
+NORMS = ("linf", "l2")
 
 
 @dataclass
@@ -88,8 +89,8 @@ def attack(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | list[int]
     """
     if method not in METHODS:
         raise CnnlabError(f"unknown attack {method!r}; choose from {', '.join(METHODS)}")
-    if norm not in ("linf", "l2"):
-        raise CnnlabError(f"unknown norm {norm!r}; choose linf or l2")
+    if norm not in NORMS:
+        raise CnnlabError(f"unknown norm {norm!r}; choose from {', '.join(NORMS)}")
     if method == "ascent" and target is None:
         raise CnnlabError("the ascent method needs a target class")
     if method in ("fgsm", "pgd") and eps is None:

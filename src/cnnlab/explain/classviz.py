@@ -8,30 +8,33 @@ optimized for.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..core.backbones import Backbone
+from ..core.config import Config, option
 from ..core.hooks import eval_mode, frozen
 
 
 @dataclass
-class ClassVizConfig:
-    iters: int = 200
-    lr: float = 1.0  # L2 norm of each ascent step, in [0,1] pixel units
-    l2: float = 1e-1  # weight of the L2 penalty on the normalized image
-    jitter: int = 16  # random roll, in pixels
-    blur_every: int = 10
-    blur_sigma: float = 0.5
+class ClassVizOptions(Config):
+    iters: int = option(200, low=0, help="ascent iterations (0: the starting noise)")
+    lr: float = option(1.0, low=0, low_open=True, help="step size (L2 norm of each step, in [0,1] pixel units)")
+    l2: float = option(1e-1, low=0, help="weight of the L2 penalty on the normalized image")
+    jitter: int = option(16, low=0, help="random roll, in pixels")
+    blur_every: int = option(10, low=0, help="blur period in iterations (0: never)")
+    blur_sigma: float = option(0.5, low=0, help="blur sigma")
     # randomly scaled/rotated copies scored per step (0 = the report's method). Measured (docs/benchmarks.md):
     # a different model ranks the class top-5 for 3/10 classes with 0, 9/10 with 4, 10/10 with 8 at 400 iterations
-    augment: int = 4
-    scale: float = 0.1  # ± relative scale of those copies
-    rotate: float = 10.0  # ± degrees
-    frames: list[int] = field(default_factory=list)  # iterations at which to keep a copy of the image
-    seed: int = 0
+    augment: int = option(4, low=0, help="random scaled/rotated copies per step, for robustness (0: the report's "
+                                         "method)")
+    scale: float = option(0.1, low=0, high=0.9, help="± relative scale of those copies")
+    rotate: float = option(10.0, low=0, high=180, help="± degrees of rotation of those copies")
+    frames: list[int] = option(default_factory=list, low=1, help="iterations to keep as frames, e.g. 25,100,200")
+    seed: int = option(0, help="noise seed")
+    size: int | None = option(None, low=8, help="side of the image drawn (default: the model's input size)")
 
 
 def _augment(x: torch.Tensor, n: int, scale: float, rotate: float, g: torch.Generator) -> torch.Tensor:
@@ -45,15 +48,15 @@ def _augment(x: torch.Tensor, n: int, scale: float, rotate: float, g: torch.Gene
     return F.grid_sample(x.expand(n, -1, -1, -1), grid, padding_mode="reflection", align_corners=False)
 
 
-def visualize_class(backbone: Backbone, target: int, config: ClassVizConfig | None = None,
+def visualize_class(backbone: Backbone, target: int, config: ClassVizOptions | None = None,
                     size: int | None = None, progress=None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """The final image (3,H,W) in [0,1] and {iteration: frame}; the backbone's mode and flags are restored."""
     from torchvision.transforms.functional import gaussian_blur
 
-    c = config or ClassVizConfig()
-    size = size or backbone.preprocess.input_size
+    c = config or ClassVizOptions()
+    size = size or c.size or backbone.preprocess.input_size
     g = torch.Generator().manual_seed(c.seed)
-    img = (0.5 + 0.1 * torch.randn(1, 3, size, size, generator=g)).clamp(0, 1).to(backbone.device)
+    img = (0.5 + 0.1 * torch.randn(1, backbone.in_channels, size, size, generator=g)).clamp(0, 1).to(backbone.device)
     frames = {}
     with eval_mode(backbone), frozen(backbone):
         for it in range(1, c.iters + 1):

@@ -14,34 +14,42 @@ import torch
 import torch.nn.functional as F
 
 from ..core.backbones import Backbone
+from ..core.config import Config, option
 from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode, frozen
 
 METHODS = ("vanilla", "smoothgrad", "ig", "gradcam", "occlusion", "smoothgrad-gradcam")
+IG_BASELINES = ("blur", "black")
 # Where Grad-CAM reads by default: the last convolutional map of each family (overridable with `layer`). For
 # EfficientNet-Lite, head+block6 lowered the deletion ratio from 0.68 to 0.54 on 20 ImageNet images.
 DEFAULT_CAM_LAYERS = ("head+block6", "head", "conv5_3", "layer4", "fire9", "pool5", "stage4", "stage3")
 
 
 @dataclass
-class SaliencyOptions:
-    smoothgrad_samples: int = 16  # noisy copies per image
-    smoothgrad_sigma: float = 0.15  # noise std in [0,1] pixel units
-    ig_steps: int = 32
+class SaliencyOptions(Config):
+    smoothgrad_samples: int = option(16, flag="--samples", low=1, help="SmoothGrad: noisy copies per image")
+    smoothgrad_sigma: float = option(0.15, low=0, help="SmoothGrad: noise std in [0,1] pixel units")
+    noise_seed: int = option(0, help="SmoothGrad: seed of its noise (the same maps on every run)")
+    ig_steps: int = option(32, low=1, help="Integrated Gradients: steps of the path integral")
     # IG's 'absent' image: a blurred copy (blur IG, Xu et al. 2020) — deletion/random 0.60 vs 0.92 from black
-    ig_baseline: str = "blur"  # blur | black
-    occlusion_window: int = 32  # patch side in pixels
-    occlusion_stride: int = 16
-    blur_sigma: float = 10.0  # baseline for occlusion and IG: a strongly blurred copy of the image
-    internal_batch_size: int = 32  # bounds memory for smoothgrad / ig / occlusion
-    layer: str | None = None  # Grad-CAM cut point
+    ig_baseline: str = option("blur", choices=IG_BASELINES,
+                              help="Integrated Gradients' starting image: a blurred copy (σ --blur-sigma) or black")
+    occlusion_window: int = option(32, low=1, help="occlusion: patch side in pixels")
+    occlusion_stride: int = option(16, low=1, help="occlusion: patch stride in pixels")
+    blur_sigma: float = option(10.0, low=0, low_open=True,
+                               help="the 'absent' image of occlusion and IG: a blurred copy with this σ")
+    internal_batch_size: int = option(32, low=1, help="images per pass inside smoothgrad / ig / occlusion (memory)")
+    layer: str | None = option(None, help="Grad-CAM cut point or module path; 'a+b' sums several, each scaled to max "
+                                          "1 (default: head+block6 for EfficientNet-Lite, else the last "
+                                          "convolutional map)")
 
 
 def default_cam_layer(backbone: Backbone) -> str:
+    """The registry's named last maps; for any other model, the last spatial map of its forward pass."""
     for name in DEFAULT_CAM_LAYERS:
         if all(part in backbone.cut_points for part in name.split("+")):
             return name
-    raise CnnlabError(f"no default Grad-CAM layer for {backbone.name}: pass one of {', '.join(backbone.cut_points)}")
+    return backbone.last_spatial_layer()
 
 
 def blurred(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -99,11 +107,16 @@ def _ig_baseline(x: torch.Tensor, o: SaliencyOptions) -> torch.Tensor:
 
 
 def _smoothgrad(backbone: Backbone, x: torch.Tensor, target: torch.Tensor, o: SaliencyOptions) -> torch.Tensor:
+    """Captum draws the noise from the global RNG: seed it on a fork, so the maps repeat and the caller's stream is
+    left as it was."""
     import captum.attr as ca
 
     nt = ca.NoiseTunnel(ca.Saliency(backbone))
-    return nt.attribute(x, nt_type="smoothgrad", nt_samples=o.smoothgrad_samples, stdevs=o.smoothgrad_sigma,
-                        nt_samples_batch_size=o.internal_batch_size, target=target, abs=True).amax(dim=1)
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(o.noise_seed)
+        return nt.attribute(x, nt_type="smoothgrad", nt_samples=o.smoothgrad_samples, stdevs=o.smoothgrad_sigma,
+                            nt_samples_batch_size=o.internal_batch_size, target=target, abs=True).amax(dim=1)
 
 
 def _unit(m: torch.Tensor) -> torch.Tensor:
@@ -120,7 +133,7 @@ def _gradcam(backbone: Backbone, x: torch.Tensor, target: torch.Tensor, layers: 
     modules = dict(backbone.net.named_modules())
     maps = []
     for layer in layers:
-        module = modules[backbone.cut_points[layer].module]
+        module = modules[backbone.resolve(layer).module]
         cam = ca.LayerGradCam(backbone, module).attribute(x, target=target, relu_attributions=True)
         maps.append(F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0])
     if len(maps) == 1:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..core.errors import CnnlabError
-from ..core.runs import RunDir, to_jsonable, write_json
+from ..core.runs import to_jsonable, write_json
 
 MODES = ("quick", "full")
 
@@ -120,23 +120,9 @@ def mean_sd(values: list[float], digits: int = 3) -> str:
 
 def image_grid(path: Path, rows: list[tuple[str, list[Path]]], titles: list[str]) -> Path:
     """A figure of image files: one row per (name, files), one column per title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
 
-    n = max(len(files) for _, files in rows)
-    fig, axes = plt.subplots(len(rows), n, figsize=(2.1 * n, 2.2 * len(rows)), squeeze=False)
-    for r, (name, files) in enumerate(rows):
-        for j in range(n):
-            ax = axes[r, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j < len(files):
-                ax.imshow(np.asarray(Image.open(files[j])))
-            if r == 0 and j < len(titles):
-                ax.set_title(titles[j], fontsize=8)
-        axes[r, 0].set_ylabel(name, fontsize=8)
-    fig.tight_layout()
-    return RunDir(path.parent).save_figure(fig, path.name)
+    from ..core.figures import image_grid as grid, save_figure
+
+    arrays = [(name, [np.asarray(Image.open(f).convert("RGB")) for f in files]) for name, files in rows]
+    return save_figure(grid(arrays, titles, cell=2.1), path)

@@ -4,14 +4,20 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from ..core.backbones import weights_available
-from ..explain.classviz import ClassVizConfig
-from ..explain.pipeline import run_classviz, run_fool, run_saliency
+from ..core.models import weights_available
+from ..explain.api import classviz, fool, saliency
+from ..explain.classviz import ClassVizOptions
 from .experiment import Context, Outcome, Table, experiment, fmt, image_grid
 
 SECTION = "Visualizing neural networks"
 LAB_IMAGES = ("imagenet", "imagenet_val_25.npz")
 REPORT_CLASSES = ["tick", "tarantula", "gorilla"]
+
+
+def _saved(result, folder: Path) -> dict:
+    """Save a job's run directory inside the experiment's folder; its summary (with the file paths)."""
+    result.save(folder)
+    return result.summary()
 
 
 def _available(names: list[str], notes: list[str]) -> list[str]:
@@ -35,8 +41,8 @@ def saliency_maps(ctx: Context, s: dict) -> Outcome:
     npz = str(ctx.data(*LAB_IMAGES))
     rows, metrics, figures = [], {}, []
     for method in s["methods"]:
-        r = run_saliency([npz], s["backbone"], method=method, metrics=s["metrics"], limit=s.get("limit"),
-                         device=ctx.device, out=str(ctx.dir / method), progress=ctx.progress)
+        r = _saved(saliency(s["backbone"], [npz], method=method, metrics=s["metrics"], limit=s.get("limit"),
+                            device=ctx.device, progress=ctx.progress), ctx.dir / method)
         figures.append((Path(r["figure"]), f"{method} saliency, {s['backbone']} (titles: the predicted class)"))
         metrics[method] = {"seconds": r["seconds"], "n": len(r["results"]), **r.get("summary", {})}
         m = r.get("summary")
@@ -66,8 +72,8 @@ def saliency_backbones(ctx: Context, s: dict) -> Outcome:
     notes: list[str] = []
     rows, table, metrics, titles = [], [], {}, []
     for name in _available(s["backbones"], notes):
-        r = run_saliency([npz], name, method=s["method"], metrics=s["metrics"], limit=s["limit"], device=ctx.device,
-                         out=str(ctx.dir / name), progress=ctx.progress)
+        r = _saved(saliency(name, [npz], method=s["method"], metrics=s["metrics"], limit=s["limit"],
+                            device=ctx.device, progress=ctx.progress), ctx.dir / name)
         rows.append((name, [Path(e["map"]) for e in r["results"]]))
         titles = titles or [e["target_label"].split(",")[0][:18] for e in r["results"]]
         metrics[name] = {"seconds": r["seconds"], "predictions": [e["target_label"] for e in r["results"]],
@@ -97,8 +103,8 @@ def fooling(ctx: Context, s: dict) -> Outcome:
     rows, metrics, figures = [], {}, []
     for name in _available(s["backbones"], notes):
         for method in s["methods"]:
-            r = run_fool([npz], name, target="random", seed=s["seed"], method=method, limit=s["limit"],
-                         device=ctx.device, out=str(ctx.dir / f"{name}-{method}"), progress=ctx.progress)
+            r = _saved(fool(name, [npz], target="random", seed=s["seed"], method=method, limit=s["limit"],
+                            device=ctx.device, progress=ctx.progress), ctx.dir / f"{name}-{method}")
             m = r["summary"]
             metrics[f"{name}/{method}"] = {**m, "seconds": r["seconds"]}
             rows.append([name, method, fmt(m["success_rate"], 2), f"{m['median_linf'] * 255:.2f}/255",
@@ -117,8 +123,8 @@ def fooling(ctx: Context, s: dict) -> Outcome:
 def _classviz(ctx: Context, classes: list[str], backbone: str, config: dict, judge: str) -> dict:
     """A classviz run shared across experiments (Q3.8 and Q3.11 draw the same Lite0 images)."""
     key = {"classes": classes, "backbone": backbone, "config": config, "judge": judge}
-    _, summary = ctx.shared("classviz", key, lambda out: run_classviz(
-        classes, [backbone], ClassVizConfig(**config), judge, device=ctx.device, out=str(out), progress=ctx.progress))
+    _, summary = ctx.shared("classviz", key, lambda out: _saved(classviz(
+        backbone, classes, judge=judge, device=ctx.device, progress=ctx.progress, **config), out))
     return summary
 
 
@@ -135,7 +141,7 @@ def _ranks(summary: dict) -> list[int]:
                                                "zebra"],
                   "backbone": "efficientnet_lite0", "judge": "efficientnet_lite2", "config": {}})
 def class_visualization(ctx: Context, s: dict) -> Outcome:
-    config = {**asdict(ClassVizConfig()), **s["config"]}
+    config = {**asdict(ClassVizOptions()), **s["config"]}
     r = _classviz(ctx, s["classes"], s["backbone"], config, s["judge"])
     rows = [[x["class"].split(",")[0], fmt(x["target_prob"]), fmt(x["judge"]["target_prob"]), x["judge"]["target_rank"]]
             for x in r["results"]]
@@ -161,7 +167,7 @@ def class_visualization(ctx: Context, s: dict) -> Outcome:
 def classviz_knobs(ctx: Context, s: dict) -> Outcome:
     rows, files, metrics = [], [], {}
     for name, change in s["variants"].items():
-        config = {**asdict(ClassVizConfig()), **s.get("config", {}), "iters": s["iters"], **change}
+        config = {**asdict(ClassVizOptions()), **s.get("config", {}), "iters": s["iters"], **change}
         r = _classviz(ctx, [s["class"]], s["backbone"], config, s["judge"])["results"][0]
         metrics[name] = {"config": change, "target_prob": r["target_prob"], "judge": r["judge"]}
         rows.append([name, fmt(r["target_prob"]), fmt(r["judge"]["target_prob"]), r["judge"]["target_rank"]])
@@ -181,7 +187,7 @@ def classviz_knobs(ctx: Context, s: dict) -> Outcome:
             full={"class": "brown bear", "backbone": "efficientnet_lite0", "judge": "efficientnet_lite2",
                   "frames": [10, 25, 50, 100, 200, 300, 500]})
 def classviz_frames(ctx: Context, s: dict) -> Outcome:
-    config = {**asdict(ClassVizConfig()), **s.get("config", {}), "iters": max(s["frames"]), "frames": s["frames"]}
+    config = {**asdict(ClassVizOptions()), **s.get("config", {}), "iters": max(s["frames"]), "frames": s["frames"]}
     r = _classviz(ctx, [s["class"]], s["backbone"], config, s["judge"])
     x = r["results"][0]
     return Outcome(f"'{s['class']}' with {s['backbone']}: frames at iterations {', '.join(map(str, s['frames']))}; "
@@ -198,7 +204,7 @@ def classviz_frames(ctx: Context, s: dict) -> Outcome:
                   "judge": "efficientnet_lite2", "config": {}})
 def classviz_backbones(ctx: Context, s: dict) -> Outcome:
     notes: list[str] = []
-    config = {**asdict(ClassVizConfig()), **s["config"]}
+    config = {**asdict(ClassVizOptions()), **s["config"]}
     rows, grid, metrics = [], [], {}
     for name in _available(s["backbones"], notes):
         r = _classviz(ctx, s["classes"], name, config, s["judge"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from ..gan.evaluate import evaluate, evaluate_images, frechet_distance
-from ..gan.train import GanConfig, load_training_data, train
+from ..gan.evaluation import evaluate, evaluate_images, frechet_distance
+from ..gan.training import GanConfig, load_training_data, train_run
 from .experiment import Context, Outcome, Table, experiment, fmt, image_grid
 
 SECTION = "Generative adversarial networks"
@@ -15,9 +15,10 @@ SECTION = "Generative adversarial networks"
 def _train(ctx: Context, **settings) -> tuple[Path, dict]:
     """A training run shared by every experiment that needs the same config (Q2-2.10's cDCGAN serves Q2-2.11 and
     Q2-3.12)."""
-    config = GanConfig(data_root=str(ctx.data_root) if ctx.data_root else None, **settings)
-    return ctx.shared("gan", asdict(config), lambda out: {
-        **train(config, out, device=ctx.device, progress=ctx.progress), "config": asdict(config)})
+    config = GanConfig(data_root=str(ctx.data_root) if ctx.data_root else None, device=ctx.device, **settings)
+    key = {k: v for k, v in asdict(config).items() if k != "device"}  # the same run on any device
+    return ctx.shared("gan", key, lambda out: {
+        **train_run(config, out, progress=ctx.progress).summary(), "config": asdict(config)})
 
 
 def _grids(folder: Path) -> list[Path]:
@@ -62,7 +63,7 @@ _TRAIN_KEYS = ("nz", "ngf", "ndf", "batch", "iters")
 
 def _dcgan(ctx: Context, s: dict, nz: int) -> tuple[Path, dict]:
     settings = {k: s[k] for k in _TRAIN_KEYS} | {"nz": nz}
-    return _train(ctx, model="dcgan", data="celeba64", grid_at=[s["iters"] // 3, 2 * s["iters"] // 3],
+    return _train(ctx, model="dcgan", data="celeba64", grid_at=sorted({max(1, s["iters"] // 3), max(1, 2 * s["iters"] // 3)}),
                   checkpoint_every=max(s["iters"] // 4, 1), **settings)
 
 

@@ -7,11 +7,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.backbones import create_backbone, describe_backbone, get_entry, list_backbones, weights_available
-from ..core.runs import RunDir
+from ..core.figures import new_figure, save_figure
 from ..core.images import sample_photos
-from ..transfer.classify import classification_figure, classify_tensor
-from ..transfer.pipeline import DEFAULT_TRANSFER_BACKBONE, TransferConfig, run_transfer
+from ..core.models import describe_backbone, get_entry, list_backbones, weights_available
+from ..transfer.api import classify, transfer
+from ..transfer.configs import DEFAULT_TRANSFER_BACKBONE, TransferConfig
 from .experiment import Context, Outcome, Table, experiment, mean_sd
 
 SECTION = "Transfer learning (VGG16, 15-Scene)"
@@ -65,14 +65,14 @@ def top5(ctx: Context, s: dict) -> Outcome:
         if not weights_available(name):
             notes.append(f"{name} left out: its weights are not on this machine (cnnlab models says where to put them)")
             continue
-        model = create_backbone(name, device=ctx.device)
-        names, x = sample_photos(model.preprocess)
-        tops = classify_tensor(model, x, topk=5)
+        photos = sample_photos()
+        names = list(photos)
+        r = classify(name, photos, device=ctx.device, topk=5)
+        tops = [e["top"] for e in r.results]
         metrics[name] = {n: t for n, t in zip(names, tops)}
         rows += [[name, n, t[0]["label"], f"{t[0]['prob']:.3f}", "; ".join(u["label"].split(",")[0] for u in t[1:])]
                  for n, t in zip(names, tops)]
-        fig = classification_figure(names, x, tops, f"Top-5 ImageNet classes, {name}")
-        figures.append((RunDir(ctx.dir).save_figure(fig, f"top5_{name}.png"), f"Top-5 classes, {name}"))
+        figures.append((save_figure(r.figure(), ctx.dir / f"top5_{name}.png"), f"Top-5 classes, {name}"))
     first = metrics[next(iter(metrics))] if metrics else {}
     result = ("; ".join(f"{n} → {t[0]['label'].split(',')[0]} ({t[0]['prob']:.2f})" for n, t in first.items())
               + f" ({next(iter(metrics))}).") if metrics else "No backbone with weights available."
@@ -82,7 +82,7 @@ def top5(ctx: Context, s: dict) -> Outcome:
 
 def _ablation_layers(name: str) -> list[str]:
     if "+" in name:  # several backbones concatenated: the default layers
-        return TransferConfig(data="").layers
+        return TransferConfig().layers
     return LITE_ABLATION if name.startswith("efficientnet_lite") else ABLATION.get(name, [get_entry(name).default_layer])
 
 
@@ -102,11 +102,14 @@ def scene15(ctx: Context, s: dict) -> Outcome:
             notes.append(f"{name} left out: its weights are not on this machine (cnnlab models says where to put them)")
             continue
         layers = _ablation_layers(name)
-        runs = [run_transfer(TransferConfig(data=str(data), split=s["split"], seed=seed, backbone=name, layers=layers, Cs=s["Cs"],
-                                            folds=s["folds"], limit_per_class=s["limit_per_class"], limit_seed=0,
-                                            cache_dir=str(ctx.cache_dir), device=ctx.device,
-                                            progress=ctx.progress), out=ctx.dir / f"{name}-seed{seed}")
-                for seed in s["seeds"]]
+        runs = []
+        for seed in s["seeds"]:
+            r = transfer(config=TransferConfig(
+                data=str(data), split=s["split"], seed=seed, backbone=name, layers=layers, Cs=s["Cs"], folds=s["folds"],
+                limit_per_class=s["limit_per_class"], limit_seed=0, cache_dir=str(ctx.cache_dir), device=ctx.device),
+                progress=ctx.progress)
+            r.save(ctx.dir / f"{name}-seed{seed}")
+            runs.append(r.summary())
         acc = defaultdict(list)
         for r in runs:
             for g in r["grid"]:
@@ -134,12 +137,8 @@ def scene15(ctx: Context, s: dict) -> Outcome:
 
 
 def _accuracy_figure(ctx: Context, name: str, acc: dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig = new_figure(6, 3.6)
+    ax = fig.subplots()
     for layer in dict.fromkeys(l for l, _ in acc):
         cs = [c for l, c in acc if l == layer]
         v = np.array([acc[(layer, c)] for c in cs])
@@ -149,4 +148,4 @@ def _accuracy_figure(ctx: Context, name: str, acc: dict):
     ax.set_ylabel("test accuracy")
     ax.set_title(f"15-Scene, {name}")
     ax.legend(fontsize=8)
-    return RunDir(ctx.dir).save_figure(fig, f"accuracy_vs_C_{name}.png")
+    return save_figure(fig, ctx.dir / f"accuracy_vs_C_{name}.png")

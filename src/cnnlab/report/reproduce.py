@@ -9,13 +9,17 @@ import shutil
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..core.config import Config, option
 from ..core.errors import CnnlabError
+from ..core.jobs import configure
+from ..core.results import Result
 from ..core.runs import to_jsonable, write_json, write_text
 # importing the parts registers their experiments, in the report's order
 from . import lab_transfer  # noqa: F401,I001
@@ -79,18 +83,91 @@ def environment(device: str) -> dict:
             "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None}
 
 
-def reproduce(out: str | Path, only: str | list[str] | None = None, mode: str = "quick",
-              data_root: str | Path | None = None, cache_dir: str | Path | None = None, device: str = "cpu",
-              overrides: dict[str, dict] | None = None, progress: bool = True) -> dict:
-    """Run the selected experiments into `out`; finished ones with the same resolved config are not rerun.
-    `overrides` maps an experiment id to settings that replace the mode's (smaller runs, other backbones)."""
-    if mode not in MODES:
-        raise CnnlabError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-    experiments = select(only)
-    report_dir = Path(out)
+@dataclass
+class ReproduceConfig(Config):
+    """Runs the lab report's experiments (stable ids: `--list`) through cnnlab's Python API and writes
+    REPORT_DIR/index.html (one section per experiment: the report's claim beside cnnlab's result, tables, figures,
+    settings, wall time; a static page) and REPORT_DIR/results.json (every number).
+    --quick (default) uses the offline backbones and short runs: about 30 minutes on 2 CPU cores; --full uses the
+    report's settings (VGG16/SqueezeNet/ResNet50 where their weights are present, 7800 cDCGAN iterations; a GPU is
+    advised). Finished experiments are not rerun unless their settings change; a failed experiment is reported
+    (exit status 1) and the others still run.
+    Data (--data-root or $CNNLAB_DATA): 15scene/, imagenet/imagenet_val_25.npz, MNIST/, celeba64/faces/."""
+
+    command = "reproduce"
+    list_only: bool = option(False, flag="--list", help="list the experiments (JSON: {experiments: [{id, title, section}]})")
+    only: str | None = option(None, help="comma-separated ids or parts, e.g. transfer/Q1.1,gan (default: all)")
+    mode: str = option("quick", choices=MODES, consts={"--quick": "quick", "--full": "full"},
+                       help="settings of the experiments")
+    data_root: str | None = option(None, env="CNNLAB_DATA", default_help="$CNNLAB_DATA",
+                                   help="folder holding the datasets")
+    cache_dir: str | None = option(None, env="CNNLAB_CACHE", default_help="$CNNLAB_CACHE or REPORT_DIR/cache",
+                                   help="feature and classifier cache")
+    device: str = option("cpu", help="torch device")
+
+
+class ReproduceResult(Result):
+    """The report folder's summary: `.experiments` (id, status, cached, wall_s, error), `.index` (the page)."""
+
+    kind = "report"
+
+    def __init__(self, config: ReproduceConfig, summary: dict):
+        super().__init__(config)
+        self._summary = summary
+        self.run_dir = Path(summary["report_dir"]) if summary.get("report_dir") else None
+
+    @property
+    def experiments(self) -> list[dict]:
+        return self._summary["experiments"]
+
+    @property
+    def failed(self) -> list[str]:
+        return [e["id"] for e in self.experiments if e.get("status", "ok") != "ok"]
+
+    def summary(self) -> dict:
+        return self._summary
+
+    def text(self) -> str:
+        if "summary" not in self._summary:  # --list
+            return "\n".join(f"{e['id']:<18} {e['title']}" for e in self.experiments)
+        sm = self._summary["summary"]
+        lines = [f"{e['id']:<18} {e['status']}{' (cached)' if e['cached'] else ''}"
+                 + (f": {e['error']}" if e["error"] else "") for e in self.experiments]
+        lines.append(f"{sm['ok']} ok, {sm['failed']} failed, {sm['cached']} cached in {sm['wall_s']:.0f} s → "
+                     f"{self._summary['index']}")
+        return "\n".join(lines)
+
+    def save(self, out=None, root="runs") -> Path:
+        """The report folder is written as the experiments run; saving elsewhere is not supported."""
+        return self.run_dir
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if "summary" in self._summary and self._summary["summary"]["failed"] else 0
+
+
+def reproduce(out: str | Path | None = None, only: str | list[str] | None = None, *,
+              config: ReproduceConfig | None = None, overrides: dict[str, dict] | None = None,
+              progress: bool = False, **options) -> ReproduceResult:
+    """Run the selected experiments into the report folder `out`; finished ones with the same resolved config are
+    not rerun. `overrides` maps an experiment id to settings that replace the mode's (smaller runs, other backbones).
+    With `list_only=True`, only lists the experiments."""
+    if only is not None:
+        options["only"] = ",".join(only) if isinstance(only, (list, tuple)) else only
+    cfg = configure(ReproduceConfig, config, options)
+    if cfg.list_only:
+        return ReproduceResult(cfg, {"experiments": list_experiments()})
+    if out is None:
+        raise CnnlabError("--out REPORT_DIR is required (or --list)")
+    return ReproduceResult(cfg, _reproduce(Path(out), cfg, overrides, progress))
+
+
+def _reproduce(report_dir: Path, cfg: ReproduceConfig, overrides: dict | None, progress: bool) -> dict:
+    mode, device = cfg.mode, cfg.device
+    experiments = select(cfg.only)
     report_dir.mkdir(parents=True, exist_ok=True)
-    data = Path(data_root) if data_root else None
-    cache = Path(cache_dir) if cache_dir else report_dir / "cache"
+    data = Path(cfg.data_root) if cfg.data_root else None
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else report_dir / "cache"
     entries = _previous(report_dir)
     t0 = time.perf_counter()
     for k, exp in enumerate(experiments, 1):
@@ -111,6 +188,7 @@ def reproduce(out: str | Path, only: str | list[str] | None = None, mode: str = 
         status = "ok" if entry["status"] == "ok" else f"FAILED: {entry['error']}"
         _say(f"[{k}/{len(experiments)}] {exp.id}: {status} ({entry['wall_s']:.1f} s)", progress)
         _write_report(report_dir, entries, mode, device)  # a partial report is readable while the rest runs
+    cfg.save(report_dir / "config.json")
     results = _write_report(report_dir, entries, mode, device)
     ran = [entries[e.id] for e in experiments]
     return {"report_dir": str(report_dir), "index": str(report_dir / "index.html"),

@@ -49,11 +49,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def _cache_key(backbone: Backbone, layer: str, pool: str, flip: bool, precision: str, fingerprint: str) -> str:
-    point = backbone.cut_points[layer]
+    point = backbone.resolve(layer)
     spec = {
         "backbone": backbone.name, "weights": backbone.weights_id, "module": point.module, "read": point.kind,
         "pool": pool, "flip": flip, "precision": precision, "preprocess": backbone.preprocess.to_dict(),
-        "files": fingerprint, "version": 1,
+        "files": fingerprint, "version": 2,  # 2: resize in float (0.3)
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 

@@ -10,11 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.backbones import DEFAULT_BACKBONE, Backbone, create_backbone, get_entry
+from dataclasses import dataclass
+
+from ..core.backbones import Backbone
+from ..core.config import Config, option
 from ..core.data import load_mnist
-from ..core.errors import CnnlabError
-from ..core.runs import atomic_path
-from .sample import conditional, generate, load_generator
+from ..core.models import DEFAULT_BACKBONE, load_model
+from ..core.results import Result
+from ..core.runs import atomic_path, default_cache_dir
+from .sampling import conditional, generate, load_generator
 
 
 class MnistNet(nn.Module):
@@ -60,14 +64,16 @@ def mnist_classifier(data_root: str | None, cache_dir: str | Path, epochs: int =
         return net.eval(), float(ck["test_accuracy"])
     X, y = load_mnist(data_root, train=True)
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(X), generator=g).split(128):
-            loss = F.cross_entropy(net(X[idx].float() / 255), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(seed)
+        net = MnistNet()
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        for _ in range(epochs):
+            for idx in torch.randperm(len(X), generator=g).split(128):
+                loss = F.cross_entropy(net(X[idx].float() / 255), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
     Xt, yt = load_mnist(data_root, train=False)
     net.eval()
     with torch.no_grad():
@@ -102,7 +108,7 @@ def frechet_distance(fake: torch.Tensor, real: torch.Tensor, backbone: Backbone 
     from torchmetrics.image.fid import FrechetInceptionDistance
     from tqdm.auto import tqdm
 
-    model = create_backbone(backbone) if isinstance(backbone, str) else backbone
+    model = load_model(backbone) if isinstance(backbone, str) else backbone
     layer = layer or _default_layer(model)
     net = _BackboneFeatures(model, layer).eval()
     fid = FrechetInceptionDistance(feature=net, normalize=True, input_img_size=tuple(real.shape[1:]))
@@ -114,7 +120,7 @@ def frechet_distance(fake: torch.Tensor, real: torch.Tensor, backbone: Backbone 
 
 
 def _default_layer(model: Backbone) -> str:
-    return get_entry(model.name).default_layer
+    return model.default_layer
 
 
 def evaluate_images(checkpoint: str | Path, real: torch.Tensor, n: int = 1000, seed: int = 0,
@@ -131,26 +137,77 @@ def _image_fd(G, config: dict, real: torch.Tensor, n: int, seed: int, backbone: 
     idx = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:n]
     real = real[idx]
     real = real.float() / 255 if real.dtype == torch.uint8 else real
-    model = create_backbone(backbone)
+    model = load_model(backbone)
     layer = layer or _default_layer(model)
     fd = frechet_distance(fake, real, model, layer, progress=progress)
     return {"fd_backbone": fd, "backbone": backbone, "layer": layer, "n": n, "n_real": len(real),
             "model": config["model"], "nz": config["nz"]}
 
 
-def evaluate(checkpoint: str | Path | None, data_root: str | None, cache_dir: str | Path, n: int = 1000,
-             seed: int = 0, backbone: str = DEFAULT_BACKBONE, progress: bool = False) -> dict:
+@dataclass
+class EvaluateConfig(Config):
+    """Judges a conditional MNIST generator with a small MNIST classifier trained and cached by cnnlab:
+    conditional accuracy (per label and mean) and the Fréchet distance between generated and real test digits in the
+    classifier's 128-d feature space (torchmetrics FID with a custom network).
+    JSON: {conditional_accuracy, per_label_accuracy, fd_mnist, n, classifier_test_accuracy}.
+    An image generator (dcgan) is compared with its training images in an ImageNet backbone's feature space
+    (--backbone, default Lite0 pre_logits, images resized to its input size).
+    JSON: {fd_backbone, backbone, layer, n, n_real, model, nz}."""
+
+    command = "gan evaluate"
+    checkpoint: str | None = option(None, help="RUN_DIR/checkpoint.pt (default: the shipped generator)")
+    n: int = option(1000, flag="-n", low=2, help="generated images")
+    seed: int = option(0, help="seed")
+    data_root: str | None = option(None, env="CNNLAB_DATA", default_help="$CNNLAB_DATA", help="folder holding MNIST/")
+    cache_dir: str | None = option(None, env="CNNLAB_CACHE", default_help="$CNNLAB_CACHE or ~/.cache/cnnlab",
+                                   help="where the classifier is cached")
+    backbone: str = option(DEFAULT_BACKBONE, help="image generators: the network whose features the Fréchet "
+                                                  "distance compares")
+
+
+class EvaluateResult(Result):
+    kind = "evaluate"
+
+    def __init__(self, config: EvaluateConfig, scores: dict):
+        super().__init__(config)
+        self.scores = scores
+
+    def summary(self) -> dict:
+        return self.scores | ({"run_dir": str(self.run_dir)} if self.run_dir else {})
+
+    def text(self) -> str:
+        s = self.scores
+        if "conditional_accuracy" in s:
+            return (f"conditional accuracy {s['conditional_accuracy']:.3f} (classifier test accuracy "
+                    f"{s['classifier_test_accuracy']:.4f}); Fréchet distance (MNIST classifier features) "
+                    f"{s['fd_mnist']:.2f}; n={s['n']}")
+        return (f"Fréchet distance to the training images ({s['backbone']} {s['layer']} features) "
+                f"{s['fd_backbone']:.2f}; n={s['n']}")
+
+
+def evaluate_generator(config: EvaluateConfig, progress: bool = False) -> EvaluateResult:
     """Any cnnlab generator. Conditional (cdcgan, cgan): conditional accuracy and the Fréchet distance in the MNIST
     judge's features. Unconditional (dcgan): the Fréchet distance to its training images in `backbone`'s features."""
-    G, config = load_generator(checkpoint)
-    if not conditional(config):
-        from .train import GanConfig, load_training_data
+    G, gan = load_generator(config.checkpoint)
+    checkpoint = str(config.checkpoint) if config.checkpoint else "shipped"
+    cache = config.cache_dir or default_cache_dir()
+    if not conditional(gan):
+        from .training import GanConfig, load_training_data
 
-        known = {k: v for k, v in config.items() if k in GanConfig.__dataclass_fields__}
-        real, _, _ = load_training_data(GanConfig(**(known | {"data_root": data_root or known.get("data_root")})))
-        return _image_fd(G, config, real, n, seed, backbone, None, progress) | {"checkpoint": str(checkpoint)}
-    return _conditional_scores(G, config, data_root, cache_dir, n, seed) | {
-        "checkpoint": str(checkpoint) if checkpoint else "shipped"}
+        known = {k: v for k, v in gan.items() if k in GanConfig.options()}
+        real, _, _ = load_training_data(GanConfig.from_dict(known | {"data_root": config.data_root or known.get("data_root")}))
+        scores = _image_fd(G, gan, real, config.n, config.seed, config.backbone, None, progress)
+    else:
+        scores = _conditional_scores(G, gan, config.data_root, cache, config.n, config.seed)
+    return EvaluateResult(config, scores | {"checkpoint": checkpoint})
+
+
+def evaluate(checkpoint: str | Path | None, data_root: str | None, cache_dir: str | Path, n: int = 1000,
+             seed: int = 0, backbone: str = DEFAULT_BACKBONE, progress: bool = False) -> dict:
+    """The scores as a dict (the summary of `evaluate_generator`)."""
+    config = EvaluateConfig(checkpoint=str(checkpoint) if checkpoint else None, n=n, seed=seed, data_root=data_root,
+                            cache_dir=str(cache_dir) if cache_dir else None, backbone=backbone)
+    return evaluate_generator(config, progress).summary()
 
 
 def _conditional_scores(G, config: dict, data_root: str | None, cache_dir: str | Path, n: int, seed: int) -> dict:

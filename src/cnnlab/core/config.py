@@ -1,0 +1,284 @@
+"""One typed config per job: a dataclass whose fields carry their help, choices and allowed range.
+
+The library validates a config when it is built (API and CLI alike), the CLI is generated from the fields
+(`add_options` / `from_cli`), and `RUN_DIR/config.json` round-trips it (`to_dict` / `from_dict`). A default, a
+choice list or a range is written once: in the field.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import os
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .errors import CnnlabError
+
+_KEY = "cnnlab"
+META_KEYS = ("command", "cnnlab_version")  # written beside the fields in config.json
+
+
+def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING, choices: Sequence[str] | None = None,
+           flag: str | None = None, short: str | None = None, low: float | None = None, high: float | None = None,
+           low_open: bool = False, positional: bool = False, append: bool = False, negate: str | None = None,
+           consts: Mapping[str, Any] | None = None, env: str | None = None, required: bool = False,
+           metavar: str | None = None, default_help: str | None = None, cli: bool = True):
+    """A config field and how it appears on the command line.
+
+    choices   allowed values (each element, for lists); low/high an inclusive range (`low_open`: > low).
+    flag      the option's name when it is not `--field-name`; `short` an extra one such as `-n`.
+    append    a list given by repeating the flag (otherwise comma-separated).
+    negate    a bool that defaults to True, switched off by this flag (e.g. `--no-cache`).
+    consts    flags that each set a constant value (e.g. `{"--quick": "quick", "--full": "full"}`).
+    env       an environment variable the CLI reads when the option is not given.
+    required  the CLI refuses to run without it (the API checks its own inputs).
+    """
+    meta = {_KEY: dict(help=help, choices=tuple(choices) if choices is not None else None, flag=flag, short=short,
+                       low=low, high=high, low_open=low_open, positional=positional, append=append, negate=negate,
+                       consts=dict(consts) if consts else None, env=env, required=required, metavar=metavar,
+                       default_help=default_help, cli=cli)}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _meta(f: dataclasses.Field) -> dict:
+    return f.metadata.get(_KEY, {"help": "", "cli": False})
+
+
+def _unwrap(tp) -> tuple[type, bool, bool]:
+    """(element type, is a list, may be None) of an annotation such as `list[float] | None`."""
+    optional = False
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional, tp = True, args[0]
+    if typing.get_origin(tp) in (list, tuple):
+        return typing.get_args(tp)[0], True, optional
+    return tp, False, optional
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    m = _meta(f)
+    return m.get("negate") or m.get("flag") or "--" + f.name.replace("_", "-")
+
+
+@dataclass
+class Config:
+    """Base of every job's config: validated on construction, serializable, buildable from the CLI."""
+
+    command = ""  # the CLI command this config drives, e.g. "explain saliency" (a class attribute)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    # ------------------------------------------------------------------------------------------ round trip
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "Config":
+        """From a dict such as RUN_DIR/config.json; unknown keys are an error with a suggestion."""
+        values = dict(values)
+        command = values.pop("command", None)
+        values.pop("cnnlab_version", None)
+        if command and cls.command and command != cls.command:
+            raise CnnlabError(f"this config is for `cnnlab {command}`, not `cnnlab {cls.command}`")
+        names = [f.name for f in fields(cls)]
+        unknown = [k for k in values if k not in names]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise CnnlabError(f"unknown option {unknown[0]!r} for {cls.command or cls.__name__}{hint}")
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _coerce(v, hints[k], k) for k, v in values.items()})
+
+    def replace(self, **changes) -> "Config":
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+    def save(self, path: str | os.PathLike) -> Path:
+        from .runs import write_json
+
+        return write_json(path, {"command": self.command, **self.to_dict()})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Config":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        try:
+            values = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise CnnlabError(f"config file not found: {path}") from None
+        except (OSError, ValueError) as exc:
+            raise CnnlabError(f"cannot read config {path}: {exc}") from None
+        if not isinstance(values, dict):
+            raise CnnlabError(f"{path} does not hold a config (a JSON object)")
+        return cls.from_dict(values)
+
+    @classmethod
+    def options(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def _coerce(value: Any, tp, name: str) -> Any:
+    """JSON and Python values to the annotated type (ints for floats, lists for tuples)."""
+    elem, is_list, optional = _unwrap(tp)
+    if value is None:
+        return None
+    try:
+        if is_list:
+            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+                value = [value]
+            return [_scalar(v, elem) for v in value]
+        return _scalar(value, elem)
+    except (TypeError, ValueError):
+        raise CnnlabError(f"option {name!r} expects {getattr(elem, '__name__', elem)}"
+                          f"{' values' if is_list else ''}, got {value!r}") from None
+
+
+def _scalar(value: Any, tp) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError(value)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp is str and isinstance(value, (str, os.PathLike)):
+        return str(value)
+    if tp in (int, float, str):
+        raise TypeError(value)
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------- checks
+def validate(config: Config) -> None:
+    """Types, choices and ranges of every field: one line naming the option and what it allows."""
+    hints = typing.get_type_hints(type(config))
+    for f in fields(config):
+        m, value = _meta(f), getattr(config, f.name)
+        elem, is_list, optional = _unwrap(hints[f.name])
+        if value is None:
+            if not optional:
+                raise CnnlabError(f"{flag_of(f)} must be given")
+            continue
+        values = value if is_list else [value]
+        if is_list and not isinstance(value, list):
+            setattr(config, f.name, list(value))
+        for v in values:
+            _check_value(f, m, v, elem)
+
+
+def _check_value(f: dataclasses.Field, m: dict, v: Any, elem) -> None:
+    name = flag_of(f)
+    if elem in (int, float) and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        raise CnnlabError(f"{name} must be a number, got {v!r}")
+    if elem is float and v != v:
+        raise CnnlabError(f"{name} must be a number, got NaN")
+    if m.get("choices") is not None and v not in m["choices"]:
+        close = difflib.get_close_matches(str(v), [str(c) for c in m["choices"]], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise CnnlabError(f"{name} {v!r} is not one of: {', '.join(map(str, m['choices']))}{hint}")
+    low, high = m.get("low"), m.get("high")
+    if low is not None and (v <= low if m.get("low_open") else v < low) or high is not None and v > high:
+        raise CnnlabError(f"{name} must be {_range_text(m)}, got {v!r}")
+
+
+def _range_text(m: dict) -> str:
+    low, high = m.get("low"), m.get("high")
+    if high is None:
+        return f"{'>' if m.get('low_open') else '≥'} {low:g}"
+    if low is None:
+        return f"≤ {high:g}"
+    return f"in {'(' if m.get('low_open') else '['}{low:g}, {high:g}]"
+
+
+def check_required(config: Config) -> None:
+    """Options the CLI cannot run without (the API checks its own inputs where it takes them as arguments)."""
+    for f in fields(config):
+        m, value = _meta(f), getattr(config, f.name)
+        if m.get("required") and (value is None or value == [] or value == ""):
+            what = f.name.upper() if m.get("positional") else flag_of(f)
+            raise CnnlabError(f"{what} is required")
+
+
+# -------------------------------------------------------------------------------------------------------- CLI
+def _default_text(f: dataclasses.Field, m: dict) -> str | None:
+    if m.get("default_help"):
+        return m["default_help"]
+    default = f.default_factory() if f.default_factory is not MISSING else f.default
+    if default is MISSING or default is None or default is False or default == []:
+        return None
+    if isinstance(default, list):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def _parser_for(elem, is_list: bool, sep: bool):
+    def one(text: str):
+        try:
+            return elem(text) if elem in (int, float) else text
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {elem.__name__}, got {text!r}") from None
+
+    if is_list and sep:
+        def many(text: str):
+            return [one(t.strip()) for t in text.split(",") if t.strip()]
+        return many
+    return one
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
+    """One argparse option per CLI field; every default is SUPPRESS so that only what was typed is read."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        m = _meta(f)
+        if not m.get("cli"):
+            continue
+        elem, is_list, _ = _unwrap(hints[f.name])
+        default = _default_text(f, m)
+        help_ = m["help"] + (f" (default: {default})" if default and not m.get("negate") else "")
+        help_ = help_.replace("%", "%%")
+        metavar = m.get("metavar") or ("{" + "|".join(map(str, m["choices"])) + "}" if m.get("choices") else None)
+        kw: dict[str, Any] = dict(default=argparse.SUPPRESS, help=help_)
+        if m.get("positional"):
+            parser.add_argument(f.name, nargs="*", metavar=metavar or f.name.upper(), type=_parser_for(elem, False, False),
+                                **kw)
+        elif m.get("consts"):
+            group = parser.add_mutually_exclusive_group()
+            for flag, value in m["consts"].items():
+                group.add_argument(flag, dest=f.name, action="store_const", const=value,
+                                   help=f"{m['help']}: {value}" + (" (the default)" if value == f.default else ""),
+                                   default=argparse.SUPPRESS)
+        elif elem is bool:
+            action = "store_false" if m.get("negate") else "store_true"
+            parser.add_argument(flag_of(f), dest=f.name, action=action, **kw)
+        else:
+            flags = [flag_of(f)] + ([m["short"]] if m.get("short") else [])
+            parser.add_argument(*flags, dest=f.name, type=_parser_for(elem, is_list, not m.get("append")),
+                                action="append" if m.get("append") else "store", metavar=metavar, **kw)
+
+
+def from_cli(cls: type[Config], namespace: argparse.Namespace, env: Mapping[str, str],
+             base: Mapping[str, Any] | None = None) -> Config:
+    """The config: its defaults, then `base` (a --config file), then the environment for options not given,
+    then the options typed on the command line."""
+    given = {f.name: getattr(namespace, f.name) for f in fields(cls) if hasattr(namespace, f.name)}
+    values = dict(base or {})
+    for f in fields(cls):
+        var = _meta(f).get("env")
+        if var and f.name not in given and f.name not in values and env.get(var):
+            values[f.name] = env[var]
+    for name, value in given.items():  # repeated flags of an append list add to, not replace, the base
+        values[name] = value
+    config = cls.from_dict(values)
+    check_required(config)
+    return config

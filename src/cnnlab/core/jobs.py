@@ -1,0 +1,81 @@
+"""What every job's API call shares: the model options of its config, turning a model argument (a spec, a
+`Backbone`) into a `Backbone`, and merging keyword options into the config."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, Callable, TypeVar
+
+from torch import nn
+
+from .backbones import Backbone
+from .config import Config, option
+from .errors import CnnlabError
+from .models import DEFAULT_BACKBONE, load_model
+
+C = TypeVar("C", bound=Config)
+ModelLike = Any  # a spec string, a Backbone (cnnlab.load_model / cnnlab.wrap), or None for the config's --backbone
+
+BACKBONE_HELP = ("efficientnet_lite0|1|2 (offline), vgg16, squeezenet1_1, resnet50, alexnet, timm:NAME, "
+                 "torchvision:NAME, or path/to/file.py:factory")
+
+
+@dataclass
+class ModelOptions(Config):
+    backbone: str = option(DEFAULT_BACKBONE, help=BACKBONE_HELP)
+    weights: str = option("default", help="'default' (pretrained; a factory's own), 'random', or a state dict file")
+    device: str = option("cpu", help="torch device, e.g. cpu or cuda")
+    mean: list[float] | None = option(None, help="preprocessing mean, 3 values (or 1 for a grayscale network), "
+                                                 "comma-separated; default: the weights' own")
+    std: list[float] | None = option(None, help="preprocessing std, like --mean")
+    input_size: int | None = option(None, low=1, help="side of the network's square input; default: the weights' own")
+
+
+def load_backbone(model: ModelLike, options: ModelOptions) -> Backbone:
+    """The model to work on: the one given (its device is used), or `options.backbone` loaded on `options.device`."""
+    if isinstance(model, Backbone):
+        return model
+    if isinstance(model, nn.Module):
+        raise CnnlabError(f"a bare {type(model).__name__} does not say how to preprocess images: pass "
+                          "cnnlab.wrap(module, mean=..., std=..., input_size=...)")
+    if model is not None and not isinstance(model, str):
+        raise CnnlabError(f"model must be a spec string or a cnnlab Backbone, got {type(model).__name__}")
+    return load_model(model or options.backbone, options.weights, options.device, mean=options.mean, std=options.std,
+                      input_size=options.input_size)
+
+
+def recorded(config: C, backbone: Backbone) -> C:
+    """The config as run: `backbone` names the model really used (a wrapped module cannot be rebuilt from it)."""
+    spec = backbone.spec or f"<wrapped {backbone.name}>"
+    if spec == config.backbone:
+        return config
+    return config.replace(backbone=spec, weights=backbone.weights)
+
+
+def configure(cls: type[C], config: C | None, options: dict) -> C:
+    """`config` (or the defaults) with keyword options on top; an unknown option is a one-line error."""
+    base = config if config is not None else cls()
+    if not isinstance(base, cls):
+        raise CnnlabError(f"config must be a {cls.__name__}, got {type(base).__name__}")
+    return base.replace(**options) if options else base
+
+
+def with_options(cls: type[Config]) -> Callable:
+    """Give a job function a signature that lists its config's options (for help(), IDEs and notebooks), keeping
+    the config's defaults as the single source."""
+    def decorate(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        params = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+        taken = {p.name for p in params}
+        for f in fields(cls):
+            if f.name in taken:
+                continue
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default))
+        fn.__signature__ = sig.replace(parameters=params)
+        lines = [f"    {f.name}: {f.metadata.get('cnnlab', {}).get('help', '')}" for f in fields(cls)
+                 if f.name not in taken]
+        fn.__doc__ = (fn.__doc__ or "") + f"\n\n    Options ({cls.__name__}):\n" + "\n".join(lines) + "\n"
+        fn.config_class = cls
+        return fn
+    return decorate

@@ -1,0 +1,80 @@
+"""What every job returns: the numbers and tensors, `summary()` (the dict `--json` prints), `figure()` (a matplotlib
+Figure; the backend is untouched), `save(dir)` (the run directory) and `_repr_html_` for Jupyter.
+
+One run-directory contract, written here for every job: `config.json` (the resolved config; `cnnlab COMMAND
+--config RUN_DIR/config.json` repeats the run), `metrics.json` (the summary), the figures, and the job's own files.
+Nothing is written unless `save` is called.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .runs import RunDir, to_jsonable, write_json
+
+
+class Result:
+    kind = "run"  # the default run directory is runs/<kind>-<time>
+    figure_name = "figure.png"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.run_dir: Path | None = None
+
+    # what each job defines ------------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        raise NotImplementedError
+
+    def text(self) -> str:
+        """A human-readable account (what the CLI prints without --json)."""
+        return str(self.summary())
+
+    def figures(self) -> dict[str, Any]:
+        """{file name: matplotlib Figure}; the first is `figure()`."""
+        return {}
+
+    def write_files(self, folder: Path) -> None:
+        """The job's own files (PNGs, arrays, a classifier) into the run directory."""
+
+    # the same for every job -----------------------------------------------------------------------------------
+    def figure(self):
+        figures = self.figures()
+        return next(iter(figures.values())) if figures else None
+
+    def path(self, name: str) -> str | None:
+        """A file of the saved run directory (None before `save`)."""
+        return str(self.run_dir / name) if self.run_dir is not None else None
+
+    def save(self, out: str | os.PathLike | None = None, root: str | os.PathLike = "runs") -> Path:
+        """Write the run directory (`out`, or `root/<kind>-<time>`) and return it."""
+        from .figures import save_figure
+
+        run = RunDir.create(out, self.kind, root)
+        self.run_dir = run.path
+        self.config.save(run / "config.json")
+        self.write_files(run.path)
+        for name, fig in self.figures().items():
+            save_figure(fig, run / name)
+        write_json(run / "metrics.json", self.summary())
+        return run.path
+
+    def to_json(self) -> Any:
+        return to_jsonable(self.summary())
+
+    def __repr__(self) -> str:
+        first = self.text().splitlines()[0] if self.text() else ""
+        return f"<{type(self).__name__}: {first}>"
+
+    def _repr_html_(self) -> str:
+        from .figures import png_bytes
+
+        parts = [f"<pre style='white-space:pre-wrap'>{html.escape(self.text())}</pre>"]
+        fig = self.figure()
+        if fig is not None:
+            data = base64.b64encode(png_bytes(fig)).decode()
+            parts.append(f"<img src='data:image/png;base64,{data}' style='max-width:100%'/>")
+        return "\n".join(parts)

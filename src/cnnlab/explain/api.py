@@ -1,0 +1,363 @@
+"""The explain capability, one call per job: `saliency`, `fool`, `classviz`. Each returns a result object holding the
+tensors (maps, adversarial images, visualizations) and numbers; nothing is written until its `save()`."""
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..core import imagenet
+from ..core.backbones import Backbone
+from ..core.errors import CnnlabError
+from ..core.figures import heat, hwc, image_grid, overlay
+from ..core.images import save_png
+from ..core.inputs import ImagesLike, read_images
+from ..core.jobs import ModelLike, configure, load_backbone, recorded, with_options
+from ..core.models import load_model
+from ..core.results import Result
+from ..core.runs import atomic_path
+from .attacks import attack
+from .classviz import class_probability, visualize_class
+from .configs import ClassVizConfig, FoolConfig, SaliencyConfig
+from .faithfulness import deletion_insertion
+from .saliency import attribute, predicted
+
+SHOWN = 12  # images in an overview figure (every image keeps its own PNG)
+METRIC_KEYS = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")
+
+
+def resolve_targets(spec: str | None, preds: torch.Tensor, backbone: Backbone, seed: int = 0) -> list[int] | None:
+    """'pred' → the model's predictions; 'random' → random classes ≠ the prediction (seeded); 'none' → untargeted;
+    otherwise one class of the model (index or name) for every image."""
+    if spec is None or spec == "none":
+        return None
+    if spec == "pred":
+        return [int(p) for p in preds]
+    if spec == "random":
+        g = torch.Generator().manual_seed(seed)
+        draws = torch.randint(0, backbone.num_classes - 1, (len(preds),), generator=g)
+        return [int(t + (t >= p)) for t, p in zip(draws, preds.cpu())]  # never the predicted class
+    return [backbone.class_index(spec)] * len(preds)
+
+
+def _short(labels: Sequence[str], index: int) -> str:
+    return labels[index].split(",")[0].strip()
+
+
+def _stem(name: str) -> str:
+    """A model or class name as part of a file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
+def _predict_all(backbone: Backbone, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([predicted(backbone, x[i:i + batch_size]).cpu() for i in range(0, len(x), batch_size)])
+
+
+# -------------------------------------------------------------------------------------------------------- saliency
+class SaliencyResult(Result):
+    """`.maps` (N,H,W) ≥ 0, `.images` (N,3,H,W) as the network saw them, `.targets`, `.preds`, `.scores`
+    (per-image deletion/insertion AUCs when asked), `.names`."""
+
+    kind, figure_name = "saliency", "saliency.png"
+
+    def __init__(self, config: SaliencyConfig, names: list[str], images: torch.Tensor, maps: torch.Tensor,
+                 targets: list[int], preds: list[int], labels: list, scores: dict[str, torch.Tensor] | None,
+                 skipped: list[str], seconds: float, class_names: Sequence[str]):
+        super().__init__(config)
+        self.names, self.images, self.maps, self.targets, self.preds = names, images, maps, targets, preds
+        self.labels, self.scores, self.skipped, self.seconds = labels, scores, skipped, seconds
+        self.class_names = class_names
+
+    def summary(self) -> dict:
+        per_image = []
+        for i, name in enumerate(self.names):
+            entry = {"image": name, "target": self.targets[i], "target_label": self.class_names[self.targets[i]],
+                     "pred": self.preds[i]}
+            if self.run_dir:
+                entry["map"] = self.path(f"saliency_{i:03d}.png")
+            if self.labels[i] is not None:
+                entry["label"] = self.labels[i]
+            if self.scores:
+                entry.update({k: float(self.scores[k][i]) for k in METRIC_KEYS})
+            per_image.append(entry)
+        s = {"backbone": self.config.backbone, "method": self.config.method, "results": per_image,
+             "seconds": self.seconds, "skipped": self.skipped}
+        if self.scores:
+            m = {"n": len(per_image), **{k: float(self.scores[k].mean()) for k in METRIC_KEYS}}
+            m["deletion_ratio"] = m["deletion_auc"] / max(m["random_deletion_auc"], 1e-12)
+            s["summary"] = m
+        if self.run_dir:
+            s |= {"run_dir": str(self.run_dir), "figure": self.path(self.figure_name)}
+        return s
+
+    def text(self) -> str:
+        text = f"{len(self.names)} {self.config.method} saliency maps in {self.seconds:.1f} s" + (
+            f" → {self.path(self.figure_name)}" if self.run_dir else "")
+        if self.scores:
+            m = self.summary()["summary"]
+            text += (f"\ndeletion AUC {m['deletion_auc']:.3f} (random {m['random_deletion_auc']:.3f}, ratio "
+                     f"{m['deletion_ratio']:.2f}); insertion AUC {m['insertion_auc']:.3f} "
+                     f"(random {m['random_insertion_auc']:.3f})")
+        return text
+
+    def figures(self) -> dict:
+        n = min(len(self.names), SHOWN)  # one row per image: the image beside its map
+        rows = [(_short(self.class_names, self.targets[i]), [self.images[i], overlay(self.images[i], self.maps[i]),
+                                                             heat(self.maps[i])]) for i in range(n)]
+        more = f", the first {n} of {len(self.names)}" if len(self.names) > n else ""
+        return {self.figure_name: image_grid(rows, ["image", "overlay", f"{self.config.method} map"],
+                                             title=f"{self.config.backbone} (rows: the class explained{more})")}
+
+    def write_files(self, folder: Path) -> None:
+        from PIL import Image
+
+        for i, m in enumerate(self.maps):
+            with atomic_path(folder / f"saliency_{i:03d}.png") as tmp:
+                Image.fromarray((heat(m) * 255).astype(np.uint8)).save(tmp, format="PNG")
+
+
+@with_options(SaliencyConfig)
+def saliency(model: ModelLike = None, images: ImagesLike | None = None, *, config: SaliencyConfig | None = None,
+             progress: bool = False, **options) -> SaliencyResult:
+    """Saliency maps of `images` for their targets (`target="pred"`: each image's predicted class), optionally with
+    deletion/insertion faithfulness (`metrics=True`). `layer` (Grad-CAM) is a named cut point or any module path."""
+    cfg = configure(SaliencyConfig, config, options)
+    if cfg.target == "none":
+        raise CnnlabError("saliency needs a target: 'pred' or a class of the model ('none' is for explain fool)")
+    backbone = load_backbone(model, cfg)
+    cfg = recorded(cfg, backbone)
+    data = read_images(images if images is not None else cfg.inputs, cfg.limit)
+    x = data.batch(backbone.preprocess)
+    preds = _predict_all(backbone, x, cfg.batch_size)
+    targets = resolve_targets(cfg.target, preds, backbone)
+    maps, scores = [], []
+    t0 = time.perf_counter()
+    for i in tqdm(range(0, len(x), cfg.batch_size), desc=f"saliency {cfg.method}", disable=not progress):
+        xb, tb = x[i:i + cfg.batch_size], targets[i:i + cfg.batch_size]
+        m = attribute(backbone, xb, tb, cfg.method, cfg)
+        maps.append(m.cpu())
+        if cfg.metrics:  # faithfulness of the map for the predicted class
+            scores.append(deletion_insertion(backbone, xb, m, preds[i:i + cfg.batch_size],
+                                             n_random=cfg.random_orders, seed=i))
+    merged = {k: torch.cat([s[k] for s in scores]) for k in METRIC_KEYS} if cfg.metrics else None
+    return SaliencyResult(cfg, data.names, x, torch.cat(maps), targets, preds.tolist(), data.labels, merged,
+                          [e for _, e in data.skipped], time.perf_counter() - t0, backbone.labels)
+
+
+# ------------------------------------------------------------------------------------------------------------ fool
+class FoolResult(Result):
+    """`.adversarial` (N,3,H,W) in [0,1] (8-bit values), `.original`, `.success`, `.targets`, `.pred_before`,
+    `.pred_after`, `.iterations`, `.linf`, `.l2` (pixel units)."""
+
+    kind, figure_name = "fool", "fooling.png"
+
+    def __init__(self, config: FoolConfig, names: list[str], original: torch.Tensor, adversarial: torch.Tensor,
+                 targets: list[int] | None, pred_before: torch.Tensor, pred_after: torch.Tensor,
+                 success: torch.Tensor, iterations: torch.Tensor, linf: torch.Tensor, l2: torch.Tensor,
+                 skipped: list[str], seconds: float, class_names: Sequence[str]):
+        super().__init__(config)
+        self.names, self.original, self.adversarial, self.targets = names, original, adversarial, targets
+        self.pred_before, self.pred_after, self.success, self.iterations = pred_before, pred_after, success, iterations
+        self.linf, self.l2, self.skipped, self.seconds, self.class_names = linf, l2, skipped, seconds, class_names
+
+    def summary(self) -> dict:
+        results = []
+        for k, name in enumerate(self.names):
+            r = {"image": name, "target": None if self.targets is None else self.targets[k],
+                 "pred_before": int(self.pred_before[k]), "pred_after": int(self.pred_after[k]),
+                 "success": bool(self.success[k]), "iterations": int(self.iterations[k]),
+                 "linf": float(self.linf[k]), "l2": float(self.l2[k])}
+            if self.run_dir:
+                r["png"] = self.path(f"adversarial_{k:03d}.png")
+            results.append(r)
+        ok = [r for r in results if r["success"]] or results
+        s = {"backbone": self.config.backbone, "method": self.config.method, "results": results,
+             "seconds": self.seconds,
+             "summary": {"n": len(results), "success_rate": sum(r["success"] for r in results) / len(results),
+                         "median_linf": statistics.median(r["linf"] for r in ok),
+                         "median_l2": statistics.median(r["l2"] for r in ok),
+                         "median_iterations": statistics.median(r["iterations"] for r in ok)},
+             "skipped": self.skipped}
+        if self.run_dir:
+            s |= {"run_dir": str(self.run_dir), "figure": self.path(self.figure_name)}
+        return s
+
+    def text(self) -> str:
+        m = self.summary()["summary"]
+        return (f"{m['n']} images, success rate {m['success_rate']:.2f}, median L∞ {m['median_linf'] * 255:.2f}/255, "
+                f"median L2 {m['median_l2']:.3f}, median {m['median_iterations']:g} iterations"
+                + (f" → {self.path(self.figure_name)}" if self.run_dir else ""))
+
+    def figures(self) -> dict:
+        n = min(len(self.names), SHOWN)
+        mag = self.config.magnify
+        diff = [(0.5 + mag * (self.adversarial[i] - self.original[i])).clamp(0, 1) for i in range(n)]
+        rows = [(f"{_short(self.class_names, int(self.pred_before[i]))} → "
+                 f"{_short(self.class_names, int(self.pred_after[i]))}" + ("" if self.success[i] else " (failed)"),
+                 [self.original[i], self.adversarial[i], diff[i]]) for i in range(n)]
+        more = f", the first {n} of {len(self.names)}" if len(self.names) > n else ""
+        return {self.figure_name: image_grid(rows, ["original", "adversarial", f"difference ×{mag:g}"],
+                                             title=f"{self.config.method}, {self.config.backbone} "
+                                                   f"(rows: prediction before → after{more})")}
+
+    def write_files(self, folder: Path) -> None:
+        for k, a in enumerate(self.adversarial):
+            save_png(a, folder / f"adversarial_{k:03d}.png")
+
+
+@with_options(FoolConfig)
+def fool(model: ModelLike = None, images: ImagesLike | None = None, *, config: FoolConfig | None = None,
+         progress: bool = False, **options) -> FoolResult:
+    """Targeted (or, with `target="none"`, untargeted) adversarial images, judged after 8-bit quantization: an
+    attack keeps going until the saved PNG would fool the model or its budget runs out."""
+    cfg = configure(FoolConfig, config, options)
+    if cfg.target is None:
+        raise CnnlabError("--target is required: a class, 'random' or 'none'")
+    backbone = load_backbone(model, cfg)
+    cfg = recorded(cfg, backbone)
+    data = read_images(images if images is not None else cfg.inputs, cfg.limit)
+    x = data.batch(backbone.preprocess)
+    targets = resolve_targets(cfg.target, _predict_all(backbone, x, cfg.batch_size), backbone, cfg.seed)
+    runs = []
+    t0 = time.perf_counter()
+    for i in tqdm(range(0, len(x), cfg.batch_size), desc=f"fool {cfg.method}", disable=not progress):
+        tb = None if targets is None else targets[i:i + cfg.batch_size]
+        runs.append(attack(backbone, x[i:i + cfg.batch_size], tb, cfg.method, max_iters=cfg.max_iters, lr=cfg.lr,
+                           eps=cfg.eps, norm=cfg.norm))
+    cat = lambda key: torch.cat([getattr(r, key).cpu() for r in runs])  # noqa: E731
+    norms = [r.norms() for r in runs]
+    return FoolResult(cfg, data.names, cat("original"), cat("adversarial"), targets, cat("pred_before"),
+                      cat("pred_after"), cat("success"), cat("iterations"),
+                      torch.cat([n["linf"].cpu() for n in norms]), torch.cat([n["l2"].cpu() for n in norms]),
+                      [e for _, e in data.skipped], time.perf_counter() - t0, backbone.labels)
+
+
+# -------------------------------------------------------------------------------------------------------- classviz
+def default_judge(backbones: list[str]) -> str:
+    """A different model from the generator(s): Lite2, or Lite1 when Lite2 is one of them."""
+    return "efficientnet_lite1" if "efficientnet_lite2" in backbones else "efficientnet_lite2"
+
+
+class ClassVizResult(Result):
+    """`.image` (3,H,W) (the first), `.images` and `.frames` keyed by (backbone, class index), `.results`."""
+
+    kind, figure_name = "classviz", "classviz.png"
+
+    def __init__(self, config: ClassVizConfig, backbones: list[str], indices: list[int], images: dict, frames: dict,
+                 results: list[dict], seconds: float, class_names: Sequence[str]):
+        super().__init__(config)
+        self.backbones, self.indices, self.images, self.frames = backbones, indices, images, frames
+        self.results, self.seconds, self.class_names = results, seconds, class_names
+
+    @property
+    def image(self) -> torch.Tensor:
+        return self.images[(self.backbones[0], self.indices[0])]
+
+    def _files(self, name: str, index: int) -> list[str]:
+        stem = f"{_stem(name)}_{_stem(_short(self.class_names, index))}"
+        return [f"{stem}.png"] + [f"{stem}_iter{it:04d}.png" for it in sorted(self.frames[(name, index)])]
+
+    def summary(self) -> dict:
+        results = []
+        for r in self.results:
+            r = dict(r)
+            if self.run_dir:
+                r["images"] = [self.path(f) for f in self._files(r["backbone"], r["index"])]
+            results.append(r)
+        judged = [r for r in results if r["judge"]]
+        s = {**results[0], "results": results, "seconds": self.seconds,
+             "summary": {"n": len(results), "judge": judged[0]["judge"]["model"] if judged else None,
+                         "judge_top5": sum(r["judge"]["target_rank"] <= 5 for r in judged),
+                         "mean_target_prob": float(np.mean([r["target_prob"] for r in results]))}}
+        if self.run_dir:
+            s |= {"run_dir": str(self.run_dir), "figure": self.path(self.figure_name)}
+            if self.config.frames:
+                s["frames_figure"] = self.path("frames.png")
+        return s
+
+    def text(self) -> str:
+        lines = [f"{r['backbone']}: {r['class'].split(',')[0]} p={r['target_prob']:.3f}"
+                 + (f"; judge {r['judge']['model']} p={r['judge']['target_prob']:.3f} rank {r['judge']['target_rank']}"
+                    if r["judge"] else "") for r in self.results]
+        return "\n".join(lines + ([f"→ {self.path(self.figure_name)}"] if self.run_dir else []))
+
+    def figures(self) -> dict:
+        titles = []
+        for i in self.indices:
+            judged = [r for r in self.results if r["index"] == i and r["judge"]]
+            titles.append(_short(self.class_names, i) + (f" (judge rank {judged[0]['judge']['target_rank']})"
+                                                         if len(self.backbones) == 1 and judged else ""))
+        rows = [(name, [self.images[(name, i)] for i in self.indices]) for name in self.backbones]
+        figs = {self.figure_name: image_grid(rows, titles, title="Class-model visualizations")}
+        if self.config.frames:
+            its = sorted(self.config.frames)
+            frame_rows = [(f"{n}: {_short(self.class_names, i)}", [self.frames[(n, i)][it] for it in its
+                                                                   if it in self.frames[(n, i)]])
+                          for n in self.backbones for i in self.indices]
+            figs["frames.png"] = image_grid(frame_rows, [f"iteration {it}" for it in its], title="Over the iterations")
+        return figs
+
+    def write_files(self, folder: Path) -> None:
+        for (name, index), image in self.images.items():
+            files = self._files(name, index)
+            save_png(image, folder / files[0])
+            for f, (_, frame) in zip(files[1:], sorted(self.frames[(name, index)].items())):
+                save_png(frame, folder / f)
+
+
+def _generators(model, cfg: ClassVizConfig) -> list[Backbone]:
+    if isinstance(model, (list, tuple)):
+        return [load_backbone(m, cfg) for m in model]
+    if model is not None:
+        return [load_backbone(model, cfg)]
+    return [load_model(n.strip(), cfg.weights, cfg.device, mean=cfg.mean, std=cfg.std, input_size=cfg.input_size)
+            for n in cfg.backbone.split(",") if n.strip()]
+
+
+@with_options(ClassVizConfig)
+def classviz(model: ModelLike | Sequence[Backbone] = None, classes: str | int | Sequence[str | int] | None = None, *,
+             config: ClassVizConfig | None = None, progress: bool = False, **options) -> ClassVizResult:
+    """Class-model visualization: an image drawn from noise by gradient ascent on each class score, by each model,
+    then judged by a different ImageNet model (`judge`; "none" to skip; skipped for non-ImageNet classes)."""
+    if classes is not None:
+        options["classes"] = [str(c) for c in ([classes] if isinstance(classes, (str, int)) else classes)]
+    cfg = configure(ClassVizConfig, config, options)
+    if not cfg.classes:
+        raise CnnlabError("--class is required: a class index or name")
+    models = _generators(model, cfg)
+    names = [b.spec or b.name for b in models]
+    cfg = cfg.replace(backbone=",".join(b.spec or f"<wrapped {b.name}>" for b in models))
+    class_names = models[0].labels
+    indices = [models[0].class_index(c) for c in cfg.classes]
+    judge_model = _judge(cfg, names, class_names)
+    images, frames, results = {}, {}, []
+    bar = tqdm(total=len(indices) * len(models) * cfg.iters, desc="classviz", disable=not progress)
+    t0 = time.perf_counter()
+    for name, backbone in zip(names, models):
+        for index in indices:
+            image, kept = visualize_class(backbone, index, cfg, progress=bar)
+            prob, _ = class_probability(backbone, image, index)
+            judged = None
+            if judge_model is not None:
+                jprob, jrank = class_probability(judge_model, image, index)
+                judged = {"model": judge_model.name, "target_prob": jprob, "target_rank": jrank}
+            images[(name, index)], frames[(name, index)] = image, kept
+            results.append({"class": class_names[index], "index": index, "backbone": name, "target_prob": prob,
+                            "judge": judged})
+    bar.close()
+    return ClassVizResult(cfg, names, indices, images, frames, results, time.perf_counter() - t0, class_names)
+
+
+def _judge(cfg: ClassVizConfig, names: list[str], class_names: Sequence[str]) -> Backbone | None:
+    if cfg.judge == "none" or class_names != imagenet.labels():
+        return None
+    judge = cfg.judge or default_judge(names)
+    if judge in names:
+        raise CnnlabError(f"the judge ({judge}) must be a different model from the generator(s)")
+    return load_model(judge, device=cfg.device)

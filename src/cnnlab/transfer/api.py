@@ -1,0 +1,379 @@
+"""The transfer capability, one call per job: `classify`, `features`, `transfer`. Each returns a result object; nothing
+is written until its `save()`."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..core.backbones import Backbone
+from ..core.data import ImageFolder, folder_split, parse_split, random_split
+from ..core.errors import CnnlabError
+from ..core.inputs import ImagesLike, batches
+from ..core.jobs import ModelLike, configure, load_backbone, recorded, with_options
+from ..core.models import load_model
+from ..core.results import Result
+from ..core.runs import atomic_path, default_cache_dir, write_json, write_text
+from .classifier import TransferClassifier, expand_layer
+from .classify import classification_figure, classify_tensor
+from .configs import ClassifyConfig, FeaturesConfig, TransferConfig
+from .features import FeatureSet, extract_features, forward_features, resolve_precision
+from .svm import run_grid
+
+PREVIEW = 8  # images shown in classify's figure (every image is in the JSON)
+
+
+# -------------------------------------------------------------------------------------------------------- classify
+class ClassifyResult(Result):
+    kind, figure_name = "classify", "classify.png"
+
+    def __init__(self, config: ClassifyConfig, backbone: str, results: list[dict], skipped: list[tuple],
+                 preview: list, model: str | None = None):
+        super().__init__(config)
+        self.backbone, self.results, self.model = backbone, results, model
+        self.skipped = [{"image": n, "error": e} for n, e in skipped]
+        self.preview = preview  # the first images as the network saw them
+
+    def summary(self) -> dict:
+        s = {"backbone": self.backbone, "results": self.results, "skipped": self.skipped}
+        if self.model:
+            s["model"] = self.model
+        return s | ({"run_dir": str(self.run_dir)} if self.run_dir else {})
+
+    def text(self) -> str:
+        lines = []
+        for r in self.results:
+            lines.append(r["image"])
+            lines += [f"  {t['prob']:6.1%}  {t['label']} ({t['index']})" for t in r["top"]]
+        return "\n".join(lines)
+
+    def figures(self) -> dict:
+        if not self.preview:
+            return {}
+        shown = self.results[:len(self.preview)]
+        fig = classification_figure([Path(r["image"]).name for r in shown], self.preview, [r["top"] for r in shown],
+                                    f"Top-{self.config.topk} classes, {self.backbone}"
+                                    + (f" (the first {len(shown)} of {len(self.results)} images)"
+                                       if len(self.results) > len(shown) else ""))
+        return {self.figure_name: fig}
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.results else 2
+
+
+@with_options(ClassifyConfig)
+def classify(model: ModelLike | TransferClassifier = None, images: ImagesLike | None = None, *,
+             config: ClassifyConfig | None = None, progress: bool = False, **options) -> ClassifyResult:
+    """Top-k classes of images: the model's own classes (ImageNet's for the pretrained backbones), or, with
+    `model=` a `TransferClassifier` (or the option `model="RUN_DIR"`), the classes a transfer run learned."""
+    cfg = configure(ClassifyConfig, config, options)
+    inputs = images if images is not None else cfg.inputs
+    if inputs is None or (isinstance(inputs, list) and not inputs):
+        raise CnnlabError("no input images given")
+    if isinstance(model, TransferClassifier) or cfg.model:
+        clf = model if isinstance(model, TransferClassifier) else TransferClassifier.load(
+            cfg.model, model if isinstance(model, Backbone) else None, cfg.device)
+        results, skipped = clf.top(inputs, cfg.topk)
+        return ClassifyResult(cfg, clf.backbone, results, skipped, [], cfg.model or "TransferClassifier")
+    backbone = load_backbone(model, cfg)
+    cfg = recorded(cfg, backbone)
+    results, skipped, preview = [], [], []
+    for names, x, bad in tqdm(batches(inputs, backbone.preprocess, cfg.batch_size), desc="classify", unit="batch",
+                              disable=not progress):
+        skipped += bad
+        if x is None:
+            continue
+        results += [{"image": n, "top": t} for n, t in zip(names, classify_tensor(backbone, x, cfg.topk))]
+        preview += list(x[:PREVIEW - len(preview)])
+    return ClassifyResult(cfg, cfg.backbone, results, skipped, preview)
+
+
+# -------------------------------------------------------------------------------------------------------- features
+class FeaturesResult(Result):
+    """`.features` {layer: (N, D) float32}, `.paths`, `.labels` and `.classes` (for a class-per-folder dataset)."""
+
+    kind = "features"
+
+    def __init__(self, config: FeaturesConfig, layers: list[str], features: dict[str, np.ndarray], paths: list[str],
+                 labels: np.ndarray | None, classes: Sequence[str], skipped: list[str], timing: dict):
+        super().__init__(config)
+        self.layers, self.features, self.paths = layers, features, paths
+        self.labels, self.classes, self.skipped, self.timing = labels, list(classes), skipped, timing
+        self.out: Path | None = None
+
+    def summary(self) -> dict:
+        return {"backbone": self.config.backbone, "weights": self.config.weights, "layers": self.layers,
+                "out": str(self.out) if self.out else None, "n_images": len(self.paths),
+                "dims": {l: int(self.features[l].shape[1]) for l in self.layers},
+                "images_per_s": self.timing.get("images_per_s"), "extract_s": self.timing.get("extract_s"),
+                "cached_layers": self.timing.get("cached_layers", []), "precision": self.timing.get("precision"),
+                "skipped_images": self.skipped}
+
+    def text(self) -> str:
+        dims = ", ".join(f"{l}: {d}" for l, d in self.summary()["dims"].items())
+        rate = self.timing.get("images_per_s")
+        return (f"{len(self.paths)} images → {self.out or '(not saved)'} ({dims}); "
+                + (f"{rate:.1f} images/s" if rate else "all layers from the cache"))
+
+    def save(self, out: str | os.PathLike | None = None, root: str | os.PathLike = "runs") -> Path:
+        """`out` ending in .npz: that one file (arrays `features/<layer>`, `paths`, `labels`, `classes`);
+        otherwise a run directory holding `features.npz` beside config.json and metrics.json."""
+        if out is not None and str(out).endswith(".npz"):
+            self._write_npz(Path(out))
+            return Path(out)
+        return super().save(out, root)
+
+    def write_files(self, folder: Path) -> None:
+        self._write_npz(folder / "features.npz")
+
+    def _write_npz(self, path: Path) -> None:
+        self.out = path
+        arrays = {f"features/{l}": self.features[l] for l in self.layers}
+        labels = self.labels if self.labels is not None else np.full(len(self.paths), -1)
+        with atomic_path(path, suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, paths=np.array(self.paths), labels=labels, classes=np.array(self.classes), **arrays)
+
+
+def _class_folder(source) -> bool:
+    return isinstance(source, (str, os.PathLike)) and Path(source).is_dir() and any(
+        p.is_dir() and not p.name.startswith(".") for p in Path(source).iterdir())
+
+
+@with_options(FeaturesConfig)
+def features(model: ModelLike = None, images: ImagesLike | None = None, *, config: FeaturesConfig | None = None,
+             progress: bool = False, **options) -> FeaturesResult:
+    """Features at every cut point in `layers` from one forward pass per batch. `images` (or the option `data`)
+    may be a class-per-folder dataset (labels and classes come with it; cached, decoded in DataLoader workers) or
+    any images (paths, PIL, arrays, a tensor)."""
+    cfg = configure(FeaturesConfig, config, options)
+    source = images if images is not None else cfg.data
+    if source is None:
+        raise CnnlabError("--data is required (a class-per-folder dataset), or pass images")
+    backbone = load_backbone(model, cfg)
+    cfg = recorded(cfg, backbone)
+    layers = list(dict.fromkeys(cfg.layers or [backbone.default_layer]))
+    backbone.check_layers(layers)
+    if _class_folder(source):
+        ds = ImageFolder.scan(source)
+        fs = extract_features(backbone, ds.paths, layers, pool=cfg.pool, flip=cfg.flip, batch_size=cfg.batch_size,
+                              workers=cfg.workers, precision=cfg.precision, progress=progress,
+                              cache_dir=(cfg.cache_dir or default_cache_dir()) if cfg.cache else None)
+        return FeaturesResult(cfg, layers, fs.features, [str(ds.paths[i]) for i in fs.keep], ds.labels[fs.keep],
+                              ds.classes, [str(p) for p in fs.failed], fs.timing)
+    precision = resolve_precision(cfg.precision, backbone.device)
+    chunks, names, skipped = {l: [] for l in layers}, [], []
+    for chunk, x, bad in tqdm(batches(source, backbone.preprocess, cfg.batch_size), desc="features", unit="batch",
+                              disable=not progress):
+        skipped += [n for n, _ in bad]
+        if x is None:
+            continue
+        out = forward_features(backbone, x, layers, cfg.pool, cfg.flip, precision)
+        for l in layers:
+            chunks[l].append(out[l].cpu().numpy())
+        names += chunk
+    if not names:
+        raise CnnlabError("no readable input images")
+    feats = {l: np.concatenate(c) for l, c in chunks.items()}
+    return FeaturesResult(cfg, layers, feats, names, None, [], skipped, {"precision": precision})
+
+
+# -------------------------------------------------------------------------------------------------------- transfer
+class TransferResult(Result):
+    """`.classifier` (a `TransferClassifier`: `predict(images)`), `.grid`, `.selected`, `.split` (train/test paths)."""
+
+    kind, figure_name = "transfer", "confusion.png"
+
+    def __init__(self, config: TransferConfig, summary: dict, classifier: TransferClassifier, y_test: np.ndarray,
+                 test_pred: np.ndarray, split: dict[str, list[str]]):
+        super().__init__(config)
+        self._summary, self.classifier, self.split = summary, classifier, split
+        self.y_test, self.test_pred = y_test, test_pred
+
+    @property
+    def grid(self) -> list[dict]:
+        return self._summary["grid"]
+
+    @property
+    def selected(self) -> dict:
+        return self._summary["selected"]
+
+    @property
+    def classes(self) -> list[str]:
+        return self._summary["classes"]
+
+    def summary(self) -> dict:
+        return self._summary | ({"run_dir": str(self.run_dir)} if self.run_dir else {})
+
+    def text(self) -> str:
+        sel = self.selected
+        return results_markdown(self._summary) + (
+            f"\nselected {sel['layer']} C={sel['C']:g}: test accuracy {sel['test_accuracy']:.4f}"
+            + (f" → {self.run_dir}" if self.run_dir else ""))
+
+    def figures(self) -> dict:
+        return {self.figure_name: confusion_figure(self.y_test, self.test_pred, self.classes)}
+
+    def write_files(self, folder: Path) -> None:
+        write_text(folder / "results.md", results_markdown(self._summary))
+        write_text(folder / "results.csv", results_csv(self.grid))
+        write_json(folder / "split.json", self.split)
+        self.classifier.save(folder)
+
+
+def _dataset_and_split(config: TransferConfig):
+    kind, k = parse_split(config.split)
+    if kind == "folders":
+        return folder_split(Path(config.data))
+    ds = ImageFolder.scan(config.data)
+    if config.limit_per_class:
+        rng = np.random.default_rng(config.seed if config.limit_seed is None else config.limit_seed)
+        keep = np.concatenate([rng.permutation(np.flatnonzero(ds.labels == c))[:config.limit_per_class]
+                               for c in range(len(ds.classes))])
+        ds = ds.subset(np.sort(keep))
+    return ds, None
+
+
+def _backbones(model, config: TransferConfig) -> list[Backbone]:
+    if isinstance(model, (list, tuple)):
+        return [load_backbone(m, config) for m in model]
+    if model is not None:
+        return [load_backbone(model, config)]
+    names = config.backbone.split("+")
+    if len(names) > 1 and config.weights not in ("default", "random"):
+        raise CnnlabError("a weights file names one backbone: use --weights default|random with several backbones")
+    return [load_model(n, config.weights, config.device, mean=config.mean, std=config.std,
+                       input_size=config.input_size) for n in names]
+
+
+def _extract(config: TransferConfig, backbones: list[Backbone], paths, progress: bool) -> FeatureSet:
+    """Features of every cut point the layer specs name, from each backbone (one cached pass per backbone)."""
+    parts = list(dict.fromkeys(p for spec in config.layers for p in spec.split("+")))
+    cache_dir = (config.cache_dir or default_cache_dir()) if config.cache else None
+    sets = []
+    for backbone in backbones:
+        backbone.check_layers(parts)
+        sets.append(extract_features(backbone, paths, parts, pool=config.pool, flip=config.flip,
+                                     batch_size=config.batch_size, workers=config.workers,
+                                     precision=config.precision, cache_dir=cache_dir, progress=progress))
+    if len(sets) == 1:
+        return sets[0]
+    keep = sets[0].keep
+    for fs in sets[1:]:  # unreadable files are the same for every backbone; intersect all the same
+        keep = np.intersect1d(keep, fs.keep)
+    features = {}
+    for backbone, fs in zip(backbones, sets):
+        rows = np.searchsorted(fs.keep, keep)
+        features.update({f"{backbone.name}/{part}": fs.features[part][rows] for part in parts})
+    extract_s = sum(fs.timing["extract_s"] for fs in sets)
+    computed = any(fs.timing["images_per_s"] for fs in sets)  # None when every layer came from the cache
+    timing = {"extract_s": extract_s, "images_per_s": len(keep) / extract_s if computed and extract_s > 0 else None,
+              "cached_layers": [f"{b.name}/{l}" for b, fs in zip(backbones, sets) for l in fs.timing["cached_layers"]],
+              "precision": sets[0].timing["precision"]}
+    return FeatureSet(features, keep, sets[0].failed, timing)
+
+
+@with_options(TransferConfig)
+def transfer(data: str | os.PathLike | None = None, model: ModelLike | Sequence[Backbone] = None, *,
+             config: TransferConfig | None = None, progress: bool = False, **options) -> TransferResult:
+    """The report's transfer experiment on a class-per-folder dataset: features → (layer × C) grid of LinearSVCs,
+    selection by cross-validation on the training split only, one score on test; returns the fitted classifier."""
+    if data is not None:
+        options["data"] = str(data)
+    cfg = configure(TransferConfig, config, options)
+    if not cfg.data:
+        raise CnnlabError("--data is required (a class-per-folder dataset)")
+    backbones = _backbones(model, cfg)
+    if model is not None:
+        cfg = cfg.replace(backbone="+".join(b.spec or f"<wrapped {b.name}>" for b in backbones))
+    ds, split = _dataset_and_split(cfg)
+    fs = _extract(cfg, backbones, ds.paths, progress)
+    y = ds.labels[fs.keep]
+    if split is None:
+        split = random_split(y, parse_split(cfg.split)[1], cfg.seed)
+    else:  # map the folder split onto the readable rows
+        pos = {int(i): r for r, i in enumerate(fs.keep)}
+        split = type(split)(np.array([pos[i] for i in split.train if i in pos]),
+                            np.array([pos[i] for i in split.test if i in pos]), split.description)
+    if len(split.test) == 0:
+        raise CnnlabError("the test split is empty")
+    names = [b.name for b in backbones]
+    specs = {expand_layer(spec, names): spec for spec in cfg.layers}
+    result = run_grid(fs.features, y, split.train, split.test, list(specs), list(cfg.Cs), cfg.scaling, cfg.folds,
+                      cfg.seed)
+    for row in result.grid + [result.selected]:  # report the layer specs as the user wrote them
+        row["layer"] = specs[row["layer"]]
+    y_test = y[split.test]
+    per_class = {c: float((result.test_pred[y_test == i] == i).mean()) for i, c in enumerate(ds.classes)
+                 if (y_test == i).any()}
+    summary = {
+        "backbone": cfg.backbone, "weights": cfg.weights, "split": split.description, "seed": cfg.seed,
+        "n_train": int(len(split.train)), "n_test": int(len(split.test)),
+        "grid": result.grid, "selected": result.selected,
+        "timing": {"extract_s": fs.timing["extract_s"], "images_per_s": fs.timing["images_per_s"],
+                   "fit_s": result.fit_s},
+        "scaling": cfg.scaling, "classes": list(ds.classes), "per_class_accuracy": per_class,
+        "skipped_images": [str(p) for p in fs.failed], "cached_layers": fs.timing["cached_layers"],
+        "precision": fs.timing["precision"],
+    }
+    classifier = TransferClassifier(result.model, ds.classes, result.selected["layer"], backbones, cfg.weights,
+                                    cfg.pool, cfg.flip, cfg.scaling, fs.timing["precision"], cfg.device)
+    paths = [str(ds.paths[i]) for i in fs.keep]
+    split_files = {"train": [paths[i] for i in split.train], "test": [paths[i] for i in split.test]}
+    return TransferResult(cfg, summary, classifier, y_test, result.test_pred, split_files)
+
+
+def load_classifier(run_dir: str | os.PathLike, model: Backbone | Sequence[Backbone] | None = None,
+                    device: str = "cpu") -> TransferClassifier:
+    """The classifier a `transfer` run saved (`model` supplies a wrapped module no spec can rebuild)."""
+    return TransferClassifier.load(run_dir, model, device)
+
+
+# ----------------------------------------------------------------------------------------------------- reporting
+def results_markdown(summary: dict) -> str:
+    """A table like the report's Q2-4.12: one row per (layer, C)."""
+    sel = summary["selected"]
+    lines = [
+        f"# Transfer: {summary['backbone']} ({summary['weights']} weights), split {summary['split']}, seed {summary['seed']}",
+        "", f"{summary['n_train']} training / {summary['n_test']} test images; scaling {summary['scaling']}; "
+        "C and layer selected by cross-validation on the training split only.", "",
+        "| layer | C | CV accuracy | test accuracy |", "|---|---|---|---|",
+    ]
+    for r in summary["grid"]:
+        mark = " **(selected)**" if (r["layer"], r["C"]) == (sel["layer"], sel["C"]) else ""
+        lines.append(f"| {r['layer']} | {r['C']:g} | {r['cv_accuracy']:.4f} | {r['test_accuracy']:.4f}{mark} |")
+    lines += ["", f"Selected: layer {sel['layer']}, C = {sel['C']:g}: test accuracy **{sel['test_accuracy']:.4f}**.", "",
+              "| class | test accuracy |", "|---|---|"]
+    lines += [f"| {c} | {a:.4f} |" for c, a in summary["per_class_accuracy"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def results_csv(grid: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["layer", "C", "cv_accuracy", "test_accuracy"])
+    w.writeheader()
+    w.writerows(grid)
+    return buf.getvalue()
+
+
+def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]):
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    from ..core.figures import new_figure
+
+    n = len(classes)
+    fig = new_figure(0.55 * n + 3, 0.55 * n + 2.5)
+    ax = fig.subplots()
+    ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=list(range(n)), display_labels=list(classes),
+                                            normalize="true", values_format=".2f", ax=ax, colorbar=False,
+                                            cmap="Blues", xticks_rotation=60)
+    for t in ax.texts:
+        t.set_fontsize(6)
+    ax.set_title("Normalized confusion matrix (test split)")
+    return fig

@@ -1,0 +1,177 @@
+"""The classifier `transfer` trains, kept: backbone(s) + cut point + scaling + the fitted LinearSVC.
+
+Saved in a run directory as `classifier.skops` (scikit-learn's estimator in skops' safe format: no pickle, only
+allow-listed types are rebuilt) and `classifier.json` (the backbone specs, cut point, pooling, scaling, precision and
+class names). `TransferClassifier.load(RUN_DIR)` rebuilds it; its features come from the same code as training.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..core.backbones import Backbone
+from ..core.errors import CnnlabError
+from ..core.inputs import ImagesLike, batches
+from ..core.models import load_model
+from ..core.runs import atomic_path, write_json
+from .features import forward_features
+from .svm import layer_matrix
+
+FORMAT = "cnnlab-transfer-classifier-1"
+ESTIMATOR_FILE, META_FILE = "classifier.skops", "classifier.json"
+
+
+def expand_layer(spec: str, names: Sequence[str]) -> str:
+    """With several backbones, a layer spec means that cut point of each, concatenated: 'a/pre_logits+b/pre_logits'."""
+    if len(names) == 1:
+        return spec
+    return "+".join(f"{n}/{part}" for n in names for part in spec.split("+"))
+
+
+class TransferClassifier:
+    """`predict(images)` → class names; `decision_function` / `predict_proba` → (N, classes) scores.
+
+    `predict_proba` is the softmax of the SVM's decision values: a ranking score, not a calibrated probability.
+    """
+
+    def __init__(self, estimator, classes: Sequence[str], layer: str, backbones: Sequence[Backbone | str],
+                 weights: str = "default", pool: str = "avg", flip: bool = False, scaling: str = "power-l2",
+                 precision: str = "fp32", device: str = "cpu"):
+        self.estimator = estimator
+        self.classes = list(classes)
+        self.layer = layer
+        self._backbones = list(backbones)
+        self.weights, self.pool, self.flip, self.scaling = weights, pool, flip, scaling
+        self.precision, self.device = precision, device
+
+    @property
+    def backbones(self) -> list[Backbone]:
+        """The feature networks, built from their specs on first use."""
+        self._backbones = [b if isinstance(b, Backbone) else load_model(b, self.weights, self.device)
+                           for b in self._backbones]
+        return self._backbones
+
+    @property
+    def backbone_names(self) -> list[str]:
+        return [b.name if isinstance(b, Backbone) else b for b in self._backbones]
+
+    @property
+    def backbone(self) -> str:
+        return "+".join(self.backbone_names)
+
+    # ---------------------------------------------------------------------------------------------- predicting
+    def features(self, images: ImagesLike, batch_size: int = 32) -> tuple[np.ndarray, list[str], list[tuple]]:
+        """(scaled feature matrix (N,D), the names of the images read, the (name, reason) of those skipped).
+        Each backbone sees the image through its own preprocessing, as in training."""
+        parts = list(dict.fromkeys(self.layer.split("+")))
+        names_all = self.backbone_names
+        names, skipped = [], []
+        per_backbone: dict[str, np.ndarray] = {}
+        for k, (b, name) in enumerate(zip(self.backbones, names_all)):
+            seen = []
+            for chunk, x, bad in batches(images, b.preprocess, batch_size):
+                if k == 0:  # every backbone reads the same files: name them once
+                    names += chunk
+                    skipped += bad
+                if x is None:
+                    continue
+                out = forward_features(b, x, parts, self.pool, self.flip, self.precision)
+                seen.append({p: out[p].cpu().numpy() for p in parts})
+            for p in parts:
+                key = f"{name}/{p}" if len(names_all) > 1 else p
+                per_backbone[key] = np.concatenate([s[p] for s in seen]) if seen else np.zeros((0, 0), np.float32)
+        if not names:
+            raise CnnlabError("no readable input images" + (f" ({skipped[0][1]})" if skipped else ""))
+        rows = layer_matrix(per_backbone, expand_layer(self.layer, names_all), self.scaling)
+        return rows, names, skipped
+
+    def decision_function(self, images: ImagesLike) -> np.ndarray:
+        X, _, _ = self.features(images)
+        return self._scores(X)
+
+    def predict_proba(self, images: ImagesLike) -> np.ndarray:
+        return self._proba(self.decision_function(images))
+
+    def predict(self, images: ImagesLike) -> list[str]:
+        return [self.classes[i] for i in self.decision_function(images).argmax(axis=1)]
+
+    def _scores(self, X: np.ndarray) -> np.ndarray:
+        s = np.asarray(self.estimator.decision_function(X), dtype=np.float64)
+        return np.stack([-s, s], axis=1) if s.ndim == 1 else s  # two classes: sklearn gives one column
+
+    @staticmethod
+    def _proba(scores: np.ndarray) -> np.ndarray:
+        return torch.from_numpy(scores).softmax(dim=1).numpy()
+
+    def top(self, images: ImagesLike, k: int = 5) -> tuple[list[dict], list[tuple]]:
+        """classify's JSON for the learned classes: ({"image", "top": [{"index", "label", "prob"}]}, skipped)."""
+        X, names, skipped = self.features(images)
+        proba = self._proba(self._scores(X))
+        results = []
+        for name, p in zip(names, proba):
+            order = np.argsort(-p)[:k]
+            results.append({"image": name, "top": [{"index": int(i), "label": self.classes[i], "prob": float(p[i])}
+                                                   for i in order]})
+        return results, skipped
+
+    # ------------------------------------------------------------------------------------------------ storage
+    def meta(self) -> dict:
+        return {"format": FORMAT, "classes": self.classes, "layer": self.layer,
+                "backbones": [b.spec if isinstance(b, Backbone) else b for b in self._backbones],
+                "weights": self.weights, "pool": self.pool, "flip": self.flip, "scaling": self.scaling,
+                "precision": self.precision}
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        import skops.io as sio
+
+        folder = Path(folder)
+        if any(s is None for s in self.meta()["backbones"]):
+            note = "a wrapped module: pass it again to TransferClassifier.load(folder, model=...)"
+        else:
+            note = None
+        with atomic_path(folder / ESTIMATOR_FILE) as tmp:
+            sio.dump(self.estimator, tmp)
+        write_json(folder / META_FILE, self.meta() | ({"note": note} if note else {}))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, model: Backbone | Sequence[Backbone] | None = None,
+             device: str = "cpu") -> "TransferClassifier":
+        """From a `cnnlab transfer` run directory; `model` supplies a wrapped module that no spec can rebuild."""
+        import skops.io as sio
+
+        folder = Path(folder)
+        meta_path, est_path = folder / META_FILE, folder / ESTIMATOR_FILE
+        if not meta_path.is_file() or not est_path.is_file():
+            raise CnnlabError(f"{folder} holds no saved classifier (expected {META_FILE} and {ESTIMATOR_FILE} from "
+                              "`cnnlab transfer`)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except ValueError as exc:
+            raise CnnlabError(f"cannot read {meta_path}: {exc}") from None
+        needed = {"format", "classes", "layer", "backbones", "weights", "pool", "flip", "scaling", "precision"}
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or not needed <= set(meta):
+            raise CnnlabError(f"{meta_path} is not a cnnlab classifier (expected format {FORMAT} with keys "
+                              f"{', '.join(sorted(needed))})")
+        untrusted = sio.get_untrusted_types(file=est_path)
+        if untrusted:  # only scikit-learn's and numpy's own types are rebuilt; anything else is refused
+            raise CnnlabError(f"{est_path} holds types cnnlab does not load: {', '.join(untrusted)}")
+        try:
+            estimator = sio.load(est_path, trusted=[])
+        except Exception as exc:
+            raise CnnlabError(f"cannot read {est_path}: {exc.__class__.__name__}: {exc}") from None
+        n_classes = len(getattr(estimator, "classes_", []))
+        if n_classes != len(meta["classes"]) and not (n_classes == 2 and len(meta["classes"]) == 2):
+            raise CnnlabError(f"{est_path} predicts {n_classes} classes but {meta_path} names {len(meta['classes'])}")
+        backbones = meta["backbones"]
+        if model is not None:
+            backbones = [model] if isinstance(model, Backbone) else list(model)
+        elif any(b is None for b in backbones):
+            raise CnnlabError(f"{folder} was trained on a wrapped module: pass it as model=")
+        return cls(estimator, meta["classes"], meta["layer"], backbones, meta["weights"], meta["pool"], meta["flip"],
+                   meta["scaling"], meta["precision"], device)
