@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -101,3 +102,22 @@ def test_console_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "cnnlab", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and "cnnlab" in proc.stdout
     assert "transfer" in build_parser().format_help()
+
+
+@pytest.mark.parametrize("argv, files", [
+    (["classify", "IMG"], {"classify.png"}),
+    (["explain", "fool", "IMG", "--target", "tarantula", "--max-iters", "3"], {"fooling.png", "adversarial_000.png"}),
+    (["explain", "classviz", "--class", "tick", "--iters", "2", "--judge", "none"],
+     {"classviz.png", "efficientnet_lite0_tick.png"}),
+    (["gan", "sample", "-n", "3"], {"grid.png", "samples.png", "0_0.png", "1_1.png", "2_2.png"}),
+    (["models", "--backbone", "efficientnet_lite0"], set()),
+])
+def test_every_job_writes_the_same_run_directory(argv, files, photo_files, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [str(photo_files["coffee"]) if a == "IMG" else a for a in argv]
+    assert main(argv + ["--out", str(out), "--quiet", "--json"], env={}) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(os.listdir(out)) == {"config.json", "metrics.json"} | files
+    assert json.loads((out / "metrics.json").read_text()) == printed
+    assert json.loads((out / "config.json").read_text())["command"] == " ".join(argv[:2] if argv[0] in
+                                                                                ("explain", "gan") else argv[:1])

@@ -179,3 +179,19 @@ def test_evaluate_an_image_generator_in_backbone_features(tmp_path, capsys):
     s = json.loads(capsys.readouterr().out)
     assert s["backbone"] == "efficientnet_lite0" and s["layer"] == "pre_logits" and s["n"] == 12
     assert s["model"] == "dcgan" and s["nz"] == 8 and s["fd_backbone"] > 0
+
+
+def test_resume_refuses_a_checkpoint_trained_with_other_settings(tmp_path, capsys):
+    shared("MNIST", "raw")
+    train(tiny(model="cgan", iters=3), tmp_path / "run")
+    with pytest.raises(CnnlabError, match="trained with batch=16, not 32"):
+        train(tiny(model="cgan", batch=32), tmp_path / "run", resume=True)
+    with pytest.raises(CnnlabError, match="past --iters 2"):
+        train(tiny(model="cgan", iters=2), tmp_path / "run", resume=True)
+    argv = ["gan", "train", "--model", "cdcgan", "--data", "mnist", "--data-root", str(SHARED_DATA), "--batch", "16",
+            "--out", str(tmp_path / "run"), "--resume"]
+    assert main(argv, env={}) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model='cgan', not 'cdcgan'" in err and "\n" not in err
+    ck = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ck["iteration"] == 3  # nothing was overwritten
