@@ -11,7 +11,7 @@ ap.add_argument("--device", default="cpu")
 ap.add_argument("--generator-weights", default="default")
 ap.add_argument("--judge-weights", default="default")
 args = ap.parse_args()
-import time, torch
+import time
 from cnnlab.core.models import create_backbone
 from cnnlab.core import imagenet
 from cnnlab.explain.classviz import ClassVizOptions, visualize_class, class_probability

@@ -89,16 +89,15 @@ def part_b(ds: ImageFolder, seeds: int, cache: str, backbones, layers, flip: boo
 def part_d(data: str, seeds: int, cache: str, backbone: str | None, layers: list[str] | None = None) -> dict:
     """The defaults end to end (`cnnlab transfer --data DIR --seed k`): the CV-selected layer and C, scored on test."""
     accs, chosen = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(seeds):
-            config = TransferConfig(data=data, seed=seed, cache_dir=cache)
-            if backbone:
-                config = config.replace(backbone=backbone)
-            if layers:
-                config = config.replace(layers=layers)
-            s = transfer(config=config).summary()
-            accs.append(s["selected"]["test_accuracy"])
-            chosen.append((s["selected"]["layer"], s["selected"]["C"]))
+    for seed in range(seeds):
+        config = TransferConfig(data=data, seed=seed, cache_dir=cache)
+        if backbone:
+            config = config.replace(backbone=backbone)
+        if layers:
+            config = config.replace(layers=layers)
+        s = transfer(config=config).summary()
+        accs.append(s["selected"]["test_accuracy"])
+        chosen.append((s["selected"]["layer"], s["selected"]["C"]))
     row = {"backbone": config.backbone, "layers": config.layers, "mean": float(np.mean(accs)),
            "sd": float(np.std(accs, ddof=1)), "per_seed": accs, "selected": chosen}
     print(row, flush=True)

@@ -17,7 +17,6 @@ import cnnlab
 from cnnlab.cli import COMMANDS, build_parser, main
 from cnnlab.core.config import from_cli
 
-from .conftest import shared
 
 
 @pytest.fixture(scope="module")

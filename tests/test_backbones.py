@@ -135,3 +135,22 @@ def test_class_name_lookup():
     assert imagenet.resolve_class("n01440764") == 0 and imagenet.resolve_class("7") == 7
     with pytest.raises(CnnlabError, match="did you mean.*tarantula"):
         imagenet.resolve_class("tarantola")
+
+
+def test_the_shipped_mnist_classifier_is_a_backbone_with_its_test_accuracy():
+    from cnnlab.core.data import load_mnist
+    from cnnlab.core.mnist import shipped_test_accuracy, shipped_weights
+
+    from .conftest import SHARED_DATA, shared
+
+    model = create_backbone("mnist_cnn")
+    assert model.labels == tuple("0123456789") and model.in_channels == 1 and model.cam_layer == "block2"
+    assert shipped_weights().stat().st_size < 400_000  # a few hundred kB in the package
+    shared("MNIST", "raw")
+    X, y = load_mnist(SHARED_DATA, train=False)
+    with torch.no_grad():
+        pred = torch.cat([model(b.float() / 255).argmax(1) for b in X.split(2000)])
+    accuracy = pred.eq(y).float().mean().item()
+    assert accuracy > 0.985 and accuracy == pytest.approx(shipped_test_accuracy(), abs=2e-4)  # fp16 weights
+    rgb = (X[:4].float() / 255).expand(-1, 3, -1, -1)  # an RGB digit is read as gray
+    torch.testing.assert_close(model(rgb), model(X[:4].float() / 255))

@@ -114,7 +114,7 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 
 def test_sampling_file_names_and_the_shipped_generator(tmp_path):
-    s = sample(None, tmp_path / "s", label=7, n=5)
+    sample(None, tmp_path / "s", label=7, n=5)
     assert sorted(os.listdir(tmp_path / "s")) == sorted([f"7_{i}.png" for i in range(5)]
                                                         + ["grid.png", "samples.png", "metrics.json", "config.json"])
     G, config = load_generator(None)
@@ -140,8 +140,8 @@ def test_evaluate_the_shipped_generator(tmp_path, capsys):
                 env={}) == 0
     s = json.loads(capsys.readouterr().out)
     assert {"conditional_accuracy", "per_label_accuracy", "fd_mnist", "n"} <= set(s) and s["n"] == 200
-    assert s["classifier_test_accuracy"] > 0.97 and s["conditional_accuracy"] > 0.9
-    assert len(list(cache.glob("mnist_classifier_*.pt"))) == 1
+    assert s["classifier_test_accuracy"] > 0.985 and s["conditional_accuracy"] > 0.9
+    assert not cache.exists()  # the judge ships with cnnlab: nothing is trained or cached
 
 
 @pytest.mark.parametrize("argv, message", [

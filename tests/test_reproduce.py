@@ -1,6 +1,5 @@
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +8,7 @@ from cnnlab.cli import main
 from cnnlab.core.errors import CnnlabError
 from cnnlab.report.reproduce import reproduce, select
 
-from .conftest import SHARED_DATA, shared
+from .conftest import shared
 
 REQUIRED_IDS = [
     "transfer/Q1.1", "transfer/Q1.3", "transfer/Q2-4.12",

@@ -40,6 +40,7 @@ class Backbone(nn.Module):
         self.labels = tuple(labels) if labels is not None else default_labels(n)
         self.spec = spec  # what `load_model` takes to build it again; None for a wrapped module
         self.default_layer = default_layer or next((p for p in ("pre_logits", "logits") if p in self.cut_points), None)
+        self.cam_layer: str | None = None  # where Grad-CAM reads when not told (None: decided by the explain code)
         # a 1-value mean/std marks a grayscale network (e.g. an MNIST classifier): RGB inputs are averaged to gray
         self.in_channels = len(preprocess.mean)
         self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, -1, 1, 1), persistent=False)

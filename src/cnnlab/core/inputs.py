@@ -157,7 +157,7 @@ def _from_array(a: np.ndarray) -> list[torch.Tensor]:
         a = a[..., None]
     if a.ndim != 4 or a.shape[-1] not in (1, 3, 4):
         raise CnnlabError(f"an image array must be (H,W), (H,W,C) or (N,H,W,C) with C in 1, 3, 4; got {a.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(a))
+    t = torch.from_numpy(np.array(a))  # a copy: the caller's array may be read-only
     t = t.float().div(255) if a.dtype == np.uint8 else t.float()
     if t.numel() and (t.min() < 0 or t.max() > 1):
         raise CnnlabError("a float image array must hold values in [0,1] (or pass uint8 pixels)")

@@ -36,6 +36,8 @@ class BackboneEntry:
     aliases: dict[str, str] = field(default_factory=dict)
     list_modules: bool = False  # `describe` lists every module path (generic models) besides the named points
     own_weights: bool = False  # the built module already holds its weights ("default" loads nothing: a factory)
+    labels: tuple[str, ...] | None = None  # class names (None: ImageNet's 1000)
+    cam_layer: str | None = None  # where Grad-CAM reads by default (None: the usual names, else the last spatial map)
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,22 @@ REGISTRY: dict[str, BackboneEntry] = {
         _torchvision_entry("alexnet", "AlexNet_Weights", "AlexNet (torchvision)", _ALEX_POINTS, "relu7"),
     ]
 }
+def _mnist_entry() -> BackboneEntry:
+    from .mnist import MNIST_MEAN, MNIST_STD, MnistNet, shipped_weights
+
+    def weights() -> WeightsSource:
+        path = shipped_weights()
+        return WeightsSource(path if path.is_file() else None, hint="it ships with cnnlab: reinstall the package")
+
+    points = {"block1": CutPoint("conv.2"), "block2": CutPoint("conv.5"), "block3": CutPoint("conv.8"),
+              "pre_logits": CutPoint("fc", "input"), "logits": CutPoint("fc")}
+    return BackboneEntry("mnist_cnn", "a small MNIST digit classifier shipped with cnnlab (28×28 grayscale, 10 "
+                         "classes): works offline", MnistNet,
+                         lambda _net: Preprocess(28, 28, "bilinear", MNIST_MEAN, MNIST_STD), lambda _net: dict(points),
+                         weights, "pre_logits", labels=tuple(str(d) for d in range(10)), cam_layer="block2")
+
+
+REGISTRY[_mnist_entry().name] = _mnist_entry()
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
@@ -388,8 +406,10 @@ def load_model(spec: str = DEFAULT_BACKBONE, weights: str = "default", device: s
     if labels is not None and n_out is not None and len(labels) != n_out:
         raise CnnlabError(f"{len(labels)} labels for a model with {n_out} outputs")
     points = entry.cut_points(net) if not entry.own_weights else generic_cut_points(net, n_out)
-    backbone = Backbone(spec, net, prep, points, weights, weights_id, num_classes=n_out or 1000, labels=labels,
-                        spec=spec, default_layer=entry.default_layer)
+    backbone = Backbone(spec, net, prep, points, weights, weights_id, num_classes=n_out or 1000,
+                        labels=labels if labels is not None else entry.labels, spec=spec,
+                        default_layer=entry.default_layer)
+    backbone.cam_layer = entry.cam_layer
     return backbone.eval().to(device)
 
 

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from ..core import imagenet
 from ..core.backbones import Backbone
 from ..core.errors import CnnlabError
-from ..core.figures import heat, hwc, image_grid, overlay
+from ..core.figures import heat, image_grid, overlay
 from ..core.images import save_png
 from ..core.inputs import ImagesLike, read_images
 from ..core.jobs import ModelLike, configure, load_backbone, recorded, with_options

@@ -45,7 +45,9 @@ class SaliencyOptions(Config):
 
 
 def default_cam_layer(backbone: Backbone) -> str:
-    """The registry's named last maps; for any other model, the last spatial map of its forward pass."""
+    """The model's own choice, the registry's named last maps, else the last spatial map of its forward pass."""
+    if backbone.cam_layer:
+        return backbone.cam_layer
     for name in DEFAULT_CAM_LAYERS:
         if all(part in backbone.cut_points for part in name.split("+")):
             return name

@@ -1,5 +1,5 @@
-"""Evaluating generators. Conditional MNIST generators: a small MNIST classifier trained (and cached) by cnnlab
-gives conditional accuracy (is a generated digit the one asked for?) and a Fréchet distance in that classifier's
+"""Evaluating generators. Conditional MNIST generators: the small MNIST classifier shipped with cnnlab (the
+`mnist_cnn` backbone) gives conditional accuracy (is a generated digit the one asked for?) and a Fréchet distance in that classifier's
 feature space. Image generators (dcgan): a Fréchet distance in an ImageNet backbone's feature space (default
 Lite0 pre_logits). Both through torchmetrics' FrechetInceptionDistance with a custom feature network."""
 from __future__ import annotations
@@ -15,72 +15,10 @@ from dataclasses import dataclass
 from ..core.backbones import Backbone
 from ..core.config import Config, option
 from ..core.data import load_mnist
+from ..core.mnist import shipped_test_accuracy
 from ..core.models import DEFAULT_BACKBONE, load_model
 from ..core.results import Result
-from ..core.runs import atomic_path, default_cache_dir
 from .sampling import conditional, generate, load_generator
-
-
-class MnistNet(nn.Module):
-    """A small CNN (~99% test accuracy); `features` (128-d) feed the Fréchet distance."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 14
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 7
-            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(),
-        )
-        self.fc = nn.Linear(128, 10)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.uint8:  # torchmetrics probes the network with uint8 images
-            x = x.float() / 255
-        return self.conv((x - 0.1307) / 0.3081)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
-
-
-class _Features(nn.Module):
-    """What torchmetrics calls: images [0,1] → (N,128)."""
-
-    def __init__(self, net: MnistNet):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net.features(x)
-
-
-def mnist_classifier(data_root: str | None, cache_dir: str | Path, epochs: int = 2, seed: int = 0,
-                     progress: bool = False) -> tuple[MnistNet, float]:
-    """The judge network and its MNIST test accuracy; trained once (seeded) and cached atomically."""
-    path = Path(cache_dir) / f"mnist_classifier_e{epochs}_s{seed}.pt"
-    net = MnistNet()
-    if path.is_file():
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(ck["state_dict"])
-        return net.eval(), float(ck["test_accuracy"])
-    X, y = load_mnist(data_root, train=True)
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
-        torch.manual_seed(seed)
-        net = MnistNet()
-        opt = torch.optim.Adam(net.parameters(), 1e-3)
-        for _ in range(epochs):
-            for idx in torch.randperm(len(X), generator=g).split(128):
-                loss = F.cross_entropy(net(X[idx].float() / 255), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-    Xt, yt = load_mnist(data_root, train=False)
-    net.eval()
-    with torch.no_grad():
-        acc = float(torch.cat([net(b.float() / 255).argmax(1) for b in Xt.split(1000)]).eq(yt).float().mean())
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": net.state_dict(), "test_accuracy": acc}, tmp)
-    return net, acc
 
 
 class _BackboneFeatures(nn.Module):
@@ -146,7 +84,7 @@ def _image_fd(G, config: dict, real: torch.Tensor, n: int, seed: int, backbone: 
 
 @dataclass
 class EvaluateConfig(Config):
-    """Judges a conditional MNIST generator with a small MNIST classifier trained and cached by cnnlab:
+    """Judges a conditional MNIST generator with the small MNIST classifier shipped with cnnlab (`mnist_cnn`):
     conditional accuracy (per label and mean) and the Fréchet distance between generated and real test digits in the
     classifier's 128-d feature space (torchmetrics FID with a custom network).
     JSON: {conditional_accuracy, per_label_accuracy, fd_mnist, n, classifier_test_accuracy}.
@@ -159,8 +97,8 @@ class EvaluateConfig(Config):
     n: int = option(1000, flag="-n", low=2, help="generated images")
     seed: int = option(0, help="seed")
     data_root: str | None = option(None, env="CNNLAB_DATA", default_help="$CNNLAB_DATA", help="folder holding MNIST/")
-    cache_dir: str | None = option(None, env="CNNLAB_CACHE", default_help="$CNNLAB_CACHE or ~/.cache/cnnlab",
-                                   help="where the classifier is cached")
+    cache_dir: str | None = option(None, help="unused since 0.3, when the MNIST classifier began to ship with "
+                                              "cnnlab (kept so that scripts keep working)")
     backbone: str = option(DEFAULT_BACKBONE, help="image generators: the network whose features the Fréchet "
                                                   "distance compares")
 
@@ -190,7 +128,6 @@ def evaluate_generator(config: EvaluateConfig, progress: bool = False) -> Evalua
     judge's features. Unconditional (dcgan): the Fréchet distance to its training images in `backbone`'s features."""
     G, gan = load_generator(config.checkpoint)
     checkpoint = str(config.checkpoint) if config.checkpoint else "shipped"
-    cache = config.cache_dir or default_cache_dir()
     if not conditional(gan):
         from .training import GanConfig, load_training_data
 
@@ -198,7 +135,7 @@ def evaluate_generator(config: EvaluateConfig, progress: bool = False) -> Evalua
         real, _, _ = load_training_data(GanConfig.from_dict(known | {"data_root": config.data_root or known.get("data_root")}))
         scores = _image_fd(G, gan, real, config.n, config.seed, config.backbone, None, progress)
     else:
-        scores = _conditional_scores(G, gan, config.data_root, cache, config.n, config.seed)
+        scores = _conditional_scores(G, gan, config.data_root, config.n, config.seed)
     return EvaluateResult(config, scores | {"checkpoint": checkpoint})
 
 
@@ -210,19 +147,21 @@ def evaluate(checkpoint: str | Path | None, data_root: str | None, cache_dir: st
     return evaluate_generator(config, progress).summary()
 
 
-def _conditional_scores(G, config: dict, data_root: str | None, cache_dir: str | Path, n: int, seed: int) -> dict:
+def _conditional_scores(G, config: dict, data_root: str | None, n: int, seed: int) -> dict:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    net, test_acc = mnist_classifier(data_root, cache_dir)
+    judge = load_model("mnist_cnn")
+    test_acc = shipped_test_accuracy()
     labels = torch.arange(n) % 10
     fake = torch.cat([generate(G, config, lab, seed + i) for i, lab in enumerate(labels.split(500))])
     with torch.no_grad():
-        pred = torch.cat([net(b).argmax(1) for b in fake.split(500)])
+        pred = torch.cat([judge(b).argmax(1) for b in fake.split(500)])
     correct = pred.eq(labels)
     per_label = {str(k): float(correct[labels == k].float().mean()) for k in range(10)}
     Xt, _ = load_mnist(data_root, train=False)
     real = Xt[torch.randperm(len(Xt), generator=torch.Generator().manual_seed(seed))[:n]].float() / 255
-    fid = FrechetInceptionDistance(feature=_Features(net), normalize=True, input_img_size=(1, 28, 28))
+    fid = FrechetInceptionDistance(feature=_BackboneFeatures(judge, "pre_logits").eval(), normalize=True,
+                                   input_img_size=(1, 28, 28))
     fid.update(real, real=True)
     fid.update(fake, real=False)
     return {"conditional_accuracy": float(correct.float().mean()), "per_label_accuracy": per_label,

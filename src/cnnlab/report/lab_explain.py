@@ -55,7 +55,7 @@ def saliency_maps(ctx: Context, s: dict) -> Outcome:
     result = f"{n} maps per method ({', '.join(s['methods'])}) with {s['backbone']}."
     if s["metrics"]:
         best = min(metrics, key=lambda k: metrics[k]["deletion_ratio"])
-        result += (f" Faithfulness (deletion AUC / random order, lower is better): "
+        result += (" Faithfulness (deletion AUC / random order, lower is better): "
                    + ", ".join(f"{k} {metrics[k]['deletion_ratio']:.2f}" for k in metrics) + f"; best: {best}.")
     return Outcome(result, metrics, [Table("Methods", cols, rows)], figures)
 
