@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from ..core.config import option
 from ..core.jobs import ModelOptions
-from .attacks import METHODS as ATTACKS, NORMS
+from .attacks import LOSSES, METHODS as ATTACKS, NORMS
 from .classviz import ClassVizOptions
 from .saliency import METHODS, SaliencyOptions
 
@@ -37,25 +37,45 @@ class SaliencyConfig(SaliencyOptions, ModelOptions):
 
 @dataclass
 class FoolConfig(ModelOptions):
-    """Adversarial images in [0,1] pixel space; success is judged on the 8-bit quantized image (what a saved PNG
-    holds):
-      minimal  sign steps inside an L∞ ball that grows 1/255 at a time: the smallest 8-bit change
-      ascent   the report's normalized gradient ascent on the target score (--lr)
-      fgsm     one signed step of size --eps (Goodfellow et al. 2015)
-      pgd      --max-iters projected steps in the --eps ball (Madry et al. 2018)
-    Writes fooling.png (original | adversarial | magnified difference) and the adversarial PNGs."""
+    """Adversarial images in [0,1] pixel space, made on the image itself: the perturbation lives at the input's own
+    size and the model sees it through its own preprocessing (the resize and crop that classify reads files with).
+    Success is judged on the saved file: the 8-bit PNG, read back by the normal reading path, must give the target.
+      minimal   sign steps inside an L∞ ball that grows 1/255 at a time: the smallest 8-bit change
+      ascent    the report's normalized gradient ascent on the target score (--lr)
+      fgsm      one signed step of size --eps (Goodfellow et al. 2015)
+      pgd       --max-iters projected steps in the --eps ball (Madry et al. 2018)
+      transfer  made to fool other models: --max-iters L∞ steps in the --eps ball (default 16/255) with the logit
+                loss, momentum, input diversity and translation-invariant gradients (--loss, --momentum,
+                --diversity, --ti-kernel; 0 turns one off)
+    --backbone a+b attacks the ensemble (mean of logits, each model through its own preprocessing); --eval-on B2,B3
+    reads every saved image through other models and reports the targeted and untargeted transfer rates.
+    Writes fooling.png (original | adversarial | magnified difference), the adversarial PNGs (at the input's size)
+    and, with --eval-on, transfer.md."""
 
     command = "explain fool"
     inputs: list[str] = option(default_factory=list, positional=True, required=True, metavar="INPUTS", help=INPUTS_HELP)
+    backbone: str = option("efficientnet_lite0", help="the model attacked, or several joined by '+' (an ensemble)")
     target: str | None = option(None, required=True,
                                 help="a class of the model (index or name), 'random' (seeded), or 'none' (untargeted)")
-    seed: int = option(0, help="seed for random targets")
+    seed: int = option(0, help="seed for random targets and input diversity")
     method: str = option("minimal", choices=ATTACKS, help="attack")
-    max_iters: int = option(100, low=1, help="gradient steps at most")
+    max_iters: int = option(100, low=1, help="gradient steps at most (transfer: exactly)")
     lr: float = option(1.0, low=0, low_open=True, help="ascent step (L2 norm, pixel units)")
     eps: float | None = option(None, low=0, low_open=True,
-                               help="fgsm/pgd bound in [0,1] pixel units (default 8/255 for L∞, 1.0 for L2)")
+                               help="fgsm/pgd/transfer bound in [0,1] pixel units (default 8/255 for L∞, 1.0 for L2; "
+                                    "transfer 16/255)")
     norm: str = option("linf", choices=NORMS, help="fgsm/pgd norm")
+    step: float | None = option(None, low=0, low_open=True,
+                                help="step size in pixel units (default: minimal 0.25/255, pgd eps/4, transfer 2/255)")
+    loss: str | None = option(None, choices=LOSSES, help="pgd/fgsm/transfer objective (default: ce; logit for transfer)")
+    momentum: float = option(1.0, low=0, help="transfer: momentum of the gradient (MI-FGSM; 0 = off)")
+    diversity: float = option(0.7, low=0, high=1, help="transfer: probability of a random shrink-and-pad per step "
+                                                       "(input diversity; 0 = off)")
+    ti_kernel: int = option(5, low=0, help="transfer: side of the Gaussian that smooths the gradient (translation "
+                                           "invariance; 0 = off)")
+    eval_on: list[str] = option(default_factory=list, metavar="B2[,B3]",
+                                help="models (not attacked) that read every saved image: targeted and untargeted "
+                                     "transfer rates")
     limit: int | None = option(None, low=1, help="only the first N images")
     batch_size: int = option(8, low=1, help="images per batch")
     magnify: float = option(10.0, low=0, low_open=True, help="how much the figure magnifies the difference")
