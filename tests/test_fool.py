@@ -125,7 +125,7 @@ def test_digits_are_fooled_with_the_shipped_mnist_classifier():
     digits = X[:6].float() / 255  # (6,1,28,28): the network's own input
     mnist = cnnlab.load_model("mnist_cnn")
     res = cnnlab.fool(mnist, digits, target="random", method="pgd", eps=0.5, step=0.02, max_iters=100)
-    assert res.success.all() and res.adversarial.shape == (6, 3, 28, 28)
+    assert res.success.all() and res.adversarial.shape == (6, 1, 28, 28)  # gray stays gray
     assert [int(p) for p in res.pred_before] == y[:6].tolist()
     s = cnnlab.saliency(mnist, digits, method="gradcam")
     assert s.maps.shape == (6, 28, 28)

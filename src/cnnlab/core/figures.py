@@ -57,8 +57,9 @@ def image_grid(rows: Sequence[tuple[str, Sequence]], titles: Sequence[str] = (),
             ax.set_yticks([])
             if j < len(images):
                 img = hwc(images[j]) if isinstance(images[j], torch.Tensor) else images[j]
-                ax.imshow(img, cmap=cmap if img.ndim == 2 else None, vmin=0 if img.ndim == 2 and cmap is None else None,
-                          vmax=1 if img.ndim == 2 and cmap is None else None)
+                gray = img.ndim == 2 and cmap is None  # a grayscale image, shown as one
+                ax.imshow(img, cmap="gray" if gray else cmap if img.ndim == 2 else None,
+                          vmin=0 if gray else None, vmax=1 if gray else None)
             else:
                 ax.axis("off")
             if r == 0 and j < len(titles):

@@ -145,7 +145,6 @@ def _from_tensor(x: torch.Tensor) -> Images:
     x = x.detach().float().cpu()
     if x.numel() and (x.min() < 0 or x.max() > 1):
         raise CnnlabError(f"an image tensor must hold values in [0,1], got [{x.min():.3g}, {x.max():.3g}]")
-    x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
     return Images([f"tensor[{i}]" for i in range(len(x))], list(x), [None] * len(x), [], prepared=True)
 
 

@@ -282,6 +282,9 @@ def png_roundtrip(x: torch.Tensor) -> torch.Tensor:
 
 
 def _attacked(model, cfg: FoolConfig) -> list[Backbone]:
+    """The model(s) attacked: given ones, or specs ('a+b': an ensemble)."""
+    if isinstance(model, str):
+        model = model.split("+")
     if isinstance(model, (list, tuple)):
         return [load_backbone(m, cfg) for m in model]
     if model is not None:
