@@ -16,6 +16,7 @@ from torch import nn
 import cnnlab
 from cnnlab.cli import COMMANDS, build_parser, main
 from cnnlab.core.config import from_cli
+from cnnlab.explain.saliency import METHODS
 
 
 
@@ -261,3 +262,19 @@ def test_cli_module_holds_no_choice_list_or_default():
     import re
 
     assert set(re.findall(r"default=([^,)\s]+)", source)) <= {"None"}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_saliency_method_on_a_wrapped_model(method):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    model = cnnlab.wrap(net, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), input_size=32)
+    images = torch.rand(2, 3, 32, 32)
+    res = cnnlab.saliency(model, images, method=method, smoothgrad_samples=2, ig_steps=4, occlusion_window=8,
+                          occlusion_stride=8, metrics=True, random_orders=1)
+    assert res.maps.shape == (2, 32, 32) and (res.maps >= 0).all() and torch.isfinite(res.maps).all()
+    assert set(res.summary()["summary"]) >= {"deletion_auc", "insertion_auc", "deletion_ratio"}
+    if "gradcam" in method:  # the last spatial map of the forward pass, found by itself
+        torch.testing.assert_close(cnnlab.saliency(model, images, method="gradcam").maps,
+                                   cnnlab.saliency(model, images, method="gradcam", layer="3").maps)

@@ -6,7 +6,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..gan.evaluation import evaluate, evaluate_images, frechet_distance
-from ..gan.training import GanConfig, load_training_data, train_run
+from ..gan.api import train
+from ..gan.training import GanConfig, load_training_data
 from .experiment import Context, Outcome, Table, experiment, fmt, image_grid
 
 SECTION = "Generative adversarial networks"
@@ -18,7 +19,7 @@ def _train(ctx: Context, **settings) -> tuple[Path, dict]:
     config = GanConfig(data_root=str(ctx.data_root) if ctx.data_root else None, device=ctx.device, **settings)
     key = {k: v for k, v in asdict(config).items() if k != "device"}  # the same run on any device
     return ctx.shared("gan", key, lambda out: {
-        **train_run(config, out, progress=ctx.progress).summary(), "config": asdict(config)})
+        **train(config=config, out=out, progress=ctx.progress).summary(), "config": asdict(config)})
 
 
 def _grids(folder: Path) -> list[Path]:
