@@ -2,7 +2,6 @@
 on the saved file; transfer to other models, ensembles, the transfer attack, and digits."""
 import json
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -69,7 +68,7 @@ def test_transfer_rates_on_a_tiny_pair_of_models_checked_by_hand():
     with torch.no_grad():
         before, after = b(quantize(x)).argmax(1), b(res.adversarial).argmax(1)
     rates = {"targeted_rate": (after == 2).float().mean().item(), "untargeted_rate": (after != before).float().mean().item()}
-    from cnnlab.explain.api import _transfer_rates
+    from cnnlab.explain.fooling import _transfer_rates
 
     got = _transfer_rates(ImageModel([b], False), list(quantize(x)), list(res.adversarial), [list(range(6))], [2] * 6)
     assert got["targeted_rate"] == pytest.approx(rates["targeted_rate"])

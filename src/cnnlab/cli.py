@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
@@ -165,6 +166,8 @@ def run(args: argparse.Namespace, env: dict) -> int:
     out = getattr(args, "out", None)
     if cmd.out == "required" and not out:
         raise CnnlabError("--out is required")
+    if out and Path(out).is_file() and not str(out).endswith(".npz"):  # said before any work, not after it
+        raise CnnlabError(f"--out {out} is a file, not a folder")
     rank = int(env.get("RANK", 0))  # under torchrun only rank 0 speaks
     result = cmd.run(config, out, not args.quiet and rank == 0, args)
     if cmd.out == "default" or (cmd.out in ("optional", "required") and out):
@@ -200,3 +203,7 @@ def main(argv: Sequence[str] | None = None, env: dict | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a read-only folder: said in one line (writes are atomic: nothing half-done)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"cnnlab: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2

@@ -184,7 +184,7 @@ def _check_value(f: dataclasses.Field, m: dict, v: Any, elem) -> None:
     if elem is float and v != v:
         raise CnnlabError(f"{name} must be a number, got NaN")
     if m.get("choices") is not None and v not in m["choices"]:
-        close = difflib.get_close_matches(str(v), [str(c) for c in m["choices"]], n=1)
+        close = difflib.get_close_matches(str(v), [str(c) for c in m["choices"]], n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise CnnlabError(f"{name} {v!r} is not one of: {', '.join(map(str, m['choices']))}{hint}")
     low, high = m.get("low"), m.get("high")
@@ -206,7 +206,7 @@ def check_required(config: Config) -> None:
     for f in fields(config):
         m, value = _meta(f), getattr(config, f.name)
         if m.get("required") and (value is None or value == [] or value == ""):
-            what = f.name.upper() if m.get("positional") else flag_of(f)
+            what = (m.get("metavar") or f.name.upper()) if m.get("positional") else flag_of(f)
             raise CnnlabError(f"{what} is required")
 
 

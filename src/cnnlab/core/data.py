@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from .errors import CnnlabError
-from .images import is_image_file, load_image
+from .images import image_entries, load_image
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class ImageFolder:
             raise CnnlabError(f"{root} has no class subfolders (expected {root}/<class>/<image files>)")
         paths, labels = [], []
         for label, d in enumerate(class_dirs):
-            files = sorted(f for f in d.rglob("*") if f.is_file() and is_image_file(f))
+            files = image_entries(d)
             if not files:
                 raise CnnlabError(f"class folder {d} has no images")
             paths += files
@@ -164,7 +164,7 @@ def load_image_dir(folder: str | os.PathLike, size: int) -> tuple[torch.Tensor, 
     folder = Path(folder)
     if not folder.is_dir():
         raise CnnlabError(f"image folder not found: {folder}")
-    files = sorted(f for f in folder.rglob("*") if f.is_file() and is_image_file(f))
+    files = image_entries(folder)
     if not files:
         raise CnnlabError(f"no images found in {folder}")
     tf = v2.Compose([v2.ToImage(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])

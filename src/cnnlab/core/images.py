@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -19,22 +20,33 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode an image as 8-bit RGB; a one-line error if unreadable.
+def load_image(path, max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode an image as 8-bit RGB; a one-line error (CnnlabError) if it cannot be read.
 
-    EXIF orientation is applied; grayscale is replicated to 3 channels; 16-bit images are rescaled (not clipped);
-    transparent images are composited on white; an animated file gives its first frame."""
+    EXIF orientation is applied; grayscale and palette images become RGB; 16-bit images are rescaled (not clipped);
+    CMYK is converted; transparent images are composited on white; an animated file gives its first frame. An image
+    of more than `max_pixels` pixels (default: Pillow's decompression-bomb limit) is refused before it is decoded."""
+    limit = max_pixels or Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb(img)
+        with warnings.catch_warnings():  # Pillow warns between 1× and 2× its limit: here that is a refusal
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if limit and img.width * img.height > limit:
+                    raise CnnlabError(f"cannot read image {path}: {img.width}×{img.height} pixels, more than the "
+                                      f"limit of {limit:,}")
+                img.load()
+                return to_rgb(img)
+    except CnnlabError:
+        raise
     except FileNotFoundError:
-        raise CnnlabError(f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise CnnlabError(f"cannot read image {path}: it is a folder") from None
+        what = "a dangling link" if isinstance(path, (str, os.PathLike)) and os.path.islink(path) else "no such file"
+        raise CnnlabError(f"cannot read image {path}: {what}") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        what = "it is a folder" if isinstance(exc, IsADirectoryError) else "permission denied"
+        raise CnnlabError(f"cannot read image {path}: {what}") from None
     except Image.DecompressionBombError as exc:
         raise CnnlabError(f"cannot read image {path}: too many pixels ({exc})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise CnnlabError(f"cannot read image {path}: {exc}") from None
 
 
@@ -95,13 +107,19 @@ def make_grid(x: torch.Tensor, nrow: int = 8, padding: int = 2) -> torch.Tensor:
     return tv_make_grid(x.detach().cpu(), nrow=nrow, padding=padding, pad_value=1.0)
 
 
+def image_entries(folder: Path) -> list[Path]:
+    """Everything under `folder` named like an image, sorted: files, and also dangling links and folders with an
+    image's name — so that they are listed as skipped, not silently left out."""
+    return sorted(q for q in folder.rglob("*") if is_image_file(q) and (q.is_file() or q.is_dir() or q.is_symlink()))
+
+
 def collect_image_paths(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Expand files and folders (recursively, sorted) into image paths; a missing path is an error."""
     paths: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q))
+            found = image_entries(p)
             if not found:
                 raise CnnlabError(f"no images found in folder {p}")
             paths.extend(found)
@@ -110,6 +128,19 @@ def collect_image_paths(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         else:
             raise CnnlabError(f"no such file or folder: {p}")
     return paths
+
+
+def skip_reasons(paths: Sequence[str | os.PathLike]) -> list[dict]:
+    """{"image", "error"} for files that could not be read (the reason, found again by reading them)."""
+    out = []
+    for p in paths:
+        try:
+            load_image(p)
+            reason = "unreadable when it was read (it reads now: changed since?)"
+        except CnnlabError as exc:
+            reason = str(exc)
+        out.append({"image": str(p), "error": reason})
+    return out
 
 
 SAMPLE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")  # scikit-image's bundled photos: offline defaults

@@ -15,6 +15,9 @@ import torch
 from PIL import Image
 
 INTERPOLATIONS = ("bilinear", "bicubic")
+# Longer side at most this many times the shorter before resizing: the center crop keeps a square anyway, so only
+# extreme strips (panoramas, 4000×3 images) are cut, and their resize stays small.
+MAX_ASPECT = 4
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,10 @@ class Preprocess:
         from torchvision.transforms.v2 import functional as TF
 
         mode = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[self.interpolation]
+        h, w = x.shape[-2:]
+        if max(h, w) > MAX_ASPECT * min(h, w):  # a 4000×3 strip would resize to 341k pixels wide: crop it first
+            side = MAX_ASPECT * min(h, w)
+            x = TF.center_crop(x, [min(h, side), min(w, side)])
         if min(x.shape[-2:]) != self.resize_size:
             x = TF.resize(x, [self.resize_size], interpolation=mode, antialias=True).clamp(0, 1)
         if x.shape[-2:] != (self.input_size, self.input_size):

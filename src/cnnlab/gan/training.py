@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from ..core.config import Config, option
 from ..core.data import load_image_dir, load_mnist
 from ..core.errors import CnnlabError
-from ..core.images import make_grid, save_png
+from ..core.images import make_grid, save_png, skip_reasons
 from ..core.results import Result
 from ..core.runs import RunDir, atomic_path
 from .models import MODELS, build_gan, to_pixels
@@ -69,8 +69,9 @@ class GanConfig(Config):
     device: str = option("cpu", help="torch device")
 
 
-def load_training_data(config: GanConfig) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """All training images in memory as uint8 (N,C,H,W), labels (N,), number of classes (0: unconditional)."""
+def load_training_data(config: GanConfig, skipped: list | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """All training images in memory as uint8 (N,C,H,W), labels (N,), number of classes (0: unconditional); the
+    unreadable files of an image folder are added to `skipped` ({"image", "error"})."""
     if config.data == "mnist":
         X, y = load_mnist(config.data_root)
         classes = 10
@@ -80,7 +81,9 @@ def load_training_data(config: GanConfig) -> tuple[torch.Tensor, torch.Tensor, i
             if config.data_root is None:
                 raise CnnlabError("celeba64 needs a data root: pass --data-root ROOT or set CNNLAB_DATA")
             folder = Path(config.data_root) / "celeba64" / "faces"
-        X, _ = load_image_dir(folder, 64 if config.model == "dcgan" else 28)
+        X, bad = load_image_dir(folder, 64 if config.model == "dcgan" else 28)
+        if skipped is not None:
+            skipped += skip_reasons(bad)
         y, classes = torch.zeros(len(X), dtype=torch.long), 0
     if config.limit:
         X, y = X[:config.limit], y[:config.limit]
@@ -138,16 +141,19 @@ class TrainResult(Result):
 
     kind, figure_name = "gan", "loss_curves.png"
 
-    def __init__(self, config: GanConfig, history: dict, start: int, seconds: float, checkpoint: Path, world: int):
+    def __init__(self, config: GanConfig, history: dict, start: int, seconds: float, checkpoint: Path, world: int,
+                 skipped: list[dict] | None = None):
         super().__init__(config)
         self.history, self.start, self.seconds, self.checkpoint, self.world = history, start, seconds, checkpoint, world
+        self.skipped = skipped or []
 
     def summary(self) -> dict:
         c = self.config
         return {"model": c.model, "iterations": c.iters, "resumed_from": self.start, "seconds": self.seconds,
                 "iters_per_s": (c.iters - self.start) / self.seconds if self.seconds > 0 else None,
                 "final": {k: v[-1] for k, v in self.history.items() if v}, "checkpoint": str(self.checkpoint),
-                "run_dir": str(self.run_dir or self.checkpoint.parent), "world_size": self.world}
+                "run_dir": str(self.run_dir or self.checkpoint.parent), "world_size": self.world,
+                "skipped": self.skipped}
 
     def text(self) -> str:
         s = self.summary()
@@ -174,7 +180,8 @@ class _Loop:
     def __init__(self, config: GanConfig, run: RunDir, rank: int, world: int):
         self.c, self.run, self.rank, self.world = config, run, rank, world
         self.device = torch.device(config.device)
-        self.X, self.Y, self.classes = load_training_data(config)
+        self.skipped: list[dict] = []
+        self.X, self.Y, self.classes = load_training_data(config, self.skipped)
         torch.manual_seed(config.seed + rank)  # inside train()'s fork_rng: the caller's RNG is left alone
         G, D = build_gan(config.model, config.nz, config.ngf, config.ndf, self.X.shape[1], self.classes or 10,
                          config.label_in_d, self.X.shape[-1])
@@ -285,7 +292,12 @@ class _Loop:
 
 
 def check_resumable(ck: dict, config: GanConfig, path: Path) -> None:
-    """Refuse a checkpoint trained with other settings, naming the first difference."""
+    """Refuse a checkpoint trained with other settings (naming the first difference), or one that lacks what a
+    resume needs."""
+    missing = [k for k in ("generator", "discriminator", "opt_g", "opt_d", "rng", "iteration", "config", "history")
+               if k not in ck]
+    if missing:
+        raise CnnlabError(f"cannot resume {path}: it has no {', '.join(missing)} (a generator-only file cannot resume)")
     old = ck.get("config", {})
     for key in RESUME_KEYS:
         if key in old and old[key] != getattr(config, key):
@@ -310,7 +322,7 @@ def train_run(config: GanConfig, out: str | Path, resume: bool = False, progress
         torch.distributed.init_process_group("nccl" if config.device.startswith("cuda") else "gloo")
     if config.batch % world:
         raise CnnlabError(f"--batch {config.batch} is not divisible by the {world} processes")
-    run = RunDir(out)
+    run = RunDir.create(out, "gan")
     ckpt = None
     if resume:
         if not (run / CHECKPOINT).is_file():
@@ -348,7 +360,8 @@ def _run_loop(loop: _Loop, progress: bool) -> TrainResult:
                 loop.grid(n, writer)
         if n % c.checkpoint_every == 0 or n == c.iters:
             loop.checkpoint(n)
-    result = TrainResult(c, loop.history, loop.start, time.perf_counter() - t0, loop.run / CHECKPOINT, loop.world)
+    result = TrainResult(c, loop.history, loop.start, time.perf_counter() - t0, loop.run / CHECKPOINT, loop.world,
+                         loop.skipped)
     if rank == 0:
         writer.close()
         result.save(loop.run.path)

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..core.backbones import Backbone
 from ..core.data import ImageFolder, folder_split, parse_split, random_split
 from ..core.errors import CnnlabError
+from ..core.images import skip_reasons
 from ..core.inputs import ImagesLike, batches
 from ..core.jobs import ModelLike, configure, load_backbone, recorded, with_options
 from ..core.models import load_model
@@ -101,7 +102,7 @@ class FeaturesResult(Result):
     kind = "features"
 
     def __init__(self, config: FeaturesConfig, layers: list[str], features: dict[str, np.ndarray], paths: list[str],
-                 labels: np.ndarray | None, classes: Sequence[str], skipped: list[str], timing: dict):
+                 labels: np.ndarray | None, classes: Sequence[str], skipped: list[dict], timing: dict):
         super().__init__(config)
         self.layers, self.features, self.paths = layers, features, paths
         self.labels, self.classes, self.skipped, self.timing = labels, list(classes), skipped, timing
@@ -113,7 +114,7 @@ class FeaturesResult(Result):
                 "dims": {l: int(self.features[l].shape[1]) for l in self.layers},
                 "images_per_s": self.timing.get("images_per_s"), "extract_s": self.timing.get("extract_s"),
                 "cached_layers": self.timing.get("cached_layers", []), "precision": self.timing.get("precision"),
-                "skipped_images": self.skipped}
+                "skipped": self.skipped, "skipped_images": [s["image"] for s in self.skipped]}
 
     def text(self) -> str:
         dims = ", ".join(f"{l}: {d}" for l, d in self.summary()["dims"].items())
@@ -166,12 +167,12 @@ def features(model: ModelLike = None, images: ImagesLike | None = None, *, confi
                               workers=cfg.workers, precision=cfg.precision, progress=progress,
                               cache_dir=(cfg.cache_dir or default_cache_dir()) if cfg.cache else None)
         return FeaturesResult(cfg, layers, fs.features, [str(ds.paths[i]) for i in fs.keep], ds.labels[fs.keep],
-                              ds.classes, [str(p) for p in fs.failed], fs.timing)
+                              ds.classes, skip_reasons(fs.failed), fs.timing)
     precision = resolve_precision(cfg.precision, backbone.device)
     chunks, names, skipped = {l: [] for l in layers}, [], []
     for chunk, x, bad in tqdm(batches(source, backbone.preprocess, cfg.batch_size), desc="features", unit="batch",
                               disable=not progress):
-        skipped += [n for n, _ in bad]
+        skipped += [{"image": n, "error": e} for n, e in bad]
         if x is None:
             continue
         out = forward_features(backbone, x, layers, cfg.pool, cfg.flip, precision)
@@ -319,7 +320,8 @@ def transfer(data: str | os.PathLike | None = None, model: ModelLike | Sequence[
         "timing": {"extract_s": fs.timing["extract_s"], "images_per_s": fs.timing["images_per_s"],
                    "fit_s": result.fit_s},
         "scaling": cfg.scaling, "classes": list(ds.classes), "per_class_accuracy": per_class,
-        "skipped_images": [str(p) for p in fs.failed], "cached_layers": fs.timing["cached_layers"],
+        "skipped": skip_reasons(fs.failed), "skipped_images": [str(p) for p in fs.failed],
+        "cached_layers": fs.timing["cached_layers"],
         "precision": fs.timing["precision"],
     }
     classifier = TransferClassifier(result.model, ds.classes, result.selected["layer"], backbones, cfg.weights,

