@@ -95,59 +95,116 @@ def forward_features(backbone: Backbone, x: torch.Tensor, layers: list[str], poo
     return out
 
 
+CHUNK = 512  # images per cache entry: a run killed mid-way keeps its finished chunks
+
+
+@dataclass
+class _Chunk:
+    """One cache entry's share of the files: [start, end) of the list, and its files' cache entries per layer."""
+
+    start: int
+    end: int
+    files: dict[str, Path]
+    rows: dict[str, list] = field(default_factory=dict)
+    keep: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+
+
 def extract_features(backbone: Backbone, paths: Sequence[Path], layers: Sequence[str], *, pool: str = "avg",
                      flip: bool = False, batch_size: int = 64, workers: int = 2, precision: str = "auto",
-                     cache_dir: str | os.PathLike | None = None, progress: bool = True) -> FeatureSet:
+                     cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                     chunk_size: int = CHUNK) -> FeatureSet:
     """Features at `layers` for every readable image in `paths`.
 
-    Cached layers are read back from `cache_dir` (keyed by backbone, weights, cut point, pooling, preprocessing
-    and the files' paths/sizes/mtimes); the others all come from a single pass over the images.
+    The files are cut into chunks of `chunk_size`; each chunk's features per layer are a cache entry in `cache_dir`
+    (keyed by backbone, weights, cut point, pooling, preprocessing and the chunk's paths/sizes/mtimes), written
+    atomically as soon as the chunk is done. The chunks and layers not cached all come from a single pass; a run
+    killed mid-way leaves whole entries only, and the next run computes just the chunks that are missing.
     """
     layers = list(dict.fromkeys(layers))
     backbone.check_layers(layers)
     precision = resolve_precision(precision, backbone.device)
     cacheable = cache_dir is not None and backbone.weights_id is not None
-    fingerprint = files_fingerprint(paths) if cacheable else ""
-    cache_files = {l: Path(cache_dir) / f"{_cache_key(backbone, l, pool, flip, precision, fingerprint)}.npz"
-                   for l in layers} if cacheable else {}
-
     t0 = time.perf_counter()
-    feats, keep, failed = {}, None, None
-    for layer, file in cache_files.items():
-        hit = _load_cached(file) if file.is_file() else None
-        if hit is not None:
-            feats[layer], keep, failed = hit
-    todo = [l for l in layers if l not in feats]
-    images_per_s = None
+    chunks, hits = [], {}
+    for start in range(0, len(paths), chunk_size):
+        end = min(start + chunk_size, len(paths))
+        fp = files_fingerprint(paths[start:end]) if cacheable else ""
+        files = {l: Path(cache_dir) / f"{_cache_key(backbone, l, pool, flip, precision, fp)}.npz"
+                 for l in layers} if cacheable else {}
+        chunks.append(_Chunk(start, end, files))
+        for layer, file in files.items():
+            hit = _load_cached(file) if file.is_file() else None
+            if hit is not None:
+                hits[(start, layer)] = hit
+    need = [l for l in layers if any((c.start, l) not in hits for c in chunks)]
+    todo = [c for c in chunks if any((c.start, l) not in hits for l in need)]
     if todo:
-        computed, keep, failed = _run_pass(backbone, paths, todo, pool, flip, precision, batch_size, workers, progress)
-        elapsed = time.perf_counter() - t0
-        images_per_s = len(paths) / elapsed if elapsed > 0 else None
-        for layer in todo:
-            feats[layer] = computed[layer]
-            if layer in cache_files:
-                _save_cached(cache_files[layer], computed[layer], keep, failed)
-    timing = {"extract_s": time.perf_counter() - t0, "images_per_s": images_per_s,
-              "cached_layers": [l for l in layers if l not in todo], "computed_layers": todo, "precision": precision}
-    return FeatureSet({l: feats[l] for l in layers}, np.asarray(keep), [Path(paths[i]) for i in failed], timing)
+        _run_pass(backbone, paths, todo, need, pool, flip, precision, batch_size, workers, progress, hits)
+    feats, keep, failed = _assemble(chunks, layers, hits)
+    computed = sum(c.end - c.start for c in todo)
+    elapsed = time.perf_counter() - t0
+    timing = {"extract_s": elapsed, "images_per_s": computed / elapsed if computed and elapsed > 0 else None,
+              "cached_layers": [l for l in layers if l not in need], "computed_layers": need,
+              "computed_images": computed, "precision": precision}
+    return FeatureSet(feats, keep, [Path(paths[i]) for i in failed], timing)
 
 
-def _run_pass(backbone, paths, layers, pool, flip, precision, batch_size, workers, progress):
-    loader = torch.utils.data.DataLoader(
-        ImageFiles(paths, backbone.preprocess.transform()), batch_size=batch_size, num_workers=workers,
-        collate_fn=collate_skipping_bad, persistent_workers=False, pin_memory=backbone.device.type == "cuda")
-    chunks: dict[str, list[np.ndarray]] = {l: [] for l in layers}
+def _assemble(chunks: list[_Chunk], layers: list[str], hits: dict) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Every chunk's entries, in file order: features per layer, kept and failed indices into the whole list."""
+    feats = {l: [] for l in layers}
     keep, failed = [], []
-    bar = tqdm(total=len(paths), desc=f"features {backbone.name}", unit="img", disable=not progress)
+    for c in chunks:
+        first = hits[(c.start, layers[0])]
+        keep.append(first[1] + c.start)
+        failed.append(first[2] + c.start)
+        for l in layers:
+            feats[l].append(hits[(c.start, l)][0])
+    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
+    out = {}
+    for l, parts in feats.items():
+        parts = [p for p in parts if p.size]
+        out[l] = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+    return out, cat(keep, np.int64), cat(failed, np.int64)
+
+
+def _run_pass(backbone, paths, todo: list[_Chunk], layers, pool, flip, precision, batch_size, workers, progress,
+              hits: dict) -> None:
+    """One DataLoader over the chunks to compute; each chunk goes to `hits` (and to the cache) once it is complete."""
+    order = [i for c in todo for i in range(c.start, c.end)]
+    ends = np.cumsum([c.end - c.start for c in todo])
+    loader = torch.utils.data.DataLoader(
+        ImageFiles([paths[i] for i in order], backbone.preprocess.transform()), batch_size=batch_size,
+        num_workers=workers, collate_fn=collate_skipping_bad, persistent_workers=False,
+        pin_memory=backbone.device.type == "cuda")
+    for c in todo:
+        c.rows, c.keep, c.failed = {l: [] for l in layers}, [], []
+    bar = tqdm(total=len(order), desc=f"features {backbone.name}", unit="img", disable=not progress)
+    done, flushed = 0, 0
     with eval_mode(backbone):
         for x, idx, bad in loader:
-            failed += bad
-            if x is not None:
-                out = forward_features(backbone, x, layers, pool, flip, precision)
+            out = forward_features(backbone, x, layers, pool, flip, precision) if x is not None else None
+            for r, p in enumerate(idx.tolist()):  # p: position in `order`
+                c = todo[int(np.searchsorted(ends, p, side="right"))]
+                c.keep.append(order[p] - c.start)
                 for l in layers:
-                    chunks[l].append(out[l].cpu().numpy())
-                keep.append(idx.numpy())
+                    c.rows[l].append(out[l][r].cpu().numpy())
+            for p in bad:
+                c = todo[int(np.searchsorted(ends, p, side="right"))]
+                c.failed.append(order[p] - c.start)
+            done += len(idx) + len(bad)
             bar.update(len(idx) + len(bad))
+            while flushed < len(todo) and ends[flushed] <= done:  # batches come in order: this chunk is complete
+                _finish(todo[flushed], layers, hits)
+                flushed += 1
     bar.close()
-    feats = {l: np.concatenate(c) if c else np.zeros((0, 0), np.float32) for l, c in chunks.items()}
-    return feats, (np.concatenate(keep) if keep else np.zeros(0, np.int64)), np.asarray(sorted(failed), np.int64)
+
+
+def _finish(c: _Chunk, layers: list[str], hits: dict) -> None:
+    keep, failed = np.asarray(c.keep, np.int64), np.asarray(sorted(c.failed), np.int64)
+    for l in layers:
+        feats = np.stack(c.rows[l]) if c.rows[l] else np.zeros((0, 0), np.float32)
+        hits[(c.start, l)] = (feats, keep, failed)
+        if l in c.files:
+            _save_cached(c.files[l], feats, keep, failed)
+    c.rows = {}
