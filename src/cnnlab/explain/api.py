@@ -49,7 +49,7 @@ class SaliencyResult(Result):
 
     def __init__(self, config: SaliencyConfig, names: list[str], images: torch.Tensor, maps: torch.Tensor,
                  targets: list[int], preds: list[int], labels: list, scores: dict[str, torch.Tensor] | None,
-                 skipped: list[str], seconds: float, class_names: Sequence[str]):
+                 skipped: list[dict], seconds: float, class_names: Sequence[str]):
         super().__init__(config)
         self.names, self.images, self.maps, self.targets, self.preds = names, images, maps, targets, preds
         self.labels, self.scores, self.skipped, self.seconds = labels, scores, skipped, seconds
@@ -130,7 +130,7 @@ def saliency(model: ModelLike = None, images: ImagesLike | None = None, *, confi
                                              n_random=cfg.random_orders, seed=i))
     merged = {k: torch.cat([s[k] for s in scores]) for k in METRIC_KEYS} if cfg.metrics else None
     return SaliencyResult(cfg, data.names, x, torch.cat(maps), targets, preds.tolist(), data.labels, merged,
-                          [e for _, e in data.skipped], time.perf_counter() - t0, backbone.labels)
+                          [{"image": n, "error": e} for n, e in data.skipped], time.perf_counter() - t0, backbone.labels)
 
 
 # -------------------------------------------------------------------------------------------------------- classviz

@@ -37,7 +37,7 @@ class FoolResult(Result):
 
     def __init__(self, config: FoolConfig, names: list[str], original: list[torch.Tensor],
                  adversarial: list[torch.Tensor], targets: list[int] | None, pred_before: torch.Tensor,
-                 pred_after: torch.Tensor, success: torch.Tensor, iterations: torch.Tensor, skipped: list[str],
+                 pred_after: torch.Tensor, success: torch.Tensor, iterations: torch.Tensor, skipped: list[dict],
                  seconds: float, class_names: Sequence[str], transfer: dict[str, dict] | None = None):
         super().__init__(config)
         self.names, self.originals, self.adversarials, self.targets = names, original, adversarial, targets
@@ -203,7 +203,7 @@ def fool(model: ModelLike | Sequence[Backbone] = None, images: ImagesLike | None
     success = pred_after == torch.tensor(targets) if targets is not None else pred_after != pred_before
     transfer = {n: _transfer_rates(v, originals, adversarial, groups, targets) for n, v in judge_views.items()}
     return FoolResult(cfg, data.names, originals, adversarial, targets, pred_before, pred_after, success, iterations,
-                      [e for _, e in data.skipped], seconds, models[0].labels, transfer)
+                      [{"image": n, "error": e} for n, e in data.skipped], seconds, models[0].labels, transfer)
 
 
 def _transfer_rates(judge: ImageModel, originals, adversarial, groups, targets) -> dict:

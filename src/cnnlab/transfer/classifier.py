@@ -101,6 +101,10 @@ class TransferClassifier:
         return [self.classes[i] for i in self.decision_function(images).argmax(axis=1)]
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
+        expected = getattr(self.estimator, "n_features_in_", X.shape[1])
+        if X.shape[1] != expected:
+            raise CnnlabError(f"the classifier expects {expected} features at {self.layer} of {self.backbone}, the model "
+                              f"gives {X.shape[1]}: not the backbone it was trained on")
         s = np.asarray(self.estimator.decision_function(X), dtype=np.float64)
         return np.stack([-s, s], axis=1) if s.ndim == 1 else s  # two classes: sklearn gives one column
 
