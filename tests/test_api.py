@@ -75,8 +75,8 @@ def test_a_wrapped_model_through_every_job(resnet, photo_files, tiny_scenes, tmp
     torch.testing.assert_close(default_cam.maps, cnnlab.saliency(resnet, photos, method="gradcam", layer="layer4").maps)
     assert not torch.allclose(default_cam.maps, s.maps)
 
-    fooled = cnnlab.fool(resnet, photos[:1], target="random", max_iters=30)
-    assert fooled.adversarial.shape == (1, 3, 64, 64) and fooled.adversarial.min() >= 0
+    fooled = cnnlab.fool(resnet, photos[:1], target="random", max_iters=10)
+    assert fooled.adversarial.shape == (1, 3, 300, 451) and fooled.adversarial.min() >= 0  # the photo's own size
     assert torch.equal(fooled.adversarial, fooled.adversarial.mul(255).round().div(255))
     if fooled.success[0]:
         assert int(fooled.pred_after[0]) == fooled.targets[0]

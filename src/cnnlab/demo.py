@@ -117,7 +117,8 @@ def run_demo(config: DemoConfig | None = None, progress: bool = False) -> DemoRe
     f = parts["fool"] = fool(model, cat, target=config.fool_target, method="minimal")
     after = f.class_names[int(f.pred_after[0])].split(",")[0]
     lines.append(f"[fool] chelsea → '{after}' with an L∞ change of {float(f.linf[0]) * 255:.0f}/255 (success: "
-                 f"{bool(f.success[0])}) → {{run}}/fooling.png")
+                 f"{bool(f.success[0])}) → {{run}}/fooling.png; the photo itself: {{run}}/fooled.png (try `cnnlab "
+                 f"classify` on it)")
     v = parts["classviz"] = classviz(model, config.fool_target, iters=60, size=160, judge="none")
     lines.append(f"[classviz] '{config.fool_target}' drawn by gradient ascent (60 iterations, "
                  f"p={v.results[0]['target_prob']:.2f}) → {{run}}/classviz.png")
