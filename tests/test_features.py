@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,3 +103,50 @@ def test_several_backbones_concatenate_each_ones_cut_points(tiny_scenes, tmp_pat
     parts = {f"{n}/pre_logits": own[n].features["pre_logits"] for n in names}
     assert np.allclose(X, layer_matrix(parts, "+".join(parts), "power-l2"))
     assert X.shape == (18, 1280 * 2)
+
+
+def test_a_feature_store_round_trips_and_feeds_transfer(tiny_scenes, tmp_path, capsys):
+    import json
+
+    import cnnlab
+    from cnnlab.cli import main
+
+    store = tmp_path / "store"
+    assert main(["features", "--data", str(tiny_scenes), "--layers", "block7,pre_logits", "--out", str(store),
+                 "--workers", "0", "--chunk-size", "5", "--precision", "fp32", "--quiet", "--json"], env={}) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["n_images"] == 18 and s["dims"] == {"block7": 320, "pre_logits": 1280}
+    assert sorted(p.name for p in (store / "pre_logits").iterdir()) == [f"part-{k:05d}.npy" for k in range(4)]
+    loaded = cnnlab.load_features(store)
+    assert isinstance(loaded.parts["pre_logits"][0], np.memmap) and loaded.classes == ["Coast", "Forest", "Kitchen"]
+    ds = ImageFolder.scan(tiny_scenes)
+    fresh = cnnlab.features("efficientnet_lite0", tiny_scenes, layers=["block7", "pre_logits"], precision="fp32",
+                            cache=False, workers=0)
+    assert loaded.paths == [str(p) for p in ds.paths] and loaded.labels.tolist() == ds.labels.tolist()
+    np.testing.assert_allclose(loaded["pre_logits"], fresh.features["pre_logits"], rtol=1e-5, atol=1e-6)
+    fresh.save(tmp_path / "small.npz")  # the .npz reads the same way
+    np.testing.assert_array_equal(cnnlab.load_features(tmp_path / "small.npz")["block7"], fresh.features["block7"])
+    again = cnnlab.features("efficientnet_lite0", tiny_scenes, layers=["block7", "pre_logits"], precision="fp32",
+                            out=store, workers=0, chunk_size=5)
+    assert again.timing["computed_images"] == 0  # every chunk was committed: nothing recomputed
+    t = cnnlab.transfer(features=str(store), split="random:3", layers=["pre_logits+block7"], Cs=[1.0], folds=2)
+    assert t.summary()["n_train"] == 9 and t.config.backbone == "efficientnet_lite0"
+    assert t.classifier.predict(t.split["test"][:3]) == [Path(p).parent.name for p in t.split["test"][:3]]
+
+
+def test_two_torchrun_processes_write_the_same_store_as_one(tiny_scenes, tmp_path):
+    import subprocess
+    import sys
+
+    import cnnlab
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    args = ["-m", "cnnlab", "features", "--data", str(tiny_scenes), "--workers", "0", "--chunk-size", "5",
+            "--precision", "fp32", "--quiet", "--out"]
+    one = subprocess.run([sys.executable, *args, str(tmp_path / "one")], env=env, capture_output=True, text=True)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29561",
+                          *args, str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-1500:]
+    a, b = cnnlab.load_features(tmp_path / "one"), cnnlab.load_features(tmp_path / "two")
+    assert a.paths == b.paths and a.labels.tolist() == b.labels.tolist()
+    assert np.array_equal(a["pre_logits"], b["pre_logits"])  # bit for bit: batches never span two chunks

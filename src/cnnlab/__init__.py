@@ -25,6 +25,7 @@ from .transfer.api import (ClassifyResult, FeaturesResult, TransferResult, class
 from .transfer.classifier import TransferClassifier  # noqa: E402
 from .transfer.configs import ClassifyConfig, FeaturesConfig, TransferConfig  # noqa: E402
 from .transfer.features import extract_features  # noqa: E402
+from .transfer.store import FeatureStore, load_features  # noqa: E402
 
 describe = describe_backbone
 
@@ -33,5 +34,5 @@ __all__ = [
     "FeaturesConfig", "FeaturesResult", "FoolConfig", "FoolResult", "ReproduceConfig", "ReproduceResult", "Result",
     "SaliencyConfig", "SaliencyResult", "TransferClassifier", "TransferConfig", "TransferResult", "classify",
     "classviz", "create_backbone", "describe", "describe_backbone", "extract_features", "features", "fool", "gan",
-    "list_backbones", "load_classifier", "load_model", "read_images", "reproduce", "saliency", "transfer", "wrap",
+    "list_backbones", "load_classifier", "load_features", "load_model", "read_images", "FeatureStore", "reproduce", "saliency", "transfer", "wrap",
 ]

@@ -59,6 +59,12 @@ def _run_models(config, out, progress, args):
     return catalog(config)
 
 
+def _run_features(config, out, progress, args):
+    from .transfer.api import features
+
+    return features(config=config, out=None if str(out).endswith(".npz") else out, progress=progress)
+
+
 def _run_train(config, out, progress, args):
     from .gan.api import train
 
@@ -89,8 +95,9 @@ COMMANDS = [
             out_help="also write the listing into this run directory"),
     Command("classify", _classify, _call(".transfer.api", "classify"), "top-k classes of images", out="optional",
             out_help="also write config.json, metrics.json and classify.png into this run directory"),
-    Command("features", _features, _call(".transfer.api", "features"), "extract features of an image folder",
-            out="required", out_help="output .npz file (or a folder: features.npz beside config.json, metrics.json)"),
+    Command("features", _features, _run_features, "extract features of an image folder", out="required",
+            out_help="an .npz file, or a folder: a feature store streamed as it is computed (bounded memory, "
+                     "resumable, shared out under torchrun; cnnlab.load_features reads both)"),
     Command("transfer", _transfer, _call(".transfer.api", "transfer"), "features + linear SVM, layer × C ablation"),
     Command("explain saliency", _saliency, _call(".explain.api", "saliency"), "saliency maps and their faithfulness"),
     Command("explain fool", _fool, _call(".explain.api", "fool"), "targeted adversarial (fooling) images"),
@@ -168,12 +175,12 @@ def run(args: argparse.Namespace, env: dict) -> int:
         raise CnnlabError("--out is required")
     if out and Path(out).is_file() and not str(out).endswith(".npz"):  # said before any work, not after it
         raise CnnlabError(f"--out {out} is a file, not a folder")
-    rank = int(env.get("RANK", 0))  # under torchrun only rank 0 speaks
+    rank = int(env.get("RANK", 0))  # under torchrun only rank 0 writes the run directory and speaks
     result = cmd.run(config, out, not args.quiet and rank == 0, args)
-    if cmd.out == "default" or (cmd.out in ("optional", "required") and out):
-        result.save(out)
     if rank != 0:
         return 0
+    if cmd.out == "default" or (cmd.out in ("optional", "required") and out):
+        result.save(out)
     summary = result.summary()
     skipped = _skipped(summary)
     if skipped:

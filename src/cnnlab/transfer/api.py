@@ -20,10 +20,12 @@ from ..core.jobs import ModelLike, configure, load_backbone, recorded, with_opti
 from ..core.models import load_model
 from ..core.results import Result
 from ..core.runs import atomic_path, default_cache_dir, write_json, write_text
+from ..core.shards import distributed
 from .classifier import TransferClassifier, expand_layer
 from .classify import classification_figure, classify_tensor
 from .configs import ClassifyConfig, FeaturesConfig, TransferConfig
 from .features import FeatureSet, extract_features, forward_features, resolve_precision
+from .store import FeatureStore, load_features, write_store
 from .svm import run_grid
 
 PREVIEW = 8  # images shown in classify's figure (every image is in the JSON)
@@ -97,49 +99,90 @@ def classify(model: ModelLike | TransferClassifier = None, images: ImagesLike | 
 
 # -------------------------------------------------------------------------------------------------------- features
 class FeaturesResult(Result):
-    """`.features` {layer: (N, D) float32}, `.paths`, `.labels` and `.classes` (for a class-per-folder dataset)."""
+    """`.features` {layer: (N, D) float32}, `.paths`, `.labels` and `.classes` (for a class-per-folder dataset);
+    `.store` when the features were streamed into a feature store folder."""
 
     kind = "features"
 
-    def __init__(self, config: FeaturesConfig, layers: list[str], features: dict[str, np.ndarray], paths: list[str],
-                 labels: np.ndarray | None, classes: Sequence[str], skipped: list[dict], timing: dict):
+    def __init__(self, config: FeaturesConfig, layers: list[str], features: dict[str, np.ndarray] | None,
+                 paths: list[str], labels: np.ndarray | None, classes: Sequence[str], skipped: list[dict],
+                 timing: dict, store: FeatureStore | None = None):
         super().__init__(config)
-        self.layers, self.features, self.paths = layers, features, paths
+        self.layers, self._features, self.paths = layers, features, paths
         self.labels, self.classes, self.skipped, self.timing = labels, list(classes), skipped, timing
-        self.out: Path | None = None
+        self.store = store
+        self.out: Path | None = store.root if store is not None else None
+
+    @property
+    def features(self) -> dict[str, np.ndarray]:
+        if self._features is None:  # read from the store when first asked
+            self._features = {l: self.store[l] for l in self.layers}
+        return self._features
+
+    def dims(self) -> dict[str, int]:
+        if self._features is None:
+            return self.store.dims()
+        return {l: int(self._features[l].shape[1]) for l in self.layers}
 
     def summary(self) -> dict:
         return {"backbone": self.config.backbone, "weights": self.config.weights, "layers": self.layers,
-                "out": str(self.out) if self.out else None, "n_images": len(self.paths),
-                "dims": {l: int(self.features[l].shape[1]) for l in self.layers},
+                "out": str(self.out) if self.out else None, "n_images": len(self.paths), "dims": self.dims(),
                 "images_per_s": self.timing.get("images_per_s"), "extract_s": self.timing.get("extract_s"),
                 "cached_layers": self.timing.get("cached_layers", []), "precision": self.timing.get("precision"),
                 "skipped": self.skipped, "skipped_images": [s["image"] for s in self.skipped]}
 
     def text(self) -> str:
-        dims = ", ".join(f"{l}: {d}" for l, d in self.summary()["dims"].items())
+        dims = ", ".join(f"{l}: {d}" for l, d in self.dims().items())
         rate = self.timing.get("images_per_s")
         return (f"{len(self.paths)} images → {self.out or '(not saved)'} ({dims}); "
-                + (f"{rate:.1f} images/s" if rate else "all layers from the cache"))
+                + (f"{rate:.1f} images/s" if rate else "nothing computed (cache or store)"))
 
     def save(self, out: str | os.PathLike | None = None, root: str | os.PathLike = "runs") -> Path:
-        """`out` ending in .npz: that one file (arrays `features/<layer>`, `paths`, `labels`, `classes`);
-        otherwise a run directory holding `features.npz` beside config.json and metrics.json."""
+        """`out` ending in .npz: that one file (arrays `features/<layer>`, `paths`, `labels`, `classes`, `meta/*`);
+        otherwise a feature store folder (`cnnlab.load_features` reads both) with config.json and metrics.json."""
         if out is not None and str(out).endswith(".npz"):
             self._write_npz(Path(out))
             return Path(out)
         return super().save(out, root)
 
     def write_files(self, folder: Path) -> None:
-        self._write_npz(folder / "features.npz")
+        if self.store is not None and self.store.root.resolve() == folder.resolve():
+            return  # streamed there already
+        _write_store_from_memory(self, folder)
+        self.out = folder
+
+    def _meta(self) -> dict:
+        c = self.config
+        return {"backbone": c.backbone, "weights": c.weights, "pool": c.pool, "flip": c.flip,
+                "precision": self.timing.get("precision")}
 
     def _write_npz(self, path: Path) -> None:
         self.out = path
         arrays = {f"features/{l}": self.features[l] for l in self.layers}
         labels = self.labels if self.labels is not None else np.full(len(self.paths), -1)
+        meta = {f"meta/{k}": np.array(v) for k, v in self._meta().items()}
         with atomic_path(path, suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, paths=np.array(self.paths), labels=labels, classes=np.array(self.classes), **arrays)
+                np.savez(f, paths=np.array(self.paths), labels=labels, classes=np.array(self.classes), **arrays,
+                         **meta)
+
+
+def _write_store_from_memory(result: FeaturesResult, folder: Path) -> None:
+    """An in-memory result written in the store's layout (parts of CHUNK rows), so every folder reads the same way."""
+    from .features import CHUNK
+    from .store import FORMAT
+
+    n = len(result.paths)
+    rows = []
+    for k, start in enumerate(range(0, max(n, 1), CHUNK)):
+        for l in result.layers:
+            with atomic_path(folder / l / f"part-{k:05d}.npy") as tmp:
+                np.save(tmp, result.features[l][start:start + CHUNK])
+        rows.append(min(CHUNK, n - start))
+    labels = result.labels if result.labels is not None else np.full(n, -1)
+    write_json(folder / "index.json", {"format": FORMAT, **result._meta(), "layers": result.layers,
+                                       "paths": result.paths, "labels": labels, "classes": result.classes,
+                                       "rows_per_part": rows, "skipped": result.skipped})
 
 
 def _class_folder(source) -> bool:
@@ -149,10 +192,11 @@ def _class_folder(source) -> bool:
 
 @with_options(FeaturesConfig)
 def features(model: ModelLike = None, images: ImagesLike | None = None, *, config: FeaturesConfig | None = None,
-             progress: bool = False, **options) -> FeaturesResult:
+             out: str | os.PathLike | None = None, progress: bool = False, **options) -> FeaturesResult:
     """Features at every cut point in `layers` from one forward pass per batch. `images` (or the option `data`)
     may be a class-per-folder dataset (labels and classes come with it; cached, decoded in DataLoader workers) or
-    any images (paths, PIL, arrays, a tensor)."""
+    any images (paths, PIL, arrays, a tensor). With `out` a folder (and a dataset), the features stream into a
+    feature store there as they are computed: bounded memory, resumable, shared out over torchrun processes."""
     cfg = configure(FeaturesConfig, config, options)
     source = images if images is not None else cfg.data
     if source is None:
@@ -161,11 +205,14 @@ def features(model: ModelLike = None, images: ImagesLike | None = None, *, confi
     cfg = recorded(cfg, backbone)
     layers = list(dict.fromkeys(cfg.layers or [backbone.default_layer]))
     backbone.check_layers(layers)
+    if out is not None and not str(out).endswith(".npz") and _class_folder(source):
+        return _features_to_store(backbone, ImageFolder.scan(source), layers, cfg, Path(out), progress)
     if _class_folder(source):
         ds = ImageFolder.scan(source)
         fs = extract_features(backbone, ds.paths, layers, pool=cfg.pool, flip=cfg.flip, batch_size=cfg.batch_size,
                               workers=cfg.workers, precision=cfg.precision, progress=progress,
-                              cache_dir=(cfg.cache_dir or default_cache_dir()) if cfg.cache else None)
+                              cache_dir=(cfg.cache_dir or default_cache_dir()) if cfg.cache else None,
+                              chunk_size=cfg.chunk_size)
         return FeaturesResult(cfg, layers, fs.features, [str(ds.paths[i]) for i in fs.keep], ds.labels[fs.keep],
                               ds.classes, skip_reasons(fs.failed), fs.timing)
     precision = resolve_precision(cfg.precision, backbone.device)
@@ -183,6 +230,16 @@ def features(model: ModelLike = None, images: ImagesLike | None = None, *, confi
         raise CnnlabError("no readable input images")
     feats = {l: np.concatenate(c) for l, c in chunks.items()}
     return FeaturesResult(cfg, layers, feats, names, None, [], skipped, {"precision": precision})
+
+
+def _features_to_store(backbone, ds: ImageFolder, layers: list[str], cfg: FeaturesConfig, out: Path,
+                       progress: bool) -> FeaturesResult:
+    rank, world = distributed(backbone.device)
+    timing = write_store(backbone, ds, layers, out, pool=cfg.pool, flip=cfg.flip, batch_size=cfg.batch_size,
+                         workers=cfg.workers, precision=cfg.precision, chunk_size=cfg.chunk_size, rank=rank,
+                         world=world, progress=progress and rank == 0)
+    store = load_features(out)
+    return FeaturesResult(cfg, layers, None, store.paths, store.labels, store.classes, store.skipped, timing, store)
 
 
 # -------------------------------------------------------------------------------------------------------- transfer
@@ -262,7 +319,8 @@ def _extract(config: TransferConfig, backbones: list[Backbone], paths, progress:
         backbone.check_layers(parts)
         sets.append(extract_features(backbone, paths, parts, pool=config.pool, flip=config.flip,
                                      batch_size=config.batch_size, workers=config.workers,
-                                     precision=config.precision, cache_dir=cache_dir, progress=progress))
+                                     precision=config.precision, cache_dir=cache_dir, progress=progress,
+                                     chunk_size=config.chunk_size))
     if len(sets) == 1:
         return sets[0]
     keep = sets[0].keep
@@ -288,45 +346,75 @@ def transfer(data: str | os.PathLike | None = None, model: ModelLike | Sequence[
     if data is not None:
         options["data"] = str(data)
     cfg = configure(TransferConfig, config, options)
+    if cfg.features:
+        return _transfer_from_store(cfg, load_features(cfg.features))
     if not cfg.data:
-        raise CnnlabError("--data is required (a class-per-folder dataset)")
+        raise CnnlabError("--data is required (a class-per-folder dataset), or --features")
     backbones = _backbones(model, cfg)
     if model is not None:
         cfg = cfg.replace(backbone="+".join(b.spec or f"<wrapped {b.name}>" for b in backbones))
     ds, split = _dataset_and_split(cfg)
     fs = _extract(cfg, backbones, ds.paths, progress)
-    y = ds.labels[fs.keep]
-    if split is None:
-        split = random_split(y, parse_split(cfg.split)[1], cfg.seed)
-    else:  # map the folder split onto the readable rows
+    if split is not None:  # map the folder split onto the readable rows
         pos = {int(i): r for r, i in enumerate(fs.keep)}
         split = type(split)(np.array([pos[i] for i in split.train if i in pos]),
                             np.array([pos[i] for i in split.test if i in pos]), split.description)
-    if len(split.test) == 0:
-        raise CnnlabError("the test split is empty")
     names = [b.name for b in backbones]
     specs = {expand_layer(spec, names): spec for spec in cfg.layers}
-    result = run_grid(fs.features, y, split.train, split.test, list(specs), list(cfg.Cs), cfg.scaling, cfg.folds,
+    paths = [str(ds.paths[i]) for i in fs.keep]
+    return _fit(cfg, fs.features, ds.labels[fs.keep], list(ds.classes), paths, split, specs, fs.timing,
+                skip_reasons(fs.failed), lambda layer, precision: TransferClassifier(
+                    None, ds.classes, layer, backbones, cfg.weights, cfg.pool, cfg.flip, cfg.scaling, precision,
+                    cfg.device))
+
+
+def _transfer_from_store(cfg: TransferConfig, store: FeatureStore) -> TransferResult:
+    """The SVM grid on features a `cnnlab features` run stored (store folder or .npz)."""
+    labels, keep = store.labels, np.arange(len(store.paths))
+    if parse_split(cfg.split)[0] == "folders":
+        raise CnnlabError("--split folders needs --data; with --features use random:K")
+    if cfg.limit_per_class:
+        rng = np.random.default_rng(cfg.seed if cfg.limit_seed is None else cfg.limit_seed)
+        keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:cfg.limit_per_class]
+                                       for c in range(len(store.classes))]))
+    parts = list(dict.fromkeys(p for spec in cfg.layers for p in spec.split("+")))
+    features = {p: np.asarray(store[p])[keep] for p in parts}
+    meta = store.index
+    cfg = cfg.replace(backbone=meta.get("backbone") or cfg.backbone, weights=meta.get("weights") or cfg.weights)
+    timing = {"extract_s": 0.0, "images_per_s": None, "cached_layers": parts, "precision": meta.get("precision")}
+    return _fit(cfg, features, labels[keep], store.classes, [store.paths[i] for i in keep], None,
+                {spec: spec for spec in cfg.layers}, timing, store.skipped,
+                lambda layer, precision: TransferClassifier(
+                    None, store.classes, layer, [meta.get("backbone")], meta.get("weights", "default"),
+                    meta.get("pool", cfg.pool), bool(meta.get("flip", cfg.flip)), cfg.scaling, precision or "fp32",
+                    cfg.device))
+
+
+def _fit(cfg: TransferConfig, features: dict, y: np.ndarray, classes: list[str], paths: list[str], split,
+         specs: dict[str, str], timing: dict, skipped: list[dict], make_classifier) -> TransferResult:
+    """Split (15-Scene protocol unless given), the (layer × C) grid with CV on train, one score on test."""
+    if split is None:
+        split = random_split(y, parse_split(cfg.split)[1], cfg.seed)
+    if len(split.test) == 0:
+        raise CnnlabError("the test split is empty")
+    result = run_grid(features, y, split.train, split.test, list(specs), list(cfg.Cs), cfg.scaling, cfg.folds,
                       cfg.seed)
     for row in result.grid + [result.selected]:  # report the layer specs as the user wrote them
         row["layer"] = specs[row["layer"]]
     y_test = y[split.test]
-    per_class = {c: float((result.test_pred[y_test == i] == i).mean()) for i, c in enumerate(ds.classes)
+    per_class = {c: float((result.test_pred[y_test == i] == i).mean()) for i, c in enumerate(classes)
                  if (y_test == i).any()}
     summary = {
         "backbone": cfg.backbone, "weights": cfg.weights, "split": split.description, "seed": cfg.seed,
         "n_train": int(len(split.train)), "n_test": int(len(split.test)),
         "grid": result.grid, "selected": result.selected,
-        "timing": {"extract_s": fs.timing["extract_s"], "images_per_s": fs.timing["images_per_s"],
-                   "fit_s": result.fit_s},
-        "scaling": cfg.scaling, "classes": list(ds.classes), "per_class_accuracy": per_class,
-        "skipped": skip_reasons(fs.failed), "skipped_images": [str(p) for p in fs.failed],
-        "cached_layers": fs.timing["cached_layers"],
-        "precision": fs.timing["precision"],
+        "timing": {"extract_s": timing["extract_s"], "images_per_s": timing["images_per_s"], "fit_s": result.fit_s},
+        "scaling": cfg.scaling, "classes": list(classes), "per_class_accuracy": per_class,
+        "skipped": skipped, "skipped_images": [s["image"] for s in skipped],
+        "cached_layers": timing["cached_layers"], "precision": timing["precision"],
     }
-    classifier = TransferClassifier(result.model, ds.classes, result.selected["layer"], backbones, cfg.weights,
-                                    cfg.pool, cfg.flip, cfg.scaling, fs.timing["precision"], cfg.device)
-    paths = [str(ds.paths[i]) for i in fs.keep]
+    classifier = make_classifier(result.selected["layer"], timing["precision"])
+    classifier.estimator = result.model
     split_files = {"train": [paths[i] for i in split.train], "test": [paths[i] for i in split.test]}
     return TransferResult(cfg, summary, classifier, y_test, result.test_pred, split_files)
 

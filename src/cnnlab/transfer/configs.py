@@ -43,6 +43,8 @@ class ExtractionOptions(ModelOptions):
     cache: bool = option(True, negate="--no-cache", help="neither read nor write the feature cache")
     cache_dir: str | None = option(None, env="CNNLAB_CACHE", default_help="$CNNLAB_CACHE or ~/.cache/cnnlab",
                                    help="feature cache folder")
+    chunk_size: int = option(512, low=1, help="images per committed chunk (cache entries, store parts, torchrun "
+                                              "shares)")
 
 
 @dataclass
@@ -69,7 +71,7 @@ class TransferConfig(ExtractionOptions):
     normalized on its own; features cached per backbone)."""
 
     command = "transfer"
-    data: str | None = option(None, required=True, help="dataset folder: one subfolder per class (or train/ and test/)")
+    data: str | None = option(None, help="dataset folder: one subfolder per class (or train/ and test/)")
     split: str = option("random:100", help=SPLIT_HELP)
     seed: int = option(0, help="split and CV seed")
     backbone: str = option(DEFAULT_TRANSFER_BACKBONE, help="a backbone, or several joined by '+' (their features "
@@ -83,5 +85,8 @@ class TransferConfig(ExtractionOptions):
     scaling: str = option("power-l2", choices=SCALINGS, help="feature scaling before the SVM")
     folds: int = option(5, low=2, help="cross-validation folds")
     limit_per_class: int | None = option(None, low=1, help="use at most this many images per class (a seeded subset)")
+    features: str | None = option(None, metavar="STORE_OR_NPZ",
+                                  help="precomputed features (a store folder or an .npz from `cnnlab features`) "
+                                       "instead of extracting them; --data is then not read")
     limit_seed: int | None = option(None, cli=False, help="seed of that subset (default: --seed); fix it to vary "
                                                           "splits over cached features")

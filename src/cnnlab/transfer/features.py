@@ -140,7 +140,8 @@ def extract_features(backbone: Backbone, paths: Sequence[Path], layers: Sequence
     need = [l for l in layers if any((c.start, l) not in hits for c in chunks)]
     todo = [c for c in chunks if any((c.start, l) not in hits for l in need)]
     if todo:
-        _run_pass(backbone, paths, todo, need, pool, flip, precision, batch_size, workers, progress, hits)
+        _run_pass(backbone, paths, todo, need, pool, flip, precision, batch_size, workers, progress,
+                  lambda c, feats, keep, failed: _cache_chunk(c, feats, keep, failed, hits))
     feats, keep, failed = _assemble(chunks, layers, hits)
     computed = sum(c.end - c.start for c in todo)
     elapsed = time.perf_counter() - t0
@@ -169,12 +170,17 @@ def _assemble(chunks: list[_Chunk], layers: list[str], hits: dict) -> tuple[dict
 
 
 def _run_pass(backbone, paths, todo: list[_Chunk], layers, pool, flip, precision, batch_size, workers, progress,
-              hits: dict) -> None:
-    """One DataLoader over the chunks to compute; each chunk goes to `hits` (and to the cache) once it is complete."""
+              on_chunk) -> None:
+    """One DataLoader over the chunks to compute; `on_chunk(chunk, {layer: (n, D)}, keep, failed)` is called as soon
+    as a chunk is complete (keep and failed: indices within the chunk)."""
     order = [i for c in todo for i in range(c.start, c.end)]
     ends = np.cumsum([c.end - c.start for c in todo])
+    # batches never span two chunks: a chunk's features then do not depend on which others run with it (one process
+    # or several give the same numbers)
+    starts = np.concatenate([[0], ends[:-1]])
+    batches = [list(range(b, min(b + batch_size, e))) for s, e in zip(starts, ends) for b in range(s, e, batch_size)]
     loader = torch.utils.data.DataLoader(
-        ImageFiles([paths[i] for i in order], backbone.preprocess.transform()), batch_size=batch_size,
+        ImageFiles([paths[i] for i in order], backbone.preprocess.transform()), batch_sampler=batches,
         num_workers=workers, collate_fn=collate_skipping_bad, persistent_workers=False,
         pin_memory=backbone.device.type == "cuda")
     for c in todo:
@@ -195,16 +201,16 @@ def _run_pass(backbone, paths, todo: list[_Chunk], layers, pool, flip, precision
             done += len(idx) + len(bad)
             bar.update(len(idx) + len(bad))
             while flushed < len(todo) and ends[flushed] <= done:  # batches come in order: this chunk is complete
-                _finish(todo[flushed], layers, hits)
+                c = todo[flushed]
+                feats = {l: np.stack(c.rows[l]) if c.rows[l] else np.zeros((0, 0), np.float32) for l in layers}
+                on_chunk(c, feats, np.asarray(c.keep, np.int64), np.asarray(sorted(c.failed), np.int64))
+                c.rows = {}
                 flushed += 1
     bar.close()
 
 
-def _finish(c: _Chunk, layers: list[str], hits: dict) -> None:
-    keep, failed = np.asarray(c.keep, np.int64), np.asarray(sorted(c.failed), np.int64)
-    for l in layers:
-        feats = np.stack(c.rows[l]) if c.rows[l] else np.zeros((0, 0), np.float32)
-        hits[(c.start, l)] = (feats, keep, failed)
+def _cache_chunk(c: _Chunk, feats: dict, keep: np.ndarray, failed: np.ndarray, hits: dict) -> None:
+    for l, f in feats.items():
+        hits[(c.start, l)] = (f, keep, failed)
         if l in c.files:
-            _save_cached(c.files[l], feats, keep, failed)
-    c.rows = {}
+            _save_cached(c.files[l], f, keep, failed)
