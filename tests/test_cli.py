@@ -105,8 +105,9 @@ def test_console_entry_point_runs():
 
 
 @pytest.mark.parametrize("argv, files", [
-    (["classify", "IMG"], {"classify.png"}),
-    (["explain", "fool", "IMG", "--target", "tarantula", "--max-iters", "3"], {"fooling.png", "adversarial_000.png"}),
+    (["classify", "IMG"], {"classify.png", "results.jsonl", "parts"}),
+    (["explain", "fool", "IMG", "--target", "tarantula", "--max-iters", "3"],
+     {"fooling.png", "adversarial_000.png", "results.jsonl", "parts"}),
     (["explain", "classviz", "--class", "tick", "--iters", "2", "--judge", "none"],
      {"classviz.png", "efficientnet_lite0_tick.png"}),
     (["gan", "sample", "-n", "3"], {"grid.png", "samples.png", "0_0.png", "1_1.png", "2_2.png"}),

@@ -59,6 +59,21 @@ def _run_models(config, out, progress, args):
     return catalog(config)
 
 
+def _streamed(module: str, name: str, kind: str) -> Callable:
+    """A per-image job written into its run directory as it goes (bounded memory, resumable, torchrun-sharded)."""
+    def run(config, out, progress, args):
+        import importlib
+
+        from .core.runs import RunDir
+
+        if out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise CnnlabError("under torchrun, give --out: every process writes into the same folder")
+        if out is None and kind != "classify":
+            out = str(RunDir.create(None, kind).path)
+        return getattr(importlib.import_module(module, __package__), name)(config=config, out=out, progress=progress)
+    return run
+
+
 def _run_features(config, out, progress, args):
     from .transfer.api import features
 
@@ -93,14 +108,16 @@ COMMANDS = [
     Command("demo", _demo, _run_demo, "offline tour: classify, explain, fool, dream, generate (and a quick transfer)"),
     Command("models", _models, _run_models, "list backbones, cut points, parameter counts", out="optional",
             out_help="also write the listing into this run directory"),
-    Command("classify", _classify, _call(".transfer.api", "classify"), "top-k classes of images", out="optional",
-            out_help="also write config.json, metrics.json and classify.png into this run directory"),
+    Command("classify", _classify, _streamed(".transfer.api", "classify", "classify"), "top-k classes of images",
+            out="optional", out_help="also write the run directory there (results.jsonl as it goes, config.json, "
+                                     "metrics.json, classify.png)"),
     Command("features", _features, _run_features, "extract features of an image folder", out="required",
             out_help="an .npz file, or a folder: a feature store streamed as it is computed (bounded memory, "
                      "resumable, shared out under torchrun; cnnlab.load_features reads both)"),
     Command("transfer", _transfer, _call(".transfer.api", "transfer"), "features + linear SVM, layer × C ablation"),
-    Command("explain saliency", _saliency, _call(".explain.api", "saliency"), "saliency maps and their faithfulness"),
-    Command("explain fool", _fool, _call(".explain.api", "fool"), "targeted adversarial (fooling) images"),
+    Command("explain saliency", _saliency, _streamed(".explain.api", "saliency", "saliency"),
+            "saliency maps and their faithfulness"),
+    Command("explain fool", _fool, _streamed(".explain.api", "fool", "fool"), "targeted adversarial (fooling) images"),
     Command("explain classviz", _classviz, _call(".explain.api", "classviz"), "class-model visualization"),
     Command("gan train", _train, _run_train, "train a DCGAN / cDCGAN / cGAN", out="managed",
             extra=(("--resume", "continue the checkpoint in --out (refused if its settings differ)"),)),
@@ -180,7 +197,7 @@ def run(args: argparse.Namespace, env: dict) -> int:
     if rank != 0:
         return 0
     if cmd.out == "default" or (cmd.out in ("optional", "required") and out):
-        result.save(out)
+        result.save(result.run_dir or out)
     summary = result.summary()
     skipped = _skipped(summary)
     if skipped:

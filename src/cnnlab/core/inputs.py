@@ -30,6 +30,7 @@ class Images:
     labels: list[int | None] = field(default_factory=list)  # ground truth where the input says (the labs' .npz)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (input, why it was not read)
     prepared: bool = False  # True for a (B,C,H,W) tensor: already the network's input
+    positions: list[int] = field(default_factory=list)  # each image's place among the inputs (skipped ones count)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -40,10 +41,6 @@ class Images:
             return torch.stack(self.pixels)
         return torch.stack([preprocess(x) for x in self.pixels])
 
-    def limit(self, n: int | None) -> "Images":
-        if not n:
-            return self
-        return Images(self.names[:n], self.pixels[:n], self.labels[:n], self.skipped, self.prepared)
 
 
 @dataclass
@@ -91,17 +88,33 @@ def sources(images: ImagesLike) -> tuple[list[Source], bool]:
     return out, False
 
 
-def read_images(images: ImagesLike, limit: int | None = None) -> Images:
-    """Decode any accepted input; unreadable files are listed in `skipped`, never fatal unless nothing is left."""
-    items, prepared = sources(images)
-    out = Images([], [], [], [], prepared)
-    for src in items:
-        if limit and len(out) >= limit:
-            break
+def read_images(images: ImagesLike | list[Source], limit: int | None = None, prepared: bool | None = None,
+                workers: int = 4) -> Images:
+    """Decode any accepted input (or sources already listed); unreadable files are listed in `skipped`, never fatal
+    unless nothing is left. Files are decoded by `workers` threads (Pillow releases the GIL while decoding)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if prepared is None:
+        items, prepared = sources(images)
+    else:
+        items = list(images)
+    if limit:
+        items = items[:limit]
+
+    def decode(src: Source):
         try:
-            _add(out, src.name, src.decode(), src.label)
+            return src.decode(), None
         except CnnlabError as exc:
-            out.skipped.append((src.name, str(exc)))
+            return None, str(exc)
+
+    out = Images([], [], [], [], prepared)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for k, (src, (x, error)) in enumerate(zip(items, pool.map(decode, items))):
+            if error is not None:
+                out.skipped.append((src.name, error))
+                continue
+            _add(out, src.name, x, src.label)
+            out.positions.append(k)
     if not out.names:
         raise CnnlabError("no readable input images" + (f" ({out.skipped[0][1]})" if out.skipped else ""))
     return out
@@ -111,8 +124,9 @@ class batches:
     """(names, (B,C,S,S) batch or None, skipped [(name, reason)]) per chunk of inputs, each chunk decoded as it comes;
     the inputs are listed (and a missing path reported) when this is built, before any work."""
 
-    def __init__(self, images: ImagesLike, preprocess: Preprocess | None, batch_size: int):
-        self.items, self.prepared = sources(images)
+    def __init__(self, images: ImagesLike | list[Source], preprocess: Preprocess | None, batch_size: int,
+                 prepared: bool | None = None):
+        self.items, self.prepared = sources(images) if prepared is None else (list(images), prepared)
         self.preprocess, self.batch_size = preprocess, batch_size
 
     def __len__(self) -> int:

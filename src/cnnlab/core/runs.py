@@ -3,27 +3,47 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import CnnlabError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
+    except OSError as exc:
+        raise CnnlabError(f"cannot write {path}: {_why_not(exc, path)}") from None
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 is for the temporary file, not for the user's result
         os.replace(tmp, path)
+    except OSError as exc:
+        raise CnnlabError(f"cannot write {path}: {_why_not(exc, path)}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _why_not(exc: OSError, path: Path) -> str:
+    """The reason a write failed, in words (numpy reports a full disk as "N requested and M written", no errno)."""
+    if exc.strerror:
+        return exc.strerror
+    try:
+        if shutil.disk_usage(path.parent).free < 1 << 20:
+            return "No space left on device"
+    except OSError:
+        pass
+    return str(exc)
 
 
 def _umask() -> int:

@@ -16,11 +16,12 @@ from ..core.backbones import Backbone
 from ..core.errors import CnnlabError
 from ..core.figures import heat, image_grid, overlay
 from ..core.images import save_png
-from ..core.inputs import ImagesLike, read_images
+from ..core.inputs import ImagesLike, read_images, sources
 from ..core.jobs import ModelLike, configure, load_backbone, recorded, with_options
 from ..core.models import load_model
 from ..core.results import Result
 from ..core.runs import atomic_path
+from ..core.stream import stream_job
 from .classviz import class_probability, visualize_class
 from .configs import ClassVizConfig, SaliencyConfig
 from .faithfulness import deletion_insertion
@@ -43,34 +44,55 @@ def _predict_all(backbone: Backbone, x: torch.Tensor, batch_size: int) -> torch.
 # -------------------------------------------------------------------------------------------------------- saliency
 class SaliencyResult(Result):
     """`.maps` (N,H,W) ≥ 0, `.images` (N,3,H,W) as the network saw them, `.targets`, `.preds`, `.scores`
-    (per-image deletion/insertion AUCs when asked), `.names`."""
+    (per-image deletion/insertion AUCs when asked), `.names`. A run streamed into a folder (`out=`) keeps its rows
+    and the figure's first images in memory; `.maps` then reads the maps back from the folder."""
 
     kind, figure_name = "saliency", "saliency.png"
 
     def __init__(self, config: SaliencyConfig, names: list[str], images: torch.Tensor, maps: torch.Tensor,
                  targets: list[int], preds: list[int], labels: list, scores: dict[str, torch.Tensor] | None,
-                 skipped: list[dict], seconds: float, class_names: Sequence[str]):
+                 skipped: list[dict], seconds: float, class_names: Sequence[str], positions: list[int] | None = None,
+                 rows: list[dict] | None = None):
         super().__init__(config)
-        self.names, self.images, self.maps, self.targets, self.preds = names, images, maps, targets, preds
+        self.names, self.images, self._maps, self.targets, self.preds = names, images, maps, targets, preds
         self.labels, self.scores, self.skipped, self.seconds = labels, scores, skipped, seconds
         self.class_names = class_names
+        self.positions = positions if positions is not None else list(range(len(names)))
+        self._rows = rows  # a streamed run's per-image rows (read back from its folder)
 
-    def summary(self) -> dict:
-        per_image = []
+    @property
+    def maps(self) -> torch.Tensor:
+        if self._rows is None:
+            return self._maps
+        parts = sorted((self.run_dir / "maps").glob("part-*.npy"))
+        return torch.cat([torch.from_numpy(np.load(p).astype(np.float32)) for p in parts])
+
+    def _map_file(self, position: int) -> str:
+        return f"saliency_{position:03d}.png"
+
+    def image_rows(self) -> list[dict]:
+        """One dict per image: what the JSON's `results` lists (and results.jsonl, one line each)."""
+        if self._rows is not None:
+            return self._rows
+        rows = []
         for i, name in enumerate(self.names):
             entry = {"image": name, "target": self.targets[i], "target_label": self.class_names[self.targets[i]],
                      "pred": self.preds[i]}
             if self.run_dir:
-                entry["map"] = self.path(f"saliency_{i:03d}.png")
+                entry["map"] = self.path(self._map_file(self.positions[i]))
             if self.labels[i] is not None:
                 entry["label"] = self.labels[i]
             if self.scores:
                 entry.update({k: float(self.scores[k][i]) for k in METRIC_KEYS})
-            per_image.append(entry)
+            rows.append(entry)
+        return rows
+
+    def summary(self) -> dict:
+        per_image = self.image_rows()
         s = {"backbone": self.config.backbone, "method": self.config.method, "results": per_image,
              "seconds": self.seconds, "skipped": self.skipped}
-        if self.scores:
-            m = {"n": len(per_image), **{k: float(self.scores[k].mean()) for k in METRIC_KEYS}}
+        if self.config.metrics and per_image:
+            m = {"n": len(per_image), **{k: float(np.mean([r[k] for r in per_image])) for k in METRIC_KEYS}}
             m["deletion_ratio"] = m["deletion_auc"] / max(m["random_deletion_auc"], 1e-12)
             s["summary"] = m
         if self.run_dir:
@@ -78,9 +100,10 @@ class SaliencyResult(Result):
         return s
 
     def text(self) -> str:
-        text = f"{len(self.names)} {self.config.method} saliency maps in {self.seconds:.1f} s" + (
+        n = len(self.image_rows())
+        text = f"{n} {self.config.method} saliency maps in {self.seconds:.1f} s" + (
             f" → {self.path(self.figure_name)}" if self.run_dir else "")
-        if self.scores:
+        if self.config.metrics:
             m = self.summary()["summary"]
             text += (f"\ndeletion AUC {m['deletion_auc']:.3f} (random {m['random_deletion_auc']:.3f}, ratio "
                      f"{m['deletion_ratio']:.2f}); insertion AUC {m['insertion_auc']:.3f} "
@@ -89,25 +112,37 @@ class SaliencyResult(Result):
 
     def figures(self) -> dict:
         n = min(len(self.names), SHOWN)  # one row per image: the image beside its map
-        rows = [(short_name(self.class_names, self.targets[i]), [self.images[i], overlay(self.images[i], self.maps[i]),
-                                                             heat(self.maps[i])]) for i in range(n)]
-        more = f", the first {n} of {len(self.names)}" if len(self.names) > n else ""
+        maps = self._maps
+        rows = [(short_name(self.class_names, self.targets[i]), [self.images[i], overlay(self.images[i], maps[i]),
+                                                                 heat(maps[i])]) for i in range(n)]
+        total = len(self.image_rows())
+        more = f", the first {n} of {total}" if total > n else ""
         return {self.figure_name: image_grid(rows, ["image", "overlay", f"{self.config.method} map"],
                                              title=f"{self.config.backbone} (rows: the class explained{more})")}
 
     def write_files(self, folder: Path) -> None:
+        if self._rows is None:
+            self.write_images(folder)
+
+    def write_images(self, folder: Path, part: int | None = None) -> None:
+        """Each map as a PNG (and, for a chunk of a streamed run, the chunk's maps as `maps/part-k.npy`)."""
         from PIL import Image
 
-        for i, m in enumerate(self.maps):
-            with atomic_path(folder / f"saliency_{i:03d}.png") as tmp:
+        for i, m in enumerate(self._maps):
+            with atomic_path(folder / self._map_file(self.positions[i])) as tmp:
                 Image.fromarray((heat(m) * 255).astype(np.uint8)).save(tmp, format="PNG")
+        if part is not None:
+            with atomic_path(folder / "maps" / f"part-{part:05d}.npy") as tmp:
+                np.save(tmp, self._maps.numpy().astype(np.float32))
 
 
 @with_options(SaliencyConfig)
 def saliency(model: ModelLike = None, images: ImagesLike | None = None, *, config: SaliencyConfig | None = None,
-             progress: bool = False, **options) -> SaliencyResult:
+             out: str | Path | None = None, progress: bool = False, **options) -> SaliencyResult:
     """Saliency maps of `images` for their targets (`target="pred"`: each image's predicted class), optionally with
-    deletion/insertion faithfulness (`metrics=True`). `layer` (Grad-CAM) is a named cut point or any module path."""
+    deletion/insertion faithfulness (`metrics=True`). `layer` (Grad-CAM) is a named cut point or any module path.
+    With `out`, the run is streamed into that folder chunk by chunk (results.jsonl, one PNG per map, the maps as
+    arrays): bounded memory, resumable, shared out over torchrun processes."""
     cfg = configure(SaliencyConfig, config, options)
     if cfg.target == "none":
         raise CnnlabError("saliency needs a target: 'pred' or a class of the model ('none' is for explain fool)")
@@ -115,7 +150,19 @@ def saliency(model: ModelLike = None, images: ImagesLike | None = None, *, confi
     cfg = recorded(cfg, backbone)
     if cfg.layer and "gradcam" in cfg.method:  # a wrong layer is said before any work
         backbone.check_layers(cfg.layer.split("+"))
-    data = read_images(images if images is not None else cfg.inputs, cfg.limit)
+    items, prepared = sources(images if images is not None else cfg.inputs)
+    items = items[:cfg.limit] if cfg.limit else items
+    if out is None:
+        return _saliency_chunk(backbone, cfg, items, prepared, 0, progress)
+    return stream_job(cfg, items, prepared, Path(out), backbone.device, progress,
+                      lambda chunk, first: _saliency_chunk(backbone, cfg, chunk, prepared, first, False),
+                      lambda *args: _saliency_from_rows(*args, backbone=backbone))
+
+
+def _saliency_chunk(backbone: Backbone, cfg: SaliencyConfig, items: list, prepared: bool, first: int,
+                    progress: bool) -> SaliencyResult:
+    """The maps of some inputs (`first`: the place of the first among all inputs: file names, metric seeds)."""
+    data = read_images(items, prepared=prepared)
     x = data.batch(backbone.preprocess)
     preds = _predict_all(backbone, x, cfg.batch_size)
     targets = resolve_targets(cfg.target, preds, backbone)
@@ -127,10 +174,29 @@ def saliency(model: ModelLike = None, images: ImagesLike | None = None, *, confi
         maps.append(m.cpu())
         if cfg.metrics:  # faithfulness of the map for the predicted class
             scores.append(deletion_insertion(backbone, xb, m, preds[i:i + cfg.batch_size],
-                                             n_random=cfg.random_orders, seed=i))
+                                             n_random=cfg.random_orders, seed=first + i))
     merged = {k: torch.cat([s[k] for s in scores]) for k in METRIC_KEYS} if cfg.metrics else None
     return SaliencyResult(cfg, data.names, x, torch.cat(maps), targets, preds.tolist(), data.labels, merged,
-                          [{"image": n, "error": e} for n, e in data.skipped], time.perf_counter() - t0, backbone.labels)
+                          [{"image": n, "error": e} for n, e in data.skipped], time.perf_counter() - t0,
+                          backbone.labels, [first + p for p in data.positions])
+
+
+def _saliency_from_rows(cfg: SaliencyConfig, rows: list[dict], skipped: list[dict], seconds: float, items: list,
+                        prepared: bool, root: Path, backbone: Backbone) -> SaliencyResult:
+    """The streamed run's result: its rows, and the first images and maps for the figure (read back)."""
+    shown = rows[:SHOWN]
+    by_name = {s.name: s for s in items}
+    x = read_images([by_name[r["image"]] for r in shown], prepared=prepared).batch(backbone.preprocess)
+    parts, have = [], 0
+    for part in sorted((root / "maps").glob("part-*.npy")):  # the first chunks' maps, enough for the figure
+        if have >= len(shown):
+            break
+        parts.append(np.load(part).astype(np.float32))
+        have += len(parts[-1])
+    maps = torch.from_numpy(np.concatenate(parts)[:len(shown)])
+    return SaliencyResult(cfg, [r["image"] for r in shown], x, maps, [r["target"] for r in shown],
+                          [r["pred"] for r in shown], [r.get("label") for r in shown], None, skipped, seconds,
+                          backbone.labels, rows=rows)
 
 
 # -------------------------------------------------------------------------------------------------------- classviz

@@ -33,6 +33,8 @@ class SaliencyConfig(SaliencyOptions, ModelOptions):
     random_orders: int = option(4, low=1, help="--metrics: random patch orders averaged for the baseline")
     limit: int | None = option(None, low=1, help="only the first N images")
     batch_size: int = option(8, low=1, help="images per batch")
+    chunk_size: int = option(256, low=1, help="with --out: images per committed chunk (what a rerun skips, what a "
+                                              "torchrun process takes)")
 
 
 @dataclass
@@ -78,6 +80,8 @@ class FoolConfig(ModelOptions):
                                      "transfer rates")
     limit: int | None = option(None, low=1, help="only the first N images")
     batch_size: int = option(8, low=1, help="images per batch")
+    chunk_size: int = option(256, low=1, help="with --out: images per committed chunk (what a rerun skips, what a "
+                                              "torchrun process takes)")
     magnify: float = option(10.0, low=0, low_open=True, help="how much the figure magnifies the difference")
 
 

@@ -15,7 +15,8 @@ from ..core.backbones import Backbone
 from ..core.data import ImageFolder, folder_split, parse_split, random_split
 from ..core.errors import CnnlabError
 from ..core.images import skip_reasons
-from ..core.inputs import ImagesLike, batches
+from ..core.inputs import ImagesLike, batches, read_images, sources
+from ..core.stream import stream_job
 from ..core.jobs import ModelLike, configure, load_backbone, recorded, with_options
 from ..core.models import load_model
 from ..core.results import Result
@@ -35,12 +36,18 @@ PREVIEW = 8  # images shown in classify's figure (every image is in the JSON)
 class ClassifyResult(Result):
     kind, figure_name = "classify", "classify.png"
 
-    def __init__(self, config: ClassifyConfig, backbone: str, results: list[dict], skipped: list[tuple],
+    def __init__(self, config: ClassifyConfig, backbone: str, results: list[dict], skipped: list[tuple] | list[dict],
                  preview: list, model: str | None = None):
         super().__init__(config)
         self.backbone, self.results, self.model = backbone, results, model
-        self.skipped = [{"image": n, "error": e} for n, e in skipped]
+        self.skipped = [s if isinstance(s, dict) else {"image": s[0], "error": s[1]} for s in skipped]
         self.preview = preview  # the first images as the network saw them
+
+    def image_rows(self) -> list[dict]:
+        return self.results
+
+    def write_images(self, folder: Path, part: int | None = None) -> None:
+        """Nothing per image: classify's results are its rows."""
 
     def summary(self) -> dict:
         s = {"backbone": self.backbone, "results": self.results, "skipped": self.skipped}
@@ -72,9 +79,12 @@ class ClassifyResult(Result):
 
 @with_options(ClassifyConfig)
 def classify(model: ModelLike | TransferClassifier = None, images: ImagesLike | None = None, *,
-             config: ClassifyConfig | None = None, progress: bool = False, **options) -> ClassifyResult:
+             config: ClassifyConfig | None = None, out: str | os.PathLike | None = None, progress: bool = False,
+             **options) -> ClassifyResult:
     """Top-k classes of images: the model's own classes (ImageNet's for the pretrained backbones), or, with
-    `model=` a `TransferClassifier` (or the option `model="RUN_DIR"`), the classes a transfer run learned."""
+    `model=` a `TransferClassifier` (or the option `model="RUN_DIR"`), the classes a transfer run learned. With
+    `out`, the run is streamed into that folder chunk by chunk (results.jsonl): bounded memory, resumable, shared out
+    over torchrun processes."""
     cfg = configure(ClassifyConfig, config, options)
     inputs = images if images is not None else cfg.inputs
     if inputs is None or (isinstance(inputs, list) and not inputs):
@@ -86,15 +96,32 @@ def classify(model: ModelLike | TransferClassifier = None, images: ImagesLike | 
         return ClassifyResult(cfg, clf.backbone, results, skipped, [], cfg.model or "TransferClassifier")
     backbone = load_backbone(model, cfg)
     cfg = recorded(cfg, backbone)
+    items, prepared = sources(inputs)
+    if out is None:
+        return _classify_chunk(backbone, cfg, items, prepared, progress)
+    return stream_job(cfg, items, prepared, Path(out), backbone.device, progress,
+                      lambda chunk, first: _classify_chunk(backbone, cfg, chunk, prepared, False),
+                      lambda cfg, rows, skipped, seconds, items, prepared, root: ClassifyResult(
+                          cfg, cfg.backbone, rows, skipped, _preview(backbone, items, rows, prepared)))
+
+
+def _classify_chunk(backbone: Backbone, cfg: ClassifyConfig, items: list, prepared: bool,
+                    progress: bool) -> ClassifyResult:
     results, skipped, preview = [], [], []
-    for names, x, bad in tqdm(batches(inputs, backbone.preprocess, cfg.batch_size), desc="classify", unit="batch",
-                              disable=not progress):
+    for names, x, bad in tqdm(batches(items, backbone.preprocess, cfg.batch_size, prepared), desc="classify",
+                              unit="batch", disable=not progress):
         skipped += bad
         if x is None:
             continue
         results += [{"image": n, "top": t} for n, t in zip(names, classify_tensor(backbone, x, cfg.topk))]
         preview += list(x[:PREVIEW - len(preview)])
     return ClassifyResult(cfg, cfg.backbone, results, skipped, preview)
+
+
+def _preview(backbone: Backbone, items: list, rows: list[dict], prepared: bool) -> list:
+    by_name = {s.name: s for s in items}
+    shown = [by_name[r["image"]] for r in rows[:PREVIEW]]
+    return list(read_images(shown, prepared=prepared).batch(backbone.preprocess)) if shown else []
 
 
 # -------------------------------------------------------------------------------------------------------- features

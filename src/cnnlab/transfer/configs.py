@@ -30,6 +30,8 @@ class ClassifyConfig(ModelOptions):
     model: str | None = option(None, metavar="RUN_DIR", help="a `cnnlab transfer` run directory: classify into its "
                                                              "learned classes with its saved classifier")
     batch_size: int = option(32, low=1, help="images per forward pass")
+    chunk_size: int = option(256, low=1, help="with --out: images per committed chunk (what a rerun skips, what a "
+                                              "torchrun process takes)")
 
 
 @dataclass

@@ -1,0 +1,97 @@
+"""Datasets of any size: per-image jobs streamed into their run directory chunk by chunk equal the in-memory run,
+two torchrun processes equal one, and a run killed mid-way resumes without redoing finished chunks."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cnnlab
+
+from .conftest import shared
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return sorted(shared("imagenet", "foolbox20").glob("*.jpg"))[:6]
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_streaming_equals_the_run_in_memory(lite0, photos, tmp_path):
+    common = dict(chunk_size=2, batch_size=2)
+    a = cnnlab.saliency(lite0, photos, method="gradcam", metrics=True, random_orders=1, **common)
+    b = cnnlab.saliency(lite0, photos, method="gradcam", metrics=True, random_orders=1, out=tmp_path / "s", **common)
+    assert torch.equal(a.maps, b.maps) and a.summary()["summary"] == b.summary()["summary"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "map"} for r in rows]  # noqa: E731
+    assert strip(a.image_rows()) == strip(b.image_rows()) == strip(_jsonl(tmp_path / "s" / "results.jsonl"))
+    assert sorted(p.name for p in (tmp_path / "s" / "parts").iterdir()) == [f"part-0000{k}.jsonl" for k in range(3)]
+
+    f1 = cnnlab.fool(lite0, photos[:4], target="random", max_iters=20, **common)
+    f2 = cnnlab.fool(lite0, photos[:4], target="random", max_iters=20, out=tmp_path / "f", **common)
+    assert f1.targets == [r["target"] for r in f2.image_rows()]  # random targets do not depend on the chunks
+    assert [{k: v for k, v in r.items() if k != "png"} for r in f1.image_rows()] == \
+        [{k: v for k, v in r.items() if k != "png"} for r in f2.image_rows()]
+    assert all(torch.equal(x, y) for x, y in zip(f1.adversarials, (cnnlab.read_images(r["png"]).pixels[0]
+                                                                    for r in f2.image_rows())))
+
+    c1 = cnnlab.classify(lite0, photos, **common)
+    c2 = cnnlab.classify(lite0, photos, out=tmp_path / "c", **common)
+    assert c1.results == c2.results == _jsonl(tmp_path / "c" / "results.jsonl")
+    c2.save(tmp_path / "c")
+    assert (tmp_path / "c" / "classify.png").is_file() and (tmp_path / "c" / "metrics.json").is_file()
+
+
+def test_two_torchrun_processes_equal_one(photos, tmp_path):
+    args = ["explain", "saliency", *map(str, photos), "--method", "vanilla", "--chunk-size", "2", "--batch-size", "2",
+            "--quiet", "--out"]
+    one = subprocess.run([sys.executable, "-m", "cnnlab", *args, str(tmp_path / "one")], env=ENV, capture_output=True,
+                         text=True, timeout=600)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29571",
+                          "-m", "cnnlab", *args, str(tmp_path / "two")], env=ENV, capture_output=True, text=True,
+                         timeout=600)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-1500:]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "map"} for r in rows]  # noqa: E731
+    assert strip(_jsonl(tmp_path / "one" / "results.jsonl")) == strip(_jsonl(tmp_path / "two" / "results.jsonl"))
+    for k in range(3):
+        a, b = (np.load(tmp_path / d / "maps" / f"part-{k:05d}.npy") for d in ("one", "two"))
+        assert np.array_equal(a, b)  # bit for bit
+    assert (tmp_path / "two" / "saliency.png").is_file() and (tmp_path / "two" / "metrics.json").is_file()
+
+
+def test_a_run_killed_mid_way_resumes_without_redoing_finished_chunks(photos, tmp_path):
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "cnnlab", "explain", "saliency", *map(str, photos), "--method", "smoothgrad",
+            "--samples", "4", "--chunk-size", "1", "--batch-size", "1", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not (out / "parts" / "part-00001.jsonl").is_file():
+        assert proc.poll() is None and time.time() - t0 < 300
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = {p.name: p.stat().st_mtime_ns for p in (out / "parts").iterdir() if p.suffix == ".jsonl"}
+    assert 2 <= len(done) < 6 and not (out / "results.jsonl").exists()
+    assert subprocess.run(argv, env=ENV, capture_output=True, timeout=600).returncode == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "parts").iterdir()}
+    assert all(after[name] == mtime for name, mtime in done.items())  # committed chunks were not computed again
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocess ran: the same summation order, the same numbers
+    try:
+        whole = cnnlab.saliency("efficientnet_lite0", photos, method="smoothgrad", smoothgrad_samples=4, batch_size=1)
+    finally:
+        torch.set_num_threads(threads)
+    rows = _jsonl(out / "results.jsonl")
+    assert [r["pred"] for r in rows] == whole.preds and len(rows) == 6
+    maps = np.concatenate([np.load(out / "maps" / f"part-{k:05d}.npy") for k in range(6)])
+    assert np.array_equal(maps, whole.maps.numpy())
