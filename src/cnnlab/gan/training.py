@@ -72,6 +72,8 @@ class GanConfig(Config):
 def load_training_data(config: GanConfig, skipped: list | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """All training images in memory as uint8 (N,C,H,W), labels (N,), number of classes (0: unconditional); the
     unreadable files of an image folder are added to `skipped` ({"image", "error"})."""
+    if config.model in ("cdcgan", "cgan") and config.data != "mnist":  # said before any image is read
+        raise CnnlabError(f"{config.model} is conditional: it needs a labelled dataset (mnist)")
     if config.data == "mnist":
         X, y = load_mnist(config.data_root)
         classes = 10
