@@ -43,13 +43,12 @@ def _reproduce(): from .report.reproduce import ReproduceConfig; return Reproduc
 def _demo(): from .demo import DemoConfig; return DemoConfig  # noqa: E702
 
 
-def _call(module: str, name: str, **fixed) -> Callable:
+def _call(module: str, name: str) -> Callable:
     """(config, out, progress, args) → the API function `module.name` called with the config."""
     def run(config, out, progress, args):
         import importlib
 
-        fn = getattr(importlib.import_module(module, __package__), name)
-        return fn(config=config, progress=progress, **fixed)
+        return getattr(importlib.import_module(module, __package__), name)(config=config, progress=progress)
     return run
 
 

@@ -94,8 +94,6 @@ class RunDir:
         """`out` if given, else `root/<command>-<timestamp>` (never reusing an existing folder)."""
         if out is not None:
             if Path(out).exists() and not Path(out).is_dir():
-                from .errors import CnnlabError
-
                 raise CnnlabError(f"--out {out} is a file, not a folder")
             return cls(out)
         stamp = time.strftime("%Y%m%d-%H%M%S")
