@@ -41,6 +41,7 @@ def _sample(): from .gan.sampling import SampleConfig; return SampleConfig  # no
 def _evaluate(): from .gan.evaluation import EvaluateConfig; return EvaluateConfig  # noqa: E702
 def _reproduce(): from .report.reproduce import ReproduceConfig; return ReproduceConfig  # noqa: E702
 def _demo(): from .demo import DemoConfig; return DemoConfig  # noqa: E702
+def _app(): from .app.server import AppConfig; return AppConfig  # noqa: E702
 
 
 def _call(module: str, name: str) -> Callable:
@@ -97,6 +98,12 @@ def _run_reproduce(config, out, progress, args):
     return reproduce(out, config=config, progress=progress)
 
 
+def _run_app(config, out, progress, args):
+    from .app.server import run_app
+
+    return run_app(config)
+
+
 def _run_demo(config, out, progress, args):
     from .demo import run_demo
 
@@ -126,6 +133,7 @@ COMMANDS = [
             out="optional", out_help="also write config.json and metrics.json into this run directory"),
     Command("reproduce", _reproduce, _run_reproduce, "regenerate the lab report's tables and figures", out="managed",
             out_help="REPORT_DIR"),
+    Command("app", _app, _run_app, "the browser app: explain, fool, dream, generate, transfer", out="none"),
 ]
 GROUPS = {"explain": "saliency maps, fooling images, class visualization",
           "gan": "train, sample and evaluate GANs"}

@@ -55,7 +55,8 @@ class DemoResult(Result):
         run = str(self.run_dir) if self.run_dir else "(not saved)"
         return "\n".join([line.replace("{run}", run) for line in self.lines]
                          + [f"done in {self.seconds:.1f} s{where}",
-                            "next: your own model, images and notebook: see the README's Python API section"])
+                            "next: your own model, images and notebook (the README's Python API section), or look "
+                            "and click: cnnlab app (then open http://127.0.0.1:7860)"])
 
     def figures(self) -> dict:
         p = self.parts

@@ -49,8 +49,10 @@ def _augment(x: torch.Tensor, n: int, scale: float, rotate: float, g: torch.Gene
 
 
 def visualize_class(backbone: Backbone, target: int, config: ClassVizOptions | None = None,
-                    size: int | None = None, progress=None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """The final image (3,H,W) in [0,1] and {iteration: frame}; the backbone's mode and flags are restored."""
+                    size: int | None = None, progress=None,
+                    on_frame=None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """The final image (3,H,W) in [0,1] and {iteration: frame}; the backbone's mode and flags are restored.
+    `on_frame(iteration, image)` is called with each frame as it is made (to show the ascent while it runs)."""
     from torchvision.transforms.functional import gaussian_blur
 
     c = config or ClassVizOptions()
@@ -72,6 +74,8 @@ def visualize_class(backbone: Backbone, target: int, config: ClassVizOptions | N
                     img = gaussian_blur(img, [5, 5], [c.blur_sigma, c.blur_sigma])
             if it in c.frames:
                 frames[it] = img[0].detach().cpu()
+                if on_frame is not None:
+                    on_frame(it, frames[it])
             if progress is not None:
                 progress.update(1)
     return img[0].detach().cpu(), frames

@@ -63,9 +63,10 @@ def random_orders(n_images: int, n_patches: int, k: int, seed: int = 0) -> torch
 
 def random_baseline(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | list[int], patch: int = 16,
                     steps: int = 28, blur_sigma: float = 10.0, seed: int = 0, batch_size: int = 32,
-                    n_random: int = 4) -> dict[str, torch.Tensor]:
+                    n_random: int = 4, curves: bool = False) -> dict[str, torch.Tensor]:
     """Per-image deletion/insertion AUC of random patch orders (seeded; mean over `n_random` orders). It does not
-    depend on any map: compute it once when comparing several methods on the same images."""
+    depend on any map: compute it once when comparing several methods on the same images. With `curves`, also the
+    mean curves themselves (B, steps+1)."""
     if n_random < 1:
         raise CnnlabError(f"the random baseline needs at least one order, not {n_random}")
     x = x.detach().to(backbone.device)
@@ -74,22 +75,29 @@ def random_baseline(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | 
     n_patches = (x.shape[-2] // patch) * (x.shape[-1] // patch)
     rand = random_orders(len(x), n_patches, n_random, seed)
     with eval_mode(backbone):
-        dele = [auc(_curves(backbone, x, base, o, target, patch, steps, batch_size)) for o in rand]
-        ins = [auc(_curves(backbone, base, x, o, target, patch, steps, batch_size)) for o in rand]
-    return {"random_deletion_auc": torch.stack(dele).mean(0), "random_insertion_auc": torch.stack(ins).mean(0)}
+        dele = torch.stack([_curves(backbone, x, base, o, target, patch, steps, batch_size) for o in rand])
+        ins = torch.stack([_curves(backbone, base, x, o, target, patch, steps, batch_size) for o in rand])
+    out = {"random_deletion_auc": auc(dele).mean(0), "random_insertion_auc": auc(ins).mean(0)}
+    if curves:
+        out |= {"random_deletion_curve": dele.mean(0), "random_insertion_curve": ins.mean(0)}
+    return out
 
 
 def deletion_insertion(backbone: Backbone, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor | list[int],
                        patch: int = 16, steps: int = 28, blur_sigma: float = 10.0, seed: int = 0,
-                       batch_size: int = 32, n_random: int = 4) -> dict[str, torch.Tensor]:
-    """Per-image deletion/insertion AUC for `maps`, plus `random_baseline` unless n_random = 0."""
+                       batch_size: int = 32, n_random: int = 4, curves: bool = False) -> dict[str, torch.Tensor]:
+    """Per-image deletion/insertion AUC for `maps`, plus `random_baseline` unless n_random = 0; with `curves`, the
+    probability curves too (B, steps+1), for plotting."""
     x = x.detach().to(backbone.device)
     target = torch.as_tensor(target).long()
     base = blurred(x, blur_sigma)
     order = patch_order(maps.cpu().float(), patch)
     with eval_mode(backbone):
-        out = {"deletion_auc": auc(_curves(backbone, x, base, order, target, patch, steps, batch_size)),
-               "insertion_auc": auc(_curves(backbone, base, x, order, target, patch, steps, batch_size))}
+        dele = _curves(backbone, x, base, order, target, patch, steps, batch_size)
+        ins = _curves(backbone, base, x, order, target, patch, steps, batch_size)
+    out = {"deletion_auc": auc(dele), "insertion_auc": auc(ins)}
+    if curves:
+        out |= {"deletion_curve": dele, "insertion_curve": ins}
     if n_random:
-        out |= random_baseline(backbone, x, target, patch, steps, blur_sigma, seed, batch_size, n_random)
+        out |= random_baseline(backbone, x, target, patch, steps, blur_sigma, seed, batch_size, n_random, curves)
     return out

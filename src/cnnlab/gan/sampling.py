@@ -43,12 +43,15 @@ def conditional(config: dict) -> bool:
 
 
 def generate(G: torch.nn.Module, config: dict, labels: torch.Tensor, seed: int = 0,
-             interpolate: bool = False) -> torch.Tensor:
-    """Images (N,C,H,W) in [0,1]; with `interpolate`, z moves linearly from one random point to another."""
+             interpolate: bool = False, seed_to: int | None = None) -> torch.Tensor:
+    """Images (N,C,H,W) in [0,1]; with `interpolate`, z moves linearly from one random point to another (from
+    `seed`'s first point to `seed_to`'s, when given)."""
     n = len(labels)
     g = torch.Generator().manual_seed(seed)
     if interpolate:
         a, b = torch.randn(2, config["nz"], generator=g)
+        if seed_to is not None:
+            b = torch.randn(2, config["nz"], generator=torch.Generator().manual_seed(seed_to))[0]
         t = torch.linspace(0, 1, n).unsqueeze(1)
         z = (1 - t) * a + t * b
     else:
@@ -68,6 +71,7 @@ class SampleConfig(Config):
     n: int = option(64, flag="-n", low=1, help="number of images")
     seed: int = option(0, help="noise seed")
     interpolate: bool = option(False, help="walk z linearly between two random points")
+    seed_to: int | None = option(None, help="with --interpolate: walk from --seed's point to this seed's")
 
 
 class SampleResult(Result):
@@ -130,5 +134,5 @@ def sample_images(config: SampleConfig) -> SampleResult:
         if label is not None:
             raise CnnlabError(f"a {gan['model']} is unconditional: drop --label")
         labels = torch.zeros(n, dtype=torch.long)
-    images = generate(G, gan, labels, config.seed, config.interpolate)
+    images = generate(G, gan, labels, config.seed, config.interpolate, config.seed_to)
     return SampleResult(config, images, labels, gan["model"], conditional(gan))

@@ -1,0 +1,80 @@
+"""The Transfer tab: pick a class-per-folder dataset under --data-root (nothing outside it is reachable), train the
+SVM pipeline, see the layer × C table and the confusion matrix, then classify an upload with the trained classifier.
+Endpoints: /transfer (trains; the classifier stays in the session), /transfer_predict."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core.errors import CnnlabError
+from ..transfer.api import transfer
+from .state import AppModels, friendly, read_upload
+
+
+def datasets(root: Path | None) -> list[str]:
+    """Class-per-folder datasets at most two levels under the root (their paths relative to it)."""
+    if root is None or not root.is_dir():
+        return []
+    found = []
+    for d in sorted(p for p in root.rglob("*") if p.is_dir() and len(p.relative_to(root).parts) <= 2):
+        subdirs = [c for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")]
+        if len(subdirs) >= 2 and all(any(f.is_file() for f in c.iterdir()) for c in subdirs[:3]):
+            found.append(str(d.relative_to(root)))
+    return found
+
+
+def inside(root: Path | None, name: str) -> Path:
+    """The dataset folder for a name from the page: under the root, or refused."""
+    if root is None:
+        raise CnnlabError("no --data-root: start the app with one to train on a dataset")
+    path = (root / str(name)).resolve()
+    if not path.is_relative_to(root.resolve()) or not path.is_dir():
+        raise CnnlabError(f"{name!r} is not a dataset under the data root")
+    return path
+
+
+def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
+    import gradio as gr
+
+    found = datasets(root)
+    with gr.Tab("Transfer", id="transfer"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                data = gr.Dropdown(found, value=found[0] if found else None, label="dataset (under --data-root)",
+                                   allow_custom_value=False)
+                model = gr.Dropdown(models.specs, value=models.specs[0], label="backbone")
+                per_class = gr.Slider(4, 200, value=20, step=2, label="images per class (half for training)")
+                go = gr.Button("Train", variant="primary", elem_id="transfer-go")
+                photo = gr.Image(type="filepath", label="then: a photo to classify", sources=["upload", "clipboard"])
+                predict = gr.Button("Classify with the trained classifier")
+                answer = gr.Label(num_top_classes=5, label="predicted class")
+            with gr.Column(scale=2):
+                text = gr.Markdown(elem_id="transfer-text")
+                table = gr.Dataframe(headers=["layer", "C", "CV accuracy", "test accuracy"], label="layer × C")
+                confusion = gr.Plot(label="confusion matrix (test split)")
+        classifier = gr.State(None)
+
+    @friendly
+    def train_fn(name, spec, n, progress=gr.Progress(track_tqdm=True)):
+        folder = inside(root, name)
+        n = int(n)
+        result = transfer(folder, models.get(spec), split=f"random:{max(2, n // 2)}", limit_per_class=n,
+                          layers=[models.get(spec).default_layer], Cs=[1.0, 0.1, 0.01], folds=min(3, max(2, n // 4)),
+                          workers=0, cache=False, progress=True)
+        s = result.summary()
+        rows = [[g["layer"], g["C"], round(g["cv_accuracy"], 4), round(g["test_accuracy"], 4)] for g in s["grid"]]
+        text = (f"**{name}**: {s['n_train']} training / {s['n_test']} test images, {len(s['classes'])} classes; "
+                f"selected {s['selected']['layer']}, C = {s['selected']['C']:g}: test accuracy "
+                f"**{s['selected']['test_accuracy']:.3f}**.")
+        return text, rows, result.figure(), result.classifier
+
+    @friendly
+    def predict_fn(image, clf):
+        if clf is None:
+            raise CnnlabError("train a classifier first (the Train button)")
+        x = read_upload(image, max_pixels)
+        results, _ = clf.top({"photo": x}, k=5)
+        return {t["label"]: t["prob"] for t in results[0]["top"]}
+
+    go.click(train_fn, [data, model, per_class], [text, table, confusion, classifier], api_name="transfer",
+             preprocess=False)
+    predict.click(predict_fn, [photo, classifier], answer, api_name="transfer_predict", preprocess=False)
