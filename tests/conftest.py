@@ -56,3 +56,16 @@ def photo_files(tmp_path) -> dict[str, Path]:
         out[name] = tmp_path / f"{name}.jpg"
         Image.fromarray(getattr(skimage.data, name)()).save(out[name], quality=95)
     return out
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]  # a closed network refuses Chromium's calls home
+
+
+def chromium_path() -> str | None:
+    """Debian's chromium (installed by .ci/run), driven by playwright in the page tests."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def launch_chromium(pw):
+    return pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)

@@ -1,5 +1,4 @@
 """`cnnlab app`: every endpoint through gradio_client, and the page driven in Debian's headless Chromium."""
-import shutil
 import socket
 import struct
 import zlib
@@ -9,9 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from .conftest import chromium_path, launch_chromium
+
 pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = chromium_path()
 
 
 def _free_port() -> int:
@@ -129,9 +130,7 @@ def test_the_page_in_headless_chromium(app, cat):
     url = app[0]
     requests = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = launch_chromium(pw)
         try:
             page = browser.new_page()
             page.on("request", lambda r: requests.append(r.url))

@@ -8,7 +8,7 @@ from cnnlab.cli import main
 from cnnlab.core.errors import CnnlabError
 from cnnlab.report.reproduce import reproduce, select
 
-from .conftest import shared
+from .conftest import chromium_path, launch_chromium, shared
 
 REQUIRED_IDS = [
     "transfer/Q1.1", "transfer/Q1.3", "transfer/Q2-4.12",
@@ -21,7 +21,7 @@ SMOKE = {
     "explain/Q2.5": {"limit": 2, "methods": ["minimal"]},
     "gan/Q1-2.4": {"iters": 2, "batch": 8, "ngf": 8, "ndf": 8, "fd_n": 8},
 }
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = chromium_path()
 
 
 def test_list_covers_the_report_with_stable_ids(capsys):
@@ -88,9 +88,7 @@ def test_the_page_loads_in_headless_chromium_with_every_figure(report):
     out, _ = report
     ids = [e["id"] for e in json.loads((out / "results.json").read_text())["experiments"]]
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = launch_chromium(pw)
         try:
             page = browser.new_page()
             errors = []
