@@ -88,14 +88,12 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def run_chunks(sources: list[Source], chunk_size: int, run: ChunkedRun | None,
-               work: Callable[[list[Source], int], list[dict]], progress: bool = False) -> list[dict] | None:
-    """`work(chunk_sources, first_index)` does one chunk (writing its per-image files) and returns its rows. With a
-    run, chunks are committed and assembled; without, all rows are returned from memory."""
+def run_chunks(sources: list[Source], run: ChunkedRun, work: Callable[[list[Source], int], list[dict]],
+               progress: bool = False) -> list[dict] | None:
+    """`work(chunk_sources, first_index)` does one chunk (writing its per-image files) and returns its rows; each is
+    committed, and rank 0 gets all rows once every process is done."""
     from tqdm.auto import tqdm
 
-    if run is None:
-        return [row for r in chunk_ranges(len(sources), chunk_size) for row in work(sources[r.start:r.stop], r.start)]
     todo = list(run.todo())
     for k, r in tqdm(todo, desc="chunks", unit="chunk", disable=not progress or len(todo) < 2):
         run.commit(k, work(sources[r.start:r.stop], r.start))
@@ -131,7 +129,7 @@ def stream_job(cfg, items: list[Source], prepared: bool, out: Path, device, prog
         res.write_images(out, part=first // size)
         return res.image_rows() + [s | {"skipped": True} for s in res.skipped]
 
-    rows = run_chunks(items, size, run, work, progress and rank == 0)
+    rows = run_chunks(items, run, work, progress and rank == 0)
     if rows is None:  # another process assembles
         return None
     kept, skipped = [r for r in rows if not r.get("skipped")], [r for r in rows if r.get("skipped")]
