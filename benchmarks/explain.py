@@ -26,7 +26,7 @@ import torch
 from cnnlab.core.inputs import read_images
 from cnnlab.core.models import create_backbone
 from cnnlab.explain.attacks import attack
-from cnnlab.explain.api import resolve_targets
+from cnnlab.explain.targets import resolve_targets
 from cnnlab.explain.classviz import ClassVizOptions, visualize_class
 from cnnlab.explain.faithfulness import deletion_insertion, random_baseline
 from cnnlab.explain.saliency import SaliencyOptions, attribute, predicted

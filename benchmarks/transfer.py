@@ -24,8 +24,8 @@ import torch
 from cnnlab.core.models import create_backbone
 from cnnlab.core.data import ImageFolder, random_split
 from cnnlab.transfer.features import extract_features
-from cnnlab.transfer.api import transfer
-from cnnlab.transfer.configs import DEFAULT_CS, TransferConfig
+from cnnlab.jobs.transfer import transfer
+from cnnlab.jobs.transfer import DEFAULT_CS, TransferConfig
 from cnnlab.transfer.svm import run_grid
 
 

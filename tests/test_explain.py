@@ -11,7 +11,7 @@ from cnnlab.core.errors import CnnlabError
 from cnnlab.core.hooks import CutPoint
 from cnnlab.core.preprocess import Preprocess
 from cnnlab.explain.attacks import attack
-from cnnlab.explain.api import resolve_targets
+from cnnlab.explain.targets import resolve_targets
 from cnnlab.explain.classviz import ClassVizOptions, class_probability, visualize_class
 from cnnlab.explain.faithfulness import auc, deletion_insertion, random_orders
 from cnnlab.core.inputs import read_images

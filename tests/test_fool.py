@@ -64,13 +64,11 @@ def test_transfer_rates_on_a_tiny_pair_of_models_checked_by_hand():
     a = cnnlab.wrap(nn.Sequential(nn.Flatten(), nn.Linear(48, 3)), mean=(0,) * 3, std=(1,) * 3, input_size=4)
     b = cnnlab.wrap(nn.Sequential(nn.Flatten(), nn.Linear(48, 3)), mean=(0,) * 3, std=(1,) * 3, input_size=4)
     x = torch.rand(6, 3, 4, 4)
-    res = cnnlab.fool(a, x, target="2", method="fgsm", eps=0.2, eval_on=[], batch_size=6)
+    res = cnnlab.fool(a, x, target="2", method="fgsm", eps=0.2, eval_on=[b], batch_size=6)
     with torch.no_grad():
         before, after = b(quantize(x)).argmax(1), b(res.adversarial).argmax(1)
     rates = {"targeted_rate": (after == 2).float().mean().item(), "untargeted_rate": (after != before).float().mean().item()}
-    from cnnlab.explain.fooling import _transfer_rates
-
-    got = _transfer_rates(ImageModel([b], False), list(quantize(x)), list(res.adversarial), [list(range(6))], [2] * 6)
+    (got,) = res.transfer.values()
     assert got["targeted_rate"] == pytest.approx(rates["targeted_rate"])
     assert got["untargeted_rate"] == pytest.approx(rates["untargeted_rate"])
     assert got["pred_before"] == before.tolist() and got["pred_after"] == after.tolist()

@@ -1,5 +1,5 @@
-"""cnnlab: transfer, explain and generate with ImageNet CNNs — one Python API, with the CLI, the demo and the report
-as thin faces on it.
+"""cnnlab: transfer, explain and generate with ImageNet CNNs — one Python API, with the CLI, the demo, the report and
+the app as thin faces on it.
 
     import cnnlab
     model = cnnlab.load_model("efficientnet_lite0")          # or "torchvision:resnet18", "timm:NAME", "file.py:fn"
@@ -7,32 +7,75 @@ as thin faces on it.
     res = cnnlab.saliency(model, "photo.jpg", method="gradcam")       # .maps, .summary(), .figure(), .save(dir)
     clf = cnnlab.transfer("data/15scene", split="random:100").classifier
     clf.predict(["new.jpg"])
+
+Names are loaded when first used (PEP 562), so `import cnnlab` costs nothing beyond Python itself, and the report,
+the app, scikit-learn and matplotlib load only for the jobs that need them.
 """
-__version__ = "0.3.0"
+from __future__ import annotations
 
-from . import gan  # noqa: E402  (cnnlab.gan.train / sample / evaluate)
-from .core.backbones import Backbone  # noqa: E402
-from .core.config import Config  # noqa: E402
-from .core.errors import CnnlabError  # noqa: E402
-from .core.inputs import read_images  # noqa: E402
-from .core.models import create_backbone, describe_backbone, list_backbones, load_model, wrap  # noqa: E402
-from .core.results import Result  # noqa: E402
-from .explain.api import ClassVizResult, FoolResult, SaliencyResult, classviz, fool, saliency  # noqa: E402
-from .explain.configs import ClassVizConfig, FoolConfig, SaliencyConfig  # noqa: E402
-from .report.reproduce import ReproduceConfig, ReproduceResult, reproduce  # noqa: E402
-from .transfer.api import (ClassifyResult, FeaturesResult, TransferResult, classify, features,  # noqa: E402
-                           load_classifier, transfer)
-from .transfer.classifier import TransferClassifier  # noqa: E402
-from .transfer.configs import ClassifyConfig, FeaturesConfig, TransferConfig  # noqa: E402
-from .transfer.features import extract_features  # noqa: E402
-from .transfer.store import FeatureStore, load_features  # noqa: E402
+import importlib
+from typing import TYPE_CHECKING, Any
 
-describe = describe_backbone
+__version__ = "0.4.0"
 
-__all__ = [
-    "Backbone", "ClassVizConfig", "ClassVizResult", "ClassifyConfig", "ClassifyResult", "CnnlabError", "Config",
-    "FeaturesConfig", "FeaturesResult", "FoolConfig", "FoolResult", "ReproduceConfig", "ReproduceResult", "Result",
-    "SaliencyConfig", "SaliencyResult", "TransferClassifier", "TransferConfig", "TransferResult", "classify",
-    "classviz", "create_backbone", "describe", "describe_backbone", "extract_features", "features", "fool", "gan",
-    "list_backbones", "load_classifier", "load_features", "load_model", "read_images", "FeatureStore", "reproduce", "saliency", "transfer", "wrap",
-]
+# public name → the module that defines it (relative to this package)
+_WHERE = {
+    "Backbone": ".core.backbones", "Config": ".core.config", "CnnlabError": ".core.errors",
+    "read_images": ".core.inputs", "Result": ".core.results",
+    "create_backbone": ".core.models", "describe_backbone": ".core.models", "list_backbones": ".core.models",
+    "load_model": ".core.models", "wrap": ".core.models",
+    "ClassifyConfig": ".jobs.classify", "ClassifyResult": ".jobs.classify", "classify": ".jobs.classify",
+    "FeaturesConfig": ".jobs.features", "FeaturesResult": ".jobs.features", "features": ".jobs.features",
+    "TransferConfig": ".jobs.transfer", "TransferResult": ".jobs.transfer", "transfer": ".jobs.transfer",
+    "load_classifier": ".jobs.transfer",
+    "SaliencyConfig": ".jobs.saliency", "SaliencyResult": ".jobs.saliency", "saliency": ".jobs.saliency",
+    "FoolConfig": ".jobs.fool", "FoolResult": ".jobs.fool", "fool": ".jobs.fool",
+    "ClassVizConfig": ".jobs.classviz", "ClassVizResult": ".jobs.classviz", "classviz": ".jobs.classviz",
+    "ReproduceConfig": ".report.reproduce", "ReproduceResult": ".report.reproduce", "reproduce": ".report.reproduce",
+    "TransferClassifier": ".transfer.classifier", "extract_features": ".transfer.features",
+    "FeatureStore": ".transfer.store", "load_features": ".transfer.store",
+}
+_ALIASES = {"describe": "describe_backbone"}
+
+__all__ = sorted([*_WHERE, *_ALIASES, "gan"])
+
+# `cnnlab.transfer` is the job; the capability package of the same name is imported first (it is light), so that
+# importing it later does not rebind the name to the package.
+from . import transfer as _transfer_package  # noqa: E402,F401
+
+del transfer  # noqa: F821
+
+
+def __getattr__(name: str) -> Any:
+    if name == "gan":
+        return importlib.import_module(".gan", __name__)
+    target = _ALIASES.get(name, name)
+    if target not in _WHERE:
+        raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[target], __name__), target)
+    globals()[name] = value  # the next access is a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from . import gan  # noqa: F401
+    from .core.backbones import Backbone  # noqa: F401
+    from .core.config import Config  # noqa: F401
+    from .core.errors import CnnlabError  # noqa: F401
+    from .core.inputs import read_images  # noqa: F401
+    from .core.models import create_backbone, describe_backbone, list_backbones, load_model, wrap  # noqa: F401
+    from .core.results import Result  # noqa: F401
+    from .jobs.classify import ClassifyConfig, ClassifyResult, classify  # noqa: F401
+    from .jobs.classviz import ClassVizConfig, ClassVizResult, classviz  # noqa: F401
+    from .jobs.features import FeaturesConfig, FeaturesResult, features  # noqa: F401
+    from .jobs.fool import FoolConfig, FoolResult, fool  # noqa: F401
+    from .jobs.saliency import SaliencyConfig, SaliencyResult, saliency  # noqa: F401
+    from .jobs.transfer import TransferConfig, TransferResult, load_classifier, transfer  # noqa: F401
+    from .report.reproduce import ReproduceConfig, ReproduceResult, reproduce  # noqa: F401
+    from .transfer.classifier import TransferClassifier  # noqa: F401
+    from .transfer.features import extract_features  # noqa: F401
+    from .transfer.store import FeatureStore, load_features  # noqa: F401

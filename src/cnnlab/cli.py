@@ -30,12 +30,12 @@ class Command:
 
 # ---------------------------------------------------------------------------------------------- the API calls
 def _models(): from .core.models import ModelsConfig; return ModelsConfig  # noqa: E702
-def _classify(): from .transfer.configs import ClassifyConfig; return ClassifyConfig  # noqa: E702
-def _features(): from .transfer.configs import FeaturesConfig; return FeaturesConfig  # noqa: E702
-def _transfer(): from .transfer.configs import TransferConfig; return TransferConfig  # noqa: E702
-def _saliency(): from .explain.configs import SaliencyConfig; return SaliencyConfig  # noqa: E702
-def _fool(): from .explain.configs import FoolConfig; return FoolConfig  # noqa: E702
-def _classviz(): from .explain.configs import ClassVizConfig; return ClassVizConfig  # noqa: E702
+def _classify(): from .jobs.classify import ClassifyConfig; return ClassifyConfig  # noqa: E702
+def _features(): from .jobs.features import FeaturesConfig; return FeaturesConfig  # noqa: E702
+def _transfer(): from .jobs.transfer import TransferConfig; return TransferConfig  # noqa: E702
+def _saliency(): from .jobs.saliency import SaliencyConfig; return SaliencyConfig  # noqa: E702
+def _fool(): from .jobs.fool import FoolConfig; return FoolConfig  # noqa: E702
+def _classviz(): from .jobs.classviz import ClassVizConfig; return ClassVizConfig  # noqa: E702
 def _train(): from .gan.training import GanConfig; return GanConfig  # noqa: E702
 def _sample(): from .gan.sampling import SampleConfig; return SampleConfig  # noqa: E702
 def _evaluate(): from .gan.evaluation import EvaluateConfig; return EvaluateConfig  # noqa: E702
@@ -75,19 +75,19 @@ def _streamed(module: str, name: str, kind: str) -> Callable:
 
 
 def _run_features(config, out, progress, args):
-    from .transfer.api import features
+    from .jobs.features import features
 
     return features(config=config, out=None if str(out).endswith(".npz") else out, progress=progress)
 
 
 def _run_train(config, out, progress, args):
-    from .gan.api import train
+    from .gan.training import train
 
     return train(config=config, out=out, resume=args.resume, progress=progress)
 
 
 def _run_sample(config, out, progress, args):
-    from .gan.api import sample
+    from .gan.sampling import sample
 
     return sample(config=config)
 
@@ -114,22 +114,22 @@ COMMANDS = [
     Command("demo", _demo, _run_demo, "offline tour: classify, explain, fool, dream, generate (and a quick transfer)"),
     Command("models", _models, _run_models, "list backbones, cut points, parameter counts", out="optional",
             out_help="also write the listing into this run directory"),
-    Command("classify", _classify, _streamed(".transfer.api", "classify", "classify"), "top-k classes of images",
+    Command("classify", _classify, _streamed(".jobs.classify", "classify", "classify"), "top-k classes of images",
             out="optional", out_help="also write the run directory there (results.jsonl as it goes, config.json, "
                                      "metrics.json, classify.png)"),
     Command("features", _features, _run_features, "extract features of an image folder", out="required",
             out_help="an .npz file, or a folder: a feature store streamed as it is computed (bounded memory, "
                      "resumable, shared out under torchrun; cnnlab.load_features reads both)"),
-    Command("transfer", _transfer, _call(".transfer.api", "transfer"), "features + linear SVM, layer × C ablation"),
-    Command("explain saliency", _saliency, _streamed(".explain.api", "saliency", "saliency"),
+    Command("transfer", _transfer, _call(".jobs.transfer", "transfer"), "features + linear SVM, layer × C ablation"),
+    Command("explain saliency", _saliency, _streamed(".jobs.saliency", "saliency", "saliency"),
             "saliency maps and their faithfulness"),
-    Command("explain fool", _fool, _streamed(".explain.api", "fool", "fool"), "targeted adversarial (fooling) images"),
-    Command("explain classviz", _classviz, _call(".explain.api", "classviz"), "class-model visualization"),
+    Command("explain fool", _fool, _streamed(".jobs.fool", "fool", "fool"), "targeted adversarial (fooling) images"),
+    Command("explain classviz", _classviz, _call(".jobs.classviz", "classviz"), "class-model visualization"),
     Command("gan train", _train, _run_train, "train a DCGAN / cDCGAN / cGAN", out="managed",
             extra=(("--resume", "continue the checkpoint in --out (refused if its settings differ)"),)),
     Command("gan sample", _sample, _run_sample, "sample images from a generator", out="required",
             out_help="output folder"),
-    Command("gan evaluate", _evaluate, _call(".gan.api", "evaluate"), "conditional accuracy and Fréchet distance",
+    Command("gan evaluate", _evaluate, _call(".gan.evaluation", "evaluate"), "conditional accuracy and Fréchet distance",
             out="optional", out_help="also write config.json and metrics.json into this run directory"),
     Command("reproduce", _reproduce, _run_reproduce, "regenerate the lab report's tables and figures", out="managed",
             out_help="REPORT_DIR"),

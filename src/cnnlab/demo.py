@@ -13,9 +13,12 @@ from .core.figures import image_grid, overlay
 from .core.images import sample_photos, save_png
 from .core.models import DEFAULT_BACKBONE, load_model
 from .core.results import Result
-from .explain.api import classviz, fool, saliency
-from .gan.api import sample
-from .transfer.api import classify, transfer
+from .jobs.classviz import classviz
+from .jobs.fool import fool
+from .jobs.saliency import saliency
+from .gan.sampling import sample
+from .jobs.classify import classify
+from .jobs.transfer import transfer
 
 
 @dataclass

@@ -3,10 +3,10 @@ insertion curves against random orders. Endpoints: /classify, /saliency."""
 from __future__ import annotations
 
 from ..core.figures import new_figure, overlay
-from ..explain.api import saliency
+from ..jobs.saliency import saliency
 from ..explain.faithfulness import deletion_insertion
 from ..explain.saliency import METHODS
-from ..transfer.api import classify
+from ..jobs.classify import classify
 from .state import AppModels, friendly, read_upload
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from ..core.images import save_png
-from ..explain.api import fool
-from ..explain.attacks import METHODS
+from ..jobs.fool import fool
+from ..explain.attacks import ATTACKS as METHODS
 from .state import AppModels, friendly, read_upload, to_image, top5
 
 APP_METHODS = [m for m in METHODS if m != "transfer"]  # the transfer attack runs for minutes: the CLI's job

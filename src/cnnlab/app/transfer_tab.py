@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.errors import CnnlabError
-from ..transfer.api import transfer
+from ..jobs.transfer import transfer
 from .state import AppModels, friendly, read_upload
 
 

@@ -28,7 +28,8 @@ class Backbone(nn.Module):
 
     def __init__(self, name: str, net: nn.Module, preprocess: Preprocess, cut_points: dict[str, CutPoint],
                  weights: str = "default", weights_id: str | None = None, num_classes: int | None = None,
-                 labels: Sequence[str] | None = None, spec: str | None = None, default_layer: str | None = None):
+                 labels: Sequence[str] | None = None, spec: str | None = None, default_layer: str | None = None,
+                 cam_layers: Sequence[str] = ()):
         super().__init__()
         self.name = name
         self.net = net
@@ -40,11 +41,16 @@ class Backbone(nn.Module):
         self.labels = tuple(labels) if labels is not None else default_labels(n)
         self.spec = spec  # what `load_model` takes to build it again; None for a wrapped module
         self.default_layer = default_layer or next((p for p in ("pre_logits", "logits") if p in self.cut_points), None)
-        self.cam_layer: str | None = None  # where Grad-CAM reads when not told (None: decided by the explain code)
+        self.cam_layers = tuple(cam_layers)  # where Grad-CAM reads when not told (empty: the last spatial map)
         # a 1-value mean/std marks a grayscale network (e.g. an MNIST classifier): RGB inputs are averaged to gray
         self.in_channels = len(preprocess.mean)
         self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(preprocess.std).view(1, -1, 1, 1), persistent=False)
+
+    @property
+    def cam_layer(self) -> str | None:
+        """The CLI's spelling of `cam_layers` ('head+block6'), or None."""
+        return "+".join(self.cam_layers) or None
 
     @property
     def num_classes(self) -> int:

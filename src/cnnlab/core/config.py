@@ -27,12 +27,13 @@ def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING,
            flag: str | None = None, short: str | None = None, low: float | None = None, high: float | None = None,
            low_open: bool = False, positional: bool = False, append: bool = False, negate: str | None = None,
            consts: Mapping[str, Any] | None = None, env: str | None = None, required: bool = False,
-           metavar: str | None = None, default_help: str | None = None, cli: bool = True):
+           metavar: str | None = None, default_help: str | None = None, cli: bool = True, sep: str = ","):
     """A config field and how it appears on the command line.
 
     choices   allowed values (each element, for lists); low/high an inclusive range (`low_open`: > low).
     flag      the option's name when it is not `--field-name`; `short` an extra one such as `-n`.
-    append    a list given by repeating the flag (otherwise comma-separated).
+    append    a list given by repeating the flag (otherwise separated by `sep`, a comma by default; a string given
+              for such a list, in the API or a config file, is split there too).
     negate    a bool that defaults to True, switched off by this flag (e.g. `--no-cache`).
     consts    flags that each set a constant value (e.g. `{"--quick": "quick", "--full": "full"}`).
     env       an environment variable the CLI reads when the option is not given.
@@ -41,7 +42,7 @@ def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING,
     meta = {_KEY: dict(help=help, choices=tuple(choices) if choices is not None else None, flag=flag, short=short,
                        low=low, high=high, low_open=low_open, positional=positional, append=append, negate=negate,
                        consts=dict(consts) if consts else None, env=env, required=required, metavar=metavar,
-                       default_help=default_help, cli=cli)}
+                       default_help=default_help, cli=cli, sep=sep)}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -95,7 +96,8 @@ class Config:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise CnnlabError(f"unknown option {unknown[0]!r} for {cls.command or cls.__name__}{hint}")
         hints = typing.get_type_hints(cls)
-        return cls(**{k: _coerce(v, hints[k], k) for k, v in values.items()})
+        seps = {f.name: _meta(f).get("sep", ",") for f in fields(cls)}
+        return cls(**{k: _coerce(v, hints[k], k, seps[k]) for k, v in values.items()})
 
     def replace(self, **changes) -> "Config":
         return type(self).from_dict({**self.to_dict(), **changes})
@@ -125,14 +127,17 @@ class Config:
         return [f.name for f in fields(cls)]
 
 
-def _coerce(value: Any, tp, name: str) -> Any:
-    """JSON and Python values to the annotated type (ints for floats, lists for tuples)."""
+def _coerce(value: Any, tp, name: str, sep: str = ",") -> Any:
+    """JSON and Python values to the annotated type (ints for floats, lists for tuples; a string for a list is split
+    at `sep`)."""
     elem, is_list, optional = _unwrap(tp)
     if value is None:
         return None
     try:
         if is_list:
-            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            if isinstance(value, str) and sep != ",":
+                value = [v.strip() for v in value.split(sep) if v.strip()]
+            elif isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
                 value = [value]
             return [_scalar(v, elem) for v in value]
         return _scalar(value, elem)
@@ -170,9 +175,10 @@ def validate(config: Config) -> None:
             if not optional:
                 raise CnnlabError(f"{flag_of(f)} must be given")
             continue
-        values = value if is_list else [value]
         if is_list and not isinstance(value, list):
-            setattr(config, f.name, list(value))
+            value = _coerce(value, hints[f.name], f.name, m.get("sep", ","))
+            setattr(config, f.name, value)
+        values = value if is_list else [value]
         for v in values:
             _check_value(f, m, v, elem)
 
@@ -222,7 +228,7 @@ def _default_text(f: dataclasses.Field, m: dict) -> str | None:
     return f"{default:g}" if isinstance(default, float) else str(default)
 
 
-def _parser_for(elem, is_list: bool, sep: bool):
+def _parser_for(elem, is_list: bool, sep: str | None):
     def one(text: str):
         try:
             return elem(text) if elem in (int, float) else text
@@ -231,7 +237,7 @@ def _parser_for(elem, is_list: bool, sep: bool):
 
     if is_list and sep:
         def many(text: str):
-            return [one(t.strip()) for t in text.split(",") if t.strip()]
+            return [one(t.strip()) for t in text.split(sep) if t.strip()]
         return many
     return one
 
@@ -250,7 +256,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
         metavar = m.get("metavar") or ("{" + "|".join(map(str, m["choices"])) + "}" if m.get("choices") else None)
         kw: dict[str, Any] = dict(default=argparse.SUPPRESS, help=help_)
         if m.get("positional"):
-            parser.add_argument(f.name, nargs="*", metavar=metavar or f.name.upper(), type=_parser_for(elem, False, False),
+            parser.add_argument(f.name, nargs="*", metavar=metavar or f.name.upper(), type=_parser_for(elem, False, None),
                                 **kw)
         elif m.get("consts"):
             group = parser.add_mutually_exclusive_group()
@@ -263,7 +269,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
             parser.add_argument(flag_of(f), dest=f.name, action=action, **kw)
         else:
             flags = [flag_of(f)] + ([m["short"]] if m.get("short") else [])
-            parser.add_argument(*flags, dest=f.name, type=_parser_for(elem, is_list, not m.get("append")),
+            parser.add_argument(*flags, dest=f.name, type=_parser_for(elem, is_list, None if m.get("append") else m.get("sep", ",")),
                                 action="append" if m.get("append") else "store", metavar=metavar, **kw)
 
 

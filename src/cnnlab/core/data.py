@@ -8,7 +8,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .errors import CnnlabError
 from .images import image_entries, load_image
@@ -46,18 +45,19 @@ class ImageFolder:
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """Decodes files with a transform; an unreadable file yields None instead of killing the whole run."""
+    """Decodes files straight to a network's input (`read`, e.g. `Preprocess.read`); an unreadable file yields None
+    instead of killing the whole run."""
 
-    def __init__(self, paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor]):
+    def __init__(self, paths: Sequence[Path], read: Callable[[Path], torch.Tensor]):
         self.paths = list(paths)
-        self.transform = transform
+        self.read = read
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            return self.transform(load_image(self.paths[i])), i
+            return self.read(self.paths[i]), i
         except CnnlabError:  # corrupt, truncated or not an image at all: reported by the caller
             return None, i
 

@@ -1,6 +1,7 @@
 """Image I/O and conversions. Tensors at every API boundary are float (B,C,H,W) or (C,H,W) in [0,1]."""
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -20,8 +21,13 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
-def load_image(path, max_pixels: int | None = None) -> Image.Image:
+def load_image(path, max_pixels: int | None = None, min_side: int | None = None) -> Image.Image:
     """Open and fully decode an image as 8-bit RGB; a one-line error (CnnlabError) if it cannot be read.
+
+    `min_side`: the caller will shrink the shorter side to this many pixels; a JPEG at least four times that size
+    is then decoded at a reduced scale (Pillow's draft mode, in the DCT) that keeps the shorter side at least twice
+    `min_side` — so a phone photo going to a 224-pixel network is never held at full resolution, and the
+    antialiased resize that follows still starts from twice its output.
 
     EXIF orientation is applied; grayscale and palette images become RGB; 16-bit images are rescaled (not clipped);
     CMYK is converted; transparent images are composited on white; an animated file gives its first frame. An image
@@ -34,6 +40,9 @@ def load_image(path, max_pixels: int | None = None) -> Image.Image:
                 if limit and img.width * img.height > limit:
                     raise CnnlabError(f"cannot read image {path}: {img.width}×{img.height} pixels, more than the "
                                       f"limit of {limit:,}")
+                if min_side and img.format == "JPEG" and min(img.size) >= 4 * min_side:
+                    scale = 2 * min_side / min(img.size)
+                    img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))
                 img.load()
                 return to_rgb(img)
     except CnnlabError:

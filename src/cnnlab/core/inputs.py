@@ -53,7 +53,16 @@ class Source:
     label: int | None = None
 
     def decode(self) -> torch.Tensor:
+        """At its own size."""
         return self.pixels if self.pixels is not None else pil_to_tensor(load_image(self.path))
+
+    def network_input(self, preprocess: Preprocess | None, prepared: bool = False) -> torch.Tensor:
+        """Straight to the network's input: a file is decoded at the reduced scale its format allows."""
+        if prepared or preprocess is None:
+            return self.decode()
+        if self.pixels is not None:
+            return preprocess(self.pixels)
+        return preprocess.read(self.path)
 
 
 def sources(images: ImagesLike) -> tuple[list[Source], bool]:
@@ -120,9 +129,47 @@ def read_images(images: ImagesLike | list[Source], limit: int | None = None, pre
     return out
 
 
+def decode_batch(items: Sequence[Source], preprocess: Preprocess | None, prepared: bool,
+                 workers: int = 4) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    """(indices of the readable items, their network inputs (B,C,S,S) or None, [(index, why not)]). Each image is
+    decoded straight to the network's input, by `workers` threads (Pillow releases the GIL while decoding)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(src: Source):
+        try:
+            return src.network_input(preprocess, prepared), None
+        except CnnlabError as exc:
+            return None, str(exc)
+
+    with ThreadPoolExecutor(max(1, min(workers, len(items)))) as pool:
+        done = list(pool.map(one, items))
+    kept = [i for i, (x, _) in enumerate(done) if x is not None]
+    errors = [(i, e) for i, (_, e) in enumerate(done) if e is not None]
+    return kept, (torch.stack([done[i][0] for i in kept]) if kept else None), errors
+
+
+def batch_rows(chunk: Sequence[Source], preprocess: Preprocess | None, prepared: bool, batch_size: int,
+               first: int, work) -> list[dict]:
+    """One row per input of a chunk, batch by batch: `work(sources, x, positions)` gives the rows of the readable
+    images of a batch (their network inputs x (B,C,S,S), their places among all inputs); an unreadable one gets
+    {"image", "error"}."""
+    rows: list = []
+    for b in range(0, len(chunk), batch_size):
+        batch = chunk[b:b + batch_size]
+        kept, x, errors = decode_batch(batch, preprocess, prepared)
+        slots: list = [None] * len(batch)
+        for i, e in errors:
+            slots[i] = {"image": batch[i].name, "error": e}
+        if x is not None:
+            for i, row in zip(kept, work([batch[i] for i in kept], x, [first + b + i for i in kept])):
+                slots[i] = row
+        rows += slots
+    return rows
+
+
 class batches:
-    """(names, (B,C,S,S) batch or None, skipped [(name, reason)]) per chunk of inputs, each chunk decoded as it comes;
-    the inputs are listed (and a missing path reported) when this is built, before any work."""
+    """(names, (B,C,S,S) batch or None, skipped [(name, reason)]) per batch of inputs, each image decoded straight to
+    the network's input; the inputs are listed (and a missing path reported) when this is built, before any work."""
 
     def __init__(self, images: ImagesLike | list[Source], preprocess: Preprocess | None, batch_size: int,
                  prepared: bool | None = None):
@@ -134,13 +181,9 @@ class batches:
 
     def __iter__(self):
         for start in range(0, len(self.items), self.batch_size):
-            chunk = Images([], [], [], [], self.prepared)
-            for src in self.items[start:start + self.batch_size]:
-                try:
-                    _add(chunk, src.name, src.decode(), src.label)
-                except CnnlabError as exc:
-                    chunk.skipped.append((src.name, str(exc)))
-            yield chunk.names, (chunk.batch(self.preprocess) if chunk.names else None), chunk.skipped
+            chunk = self.items[start:start + self.batch_size]
+            kept, x, errors = decode_batch(chunk, self.preprocess, self.prepared)
+            yield [chunk[i].name for i in kept], x, [(chunk[i].name, e) for i, e in errors]
 
 
 def _add(out: Images, name: str, x: torch.Tensor, label: int | None = None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import MISSING, dataclass, fields
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from torch import nn
 
@@ -42,6 +42,25 @@ def load_backbone(model: ModelLike, options: ModelOptions) -> Backbone:
         raise CnnlabError(f"model must be a spec string or a cnnlab Backbone, got {type(model).__name__}")
     return load_model(model or options.backbone, options.weights, options.device, mean=options.mean, std=options.std,
                       input_size=options.input_size)
+
+
+def model_specs(spec: str, sep: str) -> list[str]:
+    """The CLI's spelling of several models ('a+b', 'a,b'), parsed here only."""
+    return [n.strip() for n in spec.split(sep) if n.strip()]
+
+
+def load_backbones(model: ModelLike | Sequence[ModelLike], options: ModelOptions, sep: str = "+") -> list[Backbone]:
+    """Several models: a list (specs or Backbones), one model, or `options.backbone` naming them joined by `sep`."""
+    if isinstance(model, str):
+        model = model_specs(model, sep)
+    if isinstance(model, (list, tuple)):
+        return [load_backbone(m, options) for m in model]
+    if model is not None:
+        return [load_backbone(model, options)]
+    names = model_specs(options.backbone, sep)
+    if len(names) > 1 and options.weights not in ("default", "random"):
+        raise CnnlabError("a weights file names one backbone: use --weights default|random with several backbones")
+    return [load_backbone(n, options) for n in names]
 
 
 def recorded(config: C, backbone: Backbone) -> C:

@@ -79,6 +79,19 @@ def _default_weights(entry: BackboneEntry, net: nn.Module) -> tuple[dict[str, to
     return sd, f"{entry.name}:{os.path.basename(src.url)}"
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """A torch device this machine has; otherwise one line that says so (not a torch traceback)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CnnlabError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise CnnlabError(f"--device {device}: no such CUDA GPU on this machine (use --device cpu)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CnnlabError(f"--device {device}: MPS is not available on this machine (use --device cpu)")
+    return device
+
+
 def load_model(spec: str = DEFAULT_BACKBONE, weights: str = "default", device: str | torch.device = "cpu", *,
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None, input_size: int | None = None,
                resize: int | None = None, labels: Sequence[str] | None = None) -> Backbone:
@@ -93,6 +106,7 @@ def load_model(spec: str = DEFAULT_BACKBONE, weights: str = "default", device: s
       ImageNet's mean/std at 224 pixels; a 1-value mean/std makes a grayscale network).
     labels: class names (default: ImageNet's for 1000 outputs, else `class 0..K-1`).
     """
+    device = check_device(device)
     entry = get_entry(spec)
     net = entry.build()
     if weights == "random" or (weights == "default" and entry.own_weights):
@@ -115,8 +129,7 @@ def load_model(spec: str = DEFAULT_BACKBONE, weights: str = "default", device: s
     points = entry.cut_points(net) if not entry.own_weights else generic_cut_points(net, n_out)
     backbone = Backbone(spec, net, prep, points, weights, weights_id, num_classes=n_out or 1000,
                         labels=labels if labels is not None else entry.labels, spec=spec,
-                        default_layer=entry.default_layer)
-    backbone.cam_layer = entry.cam_layer
+                        default_layer=entry.default_layer, cam_layers=entry.cam_layers)
     return backbone.eval().to(device)
 
 

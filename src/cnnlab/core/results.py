@@ -78,3 +78,29 @@ class Result:
             data = base64.b64encode(png_bytes(fig)).decode()
             parts.append(f"<img src='data:image/png;base64,{data}' style='max-width:100%'/>")
         return "\n".join(parts)
+
+
+class PerImageResult(Result):
+    """A per-image job's result, always read from its sink (`core.runner`): held in memory or streamed into a run
+    directory, every field has one entry per readable input. `.names`, `.positions` (each image's place among the
+    inputs, unreadable ones counted), `.skipped` ([{"image", "error"}]), `.seconds`."""
+
+    def __init__(self, config: Config, sink, items: list, prepared: bool, seconds: float):
+        super().__init__(config)
+        self.sink, self.items, self.prepared, self.seconds = sink, items, prepared, seconds
+        every = sink.rows()
+        self.positions = [p for p, r in enumerate(every) if "error" not in r]
+        self.rows = [every[p] for p in self.positions]
+        self.skipped = [{"image": r["image"], "error": r["error"]} for r in every if "error" in r]
+        self.names = [r["image"] for r in self.rows]
+        self.run_dir = getattr(sink, "root", None)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, key: str) -> list:
+        return [r[key] for r in self.rows]
+
+    def written(self, folder: Path) -> bool:
+        """Whether the per-image files are in `folder` already (streamed there)."""
+        return self.sink.on_disk and Path(folder).resolve() == Path(self.sink.root).resolve()

@@ -9,6 +9,7 @@ until that is true or the budget runs out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,6 @@ from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode, frozen
 from ..core.images import quantize
 
-METHODS = ("minimal", "ascent", "fgsm", "pgd", "transfer")
 NORMS = ("linf", "l2")
 LOSSES = ("logit", "ce")
 
@@ -80,145 +80,220 @@ def _step(g: torch.Tensor, alpha: torch.Tensor, norm: str) -> torch.Tensor:
     return alpha.view(-1, 1, 1, 1) * g / g.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
 
 
-def attack(model: nn.Module, x: torch.Tensor, target: torch.Tensor | list[int] | None, method: str = "minimal",
-           max_iters: int = 100, lr: float = 1.0, eps: float | None = None, norm: str = "linf",
-           step: float | None = None, patience: int = 15, loss: str | None = None, momentum: float = 1.0,
-           diversity: float = 0.7, ti_kernel: int = 5, seed: int = 0) -> AttackResult:
-    """Fool `model` (images in [0,1] → logits) on images x (B,C,H,W) in [0,1].
+class Attack:
+    """An attack: its options in the constructor, one call `attack(model, x, target, seed) -> AttackResult`.
+    `model` maps images in [0,1] to logits; `target` is one class per image, or None (untargeted)."""
 
-    method:
-      minimal  — sign steps of `step` (default 0.25/255) inside an L∞ ball whose radius starts at 1/255 and grows
-                 by 1/255 after `patience` steps without success: the smallest 8-bit change that fools.
-      ascent   — the report's (cs231n): x += lr · g/‖g‖₂ on the target score until the quantized image fools.
-      fgsm     — one step of size eps (Goodfellow et al. 2015).
-      pgd      — `max_iters` steps of size `step` (default eps/4) projected into the eps-ball (Madry et al. 2018).
-      transfer — made to fool *other* models: `max_iters` L∞ steps of `step` (default 2/255) inside the eps-ball
-                 (default 16/255), all of them (no early stop), with the `loss` (default logit: Zhao et al. 2021), momentum
-                 (MI-FGSM, Dong et al. 2018), input diversity with probability `diversity` (random shrink and pad,
-                 Xie et al. 2019) and translation-invariant gradients (a Gaussian of side `ti_kernel`, Dong et al.
-                 2019); 0 turns each off.
-    target: one class per image, or None for untargeted (fgsm/pgd/minimal/transfer).
-    loss: "ce" or "logit" for pgd, fgsm and transfer (default: ce, and logit for transfer).
-    """
-    if method not in METHODS:
-        raise CnnlabError(f"unknown attack {method!r}; choose from {', '.join(METHODS)}")
-    if norm not in NORMS:
-        raise CnnlabError(f"unknown norm {norm!r}; choose from {', '.join(NORMS)}")
-    loss = loss or ("logit" if method == "transfer" else "ce")
-    if loss not in LOSSES:
-        raise CnnlabError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
-    if method == "ascent" and target is None:
-        raise CnnlabError("the ascent method needs a target class")
-    if method in ("fgsm", "pgd") and eps is None:
-        eps = 8 / 255 if norm == "linf" else 1.0
-    if method == "transfer":
-        eps, norm = eps if eps is not None else 16 / 255, "linf"
-    dev = getattr(model, "device", None) or next(model.parameters()).device
-    x0 = quantize(x.detach().to(dev))
-    B = len(x0)
-    tgt = None if target is None else torch.as_tensor(target, device=dev).long().view(B)
-    with eval_mode(model), frozen(model):
-        with torch.no_grad():
-            original = model(x0).argmax(dim=1)
-        run = {"minimal": _minimal, "ascent": _ascent, "fgsm": _pgd, "pgd": _pgd, "transfer": _transfer}[method]
-        kwargs = dict(max_iters=1 if method == "fgsm" else max_iters, lr=lr, eps=eps, norm=norm, step=step,
-                      patience=patience, single=method == "fgsm", loss=loss, momentum=momentum, diversity=diversity,
-                      ti_kernel=ti_kernel, seed=seed)
-        adv, iters = run(model, x0, tgt, original, **kwargs)
-        with torch.no_grad():
-            adv = quantize(adv)
-            pred = model(adv).argmax(dim=1)
-    success = pred == tgt if tgt is not None else pred != original
-    return AttackResult(adv.detach(), success.cpu(), iters.cpu(), original.cpu(), pred.cpu(), x0.detach())
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+    needs_target: ClassVar[bool] = False
+
+    @classmethod
+    def from_config(cls, c) -> "Attack":
+        """From a `FoolConfig` (each attack takes the options it uses)."""
+        raise NotImplementedError
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, target, seed: int = 0) -> AttackResult:
+        if self.needs_target and target is None:
+            raise CnnlabError(f"the {self.name} attack needs a target class")
+        dev = getattr(model, "device", None) or next(model.parameters()).device
+        x0 = quantize(x.detach().to(dev))
+        tgt = None if target is None else torch.as_tensor(target, device=dev).long().view(len(x0))
+        with eval_mode(model), frozen(model):
+            with torch.no_grad():
+                original = model(x0).argmax(dim=1)
+            adv, iters = self._run(model, x0, tgt, original, seed)
+            with torch.no_grad():
+                adv = quantize(adv)
+                pred = model(adv).argmax(dim=1)
+        success = pred == tgt if tgt is not None else pred != original
+        return AttackResult(adv.detach(), success.cpu(), iters.cpu(), original.cpu(), pred.cpu(), x0.detach())
+
+    def _run(self, model, x0, tgt, original, seed) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
 
 
-def _minimal(model, x0, tgt, original, max_iters, step, patience, **_):
-    B = len(x0)
-    alpha = torch.full((B,), (step or 0.25 / 255), device=x0.device)
-    radius = torch.full((B,), 1 / 255, device=x0.device)
-    x, best = x0.clone(), x0.clone()
-    done = torch.zeros(B, dtype=torch.bool, device=x0.device)
-    iters = torch.zeros(B, dtype=torch.long)
-    stuck = torch.zeros(B, dtype=torch.long, device=x0.device)
-    for it in range(max_iters):
-        g, _ = _grad(model, x, tgt, original)
-        x = _project(x0, x - _step(g, alpha, "linf"), radius, "linf")
-        with torch.no_grad():
-            fooled = _fooled(model(quantize(x)), tgt, original)
-        new = fooled & ~done
-        best[new] = x[new]
-        iters[new.cpu()] = it + 1
-        done |= fooled
-        if done.all():
-            break
-        stuck = torch.where(done, stuck, stuck + 1)
-        grow = (stuck >= patience) & ~done
-        radius = torch.where(grow, radius + 1 / 255, radius)
-        stuck = torch.where(grow, torch.zeros_like(stuck), stuck)
-        x = torch.where(done.view(-1, 1, 1, 1), best, x)
-    iters[~done.cpu()] = max_iters
-    return torch.where(done.view(-1, 1, 1, 1), best, x), iters
+ATTACKS: dict[str, type[Attack]] = {}
 
 
-def _ascent(model, x0, tgt, original, max_iters, lr, **_):
-    B = len(x0)
-    x = x0.clone()
-    done = torch.zeros(B, dtype=torch.bool, device=x0.device)
-    iters = torch.full((B,), max_iters, dtype=torch.long)
-    for it in range(max_iters + 1):
-        with torch.no_grad():
-            fooled = _fooled(model(quantize(x)), tgt, original)
-        newly = fooled & ~done
-        iters[newly.cpu()] = it
-        done |= fooled
-        if done.all() or it == max_iters:
-            break
-        xg = x.detach().requires_grad_(True)
-        score = model(xg).gather(1, tgt.view(-1, 1)).sum()
-        (g,) = torch.autograd.grad(score, xg)
-        dx = lr * g / g.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
-        x = torch.where(done.view(-1, 1, 1, 1), x, (x + dx).clamp(0, 1))
-    return x, iters
+def register(cls: type[Attack]) -> type[Attack]:
+    ATTACKS[cls.name] = cls
+    return cls
 
 
-def _pgd(model, x0, tgt, original, max_iters, eps, norm, step, single, loss, **_):
-    B = len(x0)
-    eps_t = torch.full((B,), float(eps), device=x0.device)
-    alpha = eps_t if single else torch.full((B,), float(step or eps / 4), device=x0.device)
-    x = x0.clone()
-    done = torch.zeros(B, dtype=torch.bool, device=x0.device)
-    iters = torch.full((B,), max_iters, dtype=torch.long)
-    for it in range(max_iters):
-        g, _ = _grad(model, x, tgt, original, loss)
-        x_new = _project(x0, x - _step(g, alpha, norm), eps_t, norm)
-        x = torch.where(done.view(-1, 1, 1, 1), x, x_new)
-        if single:
-            iters[:] = 1
-            break
-        with torch.no_grad():
-            fooled = _fooled(model(quantize(x)), tgt, original)
-        iters[(fooled & ~done).cpu()] = it + 1
-        done |= fooled
-        if done.all():
-            break
-    return x, iters
+@register
+class Minimal(Attack):
+    name = "minimal"
+    help = "sign steps inside an L∞ ball that grows 1/255 at a time: the smallest 8-bit change"
+
+    def __init__(self, max_iters: int = 100, step: float | None = None, patience: int = 15):
+        self.max_iters, self.step, self.patience = max_iters, step or 0.25 / 255, patience
+
+    @classmethod
+    def from_config(cls, c):
+        return cls(c.max_iters, c.step)
+
+    def _run(self, model, x0, tgt, original, seed):
+        B = len(x0)
+        alpha = torch.full((B,), self.step, device=x0.device)
+        radius = torch.full((B,), 1 / 255, device=x0.device)
+        x, best = x0.clone(), x0.clone()
+        done = torch.zeros(B, dtype=torch.bool, device=x0.device)
+        iters = torch.zeros(B, dtype=torch.long)
+        stuck = torch.zeros(B, dtype=torch.long, device=x0.device)
+        for it in range(self.max_iters):
+            g, _ = _grad(model, x, tgt, original)
+            x = _project(x0, x - _step(g, alpha, "linf"), radius, "linf")
+            with torch.no_grad():
+                fooled = _fooled(model(quantize(x)), tgt, original)
+            new = fooled & ~done
+            best[new] = x[new]
+            iters[new.cpu()] = it + 1
+            done |= fooled
+            if done.all():
+                break
+            stuck = torch.where(done, stuck, stuck + 1)
+            grow = (stuck >= self.patience) & ~done
+            radius = torch.where(grow, radius + 1 / 255, radius)
+            stuck = torch.where(grow, torch.zeros_like(stuck), stuck)
+            x = torch.where(done.view(-1, 1, 1, 1), best, x)
+        iters[~done.cpu()] = self.max_iters
+        return torch.where(done.view(-1, 1, 1, 1), best, x), iters
 
 
-def _transfer(model, x0, tgt, original, max_iters, eps, step, loss, momentum, diversity, ti_kernel, seed, **_):
-    B = len(x0)
-    eps_t = torch.full((B,), float(eps), device=x0.device)
-    alpha = torch.full((B,), float(step or 2 / 255), device=x0.device)
-    g = torch.Generator().manual_seed(seed)
-    kernel = _gaussian_kernel(ti_kernel, x0.shape[1]).to(x0) if ti_kernel > 1 else None
-    x, velocity = x0.clone(), torch.zeros_like(x0)
-    for _ in range(max_iters):
-        transform = _diverse(g) if diversity > 0 and torch.rand((), generator=g) < diversity else None
-        grad, _ = _grad(model, x, tgt, original, loss, transform)
-        if kernel is not None:  # translation invariance: the gradient of a shifted image, averaged over shifts
-            grad = F.conv2d(grad, kernel, padding=ti_kernel // 2, groups=x0.shape[1])
-        velocity = momentum * velocity + grad / grad.abs().flatten(1).mean(1).clamp(min=1e-12).view(-1, 1, 1, 1)
-        x = _project(x0, x - _step(velocity, alpha, "linf"), eps_t, "linf")
-    return x, torch.full((B,), max_iters, dtype=torch.long)
+@register
+class Ascent(Attack):
+    name = "ascent"
+    help = "the report's normalized gradient ascent on the target score (--lr)"
+    needs_target = True
+
+    def __init__(self, max_iters: int = 100, lr: float = 1.0):
+        self.max_iters, self.lr = max_iters, lr
+
+    @classmethod
+    def from_config(cls, c):
+        return cls(c.max_iters, c.lr)
+
+    def _run(self, model, x0, tgt, original, seed):
+        B = len(x0)
+        x = x0.clone()
+        done = torch.zeros(B, dtype=torch.bool, device=x0.device)
+        iters = torch.full((B,), self.max_iters, dtype=torch.long)
+        for it in range(self.max_iters + 1):
+            with torch.no_grad():
+                fooled = _fooled(model(quantize(x)), tgt, original)
+            iters[(fooled & ~done).cpu()] = it
+            done |= fooled
+            if done.all() or it == self.max_iters:
+                break
+            xg = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(model(xg).gather(1, tgt.view(-1, 1)).sum(), xg)
+            dx = self.lr * g / g.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
+            x = torch.where(done.view(-1, 1, 1, 1), x, (x + dx).clamp(0, 1))
+        return x, iters
+
+
+@register
+class PGD(Attack):
+    name = "pgd"
+    help = "--max-iters projected steps in the --eps ball (Madry et al. 2018)"
+
+    def __init__(self, max_iters: int = 100, eps: float | None = None, norm: str = "linf", step: float | None = None,
+                 loss: str | None = None):
+        if norm not in NORMS:
+            raise CnnlabError(f"unknown norm {norm!r}; choose from {', '.join(NORMS)}")
+        if (loss or "ce") not in LOSSES:
+            raise CnnlabError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
+        self.max_iters, self.norm, self.loss = max_iters, norm, loss or "ce"
+        self.eps = eps if eps is not None else (8 / 255 if norm == "linf" else 1.0)
+        self.step = step or self.eps / 4
+
+    @classmethod
+    def from_config(cls, c):
+        return cls(c.max_iters, c.eps, c.norm, c.step, c.loss)
+
+    def _run(self, model, x0, tgt, original, seed):
+        B = len(x0)
+        eps_t = torch.full((B,), float(self.eps), device=x0.device)
+        alpha = torch.full((B,), float(self.step), device=x0.device)
+        x = x0.clone()
+        done = torch.zeros(B, dtype=torch.bool, device=x0.device)
+        iters = torch.full((B,), self.max_iters, dtype=torch.long)
+        for it in range(self.max_iters):
+            g, _ = _grad(model, x, tgt, original, self.loss)
+            x = torch.where(done.view(-1, 1, 1, 1), x, _project(x0, x - _step(g, alpha, self.norm), eps_t, self.norm))
+            with torch.no_grad():
+                fooled = _fooled(model(quantize(x)), tgt, original)
+            iters[(fooled & ~done).cpu()] = it + 1
+            done |= fooled
+            if done.all():
+                break
+        return x, iters
+
+
+@register
+class FGSM(PGD):
+    name = "fgsm"
+    help = "one signed step of size --eps (Goodfellow et al. 2015)"
+
+    def __init__(self, eps: float | None = None, norm: str = "linf", loss: str | None = None):
+        super().__init__(1, eps, norm, None, loss)
+        self.step = self.eps
+
+    @classmethod
+    def from_config(cls, c):
+        return cls(c.eps, c.norm, c.loss)
+
+
+@register
+class Transfer(Attack):
+    name = "transfer"
+    help = ("made to fool other models: --max-iters L∞ steps in the --eps ball (default 16/255) with the logit loss, "
+            "momentum, input diversity and translation-invariant gradients (--loss, --momentum, --diversity, "
+            "--ti-kernel; 0 turns one off)")
+
+    def __init__(self, max_iters: int = 100, eps: float | None = None, step: float | None = None,
+                 loss: str | None = None, momentum: float = 1.0, diversity: float = 0.7, ti_kernel: int = 5):
+        if (loss or "logit") not in LOSSES:
+            raise CnnlabError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
+        self.max_iters, self.eps, self.step = max_iters, eps if eps is not None else 16 / 255, step or 2 / 255
+        self.loss, self.momentum, self.diversity, self.ti_kernel = loss or "logit", momentum, diversity, ti_kernel
+
+    @classmethod
+    def from_config(cls, c):
+        return cls(c.max_iters, c.eps, c.step, c.loss, c.momentum, c.diversity, c.ti_kernel)
+
+    def _run(self, model, x0, tgt, original, seed):
+        B, C = len(x0), x0.shape[1]
+        eps_t = torch.full((B,), float(self.eps), device=x0.device)
+        alpha = torch.full((B,), float(self.step), device=x0.device)
+        g = torch.Generator().manual_seed(seed)
+        k = self.ti_kernel
+        kernel = _gaussian_kernel(k, C).to(x0) if k > 1 else None
+        x, velocity = x0.clone(), torch.zeros_like(x0)
+        for _ in range(self.max_iters):
+            transform = _diverse(g) if self.diversity > 0 and torch.rand((), generator=g) < self.diversity else None
+            grad, _ = _grad(model, x, tgt, original, self.loss, transform)
+            if kernel is not None:  # translation invariance: the gradient of a shifted image, averaged over shifts
+                grad = F.conv2d(grad, kernel, padding=k // 2, groups=C)
+            velocity = self.momentum * velocity + grad / grad.abs().flatten(1).mean(1).clamp(min=1e-12).view(-1, 1, 1, 1)
+            x = _project(x0, x - _step(velocity, alpha, "linf"), eps_t, "linf")
+        return x, torch.full((B,), self.max_iters, dtype=torch.long)
+
+
+METHODS = tuple(ATTACKS)
+
+
+def attack(model: nn.Module, x: torch.Tensor, target, method: str = "minimal", seed: int = 0,
+           **options) -> AttackResult:
+    """`ATTACKS[method](**options)(model, x, target, seed)`: one call for a registered attack and its options."""
+    if method not in ATTACKS:
+        raise CnnlabError(f"unknown attack {method!r}; choose from {', '.join(ATTACKS)}")
+    try:
+        attacker = ATTACKS[method](**options)
+    except TypeError as exc:
+        raise CnnlabError(f"attack {method}: {exc}") from None
+    return attacker(model, x, target, seed)
 
 
 def _gaussian_kernel(size: int, channels: int) -> torch.Tensor:

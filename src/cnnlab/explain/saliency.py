@@ -1,14 +1,12 @@
-"""Saliency maps through Captum: one `attribute(backbone, x, target, method)` call, maps (B,H,W) ≥ 0.
-
-Methods: vanilla (Simonyan et al. 2014, the report's: max over channels of |∂score/∂pixel|), smoothgrad
-(Smilkov et al. 2017), ig (Integrated Gradients, Sundararajan et al. 2017), gradcam (Selvaraju et al. 2017),
-occlusion (Zeiler & Fergus 2014: the drop in the class score when a patch is replaced by a blurred copy),
-smoothgrad-gradcam (the two maps, each scaled to max 1, multiplied: SmoothGrad's detail where Grad-CAM says the class
-is; the most faithful here, deletion/random 0.49 on 20 ImageNet images vs 0.52 and 0.54 for either alone).
+"""Saliency methods, one registered class each (Captum's shape): options in the constructor,
+`attribute(backbone, x, targets) -> maps (B,H,W) ≥ 0` per call. `METHODS` (the registry) is what the CLI's choices,
+the app's list, the report and `--help` read; adding a method is one class here plus its row in the parametrized
+test. Measured faithfulness of each: docs/benchmarks.md ("explain").
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,20 +16,24 @@ from ..core.config import Config, option
 from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode, frozen
 
-METHODS = ("vanilla", "smoothgrad", "ig", "gradcam", "occlusion", "smoothgrad-gradcam")
 IG_BASELINES = ("blur", "black")
-# Where Grad-CAM reads by default: the last convolutional map of each family (overridable with `layer`). For
-# EfficientNet-Lite, head+block6 lowered the deletion ratio from 0.68 to 0.54 on 20 ImageNet images.
-DEFAULT_CAM_LAYERS = ("head+block6", "head", "conv5_3", "layer4", "fire9", "pool5", "stage4", "stage3")
+METHODS: dict[str, type["SaliencyMethod"]] = {}
+
+
+def register(cls: type["SaliencyMethod"]) -> type["SaliencyMethod"]:
+    METHODS[cls.name] = cls
+    return cls
 
 
 @dataclass
 class SaliencyOptions(Config):
+    """Every method's options, as the CLI and a config file spell them (each method takes the ones it uses)."""
+
     smoothgrad_samples: int = option(16, flag="--samples", low=1, help="SmoothGrad: noisy copies per image")
     smoothgrad_sigma: float = option(0.15, low=0, help="SmoothGrad: noise std in [0,1] pixel units")
     noise_seed: int = option(0, help="SmoothGrad: seed of its noise (the same maps on every run)")
     ig_steps: int = option(32, low=1, help="Integrated Gradients: steps of the path integral")
-    # IG's 'absent' image: a blurred copy (blur IG, Xu et al. 2020) — deletion/random 0.60 vs 0.92 from black
+    # a blurred copy is IG's 'absent' image by default (blur IG, Xu et al. 2020): see docs/benchmarks.md
     ig_baseline: str = option("blur", choices=IG_BASELINES,
                               help="Integrated Gradients' starting image: a blurred copy (σ --blur-sigma) or black")
     occlusion_window: int = option(32, low=1, help="occlusion: patch side in pixels")
@@ -39,19 +41,173 @@ class SaliencyOptions(Config):
     blur_sigma: float = option(10.0, low=0, low_open=True,
                                help="the 'absent' image of occlusion and IG: a blurred copy with this σ")
     internal_batch_size: int = option(32, low=1, help="images per pass inside smoothgrad / ig / occlusion (memory)")
-    layer: str | None = option(None, help="Grad-CAM cut point or module path; 'a+b' sums several, each scaled to max "
-                                          "1 (default: head+block6 for EfficientNet-Lite, else the last "
-                                          "convolutional map)")
+    layer: list[str] | None = option(None, sep="+", help="Grad-CAM cut point(s) or module path(s); 'a+b' sums "
+                                                         "several, each scaled to max 1 (default: the model's own, "
+                                                         "from its registry entry, else its last spatial map)")
 
 
-def default_cam_layer(backbone: Backbone) -> str:
-    """The model's own choice, the registry's named last maps, else the last spatial map of its forward pass."""
-    if backbone.cam_layer:
-        return backbone.cam_layer
-    for name in DEFAULT_CAM_LAYERS:
-        if all(part in backbone.cut_points for part in name.split("+")):
-            return name
-    return backbone.last_spatial_layer()
+class SaliencyMethod:
+    """A saliency method: `attribute(backbone, x (B,C,H,W) in [0,1], targets (B,)) -> (B,H,W) ≥ 0`. The backbone
+    comes back with its mode and requires_grad flags unchanged; x is not modified."""
+
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+
+    @classmethod
+    def from_options(cls, o: SaliencyOptions) -> "SaliencyMethod":
+        return cls()
+
+    def layers(self) -> Sequence[str]:
+        """Cut points the method reads (checked before any work)."""
+        return ()
+
+    def attribute(self, backbone: Backbone, x: torch.Tensor, targets) -> torch.Tensor:
+        x = x.detach().to(backbone.device).clone().requires_grad_(True)  # Captum warns otherwise
+        targets = torch.as_tensor(targets, device=backbone.device).long().view(-1)
+        with eval_mode(backbone), frozen(backbone):
+            return self._maps(backbone, x, targets).detach()
+
+    def _maps(self, backbone: Backbone, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@register
+class Vanilla(SaliencyMethod):
+    name, help = "vanilla", "|∂score/∂pixel|, max over channels (Simonyan et al. 2014; the report's)"
+
+    def _maps(self, backbone, x, targets):
+        import captum.attr as ca
+
+        return ca.Saliency(backbone).attribute(x, target=targets, abs=True).amax(dim=1)
+
+
+@register
+class SmoothGrad(SaliencyMethod):
+    name, help = "smoothgrad", "vanilla averaged over noisy copies (Smilkov et al. 2017)"
+
+    def __init__(self, samples: int = 16, sigma: float = 0.15, seed: int = 0, batch: int = 32):
+        self.samples, self.sigma, self.seed, self.batch = samples, sigma, seed, batch
+
+    @classmethod
+    def from_options(cls, o):
+        return cls(o.smoothgrad_samples, o.smoothgrad_sigma, o.noise_seed, o.internal_batch_size)
+
+    def _maps(self, backbone, x, targets):
+        """Captum draws the noise from the global RNG: seeded on a fork, so the maps repeat and the caller's stream
+        is left as it was."""
+        import captum.attr as ca
+
+        nt = ca.NoiseTunnel(ca.Saliency(backbone))
+        devices = [x.device.index or 0] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            return nt.attribute(x, nt_type="smoothgrad", nt_samples=self.samples, stdevs=self.sigma,
+                                nt_samples_batch_size=self.batch, target=targets, abs=True).amax(dim=1)
+
+
+@register
+class IntegratedGradients(SaliencyMethod):
+    name, help = "ig", "Integrated Gradients from a blurred copy (Sundararajan et al. 2017; --ig-baseline)"
+
+    def __init__(self, steps: int = 32, baseline: str = "blur", blur_sigma: float = 10.0, batch: int = 32):
+        if baseline not in IG_BASELINES:
+            raise CnnlabError(f"unknown IG baseline {baseline!r}; choose blur or black")
+        self.steps, self.baseline, self.blur_sigma, self.batch = steps, baseline, blur_sigma, batch
+
+    @classmethod
+    def from_options(cls, o):
+        return cls(o.ig_steps, o.ig_baseline, o.blur_sigma, o.internal_batch_size)
+
+    def _maps(self, backbone, x, targets):
+        import captum.attr as ca
+
+        base = blurred(x.detach(), self.blur_sigma) if self.baseline == "blur" else torch.zeros_like(x)
+        attr = ca.IntegratedGradients(backbone).attribute(x, baselines=base, target=targets, n_steps=self.steps,
+                                                          internal_batch_size=self.batch)
+        return attr.sum(dim=1).abs()
+
+
+@register
+class GradCam(SaliencyMethod):
+    name = "gradcam"
+    help = ("Grad-CAM (Selvaraju et al. 2017) at the model's last maps (its registry entry says where: Lite "
+            "head+block6; --layer to change: a named cut point or any module path, e.g. layer4)")
+
+    def __init__(self, layers: Sequence[str] | None = None):
+        self.layer_names = list(layers) if layers else None
+
+    @classmethod
+    def from_options(cls, o):
+        return cls(o.layer)
+
+    def layers(self):
+        return self.layer_names or ()
+
+    def _maps(self, backbone, x, targets):
+        return gradcam(backbone, x, targets, self.layer_names or cam_layers(backbone))
+
+
+@register
+class Occlusion(SaliencyMethod):
+    name = "occlusion"
+    help = "score drop when 32×32 patches are replaced by a blurred copy (Zeiler & Fergus 2014)"
+
+    def __init__(self, window: int = 32, stride: int = 16, blur_sigma: float = 10.0, batch: int = 32):
+        self.window, self.stride, self.blur_sigma, self.batch = window, stride, blur_sigma, batch
+
+    @classmethod
+    def from_options(cls, o):
+        return cls(o.occlusion_window, o.occlusion_stride, o.blur_sigma, o.internal_batch_size)
+
+    def _maps(self, backbone, x, targets):
+        import captum.attr as ca
+
+        w, s, c = self.window, self.stride, x.shape[1]
+        attr = ca.Occlusion(backbone).attribute(x, sliding_window_shapes=(c, w, w), strides=(c, s, s),
+                                                target=targets, baselines=blurred(x, self.blur_sigma),
+                                                perturbations_per_eval=self.batch)
+        return attr.mean(dim=1).clamp(min=0)  # keep the evidence FOR the class
+
+
+@register
+class SmoothGradGradCam(SaliencyMethod):
+    name = "smoothgrad-gradcam"
+    help = "SmoothGrad × Grad-CAM, each scaled to max 1: SmoothGrad's detail where Grad-CAM says the class is"
+
+    def __init__(self, smoothgrad: SmoothGrad | None = None, cam: GradCam | None = None):
+        self.smoothgrad, self.cam = smoothgrad or SmoothGrad(), cam or GradCam()
+
+    @classmethod
+    def from_options(cls, o):
+        return cls(SmoothGrad.from_options(o), GradCam.from_options(o))
+
+    def layers(self):
+        return self.cam.layers()
+
+    def _maps(self, backbone, x, targets):
+        return unit(self.smoothgrad._maps(backbone, x, targets)) * unit(self.cam._maps(backbone, x, targets))
+
+
+def method(name: str, options: SaliencyOptions | None = None) -> SaliencyMethod:
+    """The registered method `name`, built from the options."""
+    if name not in METHODS:
+        raise CnnlabError(f"unknown saliency method {name!r}; choose from {', '.join(METHODS)}")
+    return METHODS[name].from_options(options or SaliencyOptions())
+
+
+def attribute(backbone: Backbone, x: torch.Tensor, target, name: str = "vanilla",
+              options: SaliencyOptions | None = None) -> torch.Tensor:
+    """Saliency maps (B,H,W) of images x (B,C,H,W) in [0,1], one target class per image."""
+    return method(name, options).attribute(backbone, x, target)
+
+
+def methods_help() -> str:
+    return "\n".join(f"  {name:<10}  {cls.help}" for name, cls in METHODS.items())
+
+
+def cam_layers(backbone: Backbone) -> list[str]:
+    """Where Grad-CAM reads when not told: the model's registry entry, else the last spatial map of its pass."""
+    return list(backbone.cam_layers) if backbone.cam_layers else [backbone.last_spatial_layer()]
 
 
 def blurred(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -63,72 +219,14 @@ def blurred(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return gaussian_blur(x, [k, k], [sigma, sigma])
 
 
-def attribute(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | list[int], method: str = "vanilla",
-              options: SaliencyOptions | None = None) -> torch.Tensor:
-    """Saliency maps (B,H,W) for images x (B,3,H,W) in [0,1] and one target class per image.
-
-    The backbone comes back with its mode and requires_grad flags unchanged; x is not modified.
-    """
-    import captum.attr as ca
-
-    if method not in METHODS:
-        raise CnnlabError(f"unknown saliency method {method!r}; choose from {', '.join(METHODS)}")
-    o = options or SaliencyOptions()
-    x = x.detach().to(backbone.device).clone().requires_grad_(True)  # Captum warns otherwise
-    target = torch.as_tensor(target, device=backbone.device).long()
-    with eval_mode(backbone), frozen(backbone):
-        if method == "vanilla":
-            maps = ca.Saliency(backbone).attribute(x, target=target, abs=True).amax(dim=1)
-        elif method == "smoothgrad":
-            maps = _smoothgrad(backbone, x, target, o)
-        elif method == "smoothgrad-gradcam":
-            cam = _gradcam(backbone, x, target, (o.layer or default_cam_layer(backbone)).split("+"))
-            maps = _unit(_smoothgrad(backbone, x, target, o)) * _unit(cam)
-        elif method == "ig":
-            ig = ca.IntegratedGradients(backbone)
-            attr = ig.attribute(x, baselines=_ig_baseline(x, o), target=target, n_steps=o.ig_steps,
-                                internal_batch_size=o.internal_batch_size)
-            maps = attr.sum(dim=1).abs()
-        elif method == "gradcam":
-            maps = _gradcam(backbone, x, target, (o.layer or default_cam_layer(backbone)).split("+"))
-        else:  # occlusion
-            w, s = o.occlusion_window, o.occlusion_stride
-            occ = ca.Occlusion(backbone)
-            attr = occ.attribute(x, sliding_window_shapes=(3, w, w), strides=(3, s, s), target=target,
-                                 baselines=blurred(x, o.blur_sigma), perturbations_per_eval=o.internal_batch_size)
-            maps = attr.mean(dim=1).clamp(min=0)  # keep the evidence FOR the class
-    return maps.detach()
-
-
-def _ig_baseline(x: torch.Tensor, o: SaliencyOptions) -> torch.Tensor:
-    if o.ig_baseline == "blur":
-        return blurred(x.detach(), o.blur_sigma)
-    if o.ig_baseline == "black":
-        return torch.zeros_like(x)
-    raise CnnlabError(f"unknown IG baseline {o.ig_baseline!r}; choose blur or black")
-
-
-def _smoothgrad(backbone: Backbone, x: torch.Tensor, target: torch.Tensor, o: SaliencyOptions) -> torch.Tensor:
-    """Captum draws the noise from the global RNG: seed it on a fork, so the maps repeat and the caller's stream is
-    left as it was."""
-    import captum.attr as ca
-
-    nt = ca.NoiseTunnel(ca.Saliency(backbone))
-    devices = [x.device.index or 0] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(o.noise_seed)
-        return nt.attribute(x, nt_type="smoothgrad", nt_samples=o.smoothgrad_samples, stdevs=o.smoothgrad_sigma,
-                            nt_samples_batch_size=o.internal_batch_size, target=target, abs=True).amax(dim=1)
-
-
-def _unit(m: torch.Tensor) -> torch.Tensor:
+def unit(m: torch.Tensor) -> torch.Tensor:
     """Each map (B,H,W) scaled to max 1."""
     return m / m.flatten(1).amax(dim=1).clamp(min=1e-12).view(-1, 1, 1)
 
 
-def _gradcam(backbone: Backbone, x: torch.Tensor, target: torch.Tensor, layers: list[str]) -> torch.Tensor:
-    """Grad-CAM upsampled to the image; several layers ('head+block6') are summed after scaling each map to max 1,
-    so a coarse deep map and a finer earlier one break each other's ties."""
+def gradcam(backbone: Backbone, x: torch.Tensor, targets: torch.Tensor, layers: Sequence[str]) -> torch.Tensor:
+    """Grad-CAM upsampled to the image; several layers are summed after scaling each map to max 1, so a coarse deep
+    map and a finer earlier one break each other's ties."""
     import captum.attr as ca
 
     backbone.check_layers(layers)
@@ -136,11 +234,9 @@ def _gradcam(backbone: Backbone, x: torch.Tensor, target: torch.Tensor, layers: 
     maps = []
     for layer in layers:
         module = modules[backbone.resolve(layer).module]
-        cam = ca.LayerGradCam(backbone, module).attribute(x, target=target, relu_attributions=True)
+        cam = ca.LayerGradCam(backbone, module).attribute(x, target=targets, relu_attributions=True)
         maps.append(F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0])
-    if len(maps) == 1:
-        return maps[0]
-    return sum(_unit(m) for m in maps)
+    return maps[0] if len(maps) == 1 else sum(unit(m) for m in maps)
 
 
 def predicted(backbone: Backbone, x: torch.Tensor) -> torch.Tensor:

@@ -6,15 +6,19 @@ from typing import Sequence
 import torch
 
 from ..core.backbones import Backbone
+from ..core.errors import CnnlabError
 
 SHOWN = 12  # images in an overview figure (every image keeps its own PNG)
 
 
 def resolve_targets(spec: str | None, preds: torch.Tensor, backbone: Backbone, seed: int = 0,
-                    positions: list[int] | None = None) -> list[int] | None:
+                    positions: list[int] | None = None, per_image: Sequence[str] | None = None) -> list[int] | None:
     """'pred' → the model's predictions; 'random' → random classes ≠ the prediction (seeded: the image at place p
     among the inputs gets the p-th draw, however the inputs are cut into chunks); 'none' → untargeted; otherwise one
-    class of the model (index or name) for every image."""
+    class of the model (index or name) for every image. `per_image`: one class per input (indexed by `positions`)."""
+    if per_image is not None:
+        positions = list(range(len(preds))) if positions is None else positions
+        return [backbone.class_index(per_image[p]) for p in positions]
     if spec is None or spec == "none":
         return None
     if spec == "pred":
@@ -25,6 +29,28 @@ def resolve_targets(spec: str | None, preds: torch.Tensor, backbone: Backbone, s
         draws = torch.randint(0, backbone.num_classes - 1, (max(positions, default=-1) + 1,), generator=g)[positions]
         return [int(t + (t >= p)) for t, p in zip(draws, preds.cpu())]  # never the predicted class
     return [backbone.class_index(spec)] * len(preds)
+
+
+def per_image_targets(options: dict) -> dict:
+    """The API's `target=` given as one class per image (a list, a tuple, an array or a tensor of indices or names)
+    becomes the config's `targets` list."""
+    target = options.get("target")
+    if isinstance(target, int) and not isinstance(target, bool):
+        return {**options, "target": str(target)}
+    if target is None or isinstance(target, str):
+        return options
+    if hasattr(target, "tolist"):
+        target = target.tolist()
+    if isinstance(target, (list, tuple)):
+        options = dict(options)
+        options.pop("target")
+        options["targets"] = [str(t) for t in target]
+    return options
+
+
+def check_targets(targets: Sequence[str] | None, n: int) -> None:
+    if targets is not None and len(targets) != n:
+        raise CnnlabError(f"target: {len(targets)} classes given for {n} input images (one per image)")
 
 
 def short_name(labels: Sequence[str], index: int) -> str:

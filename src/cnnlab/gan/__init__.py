@@ -1,8 +1,8 @@
-"""Generate: DCGAN, conditional DCGAN and fully-connected cGAN — `train`, `sample`, `evaluate`."""
-from .api import evaluate, sample, train
-from .evaluation import EvaluateConfig, EvaluateResult
-from .sampling import SampleConfig, SampleResult
-from .training import GanConfig, TrainResult
+"""Generate: DCGAN, conditional DCGAN and fully-connected cGAN. One module per job — `training` (`train`),
+`sampling` (`sample`), `evaluation` (`evaluate`) — and the networks in `models`."""
+from .evaluation import EvaluateConfig, EvaluateResult, evaluate
+from .sampling import SampleConfig, SampleResult, sample
+from .training import GanConfig, TrainResult, train
 
 __all__ = ["EvaluateConfig", "EvaluateResult", "GanConfig", "SampleConfig", "SampleResult", "TrainResult",
            "evaluate", "sample", "train"]

@@ -4,6 +4,7 @@ feature space. Image generators (dcgan): a Fréchet distance in an ImageNet back
 Lite0 pre_logits). Both through torchmetrics' FrechetInceptionDistance with a custom feature network."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from ..core.backbones import Backbone
 from ..core.config import Config, option
 from ..core.data import load_mnist
+from ..core.jobs import configure, with_options
 from ..core.mnist import shipped_test_accuracy
 from ..core.models import DEFAULT_BACKBONE, load_model
 from ..core.results import Result
@@ -97,8 +99,6 @@ class EvaluateConfig(Config):
     n: int = option(1000, flag="-n", low=2, help="generated images")
     seed: int = option(0, help="seed")
     data_root: str | None = option(None, env="CNNLAB_DATA", default_help="$CNNLAB_DATA", help="folder holding MNIST/")
-    cache_dir: str | None = option(None, help="unused since 0.3, when the MNIST classifier began to ship with "
-                                              "cnnlab (kept so that scripts keep working)")
     backbone: str = option(DEFAULT_BACKBONE, help="image generators: the network whose features the Fréchet "
                                                   "distance compares")
 
@@ -139,12 +139,15 @@ def evaluate_generator(config: EvaluateConfig, progress: bool = False) -> Evalua
     return EvaluateResult(config, scores | {"checkpoint": checkpoint})
 
 
-def evaluate(checkpoint: str | Path | None, data_root: str | None, cache_dir: str | Path, n: int = 1000,
-             seed: int = 0, backbone: str = DEFAULT_BACKBONE, progress: bool = False) -> dict:
-    """The scores as a dict (the summary of `evaluate_generator`)."""
-    config = EvaluateConfig(checkpoint=str(checkpoint) if checkpoint else None, n=n, seed=seed, data_root=data_root,
-                            cache_dir=str(cache_dir) if cache_dir else None, backbone=backbone)
-    return evaluate_generator(config, progress).summary()
+@with_options(EvaluateConfig)
+def evaluate(checkpoint: str | os.PathLike | None = None, *, config: EvaluateConfig | None = None,
+             progress: bool = False, **options) -> EvaluateResult:
+    """Conditional accuracy and Fréchet distance of a conditional MNIST generator (judged by the MNIST classifier
+    shipped with cnnlab); for an image generator, the Fréchet distance to its training images in an ImageNet
+    backbone's features. Real MNIST digits come from `data_root` (the CLI: --data-root or $CNNLAB_DATA)."""
+    if checkpoint is not None:
+        options["checkpoint"] = str(checkpoint)
+    return evaluate_generator(configure(EvaluateConfig, config, options), progress)
 
 
 def _conditional_scores(G, config: dict, data_root: str | None, n: int, seed: int) -> dict:

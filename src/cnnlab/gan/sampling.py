@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
+import os
 from pathlib import Path
 
 import torch
@@ -10,6 +11,7 @@ import torch
 from ..core.errors import CnnlabError
 from ..core.images import make_grid, save_png
 from ..core.config import Config, option
+from ..core.jobs import configure, with_options
 from ..core.results import Result
 from .models import build_gan, to_pixels
 from .training import load_checkpoint
@@ -136,3 +138,13 @@ def sample_images(config: SampleConfig) -> SampleResult:
         labels = torch.zeros(n, dtype=torch.long)
     images = generate(G, gan, labels, config.seed, config.interpolate, config.seed_to)
     return SampleResult(config, images, labels, gan["model"], conditional(gan))
+
+
+@with_options(SampleConfig)
+def sample(checkpoint: str | os.PathLike | None = None, *, config: SampleConfig | None = None,
+           **options) -> SampleResult:
+    """Images from a generator checkpoint (default: the cDCGAN-MNIST generator shipped with cnnlab): `.images`
+    (N,C,H,W) in [0,1]; `.save(dir)` writes the PNGs and the grid."""
+    if checkpoint is not None:
+        options["checkpoint"] = str(checkpoint)
+    return sample_images(configure(SampleConfig, config, options))

@@ -13,10 +13,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..core.config import Config, option
+from ..core.jobs import configure, with_options
 from ..core.data import load_image_dir, load_mnist
 from ..core.errors import CnnlabError
 from ..core.images import make_grid, save_png, skip_reasons
 from ..core.results import Result
+from ..core.runner import distributed
 from ..core.runs import RunDir, atomic_path
 from .models import MODELS, build_gan, to_pixels
 
@@ -113,10 +115,6 @@ class BatchStream:
                 self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
             out += self._perm[pos:pos + self.batch - len(out)].tolist()
         return torch.tensor(out[self.rank::self.world])  # this process's shard of the global batch
-
-
-def _dist() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def _fixed_inputs(config: GanConfig, classes: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -319,9 +317,10 @@ def _own_rng(device: torch.device):
 
 def train_run(config: GanConfig, out: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train to `config.iters` iterations into the run directory `out`; with `resume`, continue its checkpoint."""
-    rank, world = _dist()
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if config.device.startswith("cuda") else "gloo")
+    from ..core.models import check_device
+
+    check_device(config.device)
+    rank, world = distributed(config.device)
     if config.batch % world:
         raise CnnlabError(f"--batch {config.batch} is not divisible by the {world} processes")
     run = RunDir.create(out, "gan")
@@ -385,3 +384,15 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(ck, dict) or ck.get("format") != "cnnlab-gan-1" or "generator" not in ck:
         raise CnnlabError(f"{path} is not a cnnlab GAN checkpoint")
     return ck
+
+
+@with_options(GanConfig)
+def train(*, config: GanConfig | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+          progress: bool = False, **options) -> TrainResult:
+    """Train a DCGAN, cDCGAN or cGAN into the run directory `out` (default runs/gan-<time>), writing checkpoints,
+    grids, TensorBoard logs, config.json and metrics.json as it goes. `resume=True` continues the checkpoint in
+    `out` and ends with exactly the weights of an uninterrupted run; it refuses a checkpoint trained otherwise.
+    Under torchrun, DistributedDataParallel (rank and world from `core.runner.distributed`)."""
+    cfg = configure(GanConfig, config, options)
+    run = Path(out) if out is not None else RunDir.create(None, "gan").path
+    return train_run(cfg, run, resume=resume, progress=progress)

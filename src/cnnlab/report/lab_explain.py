@@ -6,8 +6,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..core.models import weights_available
-from ..explain.api import classviz, fool, saliency
-from ..transfer.api import classify
+from ..jobs.classviz import classviz
+from ..jobs.fool import fool
+from ..jobs.saliency import saliency
+from ..jobs.classify import classify
 from ..explain.classviz import ClassVizOptions
 from .experiment import Context, Outcome, Table, experiment, fmt, image_grid
 

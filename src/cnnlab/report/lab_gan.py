@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..gan.evaluation import evaluate, evaluate_images, frechet_distance
-from ..gan.api import train
+from ..gan.training import train
 from ..gan.training import GanConfig, load_training_data
 from .experiment import Context, Outcome, Table, experiment, fmt, image_grid
 
@@ -112,7 +112,7 @@ def dcgan_latent(ctx: Context, s: dict) -> Outcome:
 def _evaluate(ctx: Context, checkpoint: Path | None, n: int) -> dict:
     key = {"checkpoint": str(checkpoint.relative_to(ctx.report_dir)) if checkpoint else "shipped", "n": n}
     return ctx.shared("evaluate", key, lambda out: evaluate(
-        checkpoint, str(ctx.data_root), ctx.cache_dir, n=n))[1]
+        checkpoint, data_root=str(ctx.data_root), n=n).summary())[1]
 
 
 def _mnist(ctx: Context, s: dict, **changes) -> tuple[Path, dict, dict]:

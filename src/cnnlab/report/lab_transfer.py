@@ -10,8 +10,9 @@ from torch import nn
 from ..core.figures import new_figure, save_figure
 from ..core.images import sample_photos
 from ..core.models import describe_backbone, get_entry, list_backbones, weights_available
-from ..transfer.api import classify, transfer
-from ..transfer.configs import DEFAULT_TRANSFER_BACKBONE, TransferConfig
+from ..jobs.classify import classify
+from ..jobs.transfer import transfer
+from ..jobs.transfer import DEFAULT_TRANSFER_BACKBONE, TransferConfig
 from .experiment import Context, Outcome, Table, experiment, mean_sd
 
 SECTION = "Transfer learning (VGG16, 15-Scene)"

@@ -65,7 +65,8 @@ class TransferClassifier:
         return "+".join(self.backbone_names)
 
     # ---------------------------------------------------------------------------------------------- predicting
-    def features(self, images: ImagesLike, batch_size: int = 32) -> tuple[np.ndarray, list[str], list[tuple]]:
+    def features(self, images: ImagesLike, batch_size: int = 32,
+                 prepared: bool | None = None) -> tuple[np.ndarray, list[str], list[tuple]]:
         """(scaled feature matrix (N,D), the names of the images read, the (name, reason) of those skipped).
         Each backbone sees the image through its own preprocessing, as in training."""
         parts = list(dict.fromkeys(self.layer.split("+")))
@@ -74,7 +75,7 @@ class TransferClassifier:
         per_backbone: dict[str, np.ndarray] = {}
         for k, (b, name) in enumerate(zip(self.backbones, names_all)):
             seen = []
-            for chunk, x, bad in batches(images, b.preprocess, batch_size):
+            for chunk, x, bad in batches(images, b.preprocess, batch_size, prepared):
                 if k == 0:  # every backbone reads the same files: name them once
                     names += chunk
                     skipped += bad
@@ -112,9 +113,10 @@ class TransferClassifier:
     def _proba(scores: np.ndarray) -> np.ndarray:
         return torch.from_numpy(scores).softmax(dim=1).numpy()
 
-    def top(self, images: ImagesLike, k: int = 5) -> tuple[list[dict], list[tuple]]:
+    def top(self, images: ImagesLike, k: int = 5, batch_size: int = 32,
+            prepared: bool | None = None) -> tuple[list[dict], list[tuple]]:
         """classify's JSON for the learned classes: ({"image", "top": [{"index", "label", "prob"}]}, skipped)."""
-        X, names, skipped = self.features(images)
+        X, names, skipped = self.features(images, batch_size, prepared)
         proba = self._proba(self._scores(X))
         results = []
         for name, p in zip(names, proba):

@@ -17,9 +17,28 @@ from tqdm.auto import tqdm
 from ..core.backbones import Backbone
 from ..core.data import ImageFiles, collate_skipping_bad
 from ..core.hooks import eval_mode
+from ..core.backbones import POOLINGS
+from ..core.config import option
+from ..core.jobs import ModelOptions
 from ..core.runs import atomic_path
 
 PRECISIONS = ("auto", "fp32", "bf16")
+CHUNK = 512  # images per cache entry: a run killed mid-way keeps its finished chunks
+
+
+@dataclass
+class ExtractionOptions(ModelOptions):
+    pool: str = option("avg", choices=POOLINGS, help="how spatial maps become vectors")
+    flip: bool = option(False, help="average features of each image and its mirror image")
+    batch_size: int = option(64, low=1, help="images per forward pass")
+    workers: int = option(2, low=0, help="DataLoader processes decoding images")
+    precision: str = option("auto", choices=PRECISIONS,
+                            help="'auto' uses bf16 autocast only where the hardware runs it natively")
+    cache: bool = option(True, negate="--no-cache", help="neither read nor write the feature cache")
+    cache_dir: str | None = option(None, env="CNNLAB_CACHE", default_help="$CNNLAB_CACHE or ~/.cache/cnnlab",
+                                   help="feature cache folder")
+    chunk_size: int = option(512, low=1, help="images per committed chunk (cache entries, store parts, torchrun "
+                                              "shares)")
 
 
 @dataclass
@@ -53,7 +72,7 @@ def _cache_key(backbone: Backbone, layer: str, pool: str, flip: bool, precision:
     spec = {
         "backbone": backbone.name, "weights": backbone.weights_id, "module": point.module, "read": point.kind,
         "pool": pool, "flip": flip, "precision": precision, "preprocess": backbone.preprocess.to_dict(),
-        "files": fingerprint, "version": 2,  # 2: resize in float (0.3)
+        "files": fingerprint, "version": 3,  # 2: resize in float (0.3); 3: JPEG draft decoding (0.4)
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -94,8 +113,6 @@ def forward_features(backbone: Backbone, x: torch.Tensor, layers: list[str], poo
         out = {k: 0.5 * (v[: len(v) // 2] + v[len(v) // 2:]) for k, v in out.items()}
     return out
 
-
-CHUNK = 512  # images per cache entry: a run killed mid-way keeps its finished chunks
 
 
 @dataclass
@@ -180,7 +197,7 @@ def _run_pass(backbone, paths, todo: list[_Chunk], layers, pool, flip, precision
     starts = np.concatenate([[0], ends[:-1]])
     batches = [list(range(b, min(b + batch_size, e))) for s, e in zip(starts, ends) for b in range(s, e, batch_size)]
     loader = torch.utils.data.DataLoader(
-        ImageFiles([paths[i] for i in order], backbone.preprocess.transform()), batch_sampler=batches,
+        ImageFiles([paths[i] for i in order], backbone.preprocess.read), batch_sampler=batches,
         num_workers=workers, collate_fn=collate_skipping_bad, persistent_workers=False,
         pin_memory=backbone.device.type == "cuda")
     for c in todo:

@@ -19,7 +19,7 @@ from ..core.data import ImageFolder
 from ..core.errors import CnnlabError
 from ..core.images import skip_reasons
 from ..core.runs import atomic_path, write_json
-from ..core.shards import barrier, chunk_ranges, mine
+from ..core.runner import barrier, chunk_ranges
 from .features import CHUNK, _Chunk, _run_pass, files_fingerprint, resolve_precision
 
 FORMAT = "cnnlab-features-1"
@@ -59,7 +59,7 @@ def write_store(backbone: Backbone, ds: ImageFolder, layers: Sequence[str], root
     tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     chunks = [_Chunk(r.start, r.stop, {}) for r in chunk_ranges(len(ds.paths), chunk_size)]
     expect = {k: {"settings": tag, "files": files_fingerprint(ds.paths[c.start:c.end])} for k, c in enumerate(chunks)}
-    todo = [c for k, c in mine(list(enumerate(chunks)), rank, world) if not _committed(root, k, expect[k])]
+    todo = [c for k, c in list(enumerate(chunks))[rank::world] if not _committed(root, k, expect[k])]
     index_of = {c.start: k for k, c in enumerate(chunks)}
 
     def commit(c: _Chunk, feats: dict, keep: np.ndarray, failed: np.ndarray) -> None:

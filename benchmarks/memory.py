@@ -1,0 +1,74 @@
+"""Peak memory of per-image jobs on phone-size photos: `explain saliency --out` and `classify --out` over N JPEGs of
+4000×3000 (synthetic: smooth colour fields with noise, saved at quality 90), each command in its own process, peak
+RSS read from the kernel (ru_maxrss of the child). Also `import cnnlab` against `import torch, torchvision`.
+
+    python benchmarks/memory.py --n 100 [--folder /tmp/phones]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def photos(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    out = []
+    for k in range(n):
+        p = folder / f"phone_{k:03d}.jpg"
+        if not p.is_file():
+            small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+            img = Image.fromarray(small).resize((4000, 3000), Image.BICUBIC)
+            noise = rng.integers(-12, 13, (3000, 4000, 3), dtype=np.int16)
+            arr = np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(p, quality=90)
+        out.append(p)
+    return out
+
+
+def peak_mb(argv: list[str]) -> tuple[float, float]:
+    """(peak RSS in MB of the child, seconds)."""
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, time.perf_counter() - t0
+
+
+def import_seconds(code: str, repeat: int = 5) -> float:
+    best = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        best.append(time.perf_counter() - t0)
+    return min(best)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--folder", default="/tmp/cnnlab-phones")
+    ap.add_argument("--out", default="/tmp/cnnlab-memory-runs")
+    args = ap.parse_args()
+    files = photos(Path(args.folder), args.n)
+    rows = {}
+    # ru_maxrss of children is the max over all children so far: the lighter command runs first
+    for name, cmd in [("classify", ["classify"]), ("saliency", ["explain", "saliency", "--method", "vanilla"])]:
+        argv = [sys.executable, "-m", "cnnlab", *cmd, args.folder, "--quiet", "--out", f"{args.out}/{name}-{time.time()}"]
+        rows[name] = dict(zip(("peak_rss_mb", "seconds"), peak_mb(argv)))
+    torch_s = import_seconds("import torch, torchvision")
+    cnnlab_s = import_seconds("import torch, torchvision, cnnlab")
+    jobs_s = import_seconds("import torch, torchvision, cnnlab; cnnlab.saliency; cnnlab.classify")
+    rows["import"] = {"torch_torchvision_s": torch_s, "plus_cnnlab_s": cnnlab_s - torch_s,
+                      "plus_saliency_and_classify_jobs_s": jobs_s - torch_s}
+    print(json.dumps({"n": args.n, "photo": "4000x3000 JPEG", **rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""The saliency job: `cnnlab.saliency` / `cnnlab explain saliency`. Methods live in `explain/saliency.py` (one class
+each), the faithfulness metric in `explain/faithfulness.py`."""
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.backbones import Backbone
+from ..core.config import option
+from ..core.errors import CnnlabError
+from ..core.figures import heat, image_grid, overlay
+from ..core.inputs import ImagesLike, batch_rows, sources
+from ..core.jobs import ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
+from ..core.results import PerImageResult
+from ..core.runner import MemorySink, Part, Runner, RunDirSink, files_tag, settings_tag
+from ..core.runs import atomic_path
+from ..explain.faithfulness import deletion_insertion
+from ..explain.saliency import METHODS, SaliencyMethod, SaliencyOptions, method as make_method, methods_help, predicted
+from ..explain.targets import SHOWN, check_targets, per_image_targets, resolve_targets, short_name
+
+INPUTS_HELP = "image files, folders, or an .npz with X (N,H,W,3) uint8 and y (the labs' imagenet_val_25.npz)"
+CHUNK_HELP = "images per committed chunk (what a rerun skips, what a torchrun process takes; memory)"
+METRIC_KEYS = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")
+
+
+@dataclass
+class SaliencyConfig(SaliencyOptions, ModelOptions):
+    command = "explain saliency"
+    inputs: list[str] = option(default_factory=list, positional=True, required=True, metavar="INPUTS", help=INPUTS_HELP)
+    method: str = option("vanilla", choices=tuple(METHODS), help="attribution method")
+    target: str = option("pred", help="'pred' (the model's prediction) or a class of the model (index or name)")
+    targets: list[str] | None = option(None, cli=False, help="one class per input image (the API's target=[...])")
+    metrics: bool = option(False, help="deletion/insertion AUC vs a random patch order")
+    random_orders: int = option(4, low=1, help="--metrics: random patch orders averaged for the baseline")
+    limit: int | None = option(None, low=1, help="only the first N images")
+    batch_size: int = option(8, low=1, help="images per batch")
+    chunk_size: int = option(256, low=1, help=CHUNK_HELP)
+
+
+SaliencyConfig.__doc__ = f"""Saliency maps for one target per image, through Captum:
+{methods_help()}
+--metrics adds deletion/insertion AUC (Petsiuk et al. 2018) with 16×16 patches and a blurred baseline, plus the
+same for random patch orders (--random-orders). Writes saliency.png (image, overlay, map) and one PNG per map."""
+
+
+class SaliencyResult(PerImageResult):
+    """`.maps` (N,H,W) ≥ 0, `.images` (N,C,H,W) as the network saw them, `.targets`, `.preds`, `.labels`, `.scores`
+    (per-image deletion/insertion AUCs with `metrics=True`), `.names`. Streamed into a folder (`out=`), the maps
+    are read from its arrays."""
+
+    kind, figure_name = "saliency", "saliency.png"
+
+    def __init__(self, config, sink, items, prepared, seconds, backbone: Backbone):
+        super().__init__(config, sink, items, prepared, seconds)
+        self.class_names, self._preprocess = backbone.labels, backbone.preprocess
+        self.targets, self.preds = self.column("target"), self.column("pred")
+        self.labels = [r.get("label") for r in self.rows]
+        self.scores = ({k: torch.tensor(self.column(k)) for k in METRIC_KEYS} if config.metrics else None)
+
+    @property
+    def maps(self) -> torch.Tensor:
+        with warnings.catch_warnings():  # a memory map of the run's arrays: read-only
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(np.ascontiguousarray(self.sink.array("maps")))
+
+    def image(self, i: int) -> torch.Tensor:
+        """The i-th image as the network saw it (decoded again from its input)."""
+        source = self.items[self.positions[i]]
+        return source.network_input(self._preprocess, self.prepared)
+
+    @property
+    def images(self) -> torch.Tensor:
+        return torch.stack([self.image(i) for i in range(len(self))])
+
+    def _map_file(self, position: int) -> str:
+        return map_file(position)
+
+    def image_rows(self) -> list[dict]:
+        """One dict per image: what the JSON's `results` lists (and results.jsonl, one line each)."""
+        rows = [dict(r) for r in self.rows]
+        if self.run_dir:
+            for r, p in zip(rows, self.positions):
+                r["map"] = self.path(map_file(p))
+        return rows
+
+    def summary(self) -> dict:
+        per_image = self.image_rows()
+        s = {"backbone": self.config.backbone, "method": self.config.method, "results": per_image,
+             "seconds": self.seconds, "skipped": self.skipped}
+        if self.config.metrics and per_image:
+            m = {"n": len(per_image), **{k: float(np.mean([r[k] for r in per_image])) for k in METRIC_KEYS}}
+            m["deletion_ratio"] = m["deletion_auc"] / max(m["random_deletion_auc"], 1e-12)
+            s["summary"] = m
+        if self.run_dir:
+            s |= {"run_dir": str(self.run_dir), "figure": self.path(self.figure_name)}
+        return s
+
+    def text(self) -> str:
+        text = f"{len(self)} {self.config.method} saliency maps in {self.seconds:.1f} s" + (
+            f" → {self.path(self.figure_name)}" if self.run_dir else "")
+        if self.config.metrics:
+            m = self.summary()["summary"]
+            text += (f"\ndeletion AUC {m['deletion_auc']:.3f} (random {m['random_deletion_auc']:.3f}, ratio "
+                     f"{m['deletion_ratio']:.2f}); insertion AUC {m['insertion_auc']:.3f} "
+                     f"(random {m['random_insertion_auc']:.3f})")
+        return text
+
+    def figures(self) -> dict:
+        n = min(len(self), SHOWN)  # one row per image: the image beside its map
+        maps = self.sink.array("maps")[:n]
+        rows = []
+        for i in range(n):
+            x, m = self.image(i), torch.from_numpy(np.array(maps[i]))
+            rows.append((short_name(self.class_names, self.targets[i]), [x, overlay(x, m), heat(m)]))
+        more = f", the first {n} of {len(self)}" if len(self) > n else ""
+        return {self.figure_name: image_grid(rows, ["image", "overlay", f"{self.config.method} map"],
+                                             title=f"{self.config.backbone} (rows: the class explained{more})")}
+
+    def write_files(self, folder: Path) -> None:
+        if self.written(folder):
+            return
+        maps = self.sink.array("maps")
+        for i, p in enumerate(self.positions):
+            with atomic_path(folder / map_file(p)) as tmp:
+                tmp.write_bytes(map_png(maps[i]))
+
+
+def map_file(position: int) -> str:
+    return f"saliency_{position:03d}.png"
+
+
+def map_png(m) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((heat(np.asarray(m)) * 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@with_options(SaliencyConfig)
+def saliency(model: ModelLike = None, images: ImagesLike | None = None, *, config: SaliencyConfig | None = None,
+             out: str | Path | None = None, progress: bool = False, **options) -> SaliencyResult:
+    """Saliency maps of `images` for their targets (`target="pred"`: each image's predicted class; a class; or one
+    class per image, as a list or a tensor), optionally with deletion/insertion faithfulness (`metrics=True`).
+    `layer` (Grad-CAM) is a cut point or module path, or a list of them (their maps summed). With `out`, the run is
+    streamed into that folder chunk by chunk (results.jsonl, one PNG per map, the maps as arrays): bounded memory,
+    resumable, shared out over torchrun processes."""
+    cfg = configure(SaliencyConfig, config, per_image_targets(options))
+    if cfg.target == "none" and cfg.targets is None:
+        raise CnnlabError("saliency needs a target: 'pred' or a class of the model ('none' is for explain fool)")
+    backbone = load_backbone(model, cfg)
+    cfg = recorded(cfg, backbone)
+    attributor = make_method(cfg.method, cfg)
+    backbone.check_layers(list(attributor.layers()))  # a wrong layer is said before any work
+    items, prepared = sources(images if images is not None else cfg.inputs)
+    items = items[:cfg.limit] if cfg.limit else items
+    check_targets(cfg.targets, len(items))
+    for t in cfg.targets or ([] if cfg.target in (None, "pred", "random", "none") else [cfg.target]):
+        backbone.class_index(t)  # an unknown class is said before any work
+    sink = MemorySink() if out is None else RunDirSink(out, settings_tag(cfg.to_dict(), files_tag(
+        s.path or s.name for s in items)))
+    runner = Runner(sink, len(items), _chunk_size(cfg), backbone.device)
+    t0 = time.perf_counter()
+    worker = _worker(backbone, attributor, cfg, prepared, sink.on_disk)
+    if not runner.run(items, worker, progress, f"saliency {cfg.method}"):
+        return None  # another torchrun process assembles
+    result = SaliencyResult(cfg, sink, items, prepared, time.perf_counter() - t0, backbone)
+    if not len(result):
+        raise CnnlabError("no readable input images" + (f" ({result.skipped[0]['error']})" if result.skipped else ""))
+    return result
+
+
+def _chunk_size(cfg) -> int:
+    """Whole batches in every chunk: a chunk's numbers do not depend on how the inputs are cut."""
+    return max(cfg.batch_size, cfg.chunk_size // cfg.batch_size * cfg.batch_size)
+
+
+def _worker(backbone: Backbone, attributor: SaliencyMethod, cfg: SaliencyConfig, prepared: bool, files: bool):
+    def work(chunk: list, first: int) -> Part:
+        maps, pngs = [], {}
+
+        def rows(items, x, positions):
+            preds = predicted(backbone, x).cpu()
+            targets = resolve_targets(cfg.target, preds, backbone, positions=positions, per_image=cfg.targets)
+            m = attributor.attribute(backbone, x, targets).float().cpu()
+            scores = deletion_insertion(backbone, x, m, preds, n_random=cfg.random_orders,
+                                        seed=positions[0]) if cfg.metrics else None
+            maps.append(m.numpy())
+            out = []
+            for j, (source, p) in enumerate(zip(items, positions)):
+                row = {"image": source.name, "target": targets[j], "pred": int(preds[j]),
+                       "target_label": backbone.labels[targets[j]]}
+                if source.label is not None:
+                    row["label"] = source.label
+                if scores is not None:
+                    row.update({k: float(scores[k][j]) for k in METRIC_KEYS})
+                if files:
+                    pngs[map_file(p)] = map_png(m[j])
+                out.append(row)
+            return out
+
+        all_rows = batch_rows(chunk, backbone.preprocess, prepared, cfg.batch_size, first, rows)
+        return Part(all_rows, {"maps": np.concatenate(maps)} if maps else {}, pngs)
+    return work

@@ -1,0 +1,276 @@
+"""The transfer job: `cnnlab.transfer` / `cnnlab transfer` — the report's part 1: features → (layer × C) grid of
+linear SVMs (`transfer/svm.py`), selection by cross-validation on the training split, one score on test, and the
+fitted classifier (`transfer/classifier.py`)."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..core.backbones import Backbone
+from ..core.config import option
+from ..core.data import SPLIT_HELP, ImageFolder, folder_split, parse_split, random_split
+from ..core.errors import CnnlabError
+from ..core.images import skip_reasons
+from ..core.jobs import ModelLike, configure, load_backbones, with_options
+from ..core.results import Result
+from ..core.runs import default_cache_dir, write_json, write_text
+from ..transfer.classifier import TransferClassifier, expand_layer
+from ..transfer.features import ExtractionOptions, FeatureSet, extract_features
+from ..transfer.store import FeatureStore, load_features
+from ..transfer.svm import SCALINGS, run_grid
+
+DEFAULT_CS = [100.0, 10.0, 1.0, 0.1, 0.01, 0.001]
+# The three offline backbones, concatenated: the most accurate measured on 15-Scene, for about 3.5× Lite0's
+# extraction time (docs/benchmarks.md); `--backbone efficientnet_lite0` is the fast choice.
+DEFAULT_TRANSFER_BACKBONE = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2"
+
+
+@dataclass
+class TransferConfig(ExtractionOptions):
+    """Transfer learning by feature extraction (the report's part 1): a linear SVM (scikit-learn LinearSVC) on
+    features cut at each --layers point, for each --C. Every (layer, C) gets its k-fold cross-validation accuracy
+    on the training split and its test accuracy (the report's table Q2-4.12); the layer and C are selected by CV
+    on the training split only, and the selection is scored once on test. Writes results.md, results.csv,
+    metrics.json, confusion.png, split.json and the fitted classifier (classifier.skops + classifier.json: use it
+    with `cnnlab classify IMAGES --model RUN_DIR` or cnnlab.load_classifier). --layers a+b concatenates cut
+    points; --backbone a+b concatenates backbones (each layer spec is read from every backbone, each part
+    normalized on its own; features cached per backbone)."""
+
+    command = "transfer"
+    data: str | None = option(None, help="dataset folder: one subfolder per class (or train/ and test/)")
+    split: str = option("random:100", help=SPLIT_HELP)
+    seed: int = option(0, help="split and CV seed")
+    backbone: str = option(DEFAULT_TRANSFER_BACKBONE, help="a backbone, or several joined by '+' (their features "
+                                                           "concatenated); measured best on 15-Scene")
+    # 'a+b' concatenates cut points: why pre_logits+block5 alone, measured, is in docs/benchmarks.md (transfer)
+    layers: list[str] = option(default_factory=lambda: ["pre_logits+block5"],
+                               help="comma-separated cut points; 'a+b' concatenates two")
+    Cs: list[float] = option(default_factory=lambda: list(DEFAULT_CS), flag="--C", low=0, low_open=True,
+                             help="comma-separated SVM C values")
+    scaling: str = option("power-l2", choices=SCALINGS, help="feature scaling before the SVM")
+    folds: int = option(5, low=2, help="cross-validation folds")
+    limit_per_class: int | None = option(None, low=1, help="use at most this many images per class (a seeded subset)")
+    features: str | None = option(None, metavar="STORE_OR_NPZ",
+                                  help="precomputed features (a store folder or an .npz from `cnnlab features`) "
+                                       "instead of extracting them; --data is then not read")
+    limit_seed: int | None = option(None, cli=False, help="seed of that subset (default: --seed); fix it to vary "
+                                                          "splits over cached features")
+
+class TransferResult(Result):
+    """`.classifier` (a `TransferClassifier`: `predict(images)`), `.grid`, `.selected`, `.split` (train/test paths)."""
+
+    kind, figure_name = "transfer", "confusion.png"
+
+    def __init__(self, config: TransferConfig, summary: dict, classifier: TransferClassifier, y_test: np.ndarray,
+                 test_pred: np.ndarray, split: dict[str, list[str]]):
+        super().__init__(config)
+        self._summary, self.classifier, self.split = summary, classifier, split
+        self.y_test, self.test_pred = y_test, test_pred
+
+    @property
+    def grid(self) -> list[dict]:
+        return self._summary["grid"]
+
+    @property
+    def selected(self) -> dict:
+        return self._summary["selected"]
+
+    @property
+    def classes(self) -> list[str]:
+        return self._summary["classes"]
+
+    def summary(self) -> dict:
+        return self._summary | ({"run_dir": str(self.run_dir)} if self.run_dir else {})
+
+    def text(self) -> str:
+        sel = self.selected
+        return results_markdown(self._summary) + (
+            f"\nselected {sel['layer']} C={sel['C']:g}: test accuracy {sel['test_accuracy']:.4f}"
+            + (f" → {self.run_dir}" if self.run_dir else ""))
+
+    def figures(self) -> dict:
+        return {self.figure_name: confusion_figure(self.y_test, self.test_pred, self.classes)}
+
+    def write_files(self, folder: Path) -> None:
+        write_text(folder / "results.md", results_markdown(self._summary))
+        write_text(folder / "results.csv", results_csv(self.grid))
+        write_json(folder / "split.json", self.split)
+        self.classifier.save(folder)
+
+
+def _dataset_and_split(config: TransferConfig):
+    kind, k = parse_split(config.split)
+    if kind == "folders":
+        return folder_split(Path(config.data))
+    ds = ImageFolder.scan(config.data)
+    if config.limit_per_class:
+        rng = np.random.default_rng(config.seed if config.limit_seed is None else config.limit_seed)
+        keep = np.concatenate([rng.permutation(np.flatnonzero(ds.labels == c))[:config.limit_per_class]
+                               for c in range(len(ds.classes))])
+        ds = ds.subset(np.sort(keep))
+    return ds, None
+
+
+def _extract(config: TransferConfig, backbones: list[Backbone], paths, progress: bool) -> FeatureSet:
+    """Features of every cut point the layer specs name, from each backbone (one cached pass per backbone)."""
+    parts = list(dict.fromkeys(p for spec in config.layers for p in spec.split("+")))
+    cache_dir = (config.cache_dir or default_cache_dir()) if config.cache else None
+    sets = []
+    for backbone in backbones:
+        backbone.check_layers(parts)
+        sets.append(extract_features(backbone, paths, parts, pool=config.pool, flip=config.flip,
+                                     batch_size=config.batch_size, workers=config.workers,
+                                     precision=config.precision, cache_dir=cache_dir, progress=progress,
+                                     chunk_size=config.chunk_size))
+    if len(sets) == 1:
+        return sets[0]
+    keep = sets[0].keep
+    for fs in sets[1:]:  # unreadable files are the same for every backbone; intersect all the same
+        keep = np.intersect1d(keep, fs.keep)
+    features = {}
+    for backbone, fs in zip(backbones, sets):
+        rows = np.searchsorted(fs.keep, keep)
+        features.update({f"{backbone.name}/{part}": fs.features[part][rows] for part in parts})
+    extract_s = sum(fs.timing["extract_s"] for fs in sets)
+    computed = any(fs.timing["images_per_s"] for fs in sets)  # None when every layer came from the cache
+    timing = {"extract_s": extract_s, "images_per_s": len(keep) / extract_s if computed and extract_s > 0 else None,
+              "cached_layers": [f"{b.name}/{l}" for b, fs in zip(backbones, sets) for l in fs.timing["cached_layers"]],
+              "precision": sets[0].timing["precision"]}
+    return FeatureSet(features, keep, sets[0].failed, timing)
+
+
+@with_options(TransferConfig)
+def transfer(data: str | os.PathLike | None = None, model: ModelLike | Sequence[Backbone] = None, *,
+             config: TransferConfig | None = None, progress: bool = False, **options) -> TransferResult:
+    """The report's transfer experiment on a class-per-folder dataset: features → (layer × C) grid of LinearSVCs,
+    selection by cross-validation on the training split only, one score on test; returns the fitted classifier."""
+    if data is not None:
+        options["data"] = str(data)
+    cfg = configure(TransferConfig, config, options)
+    if cfg.features:
+        return _transfer_from_store(cfg, load_features(cfg.features))
+    if not cfg.data:
+        raise CnnlabError("--data is required (a class-per-folder dataset), or --features")
+    backbones = load_backbones(model, cfg)
+    if model is not None:
+        cfg = cfg.replace(backbone="+".join(b.spec or f"<wrapped {b.name}>" for b in backbones))
+    ds, split = _dataset_and_split(cfg)
+    fs = _extract(cfg, backbones, ds.paths, progress)
+    if split is not None:  # map the folder split onto the readable rows
+        pos = {int(i): r for r, i in enumerate(fs.keep)}
+        split = type(split)(np.array([pos[i] for i in split.train if i in pos]),
+                            np.array([pos[i] for i in split.test if i in pos]), split.description)
+    names = [b.name for b in backbones]
+    specs = {expand_layer(spec, names): spec for spec in cfg.layers}
+    paths = [str(ds.paths[i]) for i in fs.keep]
+    return _fit(cfg, fs.features, ds.labels[fs.keep], list(ds.classes), paths, split, specs, fs.timing,
+                skip_reasons(fs.failed), lambda layer, precision: TransferClassifier(
+                    None, ds.classes, layer, backbones, cfg.weights, cfg.pool, cfg.flip, cfg.scaling, precision,
+                    cfg.device))
+
+
+def _transfer_from_store(cfg: TransferConfig, store: FeatureStore) -> TransferResult:
+    """The SVM grid on features a `cnnlab features` run stored (store folder or .npz)."""
+    labels, keep = store.labels, np.arange(len(store.paths))
+    if parse_split(cfg.split)[0] == "folders":
+        raise CnnlabError("--split folders needs --data; with --features use random:K")
+    if cfg.limit_per_class:
+        rng = np.random.default_rng(cfg.seed if cfg.limit_seed is None else cfg.limit_seed)
+        keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:cfg.limit_per_class]
+                                       for c in range(len(store.classes))]))
+    parts = list(dict.fromkeys(p for spec in cfg.layers for p in spec.split("+")))
+    features = {p: np.asarray(store[p])[keep] for p in parts}
+    meta = store.index
+    cfg = cfg.replace(backbone=meta.get("backbone") or cfg.backbone, weights=meta.get("weights") or cfg.weights)
+    timing = {"extract_s": 0.0, "images_per_s": None, "cached_layers": parts, "precision": meta.get("precision")}
+    return _fit(cfg, features, labels[keep], store.classes, [store.paths[i] for i in keep], None,
+                {spec: spec for spec in cfg.layers}, timing, store.skipped,
+                lambda layer, precision: TransferClassifier(
+                    None, store.classes, layer, [meta.get("backbone")], meta.get("weights", "default"),
+                    meta.get("pool", cfg.pool), bool(meta.get("flip", cfg.flip)), cfg.scaling, precision or "fp32",
+                    cfg.device))
+
+
+def _fit(cfg: TransferConfig, features: dict, y: np.ndarray, classes: list[str], paths: list[str], split,
+         specs: dict[str, str], timing: dict, skipped: list[dict], make_classifier) -> TransferResult:
+    """Split (15-Scene protocol unless given), the (layer × C) grid with CV on train, one score on test."""
+    if split is None:
+        split = random_split(y, parse_split(cfg.split)[1], cfg.seed)
+    if len(split.test) == 0:
+        raise CnnlabError("the test split is empty")
+    result = run_grid(features, y, split.train, split.test, list(specs), list(cfg.Cs), cfg.scaling, cfg.folds,
+                      cfg.seed)
+    for row in result.grid + [result.selected]:  # report the layer specs as the user wrote them
+        row["layer"] = specs[row["layer"]]
+    y_test = y[split.test]
+    per_class = {c: float((result.test_pred[y_test == i] == i).mean()) for i, c in enumerate(classes)
+                 if (y_test == i).any()}
+    summary = {
+        "backbone": cfg.backbone, "weights": cfg.weights, "split": split.description, "seed": cfg.seed,
+        "n_train": int(len(split.train)), "n_test": int(len(split.test)),
+        "grid": result.grid, "selected": result.selected,
+        "timing": {"extract_s": timing["extract_s"], "images_per_s": timing["images_per_s"], "fit_s": result.fit_s},
+        "scaling": cfg.scaling, "classes": list(classes), "per_class_accuracy": per_class,
+        "skipped": skipped, "skipped_images": [s["image"] for s in skipped],
+        "cached_layers": timing["cached_layers"], "precision": timing["precision"],
+    }
+    classifier = make_classifier(result.selected["layer"], timing["precision"])
+    classifier.estimator = result.model
+    split_files = {"train": [paths[i] for i in split.train], "test": [paths[i] for i in split.test]}
+    return TransferResult(cfg, summary, classifier, y_test, result.test_pred, split_files)
+
+
+def load_classifier(run_dir: str | os.PathLike, model: Backbone | Sequence[Backbone] | None = None,
+                    device: str = "cpu") -> TransferClassifier:
+    """The classifier a `transfer` run saved (`model` supplies a wrapped module no spec can rebuild)."""
+    return TransferClassifier.load(run_dir, model, device)
+
+
+# ----------------------------------------------------------------------------------------------------- reporting
+def results_markdown(summary: dict) -> str:
+    """A table like the report's Q2-4.12: one row per (layer, C)."""
+    sel = summary["selected"]
+    lines = [
+        f"# Transfer: {summary['backbone']} ({summary['weights']} weights), split {summary['split']}, seed {summary['seed']}",
+        "", f"{summary['n_train']} training / {summary['n_test']} test images; scaling {summary['scaling']}; "
+        "C and layer selected by cross-validation on the training split only.", "",
+        "| layer | C | CV accuracy | test accuracy |", "|---|---|---|---|",
+    ]
+    for r in summary["grid"]:
+        mark = " **(selected)**" if (r["layer"], r["C"]) == (sel["layer"], sel["C"]) else ""
+        lines.append(f"| {r['layer']} | {r['C']:g} | {r['cv_accuracy']:.4f} | {r['test_accuracy']:.4f}{mark} |")
+    lines += ["", f"Selected: layer {sel['layer']}, C = {sel['C']:g}: test accuracy **{sel['test_accuracy']:.4f}**.", "",
+              "| class | test accuracy |", "|---|---|"]
+    lines += [f"| {c} | {a:.4f} |" for c, a in summary["per_class_accuracy"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def results_csv(grid: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["layer", "C", "cv_accuracy", "test_accuracy"])
+    w.writeheader()
+    w.writerows(grid)
+    return buf.getvalue()
+
+
+def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]):
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    from ..core.figures import new_figure
+
+    n = len(classes)
+    fig = new_figure(0.55 * n + 3, 0.55 * n + 2.5)
+    ax = fig.subplots()
+    ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=list(range(n)), display_labels=list(classes),
+                                            normalize="true", values_format=".2f", ax=ax, colorbar=False,
+                                            cmap="Blues", xticks_rotation=60)
+    for t in ax.texts:
+        t.set_fontsize(6)
+    ax.set_title("Normalized confusion matrix (test split)")
+    return fig

@@ -1,0 +1,205 @@
+"""The structure: one runner (a result is the same object in memory and streamed), one class per method (every
+registered saliency method and attack through one call), per-image targets, a light and acyclic `import cnnlab`,
+thin faces, one-line errors for options that would be ignored or devices that are absent."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import cnnlab
+from cnnlab.cli import main
+from cnnlab.core.errors import CnnlabError
+from cnnlab.explain.attacks import ATTACKS
+from cnnlab.explain.saliency import METHODS
+
+SRC = Path(cnnlab.__file__).parent
+N = 17  # more images than a figure shows (12), over several chunks
+
+
+def _tiny(seed: int = 0) -> cnnlab.Backbone:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    return cnnlab.wrap(net, mean=(0.5,) * 3, std=(0.25,) * 3, input_size=16, labels=[f"c{k}" for k in range(5)])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """N small photos of several sizes (JPEG and PNG) and one unreadable file among them."""
+    folder = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(N):
+        h, w = (20, 24) if k % 3 else (18, 18)
+        p = folder / f"im{k:02d}.{'jpg' if k % 2 else 'png'}"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    paths[5].write_bytes(b"not an image")
+    return paths
+
+
+def _fields(res, names):
+    out = {}
+    for name in names:
+        v = getattr(res, name)
+        out[name] = v.tolist() if isinstance(v, torch.Tensor) else v
+    return out
+
+
+def test_saliency_streamed_equals_in_memory_field_by_field(files, tmp_path):
+    model = _tiny()
+    opts = dict(method="gradcam", metrics=True, random_orders=1, batch_size=2, chunk_size=4)
+    a = cnnlab.saliency(model, files, **opts)
+    b = cnnlab.saliency(model, files, out=tmp_path / "s", **opts)
+    assert len(a) == len(b) == N - 1 and a.skipped == b.skipped and len(a.skipped) == 1
+    names = ["names", "positions", "targets", "preds", "labels", "skipped"]
+    assert _fields(a, names) == _fields(b, names)
+    assert all(len(getattr(b, f)) == N - 1 for f in ("targets", "preds", "labels", "names"))
+    assert torch.equal(a.maps, b.maps) and a.maps.shape[0] == N - 1
+    assert torch.equal(a.images, b.images) and a.images.shape[0] == N - 1
+    assert {k: v.tolist() for k, v in a.scores.items()} == {k: v.tolist() for k, v in b.scores.items()}
+    assert a.summary()["summary"] == b.summary()["summary"]
+    a.save(tmp_path / "a")  # the in-memory run writes the same per-image files as the streamed one
+    assert sorted(p.name for p in (tmp_path / "a").glob("saliency_*.png")) == \
+        sorted(p.name for p in (tmp_path / "s").glob("saliency_*.png"))
+
+
+def test_fool_and_classify_streamed_equal_in_memory(files, tmp_path):
+    model, judge = _tiny(), _tiny(1)
+    opts = dict(target="random", method="pgd", eps=0.1, max_iters=3, batch_size=2, chunk_size=4, eval_on=[judge])
+    a = cnnlab.fool(model, files, **opts)
+    b = cnnlab.fool(model, files, out=tmp_path / "f", **opts)
+    names = ["names", "positions", "targets", "skipped", "success", "pred_before", "pred_after", "iterations",
+             "linf", "l2", "transfer"]
+    assert _fields(a, names) == _fields(b, names) and len(b.targets) == N - 1
+    assert all(torch.equal(x, y) for x, y in zip(a.adversarials, b.adversarials)) and len(b.adversarials) == N - 1
+    assert all(torch.equal(x, y) for x, y in zip(a.originals, b.originals))
+    # success is judged on the saved file as read back: the model's prediction of it is the recorded one
+    with torch.no_grad():
+        after = [int(model(model.preprocess(x[None])).argmax()) for x in b.adversarials]
+    assert after == b.pred_after.tolist() and b.success.tolist() == [p == t for p, t in zip(after, b.targets)]
+
+    c1 = cnnlab.classify(model, files, batch_size=2, chunk_size=4)
+    c2 = cnnlab.classify(model, files, batch_size=2, chunk_size=4, out=tmp_path / "c")
+    assert c1.results == c2.results and len(c1.results) == N - 1 and c1.skipped == c2.skipped
+
+
+def test_per_image_targets_in_saliency_and_fool(files):
+    model = _tiny()
+    good = files[:4]
+    targets = [1, 2, 3, 4]
+    s = cnnlab.saliency(model, good, method="vanilla", target=targets)
+    assert s.targets == targets
+    assert cnnlab.saliency(model, good, method="vanilla", target=torch.tensor(targets)).targets == targets
+    f = cnnlab.fool(model, good, target=["c1", "c2", "c3", "c4"], method="fgsm", eps=0.05)
+    assert f.targets == targets
+    with pytest.raises(CnnlabError, match="one per image"):
+        cnnlab.fool(model, good, target=[1, 2], method="fgsm")
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_saliency_method_is_one_registered_class(name):
+    model, x = _tiny(), torch.rand(2, 3, 16, 16)
+    m = METHODS[name](**({"window": 8, "stride": 4} if name == "occlusion" else {}))
+    mode = model.training
+    maps = m.attribute(model, x, [0, 3])
+    assert maps.shape == (2, 16, 16) and (maps >= 0).all() and torch.isfinite(maps).all() and maps.sum() > 0
+    assert model.training is mode and all(p.requires_grad for p in model.parameters())  # as it went in
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_every_attack_is_one_registered_class(name):
+    model, x = _tiny(), torch.rand(2, 3, 16, 16)
+    r = ATTACKS[name]()(model, x, [1, 2])
+    assert r.adversarial.shape == x.shape and 0 <= r.adversarial.min() and r.adversarial.max() <= 1
+    assert torch.equal(r.adversarial, r.adversarial.mul(255).round().div(255))  # what an 8-bit file holds
+    with torch.no_grad():
+        assert r.pred_after.tolist() == model(r.adversarial).argmax(1).tolist()
+
+
+def test_import_cnnlab_is_light():
+    code = ("import sys, cnnlab; heavy = [m for m in sys.modules if m.split('.')[0] in "
+            "('matplotlib', 'gradio', 'sklearn', 'captum') or m.startswith(('cnnlab.report', 'cnnlab.app'))]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def _module_imports(path: Path) -> set[str]:
+    """The cnnlab modules a file imports at module level (not inside functions)."""
+    name = ".".join(("cnnlab",) + path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.If):  # `if TYPE_CHECKING:` blocks do not run
+            continue
+        if isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(node.level - 1):
+                base = base.rsplit(".", 1)[0]
+            mod = (base + ("." + node.module if node.module else "")) if node.level else node.module or ""
+            for alias in node.names:
+                sub = f"{mod}.{alias.name}"
+                found.add(sub if (SRC.parent / (sub.replace(".", "/") + ".py")).exists()
+                          or (SRC.parent / sub.replace(".", "/")).is_dir() else mod)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {m for m in found if m.startswith("cnnlab")}
+
+
+def test_no_import_cycle_in_the_package():
+    graph = {}
+    for path in SRC.rglob("*.py"):
+        name = ".".join(("cnnlab",) + path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+        graph[name] = {m for m in _module_imports(path) if m != name}
+    state: dict[str, int] = {}
+
+    def visit(node, stack):
+        state[node] = 1
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                raise AssertionError(" -> ".join(stack + [node, nxt]))
+            if nxt in graph and nxt not in state:
+                visit(nxt, stack + [node])
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [])
+
+
+def test_capabilities_do_not_import_each_other():
+    for cap in ("transfer", "explain", "gan"):
+        others = {f"cnnlab.{c}" for c in ("transfer", "explain", "gan", "jobs", "report", "app") if c != cap}
+        for path in (SRC / cap).rglob("*.py"):
+            bad = {m for m in _module_imports(path) if any(m == o or m.startswith(o + ".") for o in others)}
+            assert not bad, f"{path.name} imports {bad}"
+
+
+def test_the_faces_import_no_private_name():
+    faces = [SRC / "demo.py", SRC / "cli.py", *(SRC / "app").glob("*.py"), *(SRC / "report").glob("*.py")]
+    for path in faces:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("cnnlab")):
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.endswith("__")]
+                assert not private, f"{path.name} imports {private}"
+
+
+def test_classify_with_a_saved_model_refuses_options_it_would_ignore(tmp_path, capsys):
+    assert main(["classify", str(tmp_path), "--model", str(tmp_path), "--backbone", "efficientnet_lite1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnlab: error:") and "--backbone would be ignored" in err and "\n" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_device_that_is_absent_is_one_line(tmp_path, capsys):
+    (tmp_path / "a.png").write_bytes(b"")
+    assert main(["classify", str(tmp_path / "a.png"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnlab: error: --device cuda") and "\n" not in err
