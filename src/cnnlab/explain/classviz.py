@@ -27,7 +27,7 @@ class ClassVizOptions(Config):
     blur_every: int = option(10, low=0, help="blur period in iterations (0: never)")
     blur_sigma: float = option(0.5, low=0, help="blur sigma")
     # randomly scaled/rotated copies scored per step (0 = the report's method). Measured (docs/benchmarks.md):
-    # a different model ranks the class top-5 for 3/10 classes with 0, 9/10 with 4, 10/10 with 8 at 400 iterations
+    # how many copies make a class recognizable to another model: measured in docs/benchmarks.md (explain)
     augment: int = option(4, low=0, help="random scaled/rotated copies per step, for robustness (0: the report's "
                                          "method)")
     scale: float = option(0.1, low=0, high=0.9, help="± relative scale of those copies")

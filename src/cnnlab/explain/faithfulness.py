@@ -4,8 +4,7 @@ Patches (16×16 by default) are ranked by mean attribution. Deletion replaces th
 strongly blurred copy of the image; insertion starts from that blurred copy and restores them. The curve is the
 softmax probability of the class along ~28 steps; its area (mean of the trapezoids, x in [0,1]) is the score:
 low deletion and high insertion are good. The same with a random patch order is the baseline, averaged over several
-orders: with one order, the mean over 20 ImageNet images still moves by ±6 % from draw to draw (per-order means
-0.198–0.252 for the same images), enough to swing a method's deletion ratio from 0.86 to 1.10.
+orders: one order alone moves a method's deletion ratio by a lot (measured: docs/benchmarks.md, explain).
 Pixel-level or black-fill deletion mostly measures how CNNs hate speckle noise, hence patches and blur.
 """
 from __future__ import annotations

@@ -54,8 +54,8 @@ class FeatureSet:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """'auto' → bf16 only where the hardware computes it natively (CUDA, or a CPU with AVX512-BF16/AMX).
 
-    bf16 features cost nothing measurable on 15-Scene (+0.13 ± 0.23 points over 5 paired splits, benchmark e);
-    emulated bf16 is ≈ 10× slower than fp32, hence fp32 elsewhere."""
+    bf16 features cost no measurable accuracy on 15-Scene, and emulated bf16 is much slower than fp32, hence fp32
+    elsewhere (both measured: docs/benchmarks.md, transfer part e)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}")
     if precision != "auto":
