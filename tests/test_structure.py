@@ -123,10 +123,15 @@ def test_every_attack_is_one_registered_class(name):
         assert r.pred_after.tolist() == model(r.adversarial).argmax(1).tolist()
 
 
-def test_import_cnnlab_is_light():
-    code = ("import sys, cnnlab; heavy = [m for m in sys.modules if m.split('.')[0] in "
-            "('matplotlib', 'gradio', 'sklearn', 'captum') or m.startswith(('cnnlab.report', 'cnnlab.app'))]; "
-            "print(heavy)")
+@pytest.mark.parametrize("touch, heavy", [
+    ("pass", "('matplotlib', 'gradio', 'sklearn', 'captum', 'skimage')"),
+    ("cnnlab.saliency; cnnlab.classify; cnnlab.fool; cnnlab.features", "('gradio', 'sklearn', 'skimage')"),
+])
+def test_import_cnnlab_is_light(touch, heavy):
+    """`import cnnlab` loads none of the heavy libraries; reaching the per-image jobs loads no report, app or
+    scikit-learn (it loads when an SVM is fitted)."""
+    code = (f"import sys, cnnlab; {touch}; heavy = [m for m in sys.modules if m.split('.')[0] in {heavy} "
+            "or m.startswith(('cnnlab.report', 'cnnlab.app'))]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 

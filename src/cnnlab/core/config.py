@@ -48,6 +48,16 @@ def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING,
     return field(default=default, metadata=meta)
 
 
+def registry_help(registry: Mapping[str, Any], width: int = 116) -> str:
+    """One wrapped paragraph per registered class (its `name` and `help`): the choices' part of a command's --help."""
+    import textwrap
+
+    pad = max(len(name) for name in registry) + 4
+    return "\n".join(textwrap.fill(f"  {name:<{pad - 2}}{cls.help}", width, subsequent_indent=" " * pad,
+                                   break_on_hyphens=False)
+                     for name, cls in registry.items())
+
+
 def _meta(f: dataclasses.Field) -> dict:
     return f.metadata.get(_KEY, {"help": "", "cli": False})
 

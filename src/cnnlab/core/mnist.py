@@ -1,9 +1,9 @@
 """The small MNIST classifier shipped with cnnlab: the `mnist_cnn` backbone (explain works on digits) and the judge of
 `gan evaluate` (conditional accuracy, and the Fréchet distance in its 128-d features).
 
-Its weights live in the package (`assets/mnist_cnn.pt`, fp16; its size and accuracy: docs/benchmarks.md) with their MNIST test accuracy; they were
-made by `train_mnist_cnn` (the command is in docs/benchmarks.md). Normalization (MNIST's mean and std) is the
-Backbone's job, as for every model, so the network itself takes normalized 1-channel 28×28 images.
+Its weights live in the package (`assets/mnist_cnn.pt`, fp16; its size: docs/benchmarks.md) with their MNIST test
+accuracy; they were made by `train_mnist_cnn` (the command is in docs/benchmarks.md). Normalization (MNIST's mean
+and std) is the Backbone's job, as for every model, so the network itself takes normalized 1-channel 28×28 images.
 """
 from __future__ import annotations
 

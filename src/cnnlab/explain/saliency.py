@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.backbones import Backbone
-from ..core.config import Config, option
+from ..core.config import Config, option, registry_help
 from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode, frozen
 
@@ -202,7 +202,7 @@ def attribute(backbone: Backbone, x: torch.Tensor, target, name: str = "vanilla"
 
 
 def methods_help() -> str:
-    return "\n".join(f"  {name:<10}  {cls.help}" for name, cls in METHODS.items())
+    return registry_help(METHODS)
 
 
 def cam_layers(backbone: Backbone) -> list[str]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..core.backbones import Backbone
-from ..core.config import option
+from ..core.config import option, registry_help
 from ..core.errors import CnnlabError
 from ..core.figures import image_grid
 from ..core.hooks import eval_mode
@@ -70,7 +70,7 @@ class FoolConfig(ModelOptions):
 FoolConfig.__doc__ = """Adversarial images in [0,1] pixel space, made on the image itself: the perturbation lives at the
 input's own size and the model sees it through its own preprocessing (the resize and crop that classify reads files
 with). Success is judged on the saved file: the 8-bit PNG, read back by the normal reading path, must give the target.
-""" + "\n".join(f"  {name:<9} {cls.help}" for name, cls in ATTACKS.items()) + """
+""" + registry_help(ATTACKS) + """
 --backbone a+b attacks the ensemble (mean of logits, each model through its own preprocessing); --eval-on B2,B3
 reads every saved image through other models and reports the targeted and untargeted transfer rates.
 Writes fooling.png (original | adversarial | magnified difference), the adversarial PNGs (at the input's size)
@@ -96,8 +96,13 @@ class FoolResult(PerImageResult):
 
     def adversarial_image(self, i: int) -> torch.Tensor:
         """The i-th saved image, read back as a user opens it."""
-        x = pil_to_tensor(load_image(io.BytesIO(self.sink.read(png_file(self.positions[i])))))
-        return x[:1] if self.original_image(i).shape[0] == 1 else x
+        from PIL import Image
+
+        data = io.BytesIO(self.sink.read(png_file(self.positions[i])))
+        with Image.open(data) as img:
+            gray = img.mode == "L"  # a 1-channel input was saved as a grayscale PNG
+        x = pil_to_tensor(load_image(data))
+        return x[:1] if gray else x
 
     def original_image(self, i: int) -> torch.Tensor:
         return quantize(self.items[self.positions[i]].decode())

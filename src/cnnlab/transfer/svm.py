@@ -5,10 +5,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
 
 from ..core.errors import CnnlabError
 
@@ -40,6 +36,10 @@ def layer_matrix(features: dict[str, np.ndarray], spec: str, scaling: str) -> np
 
 def make_svm(C: float, scaling: str, seed: int = 0):
     """LinearSVC, behind a StandardScaler (fit on the training data only) when scaling='standard'."""
+    from sklearn.pipeline import make_pipeline  # scikit-learn loads when an SVM is fitted, not on import
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
     svm = LinearSVC(C=C, dual="auto", max_iter=5000, random_state=seed)
     return make_pipeline(StandardScaler(), svm) if scaling == "standard" else svm
 
@@ -59,6 +59,8 @@ def cv_score(X: np.ndarray, y: np.ndarray, C: float, scaling: str, folds: int, s
     k = min(folds, int(n_min))
     if k < 2:
         raise CnnlabError("cross-validation needs at least 2 training images in every class")
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
     cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     return float(cross_val_score(make_svm(C, scaling, seed), X, y, cv=cv, n_jobs=n_jobs).mean())
 
