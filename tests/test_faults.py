@@ -69,7 +69,7 @@ print(fs.timing["computed_images"])
 
 
 def _entries(cache: Path) -> list[Path]:
-    return sorted(cache.glob("*.npz"))
+    return sorted(cache.glob("*/*/parts/part-00000.jsonl"))  # one committed runner part per chunk
 
 
 def test_feature_extraction_killed_mid_way_keeps_its_finished_chunks(tiny_scenes, tmp_path, lite0):
@@ -86,7 +86,7 @@ def test_feature_extraction_killed_mid_way_keeps_its_finished_chunks(tiny_scenes
     assert again.timing["computed_images"] == 18 - 4 * kept  # finished chunks are not computed again
     fresh = extract_features(lite0, ds.paths, ["pre_logits"], workers=0, chunk_size=4, progress=False)
     np.testing.assert_allclose(again.features["pre_logits"], fresh.features["pre_logits"], rtol=1e-4, atol=1e-5)
-    assert len(_entries(cache)) == 5 and not list(cache.glob(".*"))
+    assert len(_entries(cache)) == 5 and not list(cache.rglob(".*"))
 
 
 def test_two_processes_filling_one_cache_are_both_right(tiny_scenes, tmp_path, lite0):
@@ -95,7 +95,7 @@ def test_two_processes_filling_one_cache_are_both_right(tiny_scenes, tmp_path, l
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
-    assert len(_entries(cache)) == 3 and not list(cache.glob(".*"))
+    assert len(_entries(cache)) == 3 and not list(cache.rglob(".*"))
     ds = ImageFolder.scan(tiny_scenes)
     cached = extract_features(lite0, ds.paths, ["pre_logits"], cache_dir=cache, workers=0, chunk_size=6,
                               progress=False)

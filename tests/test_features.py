@@ -15,11 +15,16 @@ def _extract(backbone, root, cache, layers=("pre_logits",), **kw):
                                 batch_size=8, **kw)
 
 
+def _entries(cache):
+    """Committed cache entries: one runner part per (cut point and settings, chunk of files)."""
+    return sorted(cache.glob("*/*/parts/part-00000.jsonl"))
+
+
 def test_cache_hit_and_invalidation(lite0, tiny_scenes, tmp_path):
     cache = tmp_path / "cache"
     _, first = _extract(lite0, tiny_scenes, cache, ("block6", "pre_logits"))
     assert first.timing["computed_layers"] == ["block6", "pre_logits"]
-    assert len(list(cache.glob("*.npz"))) == 2 and not list(cache.glob(".*"))  # no temp files left behind
+    assert len(_entries(cache)) == 2 and not list(cache.rglob(".*"))  # no temp files left behind
 
     _, again = _extract(lite0, tiny_scenes, cache, ("pre_logits", "block6"))
     assert again.timing["computed_layers"] == [] and again.timing["images_per_s"] is None
@@ -41,8 +46,8 @@ def test_cache_hit_and_invalidation(lite0, tiny_scenes, tmp_path):
 def test_a_corrupt_cache_entry_is_recomputed(lite0, tiny_scenes, tmp_path):
     cache = tmp_path / "cache"
     _, first = _extract(lite0, tiny_scenes, cache)
-    entry = next(cache.glob("*.npz"))
-    entry.write_bytes(entry.read_bytes()[:100])  # a half-written file
+    entry = next(cache.glob("*/*/features/part-00000.npy"))
+    entry.write_bytes(entry.read_bytes()[:100])  # a damaged file
     _, again = _extract(lite0, tiny_scenes, cache)
     assert again.timing["computed_layers"] == ["pre_logits"]
     np.testing.assert_allclose(again.features["pre_logits"], first.features["pre_logits"], rtol=1e-5, atol=1e-6)

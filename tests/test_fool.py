@@ -83,6 +83,12 @@ def test_eval_on_reports_transfer_per_model(lite0, photo_files, tmp_path, capsys
     assert set(s["transfer"]["efficientnet_lite1"]) == {"targeted_rate", "untargeted_rate"}
     assert set(s["results"][0]["transfer"]["efficientnet_lite1"]) == {"pred_before", "pred_after"}
     assert "| efficientnet_lite1 |" in (out / "transfer.md").read_text()
+    # the rates, counted again independently: lite1 classifying the original and the saved file
+    before, after = (r["top"][0]["index"] for r in cnnlab.classify(
+        "efficientnet_lite1", [photo_files["coffee"], s["results"][0]["png"]], topk=1).results)
+    target = s["results"][0]["target"]
+    assert s["transfer"]["efficientnet_lite1"] == {"targeted_rate": float(after == target),
+                                                   "untargeted_rate": float(after != before)}
 
 
 def test_an_ensemble_is_the_mean_of_its_models_logits_each_through_its_own_preprocessing(lite0):

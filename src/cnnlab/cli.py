@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 from . import __version__
 from .core.config import Config, add_options, from_cli
 from .core.errors import CnnlabError
+from .core.runs import is_npz
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def _streamed(module: str, name: str, kind: str) -> Callable:
 def _run_features(config, out, progress, args):
     from .jobs.features import features
 
-    return features(config=config, out=None if str(out).endswith(".npz") else out, progress=progress)
+    return features(config=config, out=None if is_npz(out) else out, progress=progress)
 
 
 def _run_train(config, out, progress, args):
@@ -197,7 +198,7 @@ def run(args: argparse.Namespace, env: dict) -> int:
     out = getattr(args, "out", None)
     if cmd.out == "required" and not out:
         raise CnnlabError("--out is required")
-    if out and Path(out).is_file() and not str(out).endswith(".npz"):  # said before any work, not after it
+    if out and Path(out).is_file() and not is_npz(out):  # said before any work, not after it
         raise CnnlabError(f"--out {out} is a file, not a folder")
     rank = int(env.get("RANK", 0))  # under torchrun only rank 0 writes the run directory and speaks
     result = cmd.run(config, out, not args.quiet and rank == 0, args)

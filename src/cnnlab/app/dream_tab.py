@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from ..explain.classviz import ClassVizOptions, class_probability, visualize_class
+from ..jobs.classviz import classviz
 from .state import AppModels, friendly, to_image
 
 
@@ -32,14 +32,15 @@ def build(models: AppModels) -> None:
         backbone = models.get(spec)
         index = backbone.class_index(target_name)
         n_iters = int(n_iters)
-        options = ClassVizOptions(iters=n_iters, lr=float(step), l2=float(weight), augment=int(copies),
-                                  frames=list(range(10, n_iters + 1, 10)), size=min(backbone.preprocess.input_size, 224))
         frames: queue.Queue = queue.Queue()
         done: dict = {}
 
         def run():
             try:
-                done["image"], _ = visualize_class(backbone, index, options, on_frame=lambda it, f: frames.put((it, f)))
+                done["result"] = classviz(backbone, index, iters=n_iters, lr=float(step), l2=float(weight),
+                                          augment=int(copies), frames=list(range(10, n_iters + 1, 10)),
+                                          size=min(backbone.preprocess.input_size, 224), judge=models.judge_for(spec),
+                                          on_frame=lambda it, f: frames.put((it, f)))
             except Exception as exc:  # noqa: BLE001 — handed to the page below
                 done["error"] = exc
             frames.put(None)
@@ -50,15 +51,12 @@ def build(models: AppModels) -> None:
             yield to_image(frame), f"iteration {it} / {n_iters}"
         if "error" in done:
             raise done["error"]
-        image = done["image"]
-        prob, _ = class_probability(backbone, image, index)
-        judge = models.judge_for(spec)
-        verdict = ""
-        if judge.labels == backbone.labels:
-            jprob, jrank = class_probability(judge, image, index)
-            verdict = (f"; a second model, **{judge.name}**, ranks it **{jrank}** "
-                       f"(p = {jprob:.3f}: {'recognized' if jrank <= 5 else 'not in its top 5'})")
-        yield to_image(image), (f"**{labels[index].split(',')[0]}** after {n_iters} iterations: "
-                                f"p = {prob:.3f} for {spec}{verdict}.")
+        result = done["result"]
+        r, judged = result.results[0], result.results[0]["judge"]
+        verdict = "" if judged is None else (
+            f"; a second model, **{judged['model']}**, ranks it **{judged['target_rank']}** "
+            f"(p = {judged['target_prob']:.3f}: {'recognized' if judged['target_rank'] <= 5 else 'not in its top 5'})")
+        yield to_image(result.image), (f"**{labels[index].split(',')[0]}** after {n_iters} iterations: "
+                                       f"p = {r['target_prob']:.3f} for {spec}{verdict}.")
 
     go.click(dream_fn, [target, model, iters, lr, l2, augment], [image, text], api_name="dream", preprocess=False)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import torch
 
 from ..core.images import save_png
+from ..jobs.classify import classify
 from ..jobs.fool import fool
 from ..explain.attacks import ATTACKS as METHODS
-from .state import AppModels, friendly, read_upload, to_image, top5
+from .state import AppModels, friendly, read_upload, to_image
 
 APP_METHODS = [m for m in METHODS if m != "transfer"]  # the transfer attack runs for minutes: the CLI's job
 
@@ -48,11 +48,10 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str]) -> None:
         x = read_upload(image, max_pixels)
         r = fool(backbone, {"image": x}, target=target_name, method=how, eps=float(eps) / 255, progress=True)
         a, o = r.adversarials[0], r.originals[0]
-        with torch.no_grad():
-            p_before = backbone(backbone.preprocess(o[None])).softmax(1)[0]
-            p_after = backbone(backbone.preprocess(a[None])).softmax(1)[0]
         png = Path(tempfile.mkdtemp(prefix="cnnlab-fool-")) / "adversarial.png"
         save_png(a, png)
+        tops = classify(backbone, {"original": o, "adversarial": str(png)}, topk=5).results  # the file as saved
+        p_before, p_after = ({t["label"].split(",")[0]: t["prob"] for t in row["top"]} for row in tops)
         row = r.image_rows()[0]
         verdict = "succeeded" if row["success"] else "did not succeed"
         text = (f"**The attack {verdict}**: {r.class_names[row['pred_before']].split(',')[0]} → "
@@ -60,8 +59,7 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str]) -> None:
                 f"after {row['iterations']} steps; change L∞ {row['linf'] * 255:.1f}/255, L2 {row['l2'] * 255:.1f}/255 "
                 f"(in the image's own pixels, {o.shape[-1]}×{o.shape[-2]}).")
         diff = (0.5 + 10 * (a - o)).clamp(0, 1)
-        return (to_image(o), to_image(a), to_image(diff), top5(p_before, r.class_names), top5(p_after, r.class_names),
-                text, str(png))
+        return to_image(o), to_image(a), to_image(diff), p_before, p_after, text, str(png)
 
     go.click(fool_fn, [image, model, target, method, bound],
              [original, adversarial, difference, before, after, text, download], api_name="fool", preprocess=False)

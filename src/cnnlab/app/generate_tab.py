@@ -2,10 +2,8 @@
 walks the latent space from one seed to another. An image generator (DCGAN) shows its grid. Endpoint: /generate."""
 from __future__ import annotations
 
-import torch
-
 from ..core.images import make_grid
-from ..gan.sampling import conditional, generate, load_generator
+from ..gan.sampling import sample
 from .state import friendly, to_image
 
 WALK_STEPS = 21
@@ -14,8 +12,8 @@ WALK_STEPS = 21
 def build(checkpoint: str | None) -> None:
     import gradio as gr
 
-    G, gan = load_generator(checkpoint)  # once per process; a missing or foreign checkpoint is said at start
-    is_conditional = conditional(gan)
+    first = sample(checkpoint, n=1)  # a missing or foreign checkpoint is said at start
+    is_conditional, model = first.conditional, first.model
     with gr.Tab("Generate", id="generate"):
         with gr.Row():
             with gr.Column(scale=1):
@@ -27,20 +25,18 @@ def build(checkpoint: str | None) -> None:
                 walk = gr.Slider(0, 1, value=0, step=1 / (WALK_STEPS - 1), label="walk the latent space")
                 go = gr.Button("Generate", variant="primary", elem_id="generate-go")
             with gr.Column(scale=2):
-                grid = gr.Image(label=f"{gan['model']} samples", interactive=False, elem_id="generate-grid", format="png")
+                grid = gr.Image(label=f"{model} samples", interactive=False, elem_id="generate-grid", format="png")
                 walked = gr.Image(label="a point on the walk", interactive=False, height=160, format="png")
 
     @friendly
-    def generate_fn(which, n, first, second, t):
+    def generate_fn(which, n, first_seed, second, t):
         n = int(n)
         if not 1 <= n <= 256:
             raise ValueError("how many: 1 to 256")
         label = None if which in (None, "all") or not is_conditional else int(which)
-        labels = torch.full((n,), label) if label is not None else (
-            torch.arange(n) % 10 if is_conditional else torch.zeros(n, dtype=torch.long))
-        images = generate(G, gan, labels, int(first))
-        walk_labels = labels[:1].expand(WALK_STEPS)
-        path = generate(G, gan, walk_labels, int(first), interpolate=True, seed_to=int(second))
+        images = sample(checkpoint, n=n, label=label, seed=int(first_seed)).images
+        path = sample(checkpoint, n=WALK_STEPS, label=label if label is not None else (0 if is_conditional else None),
+                      seed=int(first_seed), interpolate=True, seed_to=int(second)).images
         return to_image(make_grid(images, nrow=min(8, n))), to_image(path[round(float(t) * (WALK_STEPS - 1))])
 
     inputs = [digit, count, seed, seed_to, walk]

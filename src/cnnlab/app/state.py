@@ -96,9 +96,3 @@ def to_image(x: torch.Tensor) -> np.ndarray:
     """(C,H,W) [0,1] tensor → (H,W,3) uint8 for Gradio."""
     a = x.detach().float().cpu().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
     return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a
-
-
-def top5(probs: torch.Tensor, labels) -> dict[str, float]:
-    """{class name: probability} of the five most probable classes (a gr.Label shows it as bars)."""
-    values, indices = probs.topk(min(5, len(probs)))
-    return {labels[int(i)].split(",")[0]: float(v) for v, i in zip(values, indices)}

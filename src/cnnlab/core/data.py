@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import CnnlabError
+from .errors import DATA_ROOT_HINT, CnnlabError
 from .images import image_entries, load_image
 
 
@@ -45,8 +45,8 @@ class ImageFolder:
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """Decodes files straight to a network's input (`read`, e.g. `Preprocess.read`); an unreadable file yields None
-    instead of killing the whole run."""
+    """Decodes files straight to a network's input (`read`, e.g. `Preprocess.read`); an unreadable file yields the
+    reason (a string) instead of killing the whole run."""
 
     def __init__(self, paths: Sequence[Path], read: Callable[[Path], torch.Tensor]):
         self.paths = list(paths)
@@ -58,14 +58,14 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         try:
             return self.read(self.paths[i]), i
-        except CnnlabError:  # corrupt, truncated or not an image at all: reported by the caller
-            return None, i
+        except CnnlabError as exc:  # corrupt, truncated or not an image at all: its reason goes to the caller
+            return str(exc), i
 
 
 def collate_skipping_bad(batch):
-    """(images (B,3,H,W), indices (B,), indices of unreadable files)."""
-    good = [(x, i) for x, i in batch if x is not None]
-    bad = [i for x, i in batch if x is None]
+    """(images (B,3,H,W), indices (B,), [(index, why not)] of the unreadable files)."""
+    good = [(x, i) for x, i in batch if isinstance(x, torch.Tensor)]
+    bad = [(i, x) for x, i in batch if not isinstance(x, torch.Tensor)]
     if not good:
         return None, torch.empty(0, dtype=torch.long), bad
     return torch.stack([x for x, _ in good]), torch.tensor([i for _, i in good]), bad
@@ -145,7 +145,7 @@ def load_mnist(root: str | os.PathLike | None, train: bool = True) -> tuple[torc
     from torchvision.datasets import MNIST
 
     if root is None:
-        raise CnnlabError("MNIST needs a data root: pass --data-root ROOT or set CNNLAB_DATA (ROOT/MNIST/raw/...)")
+        raise CnnlabError(f"MNIST needs a data root holding MNIST/raw/: {DATA_ROOT_HINT}")
     try:
         ds = MNIST(str(root), train=train, download=False)
     except RuntimeError:

@@ -7,3 +7,8 @@ class CnnlabError(Exception):
 
 class WeightsUnavailable(CnnlabError):
     """Pretrained weights are not on this machine and cannot be downloaded."""
+
+
+# How a caller names the data root, said to each kind of caller at once: the API's argument, the CLI's flag and its
+# environment variable (which only the CLI reads).
+DATA_ROOT_HINT = "pass data_root=ROOT (Python), or --data-root ROOT / CNNLAB_DATA=ROOT (command line)"

@@ -18,6 +18,7 @@ from PIL import Image
 
 from .errors import CnnlabError
 from .images import collect_image_paths, load_image, pil_to_tensor, to_rgb
+from .runs import is_npz
 from .preprocess import Preprocess
 
 ImagesLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor, Sequence[Any], Mapping[str, Any]]
@@ -87,7 +88,7 @@ def sources(images: ImagesLike) -> tuple[list[Source], bool]:
         elif isinstance(item, torch.Tensor):
             xs = _from_tensor(item).pixels
             out += [Source(f"tensor[{k}]" if len(xs) == 1 else f"tensor[{k}][{j}]", pixels=x) for j, x in enumerate(xs)]
-        elif str(item).endswith(".npz"):
+        elif is_npz(item):
             from .data import load_npz_images
 
             X, y, _ = load_npz_images(item)

@@ -102,6 +102,10 @@ class Sink:
         """Called by every process once its parts are committed; True where the whole result can be read."""
         return True
 
+    def read_part(self, k: int) -> Part | None:
+        """A committed part (arrays memory-mapped where on disk), or None."""
+        raise NotImplementedError
+
     def rows(self) -> list[dict]:
         raise NotImplementedError
 
@@ -131,6 +135,9 @@ class MemorySink(Sink):
 
     def commit(self, k: int, part: Part) -> None:
         self.parts[k] = part
+
+    def read_part(self, k: int) -> Part | None:
+        return self.parts.get(k)
 
     def _ordered(self) -> list[Part]:
         return [self.parts[k] for k in sorted(self.parts)]
@@ -177,6 +184,17 @@ class RunDirSink(Sink):
 
     def done(self, k: int) -> bool:
         return self._read_part(k) is not None
+
+    def read_part(self, k: int) -> Part | None:
+        part = self._read_part(k)
+        if part is None:
+            return None
+        header, rows = part
+        try:
+            arrays = {name: np.load(self.root / name / f"part-{k:05d}.npy", mmap_mode="r") for name in header["arrays"]}
+        except (OSError, ValueError):  # an array removed or damaged after the commit: the part is redone
+            return None
+        return Part(rows, arrays)
 
     def commit(self, k: int, part: Part) -> None:
         for name, a in part.arrays.items():

@@ -120,6 +120,11 @@ class RunDir:
         return save_figure(fig, self.path / name, dpi)
 
 
+def is_npz(path: str | os.PathLike | None) -> bool:
+    """Whether a path names an .npz file (the labs' image arrays, or features in one file), not a folder."""
+    return path is not None and str(path).lower().endswith(".npz")
+
+
 def default_cache_dir() -> Path:
     """Where caches go when no folder is named (the CLI names $CNNLAB_CACHE when it is set)."""
     return Path.home() / ".cache" / "cnnlab"

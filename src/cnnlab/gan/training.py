@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from ..core.config import Config, option
 from ..core.jobs import configure, with_options
 from ..core.data import load_image_dir, load_mnist
-from ..core.errors import CnnlabError
+from ..core.errors import DATA_ROOT_HINT, CnnlabError
 from ..core.images import make_grid, save_png, skip_reasons
 from ..core.results import Result
 from ..core.runner import distributed
@@ -83,7 +83,7 @@ def load_training_data(config: GanConfig, skipped: list | None = None) -> tuple[
         folder = Path(config.data)
         if config.data == "celeba64":
             if config.data_root is None:
-                raise CnnlabError("celeba64 needs a data root: pass --data-root ROOT or set CNNLAB_DATA")
+                raise CnnlabError(f"celeba64 needs a data root: {DATA_ROOT_HINT}")
             folder = Path(config.data_root) / "celeba64" / "faces"
         X, bad = load_image_dir(folder, 64 if config.model == "dcgan" else 28)
         if skipped is not None:

@@ -142,14 +142,10 @@ def _worker(backbone: Backbone, cfg: ClassifyConfig, prepared: bool):
 
 def _learned_worker(clf: TransferClassifier, cfg: ClassifyConfig, prepared: bool):
     def work(chunk: list, first: int) -> Part:
-        try:
-            results, skipped = clf.top(chunk, cfg.topk, cfg.batch_size, prepared)
-        except CnnlabError as exc:
-            if not str(exc).startswith("no readable input images"):
-                raise
-            results, skipped = [], []
-        by_name = {r["image"]: r for r in results} | {n: {"image": n, "error": e} for n, e in skipped}
-        return Part([by_name.get(s.name) or {"image": s.name, "error": "unreadable"} for s in chunk])
+        results, skipped = clf.top(chunk, cfg.topk, cfg.batch_size, prepared, empty_ok=True)
+        found = iter(results)  # the readable ones, in order
+        errors = dict(skipped)
+        return Part([{"image": s.name, "error": errors[s.name]} if s.name in errors else next(found) for s in chunk])
     return work
 
 

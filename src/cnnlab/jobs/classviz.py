@@ -6,7 +6,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -118,9 +118,15 @@ class ClassVizResult(Result):
 
 @with_options(ClassVizConfig)
 def classviz(model: ModelLike | Sequence[Backbone] = None, classes: str | int | Sequence[str | int] | None = None, *,
-             config: ClassVizConfig | None = None, progress: bool = False, **options) -> ClassVizResult:
+             config: ClassVizConfig | None = None, progress: bool = False,
+             on_frame: Callable[[int, torch.Tensor], None] | None = None, **options) -> ClassVizResult:
     """Class-model visualization: an image drawn from noise by gradient ascent on each class score, by each model,
-    then judged by a different ImageNet model (`judge`; "none" to skip; skipped for non-ImageNet classes)."""
+    then judged by a different model of the same classes (`judge`: a spec or a Backbone; "none" to skip; by default
+    another ImageNet model, skipped for other classes). `on_frame(iteration, image)` sees each of `frames` as it is
+    made (to show the ascent while it runs)."""
+    given_judge = options.get("judge") if isinstance(options.get("judge"), Backbone) else None
+    if given_judge is not None:
+        options["judge"] = given_judge.spec or given_judge.name
     if classes is not None:
         options["classes"] = [str(c) for c in ([classes] if isinstance(classes, (str, int)) else classes)]
     cfg = configure(ClassVizConfig, config, options)
@@ -131,13 +137,14 @@ def classviz(model: ModelLike | Sequence[Backbone] = None, classes: str | int | 
     cfg = cfg.replace(backbone=",".join(b.spec or f"<wrapped {b.name}>" for b in models))
     class_names = models[0].labels
     indices = [models[0].class_index(c) for c in cfg.classes]
-    judge_model = _judge(cfg, names, class_names)
+    judge_model = _judge(cfg, names, class_names) if given_judge is None else (
+        given_judge if given_judge.labels == tuple(class_names) and given_judge not in models else None)
     images, frames, results = {}, {}, []
     bar = tqdm(total=len(indices) * len(models) * cfg.iters, desc="classviz", disable=not progress)
     t0 = time.perf_counter()
     for name, backbone in zip(names, models):
         for index in indices:
-            image, kept = visualize_class(backbone, index, cfg, progress=bar)
+            image, kept = visualize_class(backbone, index, cfg, progress=bar, on_frame=on_frame)
             prob, _ = class_probability(backbone, image, index)
             judged = None
             if judge_model is not None:

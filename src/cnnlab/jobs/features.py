@@ -18,10 +18,10 @@ from ..core.images import skip_reasons
 from ..core.inputs import ImagesLike, batches
 from ..core.jobs import ModelLike, configure, load_backbone, recorded, with_options
 from ..core.results import Result
-from ..core.runner import distributed
-from ..core.runs import atomic_path, default_cache_dir, write_json
+from ..core.runner import Part, RunDirSink, chunk_ranges, settings_tag
+from ..core.runs import atomic_path, default_cache_dir, is_npz
 from ..transfer.features import ExtractionOptions, extract_features, forward_features, resolve_precision
-from ..transfer.store import FeatureStore, load_features, write_store
+from ..transfer.store import FeatureStore, load_features, write_index, write_store
 
 
 @dataclass
@@ -79,7 +79,7 @@ class FeaturesResult(Result):
     def save(self, out: str | os.PathLike | None = None, root: str | os.PathLike = "runs") -> Path:
         """`out` ending in .npz: that one file (arrays `features/<layer>`, `paths`, `labels`, `classes`, `meta/*`);
         otherwise a feature store folder (`cnnlab.load_features` reads both) with config.json and metrics.json."""
-        if out is not None and str(out).endswith(".npz"):
+        if is_npz(out):
             self._write_npz(Path(out))
             return Path(out)
         return super().save(out, root)
@@ -107,21 +107,17 @@ class FeaturesResult(Result):
 
 
 def _write_store_from_memory(result: FeaturesResult, folder: Path) -> None:
-    """An in-memory result written in the store's layout (parts of CHUNK rows), so every folder reads the same way."""
+    """An in-memory result committed as a store's parts (of CHUNK rows) and indexed, so every folder reads the same."""
     from ..transfer.features import CHUNK
-    from ..transfer.store import FORMAT
 
-    n = len(result.paths)
-    rows = []
-    for k, start in enumerate(range(0, max(n, 1), CHUNK)):
-        for l in result.layers:
-            with atomic_path(folder / l / f"part-{k:05d}.npy") as tmp:
-                np.save(tmp, result.features[l][start:start + CHUNK])
-        rows.append(min(CHUNK, n - start))
-    labels = result.labels if result.labels is not None else np.full(n, -1)
-    write_json(folder / "index.json", {"format": FORMAT, **result._meta(), "layers": result.layers,
-                                       "paths": result.paths, "labels": labels, "classes": result.classes,
-                                       "rows_per_part": rows, "skipped": result.skipped})
+    labels = result.labels if result.labels is not None else np.full(len(result.paths), -1)
+    sink = RunDirSink(folder, settings_tag(result._meta(), result.paths))
+    ranges = chunk_ranges(len(result.paths), CHUNK)
+    for k, r in enumerate(ranges):
+        rows = [{"image": result.paths[i], "label": int(labels[i])} for i in r]
+        sink.commit(k, Part(rows, {l: np.asarray(result.features[l][r.start:r.stop]) for l in result.layers}))
+    write_index(folder, sink, len(ranges), result.classes, {**result._meta(), "layers": result.layers},
+                result.skipped)
 
 
 def _class_folder(source) -> bool:
@@ -144,7 +140,7 @@ def features(model: ModelLike = None, images: ImagesLike | None = None, *, confi
     cfg = recorded(cfg, backbone)
     layers = list(dict.fromkeys(cfg.layers or [backbone.default_layer]))
     backbone.check_layers(layers)
-    if out is not None and not str(out).endswith(".npz") and _class_folder(source):
+    if out is not None and not is_npz(out) and _class_folder(source):
         return _features_to_store(backbone, ImageFolder.scan(source), layers, cfg, Path(out), progress)
     if _class_folder(source):
         ds = ImageFolder.scan(source)
@@ -173,10 +169,8 @@ def features(model: ModelLike = None, images: ImagesLike | None = None, *, confi
 
 def _features_to_store(backbone, ds: ImageFolder, layers: list[str], cfg: FeaturesConfig, out: Path,
                        progress: bool) -> FeaturesResult:
-    rank, world = distributed(backbone.device)
     timing = write_store(backbone, ds, layers, out, pool=cfg.pool, flip=cfg.flip, batch_size=cfg.batch_size,
-                         workers=cfg.workers, precision=cfg.precision, chunk_size=cfg.chunk_size, rank=rank,
-                         world=world, progress=progress and rank == 0)
+                         workers=cfg.workers, precision=cfg.precision, chunk_size=cfg.chunk_size, progress=progress)
     store = load_features(out)
     return FeaturesResult(cfg, layers, None, store.paths, store.labels, store.classes, store.skipped, timing, store)
 

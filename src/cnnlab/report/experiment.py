@@ -11,8 +11,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..core.errors import CnnlabError
-from ..core.runs import to_jsonable, write_json
+from ..core.errors import DATA_ROOT_HINT, CnnlabError
+from ..core.runner import Part, RunDirSink
+from ..core.runs import to_jsonable
 
 MODES = ("quick", "full")
 
@@ -55,7 +56,7 @@ class Context:
         """A path under the data root; a one-line error naming what is missing and how to provide it."""
         rel = "/".join(parts)
         if self.data_root is None:
-            raise CnnlabError(f"needs {rel} under a data root: pass --data-root ROOT or set CNNLAB_DATA")
+            raise CnnlabError(f"needs {rel} under a data root: {DATA_ROOT_HINT}")
         path = self.data_root.joinpath(*parts)
         if not path.exists():
             raise CnnlabError(f"needs {path} (not found under the data root {self.data_root})")
@@ -63,16 +64,18 @@ class Context:
 
     def shared(self, kind: str, config: dict, fn: Callable[[Path], dict]) -> tuple[Path, dict]:
         """Run `fn(folder)` once per (kind, config) for the whole report: a GAN trained for one experiment is reused
-        by the next one that needs the same run. A folder without its `done.json` is a half-finished run: redone."""
+        by the next one that needs the same run. The result is committed as the folder's one runner part (written
+        last, atomically); a folder without it is a half-finished run: redone."""
         folder = self.report_dir / "runs" / f"{kind}-{config_hash(config)[:12]}"
-        done = folder / "done.json"
-        if done.is_file():
-            return folder, json.loads(done.read_text())["result"]
+        sink = RunDirSink(folder, config_hash({"kind": kind, "config": config})[:20])
+        done = sink.read_part(0)
+        if done is not None:
+            return folder, done.rows[0]["result"]
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         result = to_jsonable(fn(folder))
-        write_json(done, {"kind": kind, "config": config, "result": result})
+        sink.commit(0, Part([{"kind": kind, "config": config, "result": result}]))
         return folder, result
 
 

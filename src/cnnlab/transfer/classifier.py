@@ -65,8 +65,8 @@ class TransferClassifier:
         return "+".join(self.backbone_names)
 
     # ---------------------------------------------------------------------------------------------- predicting
-    def features(self, images: ImagesLike, batch_size: int = 32,
-                 prepared: bool | None = None) -> tuple[np.ndarray, list[str], list[tuple]]:
+    def features(self, images: ImagesLike, batch_size: int = 32, prepared: bool | None = None,
+                 empty_ok: bool = False) -> tuple[np.ndarray, list[str], list[tuple]]:
         """(scaled feature matrix (N,D), the names of the images read, the (name, reason) of those skipped).
         Each backbone sees the image through its own preprocessing, as in training."""
         parts = list(dict.fromkeys(self.layer.split("+")))
@@ -87,6 +87,8 @@ class TransferClassifier:
                 key = f"{name}/{p}" if len(names_all) > 1 else p
                 per_backbone[key] = np.concatenate([s[p] for s in seen]) if seen else np.zeros((0, 0), np.float32)
         if not names:
+            if empty_ok:
+                return np.zeros((0, 0), np.float32), [], skipped
             raise CnnlabError("no readable input images" + (f" ({skipped[0][1]})" if skipped else ""))
         rows = layer_matrix(per_backbone, expand_layer(self.layer, names_all), self.scaling)
         return rows, names, skipped
@@ -113,10 +115,13 @@ class TransferClassifier:
     def _proba(scores: np.ndarray) -> np.ndarray:
         return torch.from_numpy(scores).softmax(dim=1).numpy()
 
-    def top(self, images: ImagesLike, k: int = 5, batch_size: int = 32,
-            prepared: bool | None = None) -> tuple[list[dict], list[tuple]]:
-        """classify's JSON for the learned classes: ({"image", "top": [{"index", "label", "prob"}]}, skipped)."""
-        X, names, skipped = self.features(images, batch_size, prepared)
+    def top(self, images: ImagesLike, k: int = 5, batch_size: int = 32, prepared: bool | None = None,
+            empty_ok: bool = False) -> tuple[list[dict], list[tuple]]:
+        """classify's JSON for the learned classes: ({"image", "top": [{"index", "label", "prob"}]}, skipped);
+        `empty_ok`: no readable image gives no rows instead of an error."""
+        X, names, skipped = self.features(images, batch_size, prepared, empty_ok)
+        if not names:
+            return [], skipped
         proba = self._proba(self._scores(X))
         results = []
         for name, p in zip(names, proba):

@@ -8,19 +8,18 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..core.backbones import Backbone
+from ..core.backbones import POOLINGS, Backbone
+from ..core.config import option
 from ..core.data import ImageFiles, collate_skipping_bad
 from ..core.hooks import eval_mode
-from ..core.backbones import POOLINGS
-from ..core.config import option
 from ..core.jobs import ModelOptions
-from ..core.runs import atomic_path
+from ..core.runner import MemorySink, Part, RunDirSink, chunk_ranges
 
 PRECISIONS = ("auto", "fp32", "bf16")
 CHUNK = 512  # images per cache entry: a run killed mid-way keeps its finished chunks
@@ -67,12 +66,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if native else "fp32"
 
 
-def _cache_key(backbone: Backbone, layer: str, pool: str, flip: bool, precision: str, fingerprint: str) -> str:
+def _cache_key(backbone: Backbone, layer: str, pool: str, flip: bool, precision: str) -> str:
     point = backbone.resolve(layer)
     spec = {
         "backbone": backbone.name, "weights": backbone.weights_id, "module": point.module, "read": point.kind,
         "pool": pool, "flip": flip, "precision": precision, "preprocess": backbone.preprocess.to_dict(),
-        "files": fingerprint, "version": 3,  # 2: resize in float (0.3); 3: JPEG draft decoding (0.4)
+        "version": 4,  # 2: resize in float (0.3); 3: JPEG draft decoding; 4: committed as runner parts (0.4)
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -83,20 +82,6 @@ def files_fingerprint(paths: Sequence[Path]) -> str:
         st = Path(p).stat()
         h.update(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
-
-
-def _load_cached(path: Path):
-    try:
-        with np.load(path) as z:
-            return z["features"], z["keep"], z["failed"]
-    except Exception:  # unreadable cache entry: recompute rather than fail
-        return None
-
-
-def _save_cached(path: Path, features: np.ndarray, keep: np.ndarray, failed: np.ndarray) -> None:
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, features=features, keep=keep, failed=failed)
 
 
 def forward_features(backbone: Backbone, x: torch.Tensor, layers: list[str], pool: str, flip: bool,
@@ -115,83 +100,66 @@ def forward_features(backbone: Backbone, x: torch.Tensor, layers: list[str], poo
 
 
 
-@dataclass
-class _Chunk:
-    """One cache entry's share of the files: [start, end) of the list, and its files' cache entries per layer."""
-
-    start: int
-    end: int
-    files: dict[str, Path]
-    rows: dict[str, list] = field(default_factory=dict)
-    keep: list = field(default_factory=list)
-    failed: list = field(default_factory=list)
-
-
 def extract_features(backbone: Backbone, paths: Sequence[Path], layers: Sequence[str], *, pool: str = "avg",
                      flip: bool = False, batch_size: int = 64, workers: int = 2, precision: str = "auto",
                      cache_dir: str | os.PathLike | None = None, progress: bool = True,
                      chunk_size: int = CHUNK) -> FeatureSet:
     """Features at `layers` for every readable image in `paths`.
 
-    The files are cut into chunks of `chunk_size`; each chunk's features per layer are a cache entry in `cache_dir`
-    (keyed by backbone, weights, cut point, pooling, preprocessing and the chunk's paths/sizes/mtimes), written
-    atomically as soon as the chunk is done. The chunks and layers not cached all come from a single pass; a run
-    killed mid-way leaves whole entries only, and the next run computes just the chunks that are missing.
+    The files are cut into chunks of `chunk_size`; each chunk's features per layer are a cache entry in `cache_dir`:
+    a runner part (`core/runner.py`) in `<key>/<fingerprint>/`, where the key names the backbone, weights, cut point,
+    pooling and preprocessing and the fingerprint the chunk's paths/sizes/mtimes, committed as soon as the chunk is
+    done. The chunks and layers not cached all come from a single pass; a run killed mid-way leaves whole entries
+    only, and the next run computes just the chunks that are missing.
     """
     layers = list(dict.fromkeys(layers))
     backbone.check_layers(layers)
     precision = resolve_precision(precision, backbone.device)
     cacheable = cache_dir is not None and backbone.weights_id is not None
     t0 = time.perf_counter()
-    chunks, hits = [], {}
-    for start in range(0, len(paths), chunk_size):
-        end = min(start + chunk_size, len(paths))
-        fp = files_fingerprint(paths[start:end]) if cacheable else ""
-        files = {l: Path(cache_dir) / f"{_cache_key(backbone, l, pool, flip, precision, fp)}.npz"
-                 for l in layers} if cacheable else {}
-        chunks.append(_Chunk(start, end, files))
-        for layer, file in files.items():
-            hit = _load_cached(file) if file.is_file() else None
-            if hit is not None:
-                hits[(start, layer)] = hit
-    need = [l for l in layers if any((c.start, l) not in hits for c in chunks)]
-    todo = [c for c in chunks if any((c.start, l) not in hits for l in need)]
+    chunks = chunk_ranges(len(paths), chunk_size)
+    sinks = {}
+    for l in layers:
+        key = _cache_key(backbone, l, pool, flip, precision) if cacheable else ""
+        for k, r in enumerate(chunks):
+            sinks[(k, l)] = (RunDirSink(Path(cache_dir) / key / files_fingerprint(paths[r.start:r.stop]), key)
+                             if cacheable else MemorySink())
+    hits = {(k, l): part for (k, l), sink in sinks.items() if (part := sink.read_part(0)) is not None}
+    need = [l for l in layers if any((k, l) not in hits for k in range(len(chunks)))]
+    todo = [k for k in range(len(chunks)) if any((k, l) not in hits for l in need)]
+
+    def commit(j: int, part: Part) -> None:
+        for l in need:
+            sink = sinks[(todo[j], l)]
+            sink.commit(0, Part(part.rows, {"features": part.arrays[l]}))
+            hits[(todo[j], l)] = sink.read_part(0)
+
     if todo:
-        _run_pass(backbone, paths, todo, need, pool, flip, precision, batch_size, workers, progress,
-                  lambda c, feats, keep, failed: _cache_chunk(c, feats, keep, failed, hits))
-    feats, keep, failed = _assemble(chunks, layers, hits)
-    computed = sum(c.end - c.start for c in todo)
+        run_pass(backbone, paths, [chunks[k] for k in todo], need, pool, flip, precision, batch_size, workers,
+                 progress, commit)
+    rows = [r for k in range(len(chunks)) for r in hits[(k, layers[0])].rows]
+    feats = {l: _stack([hits[(k, l)].arrays["features"] for k in range(len(chunks))]) for l in layers}
+    computed = sum(len(chunks[k]) for k in todo)
     elapsed = time.perf_counter() - t0
     timing = {"extract_s": elapsed, "images_per_s": computed / elapsed if computed and elapsed > 0 else None,
               "cached_layers": [l for l in layers if l not in need], "computed_layers": need,
               "computed_images": computed, "precision": precision}
-    return FeatureSet(feats, keep, [Path(paths[i]) for i in failed], timing)
+    keep = np.asarray([i for i, r in enumerate(rows) if "error" not in r], np.int64)
+    return FeatureSet(feats, keep, [Path(paths[i]) for i, r in enumerate(rows) if "error" in r], timing)
 
 
-def _assemble(chunks: list[_Chunk], layers: list[str], hits: dict) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Every chunk's entries, in file order: features per layer, kept and failed indices into the whole list."""
-    feats = {l: [] for l in layers}
-    keep, failed = [], []
-    for c in chunks:
-        first = hits[(c.start, layers[0])]
-        keep.append(first[1] + c.start)
-        failed.append(first[2] + c.start)
-        for l in layers:
-            feats[l].append(hits[(c.start, l)][0])
-    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
-    out = {}
-    for l, parts in feats.items():
-        parts = [p for p in parts if p.size]
-        out[l] = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-    return out, cat(keep, np.int64), cat(failed, np.int64)
+def _stack(parts: list[np.ndarray]) -> np.ndarray:
+    parts = [np.asarray(p) for p in parts if p.size]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
-def _run_pass(backbone, paths, todo: list[_Chunk], layers, pool, flip, precision, batch_size, workers, progress,
-              on_chunk) -> None:
-    """One DataLoader over the chunks to compute; `on_chunk(chunk, {layer: (n, D)}, keep, failed)` is called as soon
-    as a chunk is complete (keep and failed: indices within the chunk)."""
-    order = [i for c in todo for i in range(c.start, c.end)]
-    ends = np.cumsum([c.end - c.start for c in todo])
+def run_pass(backbone: Backbone, paths: Sequence[Path], todo: list[range], layers: list[str], pool: str, flip: bool,
+             precision: str, batch_size: int, workers: int, progress: bool,
+             commit: Callable[[int, Part], None]) -> None:
+    """One DataLoader over the chunks `todo` (ranges of `paths`); `commit(j, part)` gets chunk j's `Part` as soon as
+    it is complete: one row per file ({"image"}, or {"image", "error"}) and the features {layer: (n_readable, D)}."""
+    order = [i for r in todo for i in r]
+    ends = np.cumsum([len(r) for r in todo])
     # batches never span two chunks: a chunk's features then do not depend on which others run with it (one process
     # or several give the same numbers)
     starts = np.concatenate([[0], ends[:-1]])
@@ -200,34 +168,26 @@ def _run_pass(backbone, paths, todo: list[_Chunk], layers, pool, flip, precision
         ImageFiles([paths[i] for i in order], backbone.preprocess.read), batch_sampler=batches,
         num_workers=workers, collate_fn=collate_skipping_bad, persistent_workers=False,
         pin_memory=backbone.device.type == "cuda")
-    for c in todo:
-        c.rows, c.keep, c.failed = {l: [] for l in layers}, [], []
+    rows: dict[int, dict] = {}  # position in `order` → its row
+    feats: dict[int, dict] = {}  # position → {layer: (D,)}
     bar = tqdm(total=len(order), desc=f"features {backbone.name}", unit="img", disable=not progress)
-    done, flushed = 0, 0
+    flushed = 0
     with eval_mode(backbone):
         for x, idx, bad in loader:
             out = forward_features(backbone, x, layers, pool, flip, precision) if x is not None else None
-            for r, p in enumerate(idx.tolist()):  # p: position in `order`
-                c = todo[int(np.searchsorted(ends, p, side="right"))]
-                c.keep.append(order[p] - c.start)
-                for l in layers:
-                    c.rows[l].append(out[l][r].cpu().numpy())
-            for p in bad:
-                c = todo[int(np.searchsorted(ends, p, side="right"))]
-                c.failed.append(order[p] - c.start)
-            done += len(idx) + len(bad)
+            for r, p in enumerate(idx.tolist()):
+                rows[p] = {"image": str(paths[order[p]])}
+                feats[p] = {l: out[l][r].cpu().numpy() for l in layers}
+            for p, why in bad:
+                rows[p] = {"image": str(paths[order[p]]), "error": why}
             bar.update(len(idx) + len(bad))
-            while flushed < len(todo) and ends[flushed] <= done:  # batches come in order: this chunk is complete
-                c = todo[flushed]
-                feats = {l: np.stack(c.rows[l]) if c.rows[l] else np.zeros((0, 0), np.float32) for l in layers}
-                on_chunk(c, feats, np.asarray(c.keep, np.int64), np.asarray(sorted(c.failed), np.int64))
-                c.rows = {}
+            while flushed < len(todo) and all(p in rows for p in range(starts[flushed], ends[flushed])):
+                span = range(starts[flushed], ends[flushed])  # batches come in order: this chunk is complete
+                kept = [p for p in span if p in feats]
+                arrays = {l: np.stack([feats[p][l] for p in kept]) if kept else np.zeros((0, 0), np.float32)
+                          for l in layers}
+                commit(flushed, Part([rows.pop(p) for p in span], arrays))
+                for p in kept:
+                    del feats[p]
                 flushed += 1
     bar.close()
-
-
-def _cache_chunk(c: _Chunk, feats: dict, keep: np.ndarray, failed: np.ndarray, hits: dict) -> None:
-    for l, f in feats.items():
-        hits[(c.start, l)] = (f, keep, failed)
-        if l in c.files:
-            _save_cached(c.files[l], f, keep, failed)

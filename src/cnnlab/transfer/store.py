@@ -1,11 +1,11 @@
-"""A feature store for datasets larger than memory: `DIR/<layer>/part-00000.npy` (one file per chunk of images, in
-file order), `DIR/parts/part-00000.json` (that chunk's files fingerprint, settings, kept and failed rows: written last,
-it is the chunk's commit mark) and `DIR/index.json` (paths, labels, classes, failed files, layers, the model) once every
-chunk is in. Extraction streams into it (memory does not grow with the number of images), resumes after a crash by
-skipping committed chunks, and shares chunks out over torchrun processes. `load_features(DIR)` memory-maps it."""
+"""A feature store for datasets larger than memory: a run directory of the one runner (`core/runner.py`) whose arrays
+are the layers — `DIR/<layer>/part-00000.npy` (one file per chunk of images, in file order), `DIR/parts/part-00000.jsonl`
+(that chunk's rows, written last: the chunk's commit mark) — and `DIR/index.json` (paths, labels, classes, skipped
+files, layers, the model) once every chunk is in. Extraction streams into it (memory does not grow with the number
+of images), resumes after a crash by skipping committed chunks, and shares chunks out over torchrun processes.
+`load_features(DIR)` memory-maps it."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -17,10 +17,9 @@ import numpy as np
 from ..core.backbones import Backbone
 from ..core.data import ImageFolder
 from ..core.errors import CnnlabError
-from ..core.images import skip_reasons
-from ..core.runs import atomic_path, write_json
-from ..core.runner import barrier, chunk_ranges
-from .features import CHUNK, _Chunk, _run_pass, files_fingerprint, resolve_precision
+from ..core.runner import Part, Runner, RunDirSink, barrier, settings_tag
+from ..core.runs import is_npz, write_json
+from .features import CHUNK, files_fingerprint, resolve_precision, run_pass
 
 FORMAT = "cnnlab-features-1"
 
@@ -31,24 +30,12 @@ def _settings(backbone: Backbone, layers: list[str], pool: str, flip: bool, prec
             "preprocess": backbone.preprocess.to_dict()}
 
 
-def _part(root: Path, k: int) -> Path:
-    return root / "parts" / f"part-{k:05d}.json"
-
-
-def _committed(root: Path, k: int, expect: dict) -> bool:
-    try:
-        done = json.loads(_part(root, k).read_text())
-    except (OSError, ValueError):
-        return False
-    return {key: done.get(key) for key in expect} == expect
-
-
 def write_store(backbone: Backbone, ds: ImageFolder, layers: Sequence[str], root: str | os.PathLike, *,
                 pool: str = "avg", flip: bool = False, batch_size: int = 64, workers: int = 2,
-                precision: str = "auto", chunk_size: int = CHUNK, rank: int = 0, world: int = 1,
-                progress: bool = True) -> dict:
-    """Extract `layers` for every image of `ds` into the store at `root` (this process's chunks); rank 0 writes the
-    index when all processes are done. Returns timing: computed images and seconds (this process)."""
+                precision: str = "auto", chunk_size: int = CHUNK, progress: bool = True) -> dict:
+    """Extract `layers` for every image of `ds` into the store at `root`: the runner's chunks (this process's share
+    under torchrun), each committed as a part whose arrays are the layers; rank 0 writes the index when all
+    processes are done. Returns timing: computed images and seconds (this process)."""
     import time
 
     root = Path(root)
@@ -56,46 +43,41 @@ def write_store(backbone: Backbone, ds: ImageFolder, layers: Sequence[str], root
     backbone.check_layers(layers)
     precision = resolve_precision(precision, backbone.device)
     settings = _settings(backbone, layers, pool, flip, precision)
-    tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    chunks = [_Chunk(r.start, r.stop, {}) for r in chunk_ranges(len(ds.paths), chunk_size)]
-    expect = {k: {"settings": tag, "files": files_fingerprint(ds.paths[c.start:c.end])} for k, c in enumerate(chunks)}
-    todo = [c for k, c in list(enumerate(chunks))[rank::world] if not _committed(root, k, expect[k])]
-    index_of = {c.start: k for k, c in enumerate(chunks)}
+    sink = RunDirSink(root, settings_tag(settings, files_fingerprint(ds.paths)))
+    runner = Runner(sink, len(ds.paths), chunk_size, backbone.device)
+    todo = runner.todo()
 
-    def commit(c: _Chunk, feats: dict, keep: np.ndarray, failed: np.ndarray) -> None:
-        k = index_of[c.start]
-        for layer, f in feats.items():
-            with atomic_path(root / layer / f"part-{k:05d}.npy") as tmp:
-                np.save(tmp, f.astype(np.float32, copy=False))
-        write_json(_part(root, k), expect[k] | {"start": c.start, "end": c.end, "keep": keep, "failed": failed})
+    def commit(j: int, part: Part) -> None:
+        k, r = todo[j]
+        for row, i in zip(part.rows, r):
+            row["label"] = int(ds.labels[i])
+        sink.commit(k, part)
 
     t0 = time.perf_counter()
     if todo:
-        _run_pass(backbone, ds.paths, todo, layers, pool, flip, precision, batch_size, workers, progress, commit)
+        run_pass(backbone, ds.paths, [r for _, r in todo], layers, pool, flip, precision, batch_size, workers,
+                 progress and runner.rank == 0, commit)
     seconds = time.perf_counter() - t0
-    barrier()  # every process's chunks are committed
-    if rank == 0:
-        missing = [k for k in range(len(chunks)) if not _committed(root, k, expect[k])]
-        if missing:
-            raise CnnlabError(f"chunks {missing[:5]} of {root} are missing: run again to complete the store")
-        _write_index(root, ds, chunks, settings)
-    barrier()
-    computed = sum(c.end - c.start for c in todo)
+    if sink.finish(len(runner.chunks), runner.rank):
+        write_index(root, sink, len(runner.chunks), list(ds.classes), settings)
+    barrier()  # the index is there for every process
+    computed = sum(len(r) for _, r in todo)
     return {"computed_images": computed, "extract_s": seconds, "precision": precision,
             "images_per_s": computed / seconds if computed and seconds > 0 else None}
 
 
-def _write_index(root: Path, ds: ImageFolder, chunks: list[_Chunk], settings: dict) -> None:
-    keep, failed, rows = [], [], []
-    for k, c in enumerate(chunks):
-        part = json.loads(_part(root, k).read_text())
-        keep += [c.start + i for i in part["keep"]]
-        failed += [c.start + i for i in part["failed"]]
-        rows.append(len(part["keep"]))
+def write_index(root: Path, sink, n_parts: int, classes: list[str], settings: dict,
+                skipped: Sequence[dict] = ()) -> None:
+    """`index.json` of a store whose parts are committed in `sink`: the readable images' paths and labels, the
+    readable rows per part, the unreadable files with their reasons, the model's settings."""
+    parts = [sink.read_part(k) for k in range(n_parts)]
+    rows = [r for p in parts for r in p.rows]
+    kept = [r for r in rows if "error" not in r]
     write_json(root / "index.json", {
-        "format": FORMAT, **settings, "classes": list(ds.classes), "paths": [str(ds.paths[i]) for i in keep],
-        "labels": ds.labels[keep].tolist(), "rows_per_part": rows,
-        "skipped": skip_reasons([ds.paths[i] for i in failed])})
+        "format": FORMAT, **settings, "classes": list(classes), "paths": [r["image"] for r in kept],
+        "labels": [r.get("label", -1) for r in kept],
+        "rows_per_part": [sum("error" not in r for r in p.rows) for p in parts],
+        "skipped": [{"image": r["image"], "error": r["error"]} for r in rows if "error" in r] + list(skipped)})
 
 
 @dataclass
@@ -140,7 +122,7 @@ class FeatureStore:
 def load_features(path: str | os.PathLike) -> FeatureStore:
     """A feature store folder (memory-mapped), or a `.npz` written by `cnnlab features --out X.npz`."""
     path = Path(path)
-    if path.suffix == ".npz":
+    if is_npz(path):
         return _from_npz(path)
     try:
         index = json.loads((path / "index.json").read_text())
