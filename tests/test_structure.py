@@ -208,3 +208,16 @@ def test_a_device_that_is_absent_is_one_line(tmp_path, capsys):
     assert main(["classify", str(tmp_path / "a.png"), "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cnnlab: error: --device cuda") and "\n" not in err
+
+
+def test_concatenated_cut_points_are_a_list_in_the_api(tmp_path):
+    rng = np.random.default_rng(1)
+    for c in range(3):
+        (tmp_path / f"class{c}").mkdir()
+        for k in range(6):
+            pixels = np.clip(rng.normal(60 + 60 * c, 30, (20, 20, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / f"class{c}" / f"{k}.png")
+    common = dict(split="random:3", Cs=[1.0], folds=2, workers=0, cache=False)
+    listed = cnnlab.transfer(tmp_path, _tiny(), layers=[["3", "pre_logits"]], **common)
+    spelled = cnnlab.transfer(tmp_path, _tiny(), layers=["3+pre_logits"], **common)
+    assert listed.grid == spelled.grid and listed.selected["layer"] == "3+pre_logits"

@@ -67,7 +67,9 @@ def _streamed(module: str, name: str, kind: str) -> Callable:
 
         from .core.runs import RunDir
 
-        if out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from .core.runner import launched
+
+        if out is None and launched()[1] > 1:
             raise CnnlabError("under torchrun, give --out: every process writes into the same folder")
         if out is None and kind != "classify":
             out = str(RunDir.create(None, kind).path)
@@ -200,7 +202,9 @@ def run(args: argparse.Namespace, env: dict) -> int:
         raise CnnlabError("--out is required")
     if out and Path(out).is_file() and not is_npz(out):  # said before any work, not after it
         raise CnnlabError(f"--out {out} is a file, not a folder")
-    rank = int(env.get("RANK", 0))  # under torchrun only rank 0 writes the run directory and speaks
+    from .core.runner import launched
+
+    rank = launched(env)[0]  # under torchrun only rank 0 writes the run directory and speaks
     result = cmd.run(config, out, not args.quiet and rank == 0, args)
     if rank != 0:
         return 0

@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -36,16 +36,18 @@ def distributed(device: Any = "cpu") -> tuple[int, int]:
     import torch
     import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():  # torchrun's contract
+    if launched()[1] > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
-def launched_world() -> int:
-    """How many processes torchrun started (read before any process group exists)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+def launched(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(rank, world size) as torchrun announces them in the environment (its contract; SLURM's srun sets the same),
+    readable before any process group exists."""
+    env = os.environ if env is None else env
+    return int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1"))
 
 
 def barrier() -> None:

@@ -149,9 +149,14 @@ def _extract(config: TransferConfig, backbones: list[Backbone], paths, progress:
 def transfer(data: str | os.PathLike | None = None, model: ModelLike | Sequence[Backbone] = None, *,
              config: TransferConfig | None = None, progress: bool = False, **options) -> TransferResult:
     """The report's transfer experiment on a class-per-folder dataset: features → (layer × C) grid of LinearSVCs,
-    selection by cross-validation on the training split only, one score on test; returns the fitted classifier."""
+    selection by cross-validation on the training split only, one score on test; returns the fitted classifier.
+    `layers` lists the candidates; a candidate that is itself a list (`[["pre_logits", "block5"]]`, the CLI's
+    `pre_logits+block5`) concatenates those cut points. `model` may be a list of models: their features are
+    concatenated."""
     if data is not None:
         options["data"] = str(data)
+    if isinstance(options.get("layers"), (list, tuple)):  # a list inside the list: cut points concatenated
+        options["layers"] = ["+".join(l) if isinstance(l, (list, tuple)) else l for l in options["layers"]]
     cfg = configure(TransferConfig, config, options)
     if cfg.features:
         return _transfer_from_store(cfg, load_features(cfg.features))
