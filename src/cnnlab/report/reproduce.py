@@ -3,7 +3,6 @@ the others' failures, then write `REPORT_DIR/results.json` and `REPORT_DIR/index
 from __future__ import annotations
 
 import difflib
-import json
 import platform
 import shutil
 import sys
@@ -20,6 +19,7 @@ from ..core.config import Config, option
 from ..core.errors import CnnlabError
 from ..core.jobs import configure
 from ..core.results import Result
+from ..core.runner import Part, RunDirSink
 from ..core.runs import to_jsonable, write_json, write_text
 # importing the parts registers their experiments, in the report's order
 from . import lab_transfer  # noqa: F401,I001
@@ -175,7 +175,7 @@ def _reproduce(report_dir: Path, cfg: ReproduceConfig, overrides: dict | None, p
         key = config_hash({"id": exp.id, "mode": mode, "settings": settings, "device": device, "cnnlab": __version__,
                            "data_root": str(data) if exp.uses_data else None})
         folder = _folder(report_dir, exp.id)
-        done = _cached(folder, key)
+        done = _cached(folder, exp.id, key)
         if done is not None:
             entries[exp.id] = done | {"cached": True}
             _say(f"[{k}/{len(experiments)}] {exp.id}: cached ({done['wall_s']:.1f} s when run)", progress)
@@ -183,7 +183,7 @@ def _reproduce(report_dir: Path, cfg: ReproduceConfig, overrides: dict | None, p
         _say(f"[{k}/{len(experiments)}] {exp.id}: {exp.title} ...", progress)
         ctx = Context(report_dir, folder, data, cache, device, progress)
         entry = _run_one(exp, ctx, settings, key) | {"mode": mode}
-        write_json(folder / "result.json", entry)
+        _entry_sink(folder, exp.id).commit(0, Part([entry]))
         entries[exp.id] = entry | {"cached": False}
         status = "ok" if entry["status"] == "ok" else f"FAILED: {entry['error']}"
         _say(f"[{k}/{len(experiments)}] {exp.id}: {status} ({entry['wall_s']:.1f} s)", progress)
@@ -206,22 +206,29 @@ def _say(line: str, progress: bool) -> None:
         tqdm.write(line, file=sys.stderr)
 
 
-def _cached(folder: Path, key: str) -> dict | None:
-    try:
-        entry = json.loads((folder / "result.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return entry if entry.get("config_hash") == key and entry.get("status") == "ok" else None
+def _entry_sink(folder: Path, exp_id: str) -> RunDirSink:
+    """An experiment's entry, committed as its folder's one runner part (written last, atomically)."""
+    return RunDirSink(folder, exp_id)
+
+
+def _entry(folder: Path, exp_id: str) -> dict | None:
+    part = _entry_sink(folder, exp_id).read_part(0)
+    return part.rows[0] if part is not None else None
+
+
+def _cached(folder: Path, exp_id: str, key: str) -> dict | None:
+    """The committed entry, when it was run with the same resolved config and succeeded."""
+    entry = _entry(folder, exp_id)
+    return entry if entry and entry.get("config_hash") == key and entry.get("status") == "ok" else None
 
 
 def _previous(report_dir: Path) -> dict[str, dict]:
     """Entries already in the report folder (from earlier runs with other --only), so that the page shows them all."""
     found = {}
     for exp_id in REGISTRY:
-        try:
-            found[exp_id] = json.loads((_folder(report_dir, exp_id) / "result.json").read_text()) | {"cached": True}
-        except (OSError, ValueError):
-            continue
+        entry = _entry(_folder(report_dir, exp_id), exp_id)
+        if entry is not None:
+            found[exp_id] = entry | {"cached": True}
     return found
 
 
