@@ -279,7 +279,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
             parser.add_argument(flag_of(f), dest=f.name, action=action, **kw)
         else:
             flags = [flag_of(f)] + ([m["short"]] if m.get("short") else [])
-            parser.add_argument(*flags, dest=f.name, type=_parser_for(elem, is_list, None if m.get("append") else m.get("sep", ",")),
+            sep = None if m.get("append") else m.get("sep", ",")
+            parser.add_argument(*flags, dest=f.name, type=_parser_for(elem, is_list, sep),
                                 action="append" if m.get("append") else "store", metavar=metavar, **kw)
 
 

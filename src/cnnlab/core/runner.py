@@ -114,9 +114,6 @@ class Sink:
     def array(self, name: str) -> np.ndarray:
         raise NotImplementedError
 
-    def has_array(self, name: str) -> bool:
-        raise NotImplementedError
-
     def read(self, name: str) -> bytes:
         raise NotImplementedError
 
@@ -146,9 +143,6 @@ class MemorySink(Sink):
 
     def rows(self) -> list[dict]:
         return [r for p in self._ordered() for r in p.rows]
-
-    def has_array(self, name: str) -> bool:
-        return any(name in p.arrays for p in self.parts.values())
 
     def array(self, name: str) -> np.ndarray:
         return _concat([p.arrays[name] for p in self._ordered() if name in p.arrays])
@@ -238,9 +232,6 @@ class RunDirSink(Sink):
         if self._rows is None:
             self._rows = [r for _, rows in self._parts() for r in rows]
         return self._rows
-
-    def has_array(self, name: str) -> bool:
-        return any(name in header["arrays"] for header, _ in self._parts())
 
     def array(self, name: str) -> np.ndarray:
         """All parts of an array, memory-mapped (a single part) or concatenated."""

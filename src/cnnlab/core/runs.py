@@ -107,12 +107,6 @@ class RunDir:
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
-    def write_config(self, config: Any) -> Path:
-        return write_json(self.path / "config.json", config)
-
-    def write_metrics(self, metrics: Any) -> Path:
-        return write_json(self.path / "metrics.json", metrics)
-
     def save_figure(self, fig: Any, name: str, dpi: int = 120) -> Path:
         """Save a matplotlib figure atomically."""
         from .figures import save_figure

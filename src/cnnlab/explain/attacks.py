@@ -90,8 +90,11 @@ class Attack:
 
     @classmethod
     def from_config(cls, c) -> "Attack":
-        """From a `FoolConfig` (each attack takes the options it uses)."""
-        raise NotImplementedError
+        """From a `FoolConfig`: the constructor's options that the config names (the same names)."""
+        import inspect
+
+        names = [n for n in inspect.signature(cls.__init__).parameters if n != "self" and hasattr(c, n)]
+        return cls(**{n: getattr(c, n) for n in names})
 
     def __call__(self, model: nn.Module, x: torch.Tensor, target, seed: int = 0) -> AttackResult:
         if self.needs_target and target is None:
@@ -129,9 +132,6 @@ class Minimal(Attack):
     def __init__(self, max_iters: int = 100, step: float | None = None, patience: int = 15):
         self.max_iters, self.step, self.patience = max_iters, step or 0.25 / 255, patience
 
-    @classmethod
-    def from_config(cls, c):
-        return cls(c.max_iters, c.step)
 
     def _run(self, model, x0, tgt, original, seed):
         B = len(x0)
@@ -170,9 +170,6 @@ class Ascent(Attack):
     def __init__(self, max_iters: int = 100, lr: float = 1.0):
         self.max_iters, self.lr = max_iters, lr
 
-    @classmethod
-    def from_config(cls, c):
-        return cls(c.max_iters, c.lr)
 
     def _run(self, model, x0, tgt, original, seed):
         B = len(x0)
@@ -208,9 +205,6 @@ class PGD(Attack):
         self.eps = eps if eps is not None else (8 / 255 if norm == "linf" else 1.0)
         self.step = step or self.eps / 4
 
-    @classmethod
-    def from_config(cls, c):
-        return cls(c.max_iters, c.eps, c.norm, c.step, c.loss)
 
     def _run(self, model, x0, tgt, original, seed):
         B = len(x0)
@@ -240,10 +234,6 @@ class FGSM(PGD):
         super().__init__(1, eps, norm, None, loss)
         self.step = self.eps
 
-    @classmethod
-    def from_config(cls, c):
-        return cls(c.eps, c.norm, c.loss)
-
 
 @register
 class Transfer(Attack):
@@ -259,9 +249,6 @@ class Transfer(Attack):
         self.max_iters, self.eps, self.step = max_iters, eps if eps is not None else 16 / 255, step or 2 / 255
         self.loss, self.momentum, self.diversity, self.ti_kernel = loss or "logit", momentum, diversity, ti_kernel
 
-    @classmethod
-    def from_config(cls, c):
-        return cls(c.max_iters, c.eps, c.step, c.loss, c.momentum, c.diversity, c.ti_kernel)
 
     def _run(self, model, x0, tgt, original, seed):
         B, C = len(x0), x0.shape[1]
@@ -276,7 +263,8 @@ class Transfer(Attack):
             grad, _ = _grad(model, x, tgt, original, self.loss, transform)
             if kernel is not None:  # translation invariance: the gradient of a shifted image, averaged over shifts
                 grad = F.conv2d(grad, kernel, padding=k // 2, groups=C)
-            velocity = self.momentum * velocity + grad / grad.abs().flatten(1).mean(1).clamp(min=1e-12).view(-1, 1, 1, 1)
+            scale = grad.abs().flatten(1).mean(1).clamp(min=1e-12).view(-1, 1, 1, 1)
+            velocity = self.momentum * velocity + grad / scale
             x = _project(x0, x - _step(velocity, alpha, "linf"), eps_t, "linf")
         return x, torch.full((B,), self.max_iters, dtype=torch.long)
 

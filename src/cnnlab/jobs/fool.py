@@ -217,12 +217,6 @@ def png_bytes(x: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-def png_roundtrip(x: torch.Tensor) -> torch.Tensor:
-    """The image as a saved 8-bit PNG gives it back to cnnlab's reading path (`load_image`): what a user opens."""
-    back = pil_to_tensor(load_image(io.BytesIO(png_bytes(x))))
-    return back[:1] if x.shape[0] == 1 else back
-
-
 @with_options(FoolConfig)
 def fool(model: ModelLike | Sequence[Backbone] = None, images: ImagesLike | None = None, *,
          config: FoolConfig | None = None, out: str | Path | None = None, progress: bool = False,

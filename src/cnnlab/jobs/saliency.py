@@ -78,9 +78,6 @@ class SaliencyResult(PerImageResult):
     def images(self) -> torch.Tensor:
         return torch.stack([self.image(i) for i in range(len(self))])
 
-    def _map_file(self, position: int) -> str:
-        return map_file(position)
-
     def image_rows(self) -> list[dict]:
         """One dict per image: what the JSON's `results` lists (and results.jsonl, one line each)."""
         rows = [dict(r) for r in self.rows]
