@@ -5,16 +5,18 @@ test. Measured faithfulness of each: docs/benchmarks.md ("explain").
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..core.backbones import Backbone
 from ..core.config import Config, option, registry_help
 from ..core.errors import CnnlabError
-from ..core.hooks import eval_mode, frozen
+from ..core.hooks import capture, eval_mode, frozen, run_until_captured
 
 IG_BASELINES = ("blur", "black")
 METHODS: dict[str, type["SaliencyMethod"]] = {}
@@ -40,7 +42,11 @@ class SaliencyOptions(Config):
     occlusion_stride: int = option(16, low=1, help="occlusion: patch stride in pixels")
     blur_sigma: float = option(10.0, low=0, low_open=True,
                                help="the 'absent' image of occlusion and IG: a blurred copy with this σ")
-    internal_batch_size: int = option(32, low=1, help="images per pass inside smoothgrad / ig / occlusion (memory)")
+    internal_batch_size: int = option(32, low=1, help="images per pass inside smoothgrad / ig / occlusion / scorecam / "
+                                                      "rise (memory)")
+    rise_masks: int = option(1000, flag="--masks", low=1, help="RISE: random masks per image")
+    rise_cells: int = option(7, low=2, help="RISE: side of the masks' coarse grid (cells per side)")
+    rise_p: float = option(0.5, low=0, low_open=True, high=1, help="RISE: probability that a cell is kept")
     layer: list[str] | None = option(None, sep="+", help="Grad-CAM cut point(s) or module path(s); 'a+b' sums "
                                                          "several, each scaled to max 1 (default: the model's own, "
                                                          "from its registry entry, else its last spatial map)")
@@ -186,6 +192,179 @@ class SmoothGradGradCam(SaliencyMethod):
 
     def _maps(self, backbone, x, targets):
         return unit(self.smoothgrad._maps(backbone, x, targets)) * unit(self.cam._maps(backbone, x, targets))
+
+
+class _LayerCam(SaliencyMethod):
+    """A class activation map read at cut points (`layers`, default the model's): one map per layer upsampled to the
+    image, several summed after scaling each to max 1 (as Grad-CAM's)."""
+
+    needs_gradients = True
+
+    def __init__(self, layers: Sequence[str] | None = None):
+        self.layer_names = list(layers) if layers else None
+
+    @classmethod
+    def from_options(cls, o):
+        return cls(o.layer)
+
+    def layers(self):
+        return self.layer_names or ()
+
+    def _maps(self, backbone, x, targets):
+        names = self.layer_names or cam_layers(backbone)
+        backbone.check_layers(names)
+        maps = []
+        for layer in names:
+            acts, grads = activations_and_gradients(backbone, x, targets, layer, self.needs_gradients)
+            cam = self._cam(backbone, x, targets, acts, grads).clamp(min=0)
+            maps.append(F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0])
+        return maps[0] if len(maps) == 1 else sum(unit(m) for m in maps)
+
+    def _cam(self, backbone, x, targets, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """(B,h,w) from a layer's activations and the target score's gradients (B,K,h,w)."""
+        raise NotImplementedError
+
+
+@register
+class GradCamPlusPlus(_LayerCam):
+    name = "gradcam++"
+    help = "Grad-CAM++ (Chattopadhay et al. 2018): positive gradients weighted per position (--layer as gradcam)"
+
+    def _cam(self, backbone, x, targets, acts, grads):
+        g2 = grads ** 2
+        alpha = g2 / (2 * g2 + acts.sum(dim=(2, 3), keepdim=True) * g2 * grads + 1e-7)
+        alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+        weights = (alpha * grads.clamp(min=0)).sum(dim=(2, 3), keepdim=True)
+        return (weights * acts).sum(dim=1)
+
+
+@register
+class LayerCam(_LayerCam):
+    name = "layercam"
+    help = "LayerCAM (Jiang et al. 2021): activations times their positive gradients, position by position"
+
+    def _cam(self, backbone, x, targets, acts, grads):
+        return (grads.clamp(min=0) * acts).sum(dim=1)
+
+
+@register
+class ScoreCam(_LayerCam):
+    name = "scorecam"
+    help = ("Score-CAM (Wang et al. 2020): each channel's map, scaled to [0,1], masks the image; the class "
+            "probability of each masked image weights that channel (one forward pass per channel, batched)")
+
+    needs_gradients = False
+
+    def __init__(self, layers: Sequence[str] | None = None, batch: int = 32):
+        super().__init__(layers)
+        self.batch = batch
+
+    @classmethod
+    def from_options(cls, o):
+        return cls(o.layer, o.internal_batch_size)
+
+    def _cam(self, backbone, x, targets, acts, grads):
+        masks = F.interpolate(acts, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        low = masks.flatten(2).amin(dim=2)[..., None, None]
+        high = masks.flatten(2).amax(dim=2)[..., None, None]
+        masks = (masks - low) / (high - low).clamp(min=1e-12)  # (B,K,H,W), a flat channel masks everything out
+        weights = torch.empty(acts.shape[:2], device=acts.device)
+        with torch.no_grad():
+            for b in range(len(x)):
+                for k in range(0, masks.shape[1], self.batch):
+                    m = masks[b, k:k + self.batch, None]  # (n,1,H,W)
+                    weights[b, k:k + len(m)] = backbone(x[b:b + 1] * m).softmax(dim=1)[:, targets[b]]
+        return (weights[..., None, None] * acts).sum(dim=1)
+
+
+@register
+class Rise(SaliencyMethod):
+    name = "rise"
+    help = ("RISE (Petsiuk et al. 2018): the class probability of the image under --masks random coarse masks "
+            "(seeded), each mask weighted by it; model-agnostic, one forward pass per mask, batched")
+
+    def __init__(self, masks: int = 1000, cells: int = 7, p: float = 0.5, seed: int = 0, batch: int = 32):
+        self.masks, self.cells, self.p, self.seed, self.batch = masks, cells, p, seed, batch
+
+    @classmethod
+    def from_options(cls, o):
+        return cls(o.rise_masks, o.rise_cells, o.rise_p, o.noise_seed, o.internal_batch_size)
+
+    def random_masks(self, n: int, size: tuple[int, int], g: torch.Generator) -> torch.Tensor:
+        """n smooth masks (n,1,H,W) in [0,1]: a coarse binary grid, upsampled bilinearly, shifted at random by up
+        to one cell (the paper's construction)."""
+        H, W = size
+        ch, cw = -(-H // self.cells), -(-W // self.cells)
+        grid = (torch.rand(n, 1, self.cells, self.cells, generator=g) < self.p).float()
+        up = F.interpolate(grid, size=((self.cells + 1) * ch, (self.cells + 1) * cw), mode="bilinear",
+                           align_corners=False)
+        dy, dx = torch.randint(0, ch, (n,), generator=g), torch.randint(0, cw, (n,), generator=g)
+        return torch.stack([up[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(n)])
+
+    def _maps(self, backbone, x, targets):
+        g = torch.Generator().manual_seed(self.seed)  # the same masks for every image and every call
+        out = torch.zeros(len(x), *x.shape[-2:], device=x.device)
+        with torch.no_grad():
+            for start in range(0, self.masks, self.batch):
+                m = self.random_masks(min(self.batch, self.masks - start), x.shape[-2:], g).to(x.device)
+                for b in range(len(x)):
+                    probs = backbone(x[b:b + 1].detach() * m).softmax(dim=1)[:, targets[b]]
+                    out[b] += (probs[:, None, None] * m[:, 0]).sum(dim=0)
+        return out / (self.masks * self.p)
+
+
+@register
+class InputXGradient(SaliencyMethod):
+    name = "input-x-gradient"
+    help = "the image times the gradient of the class score (Shrikumar et al. 2016), |sum over channels|"
+
+    def _maps(self, backbone, x, targets):
+        import captum.attr as ca
+
+        return ca.InputXGradient(backbone).attribute(x, target=targets).sum(dim=1).abs()
+
+
+@register
+class GuidedBackprop(SaliencyMethod):
+    name = "guided-backprop"
+    help = ("Guided Backpropagation (Springenberg et al. 2015): only positive gradients pass back through each "
+            "ReLU / ReLU6; |max over channels|. Fails the model-randomization sanity check (Adebayo et al. 2018)")
+
+    def _maps(self, backbone, x, targets):
+        with guided_relus(backbone):
+            score = backbone(x).gather(1, targets.view(-1, 1)).sum()
+            (grad,) = torch.autograd.grad(score, x)
+        return grad.abs().amax(dim=1)
+
+
+@contextmanager
+def guided_relus(model: nn.Module):
+    """Backward hooks that keep only positive gradients through every ReLU and ReLU6 (Captum's GuidedBackprop
+    hooks nn.ReLU only, and EfficientNet-Lite's activations are ReLU6); removed on exit."""
+    handles = [m.register_full_backward_hook(lambda mod, gin, gout: (gin[0].clamp(min=0),))
+               for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
+    try:
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def activations_and_gradients(backbone: Backbone, x: torch.Tensor, targets: torch.Tensor, layer: str,
+                              gradients: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A cut point's activations (B,K,h,w) and (with `gradients`) those of each image's target score with respect
+    to them."""
+    with capture(backbone.net, {"a": backbone.resolve(layer)}, stop_early=not gradients) as store:
+        if gradients:
+            score = backbone(x).gather(1, targets.view(-1, 1)).sum()
+        else:
+            with torch.no_grad():
+                run_until_captured(backbone.net, backbone.normalize(x))
+    acts = store["a"]
+    if acts.ndim != 4:
+        raise CnnlabError(f"a class activation map needs a spatial layer; {layer} gives {tuple(acts.shape)}")
+    grads = torch.autograd.grad(score, acts)[0].detach() if gradients else None
+    return acts.detach(), grads
 
 
 def method(name: str, options: SaliencyOptions | None = None) -> SaliencyMethod:

@@ -1,0 +1,91 @@
+"""The CAM family, RISE, Input×Gradient and Guided Backprop on tiny models whose maps can be worked out by hand."""
+import torch
+from torch import nn
+
+import cnnlab
+from cnnlab.explain.saliency import METHODS
+
+
+def _cam_model():
+    """A 1×1 convolution (2 maps: cut point "0"), global average pooling, a linear head: the gradient of class t's
+    score with respect to map k is W[t, k] / 16 at every position of the 4×4 map."""
+    conv = nn.Conv2d(3, 2, 1, bias=False)
+    head = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[1.0, 0.5, -0.2], [-0.3, 0.8, 0.4]]).view(2, 3, 1, 1))
+        head.weight.copy_(torch.tensor([[2.0, -1.0], [0.5, 1.5]]))
+    net = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+    return cnnlab.wrap(net, mean=(0.0,) * 3, std=(1.0,) * 3, input_size=4), conv, head
+
+
+def test_layercam_and_gradcam_plus_plus_by_hand():
+    model, conv, head = _cam_model()
+    x = torch.rand(2, 3, 4, 4)
+    acts = conv(x).detach()  # (2,2,4,4)
+    targets = [0, 1]
+    grads = torch.stack([head.weight[t].detach() / 16 for t in targets])[..., None, None]  # (2,2,1,1)
+    layercam = (grads.clamp(min=0) * acts).sum(1).clamp(min=0)
+    torch.testing.assert_close(METHODS["layercam"](["0"]).attribute(model, x, targets), layercam)
+    g = grads.expand_as(acts)
+    alpha = g ** 2 / (2 * g ** 2 + acts.sum((2, 3), keepdim=True) * g ** 3 + 1e-7)
+    weights = (alpha * g.clamp(min=0)).sum((2, 3), keepdim=True)
+    torch.testing.assert_close(METHODS["gradcam++"](["0"]).attribute(model, x, targets),
+                               (weights * acts).sum(1).clamp(min=0))
+
+
+def test_scorecam_weights_each_map_by_the_probability_of_the_image_it_masks():
+    model, conv, _ = _cam_model()
+    x = torch.rand(1, 3, 4, 4)
+    acts = conv(x).detach()
+    masks = (acts - acts.amin((2, 3), keepdim=True)) / (acts.amax((2, 3), keepdim=True) - acts.amin((2, 3), keepdim=True))
+    with torch.no_grad():
+        w = torch.stack([model(x * masks[:, k:k + 1]).softmax(1)[0, 1] for k in range(2)])
+    torch.testing.assert_close(METHODS["scorecam"](["0"], batch=1).attribute(model, x, [1]),
+                               (w.view(1, 2, 1, 1) * acts).sum(1).clamp(min=0))
+
+
+def test_input_x_gradient_of_a_linear_model():
+    torch.manual_seed(0)
+    lin = nn.Linear(48, 3)
+    model = cnnlab.wrap(nn.Sequential(nn.Flatten(), lin), mean=(0.0,) * 3, std=(1.0,) * 3, input_size=4)
+    x = torch.rand(2, 3, 4, 4)
+    expected = torch.stack([(x[i] * lin.weight[t].detach().view(3, 4, 4)).sum(0).abs() for i, t in enumerate([2, 0])])
+    torch.testing.assert_close(METHODS["input-x-gradient"]().attribute(model, x, [2, 0]), expected)
+
+
+def test_guided_backprop_passes_only_positive_gradients_through_relu_and_relu6():
+    torch.manual_seed(0)
+    for act in (nn.ReLU(), nn.ReLU6()):
+        a, b = nn.Linear(12, 5), nn.Linear(5, 2)
+        model = cnnlab.wrap(nn.Sequential(nn.Flatten(), a, act, b), mean=(0.0,) * 3, std=(1.0,) * 3, input_size=2)
+        x = torch.rand(1, 3, 2, 2)
+        pre = a(x.flatten(1)).detach()[0]
+        alive = (pre > 0) & (pre < 6) if isinstance(act, nn.ReLU6) else pre > 0
+        grad_pre = b.weight[1].detach().clamp(min=0) * alive  # the guided rule at the activation
+        expected = (a.weight.detach().T @ grad_pre).view(3, 2, 2).abs().amax(0)
+        torch.testing.assert_close(METHODS["guided-backprop"]().attribute(model, x, [1])[0], expected)
+        assert not any(m._backward_hooks for m in model.modules())  # hooks removed
+
+
+def test_rise_is_the_probability_weighted_mean_of_its_masks():
+    rise = METHODS["rise"](masks=50, cells=3, p=0.5, seed=4, batch=16)
+    constant = cnnlab.wrap(nn.Sequential(nn.Flatten(), nn.Linear(48, 2)), mean=(0.0,) * 3, std=(1.0,) * 3, input_size=4)
+    with torch.no_grad():
+        constant.net[1].weight.zero_()
+        constant.net[1].bias.copy_(torch.tensor([0.0, 1.0]))  # p(class 1) = sigmoid(1) whatever the image
+    g = torch.Generator().manual_seed(4)
+    masks = torch.cat([rise.random_masks(n, (4, 4), g) for n in (16, 16, 16, 2)])
+    expected = torch.sigmoid(torch.tensor(1.0)) * masks[:, 0].mean(0) / 0.5
+    torch.testing.assert_close(rise.attribute(constant, torch.rand(1, 3, 4, 4), [1])[0], expected)
+    assert masks.min() >= 0 and masks.max() <= 1
+
+
+def test_rise_finds_the_region_the_model_reads():
+    class TopLeft(nn.Module):  # class 1's logit: brightness of the top-left quadrant
+        def forward(self, x):
+            s = 20 * x[:, :, :8, :8].mean(dim=(1, 2, 3))
+            return torch.stack([torch.zeros_like(s), s - 10], 1)
+
+    model = cnnlab.wrap(TopLeft(), mean=(0.0,) * 3, std=(1.0,) * 3, input_size=16)
+    m = METHODS["rise"](masks=400, cells=4, batch=100).attribute(model, torch.ones(1, 3, 16, 16), [1])[0]
+    assert m[:8, :8].mean() > m[8:, 8:].mean() + 0.1 and m[:8, :8].mean() > m[:8, 8:].mean() + 0.05
