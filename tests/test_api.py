@@ -271,7 +271,7 @@ def test_every_saliency_method_on_a_wrapped_model(method):
     model = cnnlab.wrap(net, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), input_size=32)
     images = torch.rand(2, 3, 32, 32)
     res = cnnlab.saliency(model, images, method=method, smoothgrad_samples=2, ig_steps=4, occlusion_window=8,
-                          occlusion_stride=8, metrics=True, random_orders=1)
+                          occlusion_stride=8, rise_masks=64, metrics=True, random_orders=1)
     assert res.maps.shape == (2, 32, 32) and (res.maps >= 0).all() and torch.isfinite(res.maps).all()
     assert set(res.summary()["summary"]) >= {"deletion_auc", "insertion_auc", "deletion_ratio"}
     if "gradcam" in method:  # the last spatial map of the forward pass, found by itself

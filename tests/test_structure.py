@@ -106,7 +106,7 @@ def test_per_image_targets_in_saliency_and_fool(files):
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_saliency_method_is_one_registered_class(name):
     model, x = _tiny(), torch.rand(2, 3, 16, 16)
-    m = METHODS[name](**({"window": 8, "stride": 4} if name == "occlusion" else {}))
+    m = METHODS[name](**{"occlusion": {"window": 8, "stride": 4}, "rise": {"masks": 64}}.get(name, {}))
     mode = model.training
     maps = m.attribute(model, x, [0, 3])
     assert maps.shape == (2, 16, 16) and (maps >= 0).all() and torch.isfinite(maps).all() and maps.sum() > 0
