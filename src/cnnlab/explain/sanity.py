@@ -1,0 +1,124 @@
+"""Sanity checks for saliency maps (Adebayo et al. 2018, "Sanity Checks for Saliency Maps"): does a map explain the
+model, or only the image? The model's parameters are randomized — cascading, from the logits down to the input one
+unit at a time, or independently, one unit at a time — and each map is compared with the trained model's by the
+Spearman rank correlation of the absolute maps and by SSIM. A map that stays alike once every layer is random does
+not depend on what the model learned. The model given is never modified: a copy is randomized.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..core.backbones import Backbone
+from .saliency import SaliencyMethod, method as make_method
+
+FAILS_ABOVE = 0.3  # rank correlation still above this after full cascading randomization: the check is failed
+
+
+@dataclass
+class Randomization:
+    """`steps[s]`: the unit randomized at step s (cascading: it and every step before it); `rank_corr` and `ssim`
+    (S,B) against the trained model's maps; `maps` (S+1,B,H,W): the trained model's, then one per step."""
+
+    steps: list[str]
+    rank_corr: torch.Tensor
+    ssim: torch.Tensor
+    maps: torch.Tensor
+    cascading: bool
+
+    @property
+    def final_rank_corr(self) -> float:
+        """Mean rank correlation at the last step (every unit random, when cascading)."""
+        return float(self.rank_corr[-1].mean())
+
+    @property
+    def passes(self) -> bool:
+        return self.final_rank_corr <= FAILS_ABOVE
+
+    def summary(self) -> dict:
+        return {"steps": self.steps, "rank_corr": self.rank_corr.mean(1).tolist(), "ssim": self.ssim.mean(1).tolist(),
+                "final_rank_corr": self.final_rank_corr, "passes": self.passes, "cascading": self.cascading}
+
+
+def randomization_steps(backbone: Backbone) -> list[str]:
+    """The units randomized, from the output back to the input: each top-level child with parameters, a container
+    of several such children (a stack of blocks or of convolutions) counting as each of them."""
+    units = []
+    for name, child in backbone.net.named_children():
+        inner = [(n, c) for n, c in child.named_children() if _has_parameters(c)]
+        if isinstance(child, (nn.Sequential, nn.ModuleList)) and len(inner) >= 2:
+            units += [f"{name}.{n}" for n, _ in inner]
+        elif _has_parameters(child):
+            units.append(name)
+    return units[::-1]
+
+
+def randomize(module: nn.Module, seed: int) -> None:
+    """Re-draw a module's parameters from their initialization (each submodule's `reset_parameters`), seeded."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in module.modules():
+            if hasattr(m, "reset_parameters") and any(True for _ in m.parameters(recurse=False)):
+                m.reset_parameters()
+            elif any(True for _ in m.parameters(recurse=False)):
+                for p in m.parameters(recurse=False):
+                    nn.init.normal_(p, std=0.02)
+
+
+def model_randomization(backbone: Backbone, x: torch.Tensor, targets, saliency: SaliencyMethod | str,
+                        cascading: bool = True, steps: list[str] | None = None, seed: int = 0) -> Randomization:
+    """Maps of `saliency` for images x (B,C,H,W) in [0,1] and their targets as the model is randomized step by step
+    (`cascading`: each step adds one unit; otherwise each step randomizes its unit alone)."""
+    attributor = make_method(saliency) if isinstance(saliency, str) else saliency
+    steps = steps or randomization_steps(backbone)
+    trained = attributor.attribute(backbone, x, targets).float().cpu()
+    maps, corr, ssim = [trained], [], []
+    model = copy.deepcopy(backbone)
+    for k, name in enumerate(steps):
+        if not cascading:
+            model = copy.deepcopy(backbone)
+        randomize(model.net.get_submodule(name), seed + k)
+        m = attributor.attribute(model, x, targets).float().cpu()
+        maps.append(m)
+        corr.append(rank_correlation(trained, m))
+        ssim.append(map_ssim(trained, m))
+    return Randomization(steps, torch.stack(corr), torch.stack(ssim), torch.stack(maps), cascading)
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of the absolute maps, per image: (B,H,W), (B,H,W) → (B,)."""
+    ra, rb = _ranks(a.abs().flatten(1)), _ranks(b.abs().flatten(1))
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    return (ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp(min=1e-12)
+
+
+def map_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """SSIM of the maps, each scaled to [0,1], per image (torchmetrics): (B,H,W), (B,H,W) → (B,)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    return ssim(_unit_range(b)[:, None], _unit_range(a)[:, None], data_range=1.0, reduction="none")
+
+
+def _ranks(v: torch.Tensor) -> torch.Tensor:
+    """Ranks along the last dimension, ties given their mean rank (as scipy's spearmanr)."""
+    order = v.argsort(dim=1)
+    ranks = torch.empty_like(v)
+    ranks.scatter_(1, order, torch.arange(v.shape[1], dtype=v.dtype).expand_as(v).contiguous())
+    out = torch.empty_like(v)
+    for i in range(len(v)):  # mean rank of each group of equal values
+        _, inverse, counts = torch.unique(v[i], return_inverse=True, return_counts=True)
+        sums = torch.zeros(len(counts), dtype=v.dtype).scatter_add_(0, inverse, ranks[i])
+        out[i] = (sums / counts)[inverse]
+    return out
+
+
+def _unit_range(m: torch.Tensor) -> torch.Tensor:
+    low, high = m.flatten(1).amin(1), m.flatten(1).amax(1)
+    return (m - low[:, None, None]) / (high - low).clamp(min=1e-12)[:, None, None]
+
+
+def _has_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
