@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
-import torch
 
 import cnnlab
 from cnnlab.core.data import load_mnist
@@ -37,17 +37,33 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5)
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--slow-on-photos", action="store_true", help="also Score-CAM and RISE on the photos")
+    ap.add_argument("--write", action="store_true",
+                    help="also write the outcome into src/cnnlab/assets/sanity.json (what --help and the app show)")
     args = ap.parse_args()
     options = SaliencyOptions(smoothgrad_samples=8, ig_steps=16, rise_masks=500)
     lite = cnnlab.load_model("efficientnet_lite0")
     photos = cnnlab.read_images([args.images], args.n).batch(lite.preprocess)
     digits, _ = load_mnist(args.data_root, train=False)
     mnist = cnnlab.load_model("mnist_cnn")
-    result = {"date": time.strftime("%Y-%m-%d"), "fails_above": FAILS_ABOVE,
+    result = {"date": time.strftime("%Y-%m-%d"), "fails_above": FAILS_ABOVE, "n": args.n,
               "efficientnet_lite0": run(lite, photos, [m for m in METHODS if args.slow_on_photos or m not in SLOW],
                                         options),
               "mnist_cnn": run(mnist, digits[:args.n].float().div(255), list(METHODS), options)}
     print(json.dumps(result, indent=2))
+    if args.write:
+        write_asset(result, " ".join(sys.argv))
+
+
+def write_asset(result: dict, command: str) -> None:
+    """The verdicts that --help and the app show, beside the package's other measured assets."""
+    from pathlib import Path
+
+    models = {m: {name: {"final_rank_corr": r["final_rank_corr"], "passes": r["passes"]} for name, r in rows.items()}
+              for m, rows in result.items() if isinstance(rows, dict)}
+    asset = {"date": result["date"], "command": f"python {command}", "fails_above": result["fails_above"],
+             "n_images": result.get("n"), "models": models}
+    path = Path(__file__).resolve().parents[1] / "src" / "cnnlab" / "assets" / "sanity.json"
+    path.write_text(json.dumps(asset, indent=2) + "\n")
 
 
 if __name__ == "__main__":

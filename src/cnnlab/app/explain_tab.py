@@ -6,6 +6,7 @@ from ..core.figures import new_figure, overlay
 from ..jobs.saliency import saliency
 from ..explain.faithfulness import deletion_insertion
 from ..explain.saliency import METHODS
+from ..explain.sanity import verdict
 from ..jobs.classify import classify
 from .state import AppModels, friendly, read_upload
 
@@ -20,7 +21,8 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str]) -> None:
                                  sources=["upload", "clipboard"])
                 gr.Examples(list(samples.values()), inputs=image, label="sample photos")
                 model = gr.Dropdown(models.specs, value=models.specs[0], label="model", elem_id="explain-model")
-                methods = gr.CheckboxGroup(list(METHODS), value=["vanilla", "gradcam"], label="methods")
+                methods = gr.CheckboxGroup([(_label(m), m) for m in METHODS], value=["vanilla", "gradcam"],
+                                           label="methods (⚠: fails the model-randomization sanity check)")
                 curves = gr.Checkbox(False, label="deletion / insertion curves vs random (slower)")
                 go = gr.Button("Explain", variant="primary", elem_id="explain-go")
             with gr.Column(scale=2):
@@ -57,6 +59,11 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str]) -> None:
 
     go.click(classify_fn, [image, model], top, api_name="classify", preprocess=False).then(
         saliency_fn, [image, model, methods, curves], [gallery, text, plot], api_name="saliency", preprocess=False)
+
+
+def _label(method: str) -> str:
+    """A method's name, marked where its measured sanity check failed (docs/benchmarks.md)."""
+    return f"{method} ⚠" if verdict(method).startswith("FAILS") else method
 
 
 def to_image_array(a):

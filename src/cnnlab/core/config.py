@@ -49,13 +49,14 @@ def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING,
 
 
 def registry_help(registry: Mapping[str, Any], width: int = 116) -> str:
-    """One wrapped paragraph per registered class (its `name` and `help`): the choices' part of a command's --help."""
+    """One wrapped paragraph per registered class (its `help`, or a text given instead): the choices' part of a
+    command's --help."""
     import textwrap
 
     pad = max(len(name) for name in registry) + 4
-    return "\n".join(textwrap.fill(f"  {name:<{pad - 2}}{cls.help}", width, subsequent_indent=" " * pad,
-                                   break_on_hyphens=False)
-                     for name, cls in registry.items())
+    return "\n".join(textwrap.fill(f"  {name:<{pad - 2}}{getattr(entry, 'help', entry)}", width,
+                                   subsequent_indent=" " * pad, break_on_hyphens=False)
+                     for name, entry in registry.items())
 
 
 def _meta(f: dataclasses.Field) -> dict:

@@ -328,7 +328,7 @@ class InputXGradient(SaliencyMethod):
 class GuidedBackprop(SaliencyMethod):
     name = "guided-backprop"
     help = ("Guided Backpropagation (Springenberg et al. 2015): only positive gradients pass back through each "
-            "ReLU / ReLU6; |max over channels|. Fails the model-randomization sanity check (Adebayo et al. 2018)")
+            "ReLU / ReLU6; |max over channels|")
 
     def _maps(self, backbone, x, targets):
         with guided_relus(backbone):
@@ -381,7 +381,11 @@ def attribute(backbone: Backbone, x: torch.Tensor, target, name: str = "vanilla"
 
 
 def methods_help() -> str:
-    return registry_help(METHODS)
+    """Each method's help, with the measured outcome of its sanity check (docs/benchmarks.md)."""
+    from .sanity import verdict
+
+    return registry_help({name: f"{cls.help}{'. ' + verdict(name) if verdict(name) else ''}"
+                          for name, cls in METHODS.items()})
 
 
 def cam_layers(backbone: Backbone) -> list[str]:

@@ -16,6 +16,7 @@ from ..core.backbones import Backbone
 from .saliency import SaliencyMethod, method as make_method
 
 FAILS_ABOVE = 0.3  # rank correlation still above this after full cascading randomization: the check is failed
+MEASURED = "assets/sanity.json"  # each method's measured outcome, written by benchmarks/sanity.py --write
 
 
 @dataclass
@@ -41,6 +42,28 @@ class Randomization:
     def summary(self) -> dict:
         return {"steps": self.steps, "rank_corr": self.rank_corr.mean(1).tolist(), "ssim": self.ssim.mean(1).tolist(),
                 "final_rank_corr": self.final_rank_corr, "passes": self.passes, "cascading": self.cascading}
+
+
+def measured() -> dict:
+    """{model: {method: {"final_rank_corr", "passes"}}} as benchmarks/sanity.py measured it ({} if absent)."""
+    import json
+    from importlib import resources
+
+    try:
+        return json.loads(resources.files("cnnlab").joinpath(MEASURED).read_text())["models"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def verdict(method: str) -> str:
+    """The measured outcome of a method, in words, for --help and the app ('' if not measured)."""
+    results = {model: r[method] for model, r in measured().items() if method in r}
+    if not results:
+        return ""
+    failed = [m for m, r in results.items() if not r["passes"]]
+    if failed:
+        return f"FAILS the model-randomization sanity check on {', '.join(failed)}"
+    return f"passes the model-randomization sanity check on {', '.join(results)}"
 
 
 def randomization_steps(backbone: Backbone) -> list[str]:
