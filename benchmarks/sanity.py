@@ -37,18 +37,22 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5)
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--slow-on-photos", action="store_true", help="also Score-CAM and RISE on the photos")
+    ap.add_argument("--models", default="efficientnet_lite0,mnist_cnn", help="which of the two models")
     ap.add_argument("--write", action="store_true",
                     help="also write the outcome into src/cnnlab/assets/sanity.json (what --help and the app show)")
     args = ap.parse_args()
     options = SaliencyOptions(smoothgrad_samples=8, ig_steps=16, rise_masks=500)
-    lite = cnnlab.load_model("efficientnet_lite0")
-    photos = cnnlab.read_images([args.images], args.n).batch(lite.preprocess)
-    digits, _ = load_mnist(args.data_root, train=False)
-    mnist = cnnlab.load_model("mnist_cnn")
-    result = {"date": time.strftime("%Y-%m-%d"), "fails_above": FAILS_ABOVE, "n": args.n,
-              "efficientnet_lite0": run(lite, photos, [m for m in METHODS if args.slow_on_photos or m not in SLOW],
-                                        options),
-              "mnist_cnn": run(mnist, digits[:args.n].float().div(255), list(METHODS), options)}
+    models = args.models.split(",")
+    result = {"date": time.strftime("%Y-%m-%d"), "fails_above": FAILS_ABOVE, "n": args.n}
+    if "efficientnet_lite0" in models:
+        lite = cnnlab.load_model("efficientnet_lite0")
+        photos = cnnlab.read_images([args.images], args.n).batch(lite.preprocess)
+        result["efficientnet_lite0"] = run(lite, photos, [m for m in METHODS if args.slow_on_photos or m not in SLOW],
+                                           options)
+    if "mnist_cnn" in models:
+        digits, _ = load_mnist(args.data_root, train=False)
+        result["mnist_cnn"] = run(cnnlab.load_model("mnist_cnn"), digits[:args.n].float().div(255), list(METHODS),
+                                  options)
     print(json.dumps(result, indent=2))
     if args.write:
         write_asset(result, " ".join(sys.argv))

@@ -1,4 +1,5 @@
 """The CAM family, RISE, Input×Gradient and Guided Backprop on tiny models whose maps can be worked out by hand."""
+import pytest
 import torch
 from torch import nn
 
@@ -89,3 +90,11 @@ def test_rise_finds_the_region_the_model_reads():
     model = cnnlab.wrap(TopLeft(), mean=(0.0,) * 3, std=(1.0,) * 3, input_size=16)
     m = METHODS["rise"](masks=400, cells=4, batch=100).attribute(model, torch.ones(1, 3, 16, 16), [1])[0]
     assert m[:8, :8].mean() > m[8:, 8:].mean() + 0.1 and m[:8, :8].mean() > m[:8, 8:].mean() + 0.05
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_on_the_shipped_digit_classifier(method):
+    """mnist_cnn: 1-channel 28×28 inputs, smaller than occlusion's default patch."""
+    digits = torch.rand(2, 1, 28, 28)
+    res = cnnlab.saliency("mnist_cnn", digits, method=method, rise_masks=64, smoothgrad_samples=2, ig_steps=4)
+    assert res.maps.shape == (2, 28, 28) and (res.maps >= 0).all() and torch.isfinite(res.maps).all()

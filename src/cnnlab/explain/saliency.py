@@ -168,7 +168,8 @@ class Occlusion(SaliencyMethod):
     def _maps(self, backbone, x, targets):
         import captum.attr as ca
 
-        w, s, c = self.window, self.stride, x.shape[1]
+        w = min(self.window, *x.shape[-2:])  # a patch no larger than the image (a 28×28 digit, say)
+        s, c = min(self.stride, w), x.shape[1]
         attr = ca.Occlusion(backbone).attribute(x, sliding_window_shapes=(c, w, w), strides=(c, s, s),
                                                 target=targets, baselines=blurred(x, self.blur_sigma),
                                                 perturbations_per_eval=self.batch)
