@@ -133,11 +133,8 @@ class IntegratedGradients(SaliencyMethod):
         return attr.sum(dim=1).abs()
 
 
-@register
-class GradCam(SaliencyMethod):
-    name = "gradcam"
-    help = ("Grad-CAM (Selvaraju et al. 2017) at the model's last maps (its registry entry says where: Lite "
-            "head+block6; --layer to change: a named cut point or any module path, e.g. layer4)")
+class _Layered(SaliencyMethod):
+    """A method that reads cut points (`layers`; default: the model's own, from its registry entry)."""
 
     def __init__(self, layers: Sequence[str] | None = None):
         self.layer_names = list(layers) if layers else None
@@ -148,6 +145,13 @@ class GradCam(SaliencyMethod):
 
     def layers(self):
         return self.layer_names or ()
+
+
+@register
+class GradCam(_Layered):
+    name = "gradcam"
+    help = ("Grad-CAM (Selvaraju et al. 2017) at the model's last maps (its registry entry says where: Lite "
+            "head+block6; --layer to change: a named cut point or any module path, e.g. layer4)")
 
     def _maps(self, backbone, x, targets):
         return gradcam(backbone, x, targets, self.layer_names or cam_layers(backbone))
@@ -195,21 +199,11 @@ class SmoothGradGradCam(SaliencyMethod):
         return unit(self.smoothgrad._maps(backbone, x, targets)) * unit(self.cam._maps(backbone, x, targets))
 
 
-class _LayerCam(SaliencyMethod):
+class _LayerCam(_Layered):
     """A class activation map read at cut points (`layers`, default the model's): one map per layer upsampled to the
     image, several summed after scaling each to max 1 (as Grad-CAM's)."""
 
     needs_gradients = True
-
-    def __init__(self, layers: Sequence[str] | None = None):
-        self.layer_names = list(layers) if layers else None
-
-    @classmethod
-    def from_options(cls, o):
-        return cls(o.layer)
-
-    def layers(self):
-        return self.layer_names or ()
 
     def _maps(self, backbone, x, targets):
         names = self.layer_names or cam_layers(backbone)
