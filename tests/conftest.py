@@ -15,6 +15,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CNNLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def tiny_model(seed: int = 0, input_size: int = 16):
+    """A two-convolution RGB classifier of 5 classes, wrapped (seeded: the same weights on every call)."""
+    import cnnlab
+    from torch import nn
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    return cnnlab.wrap(net, mean=(0.5,) * 3, std=(0.25,) * 3, input_size=input_size,
+                       labels=[f"c{k}" for k in range(5)])
+
+
 def shared(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():

@@ -18,15 +18,10 @@ from cnnlab.core.errors import CnnlabError
 from cnnlab.explain.attacks import ATTACKS
 from cnnlab.explain.saliency import METHODS
 
+from .conftest import tiny_model
+
 SRC = Path(cnnlab.__file__).parent
 N = 17  # more images than a figure shows (12), over several chunks
-
-
-def _tiny(seed: int = 0) -> cnnlab.Backbone:
-    torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
-    return cnnlab.wrap(net, mean=(0.5,) * 3, std=(0.25,) * 3, input_size=16, labels=[f"c{k}" for k in range(5)])
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +48,7 @@ def _fields(res, names):
 
 
 def test_saliency_streamed_equals_in_memory_field_by_field(files, tmp_path):
-    model = _tiny()
+    model = tiny_model()
     opts = dict(method="gradcam", metrics=True, random_orders=1, batch_size=2, chunk_size=4)
     a = cnnlab.saliency(model, files, **opts)
     b = cnnlab.saliency(model, files, out=tmp_path / "s", **opts)
@@ -71,7 +66,7 @@ def test_saliency_streamed_equals_in_memory_field_by_field(files, tmp_path):
 
 
 def test_fool_and_classify_streamed_equal_in_memory(files, tmp_path):
-    model, judge = _tiny(), _tiny(1)
+    model, judge = tiny_model(), tiny_model(1)
     opts = dict(target="random", method="pgd", eps=0.1, max_iters=3, batch_size=2, chunk_size=4, eval_on=[judge])
     a = cnnlab.fool(model, files, **opts)
     b = cnnlab.fool(model, files, out=tmp_path / "f", **opts)
@@ -91,7 +86,7 @@ def test_fool_and_classify_streamed_equal_in_memory(files, tmp_path):
 
 
 def test_per_image_targets_in_saliency_and_fool(files):
-    model = _tiny()
+    model = tiny_model()
     good = files[:4]
     targets = [1, 2, 3, 4]
     s = cnnlab.saliency(model, good, method="vanilla", target=targets)
@@ -105,7 +100,7 @@ def test_per_image_targets_in_saliency_and_fool(files):
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_saliency_method_is_one_registered_class(name):
-    model, x = _tiny(), torch.rand(2, 3, 16, 16)
+    model, x = tiny_model(), torch.rand(2, 3, 16, 16)
     m = METHODS[name](**{"occlusion": {"window": 8, "stride": 4}, "rise": {"masks": 64}}.get(name, {}))
     mode = model.training
     maps = m.attribute(model, x, [0, 3])
@@ -115,7 +110,7 @@ def test_every_saliency_method_is_one_registered_class(name):
 
 @pytest.mark.parametrize("name", list(ATTACKS))
 def test_every_attack_is_one_registered_class(name):
-    model, x = _tiny(), torch.rand(2, 3, 16, 16)
+    model, x = tiny_model(), torch.rand(2, 3, 16, 16)
     r = ATTACKS[name]()(model, x, [1, 2])
     assert r.adversarial.shape == x.shape and 0 <= r.adversarial.min() and r.adversarial.max() <= 1
     assert torch.equal(r.adversarial, r.adversarial.mul(255).round().div(255))  # what an 8-bit file holds
@@ -218,6 +213,6 @@ def test_concatenated_cut_points_are_a_list_in_the_api(tmp_path):
             pixels = np.clip(rng.normal(60 + 60 * c, 30, (20, 20, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(tmp_path / f"class{c}" / f"{k}.png")
     common = dict(split="random:3", Cs=[1.0], folds=2, workers=0, cache=False)
-    listed = cnnlab.transfer(tmp_path, _tiny(), layers=[["3", "pre_logits"]], **common)
-    spelled = cnnlab.transfer(tmp_path, _tiny(), layers=["3+pre_logits"], **common)
+    listed = cnnlab.transfer(tmp_path, tiny_model(), layers=[["3", "pre_logits"]], **common)
+    spelled = cnnlab.transfer(tmp_path, tiny_model(), layers=["3+pre_logits"], **common)
     assert listed.grid == spelled.grid and listed.selected["layer"] == "3+pre_logits"

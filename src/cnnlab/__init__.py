@@ -29,6 +29,8 @@ _WHERE = {
     "TransferConfig": ".jobs.transfer", "TransferResult": ".jobs.transfer", "transfer": ".jobs.transfer",
     "load_classifier": ".jobs.transfer",
     "SaliencyConfig": ".jobs.saliency", "SaliencyResult": ".jobs.saliency", "saliency": ".jobs.saliency",
+    "EvaluateSaliencyConfig": ".jobs.evaluate", "SaliencyEvaluation": ".jobs.evaluate",
+    "evaluate_saliency": ".jobs.evaluate",
     "FoolConfig": ".jobs.fool", "FoolResult": ".jobs.fool", "fool": ".jobs.fool",
     "ClassVizConfig": ".jobs.classviz", "ClassVizResult": ".jobs.classviz", "classviz": ".jobs.classviz",
     "ReproduceConfig": ".report.reproduce", "ReproduceResult": ".report.reproduce", "reproduce": ".report.reproduce",
@@ -71,6 +73,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .core.results import Result  # noqa: F401
     from .jobs.classify import ClassifyConfig, ClassifyResult, classify  # noqa: F401
     from .jobs.classviz import ClassVizConfig, ClassVizResult, classviz  # noqa: F401
+    from .jobs.evaluate import EvaluateSaliencyConfig, SaliencyEvaluation, evaluate_saliency  # noqa: F401
     from .jobs.features import FeaturesConfig, FeaturesResult, features  # noqa: F401
     from .jobs.fool import FoolConfig, FoolResult, fool  # noqa: F401
     from .jobs.saliency import SaliencyConfig, SaliencyResult, saliency  # noqa: F401

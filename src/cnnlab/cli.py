@@ -35,6 +35,7 @@ def _classify(): from .jobs.classify import ClassifyConfig; return ClassifyConfi
 def _features(): from .jobs.features import FeaturesConfig; return FeaturesConfig  # noqa: E702
 def _transfer(): from .jobs.transfer import TransferConfig; return TransferConfig  # noqa: E702
 def _saliency(): from .jobs.saliency import SaliencyConfig; return SaliencyConfig  # noqa: E702
+def _evaluate_saliency(): from .jobs.evaluate import EvaluateSaliencyConfig; return EvaluateSaliencyConfig  # noqa: E702,E501
 def _fool(): from .jobs.fool import FoolConfig; return FoolConfig  # noqa: E702
 def _classviz(): from .jobs.classviz import ClassVizConfig; return ClassVizConfig  # noqa: E702
 def _train(): from .gan.training import GanConfig; return GanConfig  # noqa: E702
@@ -126,6 +127,8 @@ COMMANDS = [
     Command("transfer", _transfer, _call(".jobs.transfer", "transfer"), "features + linear SVM, layer × C ablation"),
     Command("explain saliency", _saliency, _streamed(".jobs.saliency", "saliency", "saliency"),
             "saliency maps and their faithfulness"),
+    Command("explain evaluate", _evaluate_saliency, _streamed(".jobs.evaluate", "evaluate_saliency", "evaluate"),
+            "saliency methods × metrics: a leaderboard with bootstrap intervals, and the sanity checks"),
     Command("explain fool", _fool, _streamed(".jobs.fool", "fool", "fool"), "targeted adversarial (fooling) images"),
     Command("explain classviz", _classviz, _call(".jobs.classviz", "classviz"), "class-model visualization"),
     Command("gan train", _train, _run_train, "train a DCGAN / cDCGAN / cGAN", out="managed",
@@ -138,7 +141,7 @@ COMMANDS = [
             out_help="REPORT_DIR"),
     Command("app", _app, _run_app, "the browser app: explain, fool, dream, generate, transfer", out="none"),
 ]
-GROUPS = {"explain": "saliency maps, fooling images, class visualization",
+GROUPS = {"explain": "saliency maps and how far to trust them, fooling images, class visualization",
           "gan": "train, sample and evaluate GANs"}
 GROUP_TEXT = {"explain": "Explain a classifier (the report's part 2).",
               "gan": "Generative adversarial networks (the report's part 3)."}

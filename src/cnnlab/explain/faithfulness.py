@@ -1,6 +1,6 @@
 """How faithful is a saliency map? Deletion and insertion AUC (Petsiuk et al. 2018, RISE).
 
-Patches (16×16 by default) are ranked by mean attribution. Deletion replaces them, most salient first, with a
+Patches (16×16 at 224 pixels: a 14×14 grid by default) are ranked by mean attribution. Deletion replaces them, most salient first, with a
 strongly blurred copy of the image; insertion starts from that blurred copy and restores them. The curve is the
 softmax probability of the class along ~28 steps; its area (mean of the trapezoids, x in [0,1]) is the score:
 low deletion and high insertion are good. The same with a random patch order is the baseline, averaged over several
@@ -16,6 +16,11 @@ from ..core.backbones import Backbone
 from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode
 from .saliency import blurred
+
+
+def patch_size(x: torch.Tensor) -> int:
+    """The default patch: a 14×14 grid of the image (16 pixels at 224, 2 on a 28-pixel digit)."""
+    return max(1, round(min(x.shape[-2:]) / 14))
 
 
 def patch_order(maps: torch.Tensor, patch: int) -> torch.Tensor:
@@ -60,35 +65,40 @@ def random_orders(n_images: int, n_patches: int, k: int, seed: int = 0) -> torch
                         for _ in range(k)])
 
 
-def random_baseline(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | list[int], patch: int = 16,
+def random_baseline(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | list[int], patch: int | None = None,
                     steps: int = 28, blur_sigma: float = 10.0, seed: int = 0, batch_size: int = 32,
-                    n_random: int = 4, curves: bool = False) -> dict[str, torch.Tensor]:
+                    n_random: int = 4, curves: bool = False,
+                    kinds: tuple[str, ...] = ("deletion", "insertion")) -> dict[str, torch.Tensor]:
     """Per-image deletion/insertion AUC of random patch orders (seeded; mean over `n_random` orders). It does not
     depend on any map: compute it once when comparing several methods on the same images. With `curves`, also the
-    mean curves themselves (B, steps+1)."""
+    mean curves themselves (B, steps+1). `kinds`: which of the two."""
     if n_random < 1:
         raise CnnlabError(f"the random baseline needs at least one order, not {n_random}")
     x = x.detach().to(backbone.device)
     target = torch.as_tensor(target).long()
+    patch = patch or patch_size(x)
     base = blurred(x, blur_sigma)
     n_patches = (x.shape[-2] // patch) * (x.shape[-1] // patch)
     rand = random_orders(len(x), n_patches, n_random, seed)
+    out = {}
     with eval_mode(backbone):
-        dele = torch.stack([_curves(backbone, x, base, o, target, patch, steps, batch_size) for o in rand])
-        ins = torch.stack([_curves(backbone, base, x, o, target, patch, steps, batch_size) for o in rand])
-    out = {"random_deletion_auc": auc(dele).mean(0), "random_insertion_auc": auc(ins).mean(0)}
-    if curves:
-        out |= {"random_deletion_curve": dele.mean(0), "random_insertion_curve": ins.mean(0)}
+        for kind in kinds:
+            start, end = (x, base) if kind == "deletion" else (base, x)
+            c = torch.stack([_curves(backbone, start, end, o, target, patch, steps, batch_size) for o in rand])
+            out[f"random_{kind}_auc"] = auc(c).mean(0)
+            if curves:
+                out[f"random_{kind}_curve"] = c.mean(0)
     return out
 
 
 def deletion_insertion(backbone: Backbone, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor | list[int],
-                       patch: int = 16, steps: int = 28, blur_sigma: float = 10.0, seed: int = 0,
+                       patch: int | None = None, steps: int = 28, blur_sigma: float = 10.0, seed: int = 0,
                        batch_size: int = 32, n_random: int = 4, curves: bool = False) -> dict[str, torch.Tensor]:
     """Per-image deletion/insertion AUC for `maps`, plus `random_baseline` unless n_random = 0; with `curves`, the
     probability curves too (B, steps+1), for plotting."""
     x = x.detach().to(backbone.device)
     target = torch.as_tensor(target).long()
+    patch = patch or patch_size(x)
     base = blurred(x, blur_sigma)
     order = patch_order(maps.cpu().float(), patch)
     with eval_mode(backbone):

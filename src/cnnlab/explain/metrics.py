@@ -1,0 +1,252 @@
+"""Metrics of saliency maps, one registered class each: how faithful a map is to the model (deletion, insertion,
+ROAD) and whether it depends on what the model learned at all (model randomization).
+
+A metric scores a batch of maps: `score(backbone, x, targets, maps, method, prepared, seeds)` gives per-image values
+(its `columns`, plus the per-image numbers their aggregate needs) and curves. What does not depend on the method (the
+random patch orders' baseline) is `prepare`d once per batch and shared by every method; what does not depend on the
+images (the randomized model) is made once per metric object. Every random draw is seeded by the image's place
+among the inputs, so a result does not depend on how the inputs are cut into batches, chunks or processes.
+
+`aggregate` turns per-image values into one leaderboard cell (a mean, or a ratio of means against the random
+baseline); the leaderboard (jobs/evaluate.py) bootstraps it over images.
+"""
+from __future__ import annotations
+
+import copy
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from ..core.backbones import Backbone
+from ..core.errors import CnnlabError
+from ..core.hooks import eval_mode
+from .faithfulness import deletion_insertion, random_baseline
+from .saliency import SaliencyMethod
+
+METRICS: dict[str, type[Metric]] = {}
+ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # share of pixels imputed at each point of a ROAD curve
+# Rong et al. 2022's neighbour weights for noisy linear imputation: each imputed pixel is this weighted mean of its
+# eight neighbours (direct 1/6, diagonal 1/12), as in their code and in Quantus
+NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12), ((0, -1), 1 / 6),
+              ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6))
+
+
+def register(cls: type[Metric]) -> type[Metric]:
+    METRICS[cls.name] = cls
+    return cls
+
+
+class Metric:
+    """A saliency metric. `columns`: leaderboard column → True if higher is better."""
+
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+    columns: ClassVar[dict[str, bool]] = {}
+
+    def prepare(self, backbone: Backbone, x: torch.Tensor, targets: torch.Tensor, seeds: list[int]) -> dict:
+        """What every method's score of this batch shares (computed once per batch)."""
+        return {}
+
+    def score(self, backbone: Backbone, x: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor,
+              method: SaliencyMethod, prepared: dict, seeds: list[int]) -> tuple[dict, dict]:
+        """(per-image values {key: (B,)}, curves {name: (B, S)}) of `method`'s maps (B,H,W)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def aggregate(column: str, values: dict[str, np.ndarray]) -> np.ndarray:
+        """Leaderboard cells from per-image values (each (R, n): R resamples of n images) → (R,). A mean by
+        default."""
+        return values[column].mean(axis=-1)
+
+    def needs(self, column: str) -> list[str]:
+        """The per-image keys `aggregate` reads for a column."""
+        return [column]
+
+
+class _PatchCurve(Metric):
+    """Deletion or insertion of patches (16×16 at 224 pixels), most salient first, against a blurred copy; the AUC is divided by
+    that of random patch orders (averaged over `random_orders`, seeded per image), computed once per image."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, random_orders: int = 4, patch: int | None = None, steps: int = 28, blur_sigma: float = 10.0,
+                 batch_size: int = 32):
+        self.random_orders, self.patch, self.steps = random_orders, patch, steps
+        self.blur_sigma, self.batch_size = blur_sigma, batch_size
+
+    def prepare(self, backbone, x, targets, seeds):
+        base = [random_baseline(backbone, x[i:i + 1], targets[i:i + 1], self.patch, self.steps, self.blur_sigma,
+                                seed, self.batch_size, self.random_orders, curves=True,
+                                kinds=(self.kind,))
+                for i, seed in enumerate(seeds)]
+        return {k: torch.cat([b[f"random_{self.kind}_{k}"] for b in base]) for k in ("auc", "curve")}
+
+    def score(self, backbone, x, targets, maps, method, prepared, seeds):
+        s = deletion_insertion(backbone, x, maps, targets, self.patch, self.steps, self.blur_sigma,
+                               batch_size=self.batch_size, n_random=0, curves=True)
+        values = {f"{self.kind}_auc": s[f"{self.kind}_auc"], f"random_{self.kind}_auc": prepared["auc"]}
+        return values, {self.kind: s[f"{self.kind}_curve"], f"random_{self.kind}": prepared["curve"]}
+
+    def needs(self, column):
+        return [f"{self.kind}_auc", f"random_{self.kind}_auc"] if column.endswith("_ratio") else [column]
+
+    def aggregate(self, column, values):
+        if column.endswith("_ratio"):  # a ratio of means: the mean AUC against the mean random AUC
+            return values[f"{self.kind}_auc"].mean(-1) / np.maximum(values[f"random_{self.kind}_auc"].mean(-1),
+                                                                     1e-12)
+        return values[column].mean(-1)
+
+
+@register
+class Deletion(_PatchCurve):
+    name, kind = "deletion", "deletion"
+    columns: ClassVar[dict[str, bool]] = {"deletion_ratio": False, "deletion_auc": False}
+    help = ("the class probability as 16×16 patches are blurred away, most salient first: its AUC over that of "
+            "random orders (deletion_ratio, lower is better; Petsiuk et al. 2018)")
+
+
+@register
+class Insertion(_PatchCurve):
+    name, kind = "insertion", "insertion"
+    columns: ClassVar[dict[str, bool]] = {"insertion_ratio": True, "insertion_auc": True}
+    help = ("the class probability as patches are restored into a blurred copy, most salient first: AUC over "
+            "random orders' (insertion_ratio, higher is better)")
+
+
+@register
+class Road(Metric):
+    name = "road"
+    help = ("ROAD (Rong et al. 2022): the class probability with 10…90 % of the pixels replaced by noisy linear "
+            "imputation from their neighbours, most relevant first (road_morf, lower is better) and least relevant "
+            "first (road_lerf, higher is better); the imputation does not leak the removed region's shape")
+    columns: ClassVar[dict[str, bool]] = {"road_morf": False, "road_lerf": True}
+
+    def __init__(self, noise: float = 0.01, percentages: tuple[int, ...] = ROAD_PERCENTAGES, batch_size: int = 32):
+        self.noise, self.percentages, self.batch_size = noise, tuple(percentages), batch_size
+
+    def score(self, backbone, x, targets, maps, method, prepared, seeds):
+        values, curves = {}, {}
+        for order in ("morf", "lerf"):
+            probs, hits = road_curves(backbone, x, maps, targets, most_relevant_first=order == "morf",
+                                      percentages=self.percentages, noise=self.noise, seeds=seeds,
+                                      batch_size=self.batch_size)
+            values[f"road_{order}"], values[f"road_{order}_accuracy"] = probs.mean(1), hits.float().mean(1)
+            curves[f"road_{order}"], curves[f"road_{order}_accuracy"] = probs, hits.float()
+        return values, curves
+
+
+@register
+class Randomization(Metric):
+    name = "randomization"
+    help = ("the model-randomization sanity check (Adebayo et al. 2018): rank correlation (and SSIM) of each map "
+            "with the map of the same method once every layer is re-initialized (cascading, the last step); a "
+            "method whose maps stay above 0.3 does not explain what the model learned (lower is better)")
+    columns: ClassVar[dict[str, bool]] = {"randomization_rank_corr": False, "randomization_ssim": False}
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self._random: tuple[int, Backbone] | None = None
+
+    def random_model(self, backbone: Backbone) -> Backbone:
+        """A copy of the model with every unit re-drawn, as `sanity.model_randomization`'s last cascading step
+        (the same seeds): made once per model."""
+        from .sanity import randomization_steps, randomize
+
+        if self._random is None or self._random[0] != id(backbone):
+            model = copy.deepcopy(backbone)
+            for k, name in enumerate(randomization_steps(backbone)):
+                randomize(model.net.get_submodule(name), self.seed + k)
+            self._random = (id(backbone), model)
+        return self._random[1]
+
+    def score(self, backbone, x, targets, maps, method, prepared, seeds):
+        from .sanity import map_ssim, rank_correlation
+
+        random_maps = method.attribute(self.random_model(backbone), x, targets).float().cpu()
+        return {"randomization_rank_corr": rank_correlation(maps, random_maps),
+                "randomization_ssim": map_ssim(maps, random_maps)}, {}
+
+
+def metric(name: str, **options) -> Metric:
+    """The registered metric `name` with the options it takes (others are ignored)."""
+    import inspect
+
+    if name not in METRICS:
+        raise CnnlabError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}")
+    cls = METRICS[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in options.items() if k in accepted})
+
+
+# ------------------------------------------------------------------------------------ ROAD: noisy linear imputation
+def road_curves(backbone: Backbone, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor,
+                most_relevant_first: bool = True, percentages=ROAD_PERCENTAGES, noise: float = 0.01,
+                seeds: list[int] | None = None, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The class probability (B, P) and whether the prediction is still the target (B, P) as each percentage of
+    the pixels, ranked by the map (ties broken by position), is imputed from the others."""
+    x = x.detach().to(backbone.device)
+    targets = torch.as_tensor(targets).long().view(-1)
+    seeds = list(range(len(x))) if seeds is None else seeds
+    B, _, H, W = x.shape
+    probs, hits = torch.empty(B, len(percentages)), torch.empty(B, len(percentages), dtype=torch.bool)
+    for b in range(B):
+        flat = maps[b].detach().cpu().float().flatten().numpy()
+        order = np.argsort(-flat if most_relevant_first else flat, kind="stable")
+        rng = np.random.default_rng(seeds[b])
+        image = x[b].cpu().double().numpy()
+        imputed = []
+        for p in percentages:
+            removed = np.zeros(H * W, dtype=bool)
+            removed[order[:int(H * W * p / 100)]] = True
+            imputed.append(noisy_linear_imputation(image, removed.reshape(H, W), noise, rng))
+        batch = torch.from_numpy(np.stack(imputed)).to(x.dtype)
+        with torch.no_grad(), eval_mode(backbone):
+            out = torch.cat([backbone(batch[i:i + batch_size].to(backbone.device)).float().cpu()
+                             for i in range(0, len(batch), batch_size)])
+        probs[b], hits[b] = out.softmax(1)[:, targets[b]], out.argmax(1) == targets[b].cpu()
+    return probs, hits
+
+
+def noisy_linear_imputation(image: np.ndarray, removed: np.ndarray, noise: float = 0.01,
+                            rng: np.random.Generator | None = None) -> np.ndarray:
+    """`image` (C,H,W) with the `removed` pixels (H,W bool) replaced by the solution of "each is the weighted mean of
+    its neighbours" (Rong et al. 2022; weights renormalized at the border), plus Gaussian noise of std `noise`."""
+    from scipy.sparse import csc_matrix
+    from scipy.sparse.linalg import splu
+
+    C, H, W = image.shape
+    flat, rem = image.reshape(C, -1), removed.reshape(-1)
+    idx = np.flatnonzero(rem)
+    n = len(idx)
+    out = flat.copy()
+    if n == 0:
+        return out.reshape(C, H, W)
+    var = np.full(H * W, -1)
+    var[idx] = np.arange(n)
+    yy, xx = idx // W, idx % W
+    rows, cols, vals = [], [], []
+    diag, rhs = np.zeros(n), np.zeros((n, C))
+    for (dy, dx), w in NEIGHBOURS:  # (sum of the weights) · u_i − Σ w · u_unknown neighbour = Σ w · known neighbour
+        y2, x2 = yy + dy, xx + dx
+        inside = (y2 >= 0) & (y2 < H) & (x2 >= 0) & (x2 < W)
+        diag[inside] += w
+        i, j = np.flatnonzero(inside), (y2 * W + x2)[inside]
+        unknown = rem[j]
+        rows.append(i[unknown])
+        cols.append(var[j[unknown]])
+        vals.append(np.full(int(unknown.sum()), -w))
+        rhs[i[~unknown]] += w * flat[:, j[~unknown]].T
+    rows.append(np.arange(n))
+    cols.append(np.arange(n))
+    vals.append(diag)
+    a = csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    # symmetric positive definite (the weights are symmetric; every hole touches a known pixel, unless all are
+    # removed): a symmetric ordering and no pivoting factor it faster than the general default
+    lu = splu(a, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+    solved = lu.solve(rhs).reshape(n, C).T
+    if noise:
+        solved = solved + noise * (rng or np.random.default_rng(0)).standard_normal(solved.shape)
+    out[:, idx] = solved
+    return out.reshape(C, H, W)
+

@@ -1,0 +1,311 @@
+"""The saliency-evaluation job: `cnnlab.evaluate_saliency` / `cnnlab explain evaluate`. Methods × metrics over a
+folder of images, on the runner (streamed, resumable, torchrun-sharded): one forward pass per batch for the targets,
+the method-independent parts of a metric (the random baseline) computed once per image, each method's maps made
+once and scored by every metric. The leaderboard (mean and 95 % bootstrap interval per cell, the rank of each method
+per column) is computed from the per-image rows, so it is the same however the rows were computed."""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..core.backbones import Backbone
+from ..core.config import option, registry_help
+from ..core.errors import CnnlabError
+from ..core.figures import heat, image_grid
+from ..core.inputs import ImagesLike, batch_rows, sources
+from ..core.jobs import ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
+from ..core.results import PerImageResult
+from ..core.runner import MemorySink, Part, Runner, RunDirSink, files_tag, settings_tag
+from ..core.runs import write_text
+from ..explain.metrics import METRICS, Metric, metric as make_metric
+from ..explain.saliency import METHODS, SaliencyOptions, method as make_method, predicted
+from ..explain.targets import resolve_targets
+from .saliency import CHUNK_HELP, INPUTS_HELP
+
+DEFAULT_METHODS = ("vanilla", "smoothgrad", "ig", "gradcam", "smoothgrad-gradcam", "gradcam++", "layercam",
+                   "input-x-gradient", "guided-backprop")  # the ones that take seconds per image, not minutes
+SHOWN_STEPS_IMAGES = 1  # images whose maps the randomization figure shows
+
+
+@dataclass
+class EvaluateSaliencyConfig(SaliencyOptions, ModelOptions):
+    command = "explain evaluate"
+    inputs: list[str] = option(default_factory=list, positional=True, required=True, metavar="INPUTS", help=INPUTS_HELP)
+    methods: list[str] = option(default_factory=lambda: list(DEFAULT_METHODS), choices=tuple(METHODS),
+                                help="saliency methods, comma-separated (default: every method but the slow "
+                                     "occlusion, scorecam and rise)")
+    metrics: list[str] = option(default_factory=lambda: list(METRICS), choices=tuple(METRICS),
+                                help="metrics, comma-separated")
+    target: str = option("pred", help="'pred' (the model's prediction) or a class of the model (index or name)")
+    random_orders: int = option(4, low=1, help="deletion/insertion: random patch orders averaged for the baseline")
+    road_noise: float = option(0.01, low=0, help="ROAD: std of the noise added to imputed pixels ([0,1] units)")
+    randomization_seed: int = option(0, help="randomization: seed of the re-drawn weights")
+    bootstrap: int = option(1000, low=10, help="bootstrap resamples of the images for the 95 %% intervals")
+    seed: int = option(0, help="seed of the bootstrap resampling")
+    figure_steps: bool = option(True, negate="--no-figure-steps",
+                                help="randomization: draw the maps of the first image at every cascading step "
+                                     "(Adebayo et al.'s figure; one map per method and step)")
+    limit: int | None = option(None, low=1, help="only the first N images")
+    batch_size: int = option(8, low=1, help="images per batch")
+    chunk_size: int = option(32, low=1, help=CHUNK_HELP)
+
+
+EvaluateSaliencyConfig.__doc__ = f"""Saliency methods × metrics over a set of images: a leaderboard with 95 % bootstrap
+intervals and each method's rank per column, per-image rows (results.jsonl), curves, and the model-randomization
+figure. Metrics:
+{registry_help(METRICS)}
+Writes leaderboard.md, leaderboard.csv, metrics.json, curves.png and (with randomization) randomization.png."""
+
+
+def metric_objects(cfg: EvaluateSaliencyConfig) -> dict[str, Metric]:
+    return {name: make_metric(name, random_orders=cfg.random_orders, noise=cfg.road_noise,
+                              seed=cfg.randomization_seed, batch_size=cfg.internal_batch_size)
+            for name in cfg.metrics}
+
+
+class SaliencyEvaluation(PerImageResult):
+    """`.leaderboard` (one dict per method: each column's mean, `ci` its 95 % bootstrap interval, `rank` 1 = best,
+    `seconds_per_image`), `.values(method, key)` (per-image numbers), `.curves(method, name)` (N, S), `.steps`
+    (the randomization figure's data, or None). Streamed into a folder (`out=`), the rows and curves are read from
+    it."""
+
+    kind, figure_name = "evaluate", "leaderboard.png"
+
+    def __init__(self, config, sink, items, prepared, seconds, metrics: dict[str, Metric], steps: dict | None):
+        super().__init__(config, sink, items, prepared, seconds)
+        self.metrics, self.steps = metrics, steps
+        self.leaderboard = self._leaderboard()
+
+    @property
+    def columns(self) -> dict[str, bool]:
+        """Leaderboard column → True where higher is better, in the order of the metrics asked."""
+        return {c: up for m in self.metrics.values() for c, up in m.columns.items()}
+
+    def values(self, method: str, key: str) -> np.ndarray:
+        return np.array([r["scores"][method][key] for r in self.rows], dtype=float)
+
+    def curves(self, method: str, name: str) -> np.ndarray:
+        """A method's curves (N, S): deletion, insertion, road_morf, road_lerf (and _accuracy); `method="random"`:
+        the random orders' deletion and insertion curves."""
+        return np.asarray(self.sink.array(f"curves/{method}/{name}"))
+
+    def _leaderboard(self) -> list[dict]:
+        n = len(self.rows)
+        resamples = np.random.default_rng(self.config.seed).integers(0, n, (self.config.bootstrap, n)) if n else None
+        board = []
+        for method in self.config.methods:
+            row: dict = {"method": method}
+            ci, up_to = {}, {}
+            for m in self.metrics.values():
+                for column in m.columns:
+                    vals = {k: self.values(method, k) for k in m.needs(column)}
+                    row[column] = float(m.aggregate(column, {k: v[None] for k, v in vals.items()})[0])
+                    boot = m.aggregate(column, {k: v[resamples] for k, v in vals.items()})
+                    ci[column] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+            row["seconds_per_image"] = float(self.values(method, "seconds").mean())
+            row["ci"], row["rank"] = ci, up_to
+            board.append(row)
+        for column, higher in self.columns.items():  # 1 = best; equal values share the better rank
+            ordered = sorted({r[column] for r in board}, reverse=higher)
+            for r in board:
+                r["rank"][column] = ordered.index(r[column]) + 1
+        if "randomization" in self.metrics:
+            from ..explain.sanity import FAILS_ABOVE
+
+            for r in board:
+                r["sanity"] = "fails" if r["randomization_rank_corr"] > FAILS_ABOVE else "passes"
+        return board
+
+    def summary(self) -> dict:
+        s = {"backbone": self.config.backbone, "n": len(self), "methods": list(self.config.methods),
+             "metrics": list(self.config.metrics), "columns": self.columns, "leaderboard": self.leaderboard,
+             "bootstrap": self.config.bootstrap, "seconds": self.seconds, "skipped": self.skipped}
+        if self.steps is not None:
+            s["randomization_steps"] = {k: v for k, v in self.steps.items() if k not in ("maps", "input")}
+        if self.run_dir:
+            s |= {"run_dir": str(self.run_dir), "figure": self.path(self.figure_name)}
+        return s
+
+    def table(self) -> list[list[str]]:
+        """The leaderboard as text cells: header, then one row per method (mean [low, high] #rank)."""
+        head = ["method", *self.columns, "seconds / image"]
+        rows = [head]
+        for r in self.leaderboard:
+            cells = [r["method"] + (" ⚠" if r.get("sanity") == "fails" else "")]
+            for c in self.columns:
+                lo, hi = r["ci"][c]
+                cells.append(f"{r[c]:.3f} [{lo:.3f}, {hi:.3f}] #{r['rank'][c]}")
+            rows.append([*cells, f"{r['seconds_per_image']:.2f}"])
+        return rows
+
+    def markdown(self) -> str:
+        rows = self.table()
+        arrows = ["", *[("↑" if up else "↓") for up in self.columns.values()], ""]
+        head = [f"{h} {a}".strip() for h, a in zip(rows[0], arrows)]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+        note = (f"\n{self.config.backbone}, {len(self)} images; mean [95 % bootstrap interval over images, "
+                f"{self.config.bootstrap} resamples] #rank (↓ lower is better, ↑ higher is better)")
+        if any(r.get("sanity") == "fails" for r in self.leaderboard):
+            note += "; ⚠ fails the model-randomization sanity check (rank correlation > 0.3)"
+        return "\n".join(lines) + note + "\n"
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        cols = list(self.columns)
+        w.writerow(["method", *[x for c in cols for x in (c, f"{c}_low", f"{c}_high", f"{c}_rank")],
+                    "seconds_per_image"])
+        for r in self.leaderboard:
+            w.writerow([r["method"], *[x for c in cols for x in (r[c], *r["ci"][c], r["rank"][c])],
+                        r["seconds_per_image"]])
+        return buf.getvalue()
+
+    def text(self) -> str:
+        return (f"{len(self)} images × {len(self.config.methods)} methods × {len(self.config.metrics)} metrics in "
+                f"{self.seconds:.1f} s" + (f" → {self.run_dir}" if self.run_dir else "") + "\n" + self.markdown())
+
+    def figures(self) -> dict:
+        figs = {self.figure_name: self._curves_figure()}
+        if self.steps is not None and self.steps.get("maps") is not None:
+            figs["randomization.png"] = self._steps_figure()
+        return figs
+
+    def _curves_figure(self):
+        import matplotlib.figure
+
+        names = [(k, "deletion", "blurred patches deleted") for k in ("deletion",) if k in self.metrics]
+        names += [(k, "insertion", "patches inserted") for k in ("insertion",) if k in self.metrics]
+        names += [("road", c, f"ROAD {c[5:].upper()}: pixels imputed") for c in ("road_morf", "road_lerf")
+                  if "road" in self.metrics]
+        fig = matplotlib.figure.Figure(figsize=(4 * max(1, len(names)), 3.4), layout="constrained")
+        axes = fig.subplots(1, max(1, len(names)), squeeze=False)[0]
+        for ax, (metric, curve, title) in zip(axes, names):
+            for method in self.config.methods:
+                y = self.curves(method, curve).mean(0)
+                xs = np.array(self.metrics[metric].percentages) / 100 if metric == "road" else np.linspace(0, 1, len(y))
+                ax.plot(xs, y, label=method)
+            if metric != "road":
+                y = self.curves("random", curve).mean(0)
+                ax.plot(np.linspace(0, 1, len(y)), y, "k--", label="random order")
+            ax.set(title=title, xlabel="share removed" if metric != "insertion" else "share restored",
+                   ylabel="class probability (mean)")
+        if names:
+            axes[0].legend(fontsize=7)
+        fig.suptitle(f"{self.config.backbone}, {len(self)} images")
+        return fig
+
+    def _steps_figure(self):
+        steps, maps = self.steps["steps"], self.steps["maps"]
+        rows = [("image", [self.steps["input"]])]
+        rows += [(m, [heat(mm) for mm in maps[i]]) for i, m in enumerate(self.config.methods)]
+        return image_grid(rows, ["trained", *steps], cell=1.5, title="cascading model randomization (Adebayo et al. "
+                          "2018): each column re-draws one more unit, from the logits down")
+
+    def write_files(self, folder) -> None:
+        write_text(folder / "leaderboard.md", self.markdown())
+        write_text(folder / "leaderboard.csv", self.csv())
+
+
+@with_options(EvaluateSaliencyConfig)
+def evaluate_saliency(model: ModelLike = None, images: ImagesLike | None = None, *,
+                      config: EvaluateSaliencyConfig | None = None, out=None, progress: bool = False,
+                      **options) -> SaliencyEvaluation:
+    """Evaluate saliency `methods` by `metrics` over `images`: a leaderboard (mean ± 95 % bootstrap interval and
+    rank per cell), per-image rows and curves, and (with the randomization metric) the maps of the first image as
+    the model is randomized step by step. With `out`, streamed into that folder chunk by chunk: bounded memory,
+    resumable, shared out over torchrun processes."""
+    cfg = configure(EvaluateSaliencyConfig, config, options)
+    if not cfg.methods or not cfg.metrics:
+        raise CnnlabError("name at least one method and one metric")
+    backbone = load_backbone(model, cfg)
+    cfg = recorded(cfg, backbone)
+    methods = {name: make_method(name, cfg) for name in cfg.methods}
+    for m in methods.values():
+        backbone.check_layers(list(m.layers()))
+    if cfg.target not in ("pred",):
+        backbone.class_index(cfg.target)
+    metrics = metric_objects(cfg)
+    items, prepared = sources(images if images is not None else cfg.inputs)
+    items = items[:cfg.limit] if cfg.limit else items
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("bootstrap", "seed", "figure_steps")}
+    sink = MemorySink() if out is None else RunDirSink(out, settings_tag(settings, files_tag(
+        s.path or s.name for s in items)))
+    runner = Runner(sink, len(items), max(cfg.batch_size, cfg.chunk_size // cfg.batch_size * cfg.batch_size),
+                    backbone.device)
+    t0 = time.perf_counter()
+    if not runner.run(items, _worker(backbone, methods, metrics, cfg, prepared), progress, "evaluate"):
+        return None  # another torchrun process assembles
+    seconds = time.perf_counter() - t0
+    if not any("error" not in r for r in sink.rows()):
+        raise CnnlabError("no readable input images")
+    steps = _randomization_steps(backbone, methods, metrics, cfg, items, prepared, sink)
+    return SaliencyEvaluation(cfg, sink, items, prepared, seconds, metrics, steps)
+
+
+def _worker(backbone: Backbone, methods: dict, metrics: dict[str, Metric], cfg: EvaluateSaliencyConfig, prepared: bool):
+    first_method = next(iter(methods))
+
+    def work(chunk: list, first: int) -> Part:
+        arrays: dict[str, list] = {}
+
+        def rows(items, x, positions):
+            preds = predicted(backbone, x).cpu()
+            targets = torch.as_tensor(resolve_targets(cfg.target, preds, backbone, positions=positions))
+            shared = {name: m.prepare(backbone, x, targets, positions) for name, m in metrics.items()}
+            scores: list[dict] = [{} for _ in items]
+            for name, method in methods.items():
+                t = time.perf_counter()
+                maps = method.attribute(backbone, x, targets).float().cpu()
+                per_image = (time.perf_counter() - t) / len(x)
+                values = {"seconds": torch.full((len(x),), per_image)}
+                for mname, m in metrics.items():
+                    v, curves = m.score(backbone, x, targets, maps, method, shared[mname], positions)
+                    values |= v
+                    for c, arr in curves.items():
+                        if c.startswith("random_"):  # the same for every method: kept once
+                            if name != first_method:
+                                continue
+                            key = f"curves/random/{c[len('random_'):]}"
+                        else:
+                            key = f"curves/{name}/{c}"
+                        arrays.setdefault(key, []).append(arr.float().numpy())
+                for j in range(len(items)):
+                    scores[j][name] = {k: float(v[j]) for k, v in values.items()}
+            out = []
+            for j, (source, p) in enumerate(zip(items, positions)):
+                row = {"image": source.name, "target": int(targets[j]), "pred": int(preds[j]), "scores": scores[j]}
+                if source.label is not None:
+                    row["label"] = source.label
+                out.append(row)
+            return out
+
+        all_rows = batch_rows(chunk, backbone.preprocess, prepared, cfg.batch_size, first, rows)
+        return Part(all_rows, {k: np.concatenate(v) for k, v in arrays.items()})
+    return work
+
+
+def _randomization_steps(backbone, methods, metrics, cfg, items, prepared, sink) -> dict | None:
+    """Each method's maps of the first readable image at every cascading step, and the mean rank correlation
+    per step (for Adebayo et al.'s figure)."""
+    if "randomization" not in metrics or not cfg.figure_steps:
+        return None
+    from ..explain.sanity import model_randomization
+
+    every = sink.rows()
+    shown = [p for p, r in enumerate(every) if "error" not in r][:SHOWN_STEPS_IMAGES]
+    x = torch.stack([items[p].network_input(backbone.preprocess, prepared) for p in shown])
+    targets = [every[p]["target"] for p in shown]
+    out: dict = {"image": [every[p]["image"] for p in shown], "steps": None, "rank_corr": {}, "maps": [],
+                 "input": x[0]}
+    for name, method in methods.items():
+        r = model_randomization(backbone, x, targets, method, seed=cfg.randomization_seed)
+        out["steps"] = r.steps
+        out["rank_corr"][name] = r.rank_corr.mean(1).tolist()
+        out["maps"].append(r.maps[:, 0].numpy())
+    return out

@@ -1,0 +1,165 @@
+"""`cnnlab explain evaluate`: the metrics on hand-checkable cases (ROAD's imputation, its curves, the ratio of means,
+the last randomization step), the leaderboard (intervals, ranks, absent metrics), and the job on the runner (streamed
+equals in memory, two torchrun processes equal one, the CLI's JSON keys)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import cnnlab
+from cnnlab.cli import main
+from cnnlab.explain.metrics import METRICS, Deletion, Randomization, metric, noisy_linear_imputation, road_curves
+from cnnlab.explain.saliency import method as make_method
+from cnnlab.explain.sanity import model_randomization
+
+from .conftest import tiny_model
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """9 small RGB photos (one unreadable file among them) and 6 digit-sized grey ones."""
+    folder = tmp_path_factory.mktemp("eval")
+    rng = np.random.default_rng(0)
+    rgb = []
+    for k in range(9):
+        p = folder / f"im{k}.png"
+        Image.fromarray(rng.integers(0, 256, (30, 34, 3), dtype=np.uint8)).save(p)
+        rgb.append(p)
+    rgb[4].write_bytes(b"not an image")
+    grey = []
+    for k in range(6):
+        p = folder / f"digit{k}.png"
+        a = np.zeros((28, 28), np.uint8)
+        a[6 + k:20, 8:12 + k] = 255  # a stroke
+        Image.fromarray(a).save(p)
+        grey.append(p)
+    return {"rgb": rgb, "grey": grey}
+
+
+# ------------------------------------------------------------------------------------------------ the metrics
+def test_imputation_reproduces_a_linear_image_and_keeps_the_known_pixels():
+    yy, xx = np.mgrid[:12, :15].astype(float)
+    image = np.stack([0.3 * yy - 0.1 * xx + 1, 0.02 * xx, 0 * xx + 0.5])
+    removed = np.zeros((12, 15), bool)
+    removed[2:9, 3:7] = removed[5, 10:13] = True  # interior holes: a neighbour mean of a linear image is itself
+    damaged = image.copy()
+    damaged[:, removed] = 7.0
+    np.testing.assert_allclose(noisy_linear_imputation(damaged, removed, noise=0.0), image, atol=1e-12)
+    noisy = noisy_linear_imputation(damaged, removed, noise=0.05, rng=np.random.default_rng(1))
+    assert np.array_equal(noisy[:, ~removed], image[:, ~removed])
+    assert 0.03 < (noisy - image)[:, removed].std() < 0.07
+    again = noisy_linear_imputation(damaged, removed, noise=0.05, rng=np.random.default_rng(1))
+    assert np.array_equal(noisy, again)
+
+
+class CentreModel(nn.Module):
+    """Class 0's logit is 8 × the mean of the centre 4×4 of an 8×8 grey image; class 1's is 2."""
+
+    def forward(self, x):
+        return torch.stack([8 * x[:, 0, 2:6, 2:6].mean((1, 2)), torch.full((len(x),), 2.0)], 1)
+
+
+def test_road_removing_the_evidence_first_drops_the_class_and_removing_the_rest_does_not():
+    model = cnnlab.wrap(CentreModel(), mean=(0.0,), std=(1.0,), input_size=8, labels=["centre", "flat"])
+    x = torch.zeros(1, 1, 8, 8)
+    x[:, :, 2:6, 2:6] = 1.0
+    sal = x[:, 0] + 0.01 * torch.rand(1, 8, 8)  # the centre is where the evidence is
+    p0 = float(model(x).softmax(1)[0, 0])
+    morf, _ = road_curves(model, x, sal, [0], most_relevant_first=True, noise=0.0)
+    lerf, hits = road_curves(model, x, sal, [0], most_relevant_first=False, noise=0.0)
+    # the background is 48 of 64 pixels: up to 70 % removed least-relevant first, the centre is untouched
+    torch.testing.assert_close(lerf[0, :7], torch.full((7,), p0))
+    assert hits[0, :7].all()
+    # from 30 % most-relevant first (19 pixels ≥ the centre's 16), every centre pixel is imputed from the black
+    # background: class 0's logit is 0, its probability 1 / (1 + e²)
+    torch.testing.assert_close(morf[0, 2:], torch.full((7,), 1 / (1 + np.e ** 2)), atol=1e-6, rtol=0)
+    assert morf[0, 0] < p0 and morf[0].mean() < lerf[0].mean()
+    flat = torch.full((1, 1, 8, 8), 0.4)  # nothing to impute: any order keeps the image as it was
+    torch.testing.assert_close(road_curves(model, flat, sal, [0], noise=0.0)[0],
+                               torch.full((1, 9), float(model(flat).softmax(1)[0, 0])))
+
+
+def test_deletion_ratio_is_a_ratio_of_means_and_randomization_is_the_last_cascading_step():
+    values = {"deletion_auc": np.array([[0.1, 0.3]]), "random_deletion_auc": np.array([[0.2, 0.4]])}
+    assert Deletion().aggregate("deletion_ratio", values)[0] == pytest.approx(0.2 / 0.3)
+    model = cnnlab.load_model("mnist_cnn")
+    x, targets = torch.rand(3, 1, 28, 28), torch.tensor([1, 4, 7])
+    method = make_method("gradcam")
+    maps = method.attribute(model, x, targets)
+    got, _ = Randomization(seed=3).score(model, x, targets, maps, method, {}, [0, 1, 2])
+    cascade = model_randomization(model, x, targets, method, seed=3)
+    torch.testing.assert_close(got["randomization_rank_corr"], cascade.rank_corr[-1])
+    assert set(METRICS) == {"deletion", "insertion", "road", "randomization"}
+    assert metric("road", noise=0.5, random_orders=3).noise == 0.5  # options a metric does not take are ignored
+
+
+# ------------------------------------------------------------------------------------------------ the job
+def test_the_leaderboard_streamed_equals_in_memory_with_intervals_and_ranks(images, tmp_path):
+    model = tiny_model(input_size=28)
+    opts = dict(methods=["vanilla", "gradcam", "input-x-gradient"], metrics=["deletion", "road", "randomization"],
+                random_orders=1, batch_size=2, chunk_size=4, bootstrap=200)
+    a = cnnlab.evaluate_saliency(model, images["rgb"], **opts)
+    b = cnnlab.evaluate_saliency(model, images["rgb"], out=tmp_path / "e", **opts)
+    assert len(a) == len(b) == 8 and len(a.skipped) == 1
+    strip = lambda board: [{k: v for k, v in r.items() if k != "seconds_per_image"} for r in board]  # noqa: E731
+    assert strip(a.leaderboard) == strip(b.leaderboard)
+    no_time = lambda rows: [{m: {k: v for k, v in s.items() if k != "seconds"} for m, s in r["scores"].items()}  # noqa: E731
+                            for r in rows]
+    assert no_time(a.rows) == no_time(b.rows)
+    for m in opts["methods"]:
+        assert np.array_equal(a.curves(m, "road_morf"), b.curves(m, "road_morf"))
+    assert a.curves("random", "deletion").shape == (8, 29)
+    for row in a.leaderboard:
+        assert {"deletion_ratio", "road_morf", "road_lerf", "randomization_rank_corr", "seconds_per_image"} <= set(row)
+        assert "insertion_ratio" not in row  # not asked
+        for col, (lo, hi) in row["ci"].items():
+            assert lo <= row[col] + 1e-9 and row[col] <= hi + 1e-9
+        assert row["sanity"] in ("passes", "fails")
+    for col, higher in a.columns.items():  # rank 1 is the best value of the column
+        best = (max if higher else min)(a.leaderboard, key=lambda r: r[col])
+        assert best["rank"][col] == 1
+    # the per-image numbers are the metric's own on the same maps
+    ratio = a.values("gradcam", "deletion_auc").mean() / a.values("gradcam", "random_deletion_auc").mean()
+    assert a.leaderboard[1]["deletion_ratio"] == pytest.approx(ratio)
+    run = b.save(tmp_path / "e")
+    for name in ("leaderboard.md", "leaderboard.csv", "metrics.json", "leaderboard.png", "randomization.png",
+                 "results.jsonl", "config.json"):
+        assert (run / name).is_file(), name
+    assert (run / "leaderboard.md").read_text().startswith("| method | deletion_ratio ↓")
+
+
+def test_cli_json_keys_and_two_torchrun_processes_equal_one(images, tmp_path, capsys):
+    args = ["explain", "evaluate", *map(str, images["grey"]), "--backbone", "mnist_cnn", "--methods",
+            "gradcam,vanilla", "--metrics", "deletion,insertion,road,randomization", "--random-orders", "1",
+            "--chunk-size", "2", "--batch-size", "2", "--quiet", "--no-figure-steps"]
+    one = subprocess.run([sys.executable, "-m", "cnnlab", *args, "--json", "--out", str(tmp_path / "one")], env=ENV,
+                         capture_output=True, text=True, timeout=600)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29573",
+                          "-m", "cnnlab", *args, "--json", "--out", str(tmp_path / "two")], env=ENV,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-1500:]
+    a, b = json.loads(one.stdout), json.loads(two.stdout)
+    assert a["n"] == 6 and [r["method"] for r in a["leaderboard"]] == ["gradcam", "vanilla"]
+    keys = {"method", "deletion_ratio", "insertion_ratio", "road_morf", "road_lerf", "randomization_rank_corr",
+            "seconds_per_image"}
+    assert keys <= set(a["leaderboard"][0])
+    strip = lambda board: [{k: v for k, v in r.items() if k != "seconds_per_image"} for r in board]  # noqa: E731
+    assert strip(a["leaderboard"]) == strip(b["leaderboard"])
+    assert main(["explain", "evaluate", str(images["grey"][0]), "--backbone", "mnist_cnn", "--metrics",
+                 "deletoin"]) == 2
+    assert "deletion" in capsys.readouterr().err  # the suggestion
+
+
+def test_a_registry_model_on_real_photos(photo_files):
+    res = cnnlab.evaluate_saliency("efficientnet_lite0", [photo_files["chelsea"]], methods=["gradcam", "vanilla"],
+                                   metrics=["deletion"], random_orders=1)
+    board = {r["method"]: r for r in res.leaderboard}
+    assert board["gradcam"]["deletion_ratio"] < board["vanilla"]["deletion_ratio"]  # as measured at scale
