@@ -73,7 +73,16 @@ def test_classify_and_saliency_endpoints(client, cat):
                                       api_name="/saliency")
     assert [m["caption"].split(":")[0] for m in maps] == ["vanilla", "gradcam"]
     assert all(Image.open(m["image"]).size == (224, 224) for m in maps)
-    assert "deletion AUC" in text and plot is not None
+    assert "deletion ratio" in text and plot is not None
+
+
+def test_sanity_view_and_leaderboard_endpoints(client, cat):
+    text, plot = client.predict(gradio_client.handle_file(str(cat)), "efficientnet_lite0", ["gradcam", "vanilla"],
+                                api_name="/sanity")
+    assert text.count("rank correlation") == 2 and ("passes" in text or "fails" in text) and plot is not None
+    board, curves = client.predict("colours/red", "efficientnet_lite0", ["gradcam", "vanilla"],
+                                   ["deletion", "randomization"], 2, api_name="/leaderboard")
+    assert board.startswith("| method | deletion_ratio") and "2 images" in board and curves is not None
 
 
 def test_fool_endpoint_gives_a_png_that_fools_classify(client, cat):
@@ -110,6 +119,8 @@ def test_transfer_then_predict_in_one_session(client, app):
 @pytest.mark.parametrize("call, message", [
     (lambda c, tmp: c.predict("../..", "efficientnet_lite0", 8, api_name="/transfer"),
      "is not a dataset under the data root"),
+    (lambda c, tmp: c.predict("../..", "efficientnet_lite0", ["gradcam"], ["deletion"], 2, api_name="/leaderboard"),
+     "is not an image folder under the data root"),
     (lambda c, tmp: c.predict(gradio_client.handle_file(str(_bomb(tmp / "bomb.png"))), "efficientnet_lite0",
                               api_name="/classify"), "more than the limit"),
     (lambda c, tmp: c.predict(gradio_client.handle_file(str(_bomb(tmp / "b.png"))), "efficientnet_lite0",

@@ -1,17 +1,25 @@
 """The Explain tab: top-5 of an image, saliency maps of the chosen methods over it, and on request the deletion /
-insertion curves against random orders. Endpoints: /classify, /saliency."""
+insertion curves against random orders; then "can these maps be trusted?": the chosen methods' maps of the upload
+as the model is randomized step by step, and the methods × metrics leaderboard over an image folder under
+--data-root. Endpoints: /classify, /saliency, /sanity, /leaderboard."""
 from __future__ import annotations
 
-from ..core.figures import new_figure, overlay
-from ..jobs.saliency import saliency
-from ..explain.faithfulness import deletion_insertion
+from pathlib import Path
+
+from ..core.figures import overlay
+from ..core.images import IMAGE_EXTENSIONS
+from ..explain.metrics import METRICS
 from ..explain.saliency import METHODS
 from ..explain.sanity import verdict
 from ..jobs.classify import classify
-from .state import AppModels, friendly, read_upload
+from ..jobs.evaluate import DEFAULT_METHODS, evaluate_saliency
+from ..jobs.saliency import saliency
+from .state import AppModels, friendly, inside, read_upload
+
+CHEAP_METRICS = ["deletion", "insertion", "randomization"]  # ROAD solves a sparse system per image and percentage
 
 
-def build(models: AppModels, max_pixels: int, samples: dict[str, str]) -> None:
+def build(models: AppModels, max_pixels: int, samples: dict[str, str], root: Path | None = None) -> None:
     import gradio as gr
 
     with gr.Tab("Explain", id="explain"):
@@ -31,6 +39,24 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str]) -> None:
                                      elem_id="explain-maps", height="auto")
                 text = gr.Markdown(elem_id="explain-text")
                 plot = gr.Plot(label="deletion / insertion curves")
+        with gr.Accordion("Can these maps be trusted?", open=False):
+            gr.Markdown("**Sanity check** (Adebayo et al. 2018): the chosen methods' maps of the image above as the "
+                        "model's layers are re-drawn at random, from the logits down. A map that stays alike does "
+                        "not depend on what the model learned.")
+            sanity_go = gr.Button("Randomize the model step by step", elem_id="explain-sanity-go")
+            sanity_text = gr.Markdown(elem_id="explain-sanity-text")
+            sanity_plot = gr.Plot(label="maps as the model is randomized")
+            gr.Markdown("**Leaderboard**: methods × metrics over an image folder under --data-root (mean, 95 % "
+                        "bootstrap interval, rank).")
+            with gr.Row():
+                found = image_sets(root)
+                folder = gr.Dropdown(found, value=found[0] if found else None, label="images (under --data-root)")
+                board_methods = gr.CheckboxGroup(list(METHODS), value=list(DEFAULT_METHODS)[:5], label="methods")
+                board_metrics = gr.CheckboxGroup(list(METRICS), value=CHEAP_METRICS, label="metrics")
+                limit = gr.Slider(1, 100, value=8, step=1, label="images (the first N)")
+            board_go = gr.Button("Evaluate", elem_id="explain-board-go")
+            board = gr.Markdown(elem_id="explain-board")
+            board_plot = gr.Plot(label="curves")
 
     @friendly
     def classify_fn(image, spec):
@@ -44,21 +70,55 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str]) -> None:
             raise ValueError("choose at least one method")
         backbone = models.get(spec)
         x = read_upload(image, max_pixels)
-        maps, lines, curves = [], [], {}
+        maps = []
         for method in chosen:
             r = saliency(backbone, {"image": x}, method=method, smoothgrad_samples=8)
             label = r.class_names[r.targets[0]].split(",")[0]
             maps.append((to_image_array(overlay(r.images[0], r.maps[0])), f"{method}: {label}"))
-            if with_curves:
-                s = deletion_insertion(backbone, r.images, r.maps, r.targets, n_random=2, curves=True)
-                curves[method] = s
-                lines.append(f"- **{method}**: deletion AUC {float(s['deletion_auc'][0]):.3f} (random "
-                             f"{float(s['random_deletion_auc'][0]):.3f}), insertion AUC "
-                             f"{float(s['insertion_auc'][0]):.3f} (random {float(s['random_insertion_auc'][0]):.3f})")
-        return maps, "\n".join(lines), (_curves_figure(curves) if curves else None)
+        if not with_curves:
+            return maps, "", None
+        ev = evaluate_saliency(backbone, {"image": x}, methods=chosen, metrics=["deletion", "insertion"],
+                               random_orders=2, smoothgrad_samples=8)
+        lines = [f"- **{r['method']}**: deletion ratio {r['deletion_ratio']:.2f}, insertion ratio "
+                 f"{r['insertion_ratio']:.2f} (against random patch orders)" for r in ev.leaderboard]
+        return maps, "\n".join(lines), ev.figure()
+
+    @friendly
+    def sanity_fn(image, spec, chosen, progress=gr.Progress(track_tqdm=True)):
+        if not chosen:
+            raise ValueError("choose at least one method")
+        ev = evaluate_saliency(models.get(spec), {"image": read_upload(image, max_pixels)}, methods=chosen,
+                               metrics=["randomization"], smoothgrad_samples=8, rise_masks=200)
+        lines = [f"- **{r['method']}**: rank correlation with the trained model's map once every layer is random "
+                 f"{r['randomization_rank_corr']:.2f} — {r['sanity']}" for r in ev.leaderboard]
+        return "\n".join(lines), ev.figures()["randomization.png"]
+
+    @friendly
+    def board_fn(name, spec, chosen, metrics, n, progress=gr.Progress(track_tqdm=True)):
+        if not chosen or not metrics:
+            raise ValueError("choose at least one method and one metric")
+        ev = evaluate_saliency(models.get(spec), [str(inside(root, name, "an image folder", "to evaluate over a folder"))], methods=chosen, metrics=metrics,
+                               limit=int(n), smoothgrad_samples=8, rise_masks=200, figure_steps=False, progress=True)
+        return ev.markdown(), ev.figure()
 
     go.click(classify_fn, [image, model], top, api_name="classify", preprocess=False).then(
         saliency_fn, [image, model, methods, curves], [gallery, text, plot], api_name="saliency", preprocess=False)
+    sanity_go.click(sanity_fn, [image, model, methods], [sanity_text, sanity_plot], api_name="sanity",
+                    preprocess=False)
+    board_go.click(board_fn, [folder, model, board_methods, board_metrics, limit], [board, board_plot],
+                   api_name="leaderboard", preprocess=False)
+
+
+def image_sets(root: Path | None) -> list[str]:
+    """Image folders and .npz image arrays at most two levels under the root (their paths relative to it)."""
+    if root is None or not root.is_dir():
+        return []
+    found = []
+    for p in sorted(p for p in root.rglob("*") if len(p.relative_to(root).parts) <= 2):
+        if p.is_file() and p.suffix.lower() == ".npz" or p.is_dir() and any(
+                f.suffix.lower() in IMAGE_EXTENSIONS for f in p.iterdir()):
+            found.append(str(p.relative_to(root)))
+    return found
 
 
 def _label(method: str) -> str:
@@ -70,24 +130,3 @@ def to_image_array(a):
     import numpy as np
 
     return (np.clip(a, 0, 1) * 255).round().astype("uint8")
-
-
-def _curves_figure(curves: dict):
-    fig = new_figure(8, 3.2)
-    ax_del, ax_ins = fig.subplots(1, 2)
-    for method, s in curves.items():
-        steps = s["deletion_curve"].shape[-1]
-        t = [k / (steps - 1) for k in range(steps)]
-        ax_del.plot(t, s["deletion_curve"][0].numpy(), label=method)
-        ax_ins.plot(t, s["insertion_curve"][0].numpy(), label=method)
-    first = next(iter(curves.values()))
-    steps = first["random_deletion_curve"].shape[-1]
-    t = [k / (steps - 1) for k in range(steps)]
-    ax_del.plot(t, first["random_deletion_curve"][0].numpy(), "k--", label="random order")
-    ax_ins.plot(t, first["random_insertion_curve"][0].numpy(), "k--", label="random order")
-    for ax, title in ((ax_del, "deletion (lower is better)"), (ax_ins, "insertion (higher is better)")):
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("fraction of patches")
-        ax.set_ylabel("probability of the class")
-        ax.legend(fontsize=7)
-    return fig

@@ -79,7 +79,7 @@ def build_app(config: AppConfig):
         gr.Markdown("# cnnlab\nLook inside a CNN, fool it, watch it dream, generate digits, train a classifier. "
                     f"Models: {', '.join(models.specs)}.")
         with gr.Tabs():
-            explain_tab.build(models, config.max_pixels, samples)
+            explain_tab.build(models, config.max_pixels, samples, root)
             fool_tab.build(models, config.max_pixels, samples)
             dream_tab.build(models)
             generate_tab.build(config.checkpoint)

@@ -96,3 +96,14 @@ def to_image(x: torch.Tensor) -> np.ndarray:
     """(C,H,W) [0,1] tensor → (H,W,3) uint8 for Gradio."""
     a = x.detach().float().cpu().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
     return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a
+
+
+def inside(root: Path | None, name: str, what: str, purpose: str) -> Path:
+    """The folder or file under --data-root that a name from the page says, or a one-line refusal (nothing outside
+    the root is reachable from the page)."""
+    if root is None:
+        raise CnnlabError(f"no --data-root: start the app with one {purpose}")
+    path = (root / str(name)).resolve()
+    if not path.is_relative_to(root.resolve()) or not path.exists():
+        raise CnnlabError(f"{name!r} is not {what} under the data root")
+    return path

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..core.errors import CnnlabError
 from ..jobs.transfer import transfer
-from .state import AppModels, friendly, read_upload
+from .state import AppModels, friendly, inside, read_upload
 
 
 def datasets(root: Path | None) -> list[str]:
@@ -20,16 +20,6 @@ def datasets(root: Path | None) -> list[str]:
         if len(subdirs) >= 2 and all(any(f.is_file() for f in c.iterdir()) for c in subdirs[:3]):
             found.append(str(d.relative_to(root)))
     return found
-
-
-def inside(root: Path | None, name: str) -> Path:
-    """The dataset folder for a name from the page: under the root, or refused."""
-    if root is None:
-        raise CnnlabError("no --data-root: start the app with one to train on a dataset")
-    path = (root / str(name)).resolve()
-    if not path.is_relative_to(root.resolve()) or not path.is_dir():
-        raise CnnlabError(f"{name!r} is not a dataset under the data root")
-    return path
 
 
 def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
@@ -55,7 +45,7 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
 
     @friendly
     def train_fn(name, spec, n, progress=gr.Progress(track_tqdm=True)):
-        folder = inside(root, name)
+        folder = inside(root, name, "a dataset", "to train on a dataset")
         n = int(n)
         result = transfer(folder, models.get(spec), split=f"random:{max(2, n // 2)}", limit_per_class=n,
                           layers=[models.get(spec).default_layer], Cs=[1.0, 0.1, 0.01], folds=min(3, max(2, n // 4)),
