@@ -12,7 +12,7 @@ from .conftest import chromium_path, launch_chromium, shared
 
 REQUIRED_IDS = [
     "transfer/Q1.1", "transfer/Q1.3", "transfer/Q2-4.12",
-    "explain/Q1.1", "explain/Q1.4", "explain/Q2.5", "explain/Q2.7", "explain/Q3.8", "explain/Q3.9", "explain/Q3.10",
+    "explain/Q1.1", "explain/Q1.4", "explain/trust", "explain/Q2.5", "explain/Q2.7", "explain/Q3.8", "explain/Q3.9", "explain/Q3.10",
     "explain/Q3.11",
     "gan/Q1-2.4", "gan/Q1-2.5", "gan/Q2-2.10", "gan/Q2-2.11", "gan/Q2-3.12",
 ]

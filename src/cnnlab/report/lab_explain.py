@@ -10,6 +10,7 @@ from ..jobs.classviz import classviz
 from ..jobs.fool import fool
 from ..jobs.saliency import saliency
 from ..jobs.classify import classify
+from ..jobs.evaluate import evaluate_saliency
 from ..explain.classviz import ClassVizOptions
 from .experiment import Context, Outcome, Table, experiment, fmt, image_grid
 
@@ -91,6 +92,40 @@ def saliency_backbones(ctx: Context, s: dict) -> Outcome:
                    [Table("Backbones", cols, table)],
                    [(fig, f"{s['method']} saliency, one row per backbone (titles: the first backbone's prediction)")],
                    notes)
+
+
+@experiment("explain/trust", "Beyond the report: can these maps be trusted?", SECTION,
+            "(Not in the report.) Adebayo et al. (2018): several popular methods give nearly the same map once the "
+            "model's weights are random — they explain the image, not the model. Rong et al. (2022): deletion "
+            "metrics leak the shape of what is removed; ROAD imputes it from its neighbours instead.",
+            quick={"backbone": "efficientnet_lite0", "limit": 4, "random_orders": 1,
+                   "methods": ["vanilla", "gradcam", "smoothgrad-gradcam", "guided-backprop"],
+                   "metrics": ["deletion", "randomization"]},
+            full={"backbone": "efficientnet_lite0", "limit": None, "random_orders": 4,
+                  "methods": ["vanilla", "smoothgrad", "ig", "gradcam", "smoothgrad-gradcam", "gradcam++", "layercam",
+                              "input-x-gradient", "guided-backprop"],
+                  "metrics": ["deletion", "insertion", "road", "randomization"]})
+def trust(ctx: Context, s: dict) -> Outcome:
+    """The methods × metrics leaderboard on the lab images, and the maps of one image as the model is randomized."""
+    npz = str(ctx.data(*LAB_IMAGES))
+    r = evaluate_saliency(s["backbone"], [npz], methods=s["methods"], metrics=s["metrics"], limit=s["limit"],
+                          random_orders=s["random_orders"], device=ctx.device, progress=ctx.progress)
+    r.save(ctx.dir)
+    table = r.table()
+    failing = [row["method"] for row in r.leaderboard if row.get("sanity") == "fails"]
+    best = min(r.leaderboard, key=lambda row: row["deletion_ratio"])["method"] if "deletion" in s["metrics"] else None
+    text = f"{len(r)} lab images, {s['backbone']}: {len(s['methods'])} methods × {len(s['metrics'])} metrics."
+    if best:
+        text += f" Most faithful by deletion: {best}."
+    if "randomization" in s["metrics"]:
+        text += (" Fail the randomization check (rank correlation > 0.3 with the trained model's map): "
+                 + (", ".join(failing) if failing else "none") + ".")
+    figures = [(ctx.dir / "leaderboard.png", "mean curves per method (the dashed line: random patch orders)")]
+    if (ctx.dir / "randomization.png").is_file():
+        figures.append((ctx.dir / "randomization.png", "one image's maps as the model is randomized, from the "
+                        "logits down (Adebayo et al.'s figure)"))
+    return Outcome(text, r.summary(), [Table("Leaderboard: mean [95 % bootstrap interval] #rank", table[0],
+                                             table[1:])], figures)
 
 
 # ------------------------------------------------------------------------------------------------------ fooling
