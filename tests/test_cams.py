@@ -98,3 +98,26 @@ def test_every_method_on_the_shipped_digit_classifier(method):
     digits = torch.rand(2, 1, 28, 28)
     res = cnnlab.saliency("mnist_cnn", digits, method=method, rise_masks=64, smoothgrad_samples=2, ig_steps=4)
     assert res.maps.shape == (2, 28, 28) and (res.maps >= 0).all() and torch.isfinite(res.maps).all()
+
+
+def test_iterated_gradcam_keeps_gradcams_order_when_patches_do_not_interact():
+    """The 1×1-convolution model reads each pixel alone: blurring some patches leaves the others' Grad-CAM as it
+    was, so re-reading it after each step must give Grad-CAM's own order (patches are pixels at 16×16)."""
+    from cnnlab.explain.faithfulness import patch_order
+
+    model, _, _ = _cam_model()
+    x = torch.rand(2, 3, 16, 16)
+    cam = METHODS["gradcam"](["0"]).attribute(model, x, [0, 1])
+    it = METHODS["iterated-gradcam"](["0"], stages=5).attribute(model, x, [0, 1])
+    for b in range(2):
+        k = int((cam[b] > 0).sum())  # past the positive part, Grad-CAM's zeros tie
+        assert k > 10 and torch.equal(patch_order(it[b:b + 1], 1)[0, :k], patch_order(cam[b:b + 1], 1)[0, :k])
+
+
+def test_iterated_gradcam_values_follow_the_removal_steps():
+    digits = torch.rand(3, 1, 28, 28)
+    maps = METHODS["iterated-gradcam"](stages=7).attribute(cnnlab.load_model("mnist_cnn"), digits, [0, 3, 8])
+    patches = torch.nn.functional.avg_pool2d(maps[:, None], 2).flatten(1)  # the 14×14 grid
+    step = (7 - patches.floor().clamp(max=7) + (patches == 8).float()).long()  # value in [7-k, 8-k] → step k
+    for b in range(3):  # each step removed its share of the 196 patches
+        assert sorted(torch.bincount(step[b], minlength=7).tolist()) == [28] * 7

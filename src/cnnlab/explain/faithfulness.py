@@ -15,12 +15,7 @@ import torch.nn.functional as F
 from ..core.backbones import Backbone
 from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode
-from .saliency import blurred
-
-
-def patch_size(x: torch.Tensor) -> int:
-    """The default patch: a 14×14 grid of the image (16 pixels at 224, 2 on a 28-pixel digit)."""
-    return max(1, round(min(x.shape[-2:]) / 14))
+from .saliency import blurred, patch_size
 
 
 def patch_order(maps: torch.Tensor, patch: int) -> torch.Tensor:

@@ -44,6 +44,7 @@ class SaliencyOptions(Config):
                                help="the 'absent' image of occlusion and IG: a blurred copy with this σ")
     internal_batch_size: int = option(32, low=1, help="images per pass inside smoothgrad / ig / occlusion / scorecam / "
                                                       "rise (memory)")
+    stages: int = option(14, low=1, help="iterated-gradcam: removal steps (each re-reads Grad-CAM of what is left)")
     rise_masks: int = option(1000, flag="--masks", low=1, help="RISE: random masks per image")
     rise_cells: int = option(7, low=2, help="RISE: side of the masks' coarse grid (cells per side)")
     rise_p: float = option(0.5, low=0, low_open=True, high=1, help="RISE: probability that a cell is kept")
@@ -197,6 +198,50 @@ class SmoothGradGradCam(SaliencyMethod):
 
     def _maps(self, backbone, x, targets):
         return unit(self.smoothgrad._maps(backbone, x, targets)) * unit(self.cam._maps(backbone, x, targets))
+
+
+@register
+class IteratedGradCam(GradCam):
+    name = "iterated-gradcam"
+    help = ("Grad-CAM re-read as the evidence is removed: in --stages steps, the patches (a 14×14 grid) that a fresh "
+            "Grad-CAM of what is left ranks highest are blurred away; a pixel's value is the step that removed its "
+            "patch (earlier is higher) plus that step's Grad-CAM. A second object of the class, or a part the "
+            "first read hid, comes up once the first is gone")
+
+    def __init__(self, layers: Sequence[str] | None = None, stages: int = 14, blur_sigma: float = 10.0):
+        super().__init__(layers)
+        self.stages, self.blur_sigma = stages, blur_sigma
+
+    @classmethod
+    def from_options(cls, o):
+        return cls(o.layer, o.stages, o.blur_sigma)
+
+    def _maps(self, backbone, x, targets):
+        B, _, H, W = x.shape
+        p = patch_size(x)
+        gh, gw = H // p, W // p
+        n = gh * gw
+        base, layers = blurred(x.detach(), self.blur_sigma), self.layer_names or cam_layers(backbone)
+        removed = torch.zeros(B, n, dtype=torch.bool, device=x.device)
+        out = torch.zeros(B, H, W, device=x.device)
+        cuts = [round(n * k / self.stages) for k in range(self.stages + 1)]
+        for k in range(self.stages):
+            mask = _on_pixels(removed.float(), gh, gw, p, H, W)
+            seen = (x.detach() * (1 - mask) + base * mask).requires_grad_(True)
+            cam = unit(gradcam(backbone, seen, targets, layers).detach())
+            score = F.avg_pool2d(cam[:, None], p).flatten(1).masked_fill(removed, -1.0)
+            top = score.topk(cuts[k + 1] - cuts[k], dim=1).indices
+            now = torch.zeros_like(removed).scatter_(1, top, True)
+            # pixels of the patches removed now: (steps left) + this step's map, so a patch's mean keeps the order
+            out += _on_pixels(now.float(), gh, gw, p, H, W)[:, 0] * (self.stages - k + cam)
+            removed |= now
+        return out
+
+
+def _on_pixels(patches: torch.Tensor, gh: int, gw: int, p: int, H: int, W: int) -> torch.Tensor:
+    """(B, gh·gw) patch values → (B,1,H,W), the pixels past the grid 0."""
+    m = patches.view(-1, 1, gh, gw).repeat_interleave(p, 2).repeat_interleave(p, 3)
+    return F.pad(m, (0, W - gw * p, 0, H - gh * p))
 
 
 class _LayerCam(_Layered):
@@ -395,6 +440,12 @@ def blurred(x: torch.Tensor, sigma: float) -> torch.Tensor:
     k = int(2 * round(3 * sigma) + 1)
     k = min(k, 2 * (min(x.shape[-2:]) // 2) - 1)
     return gaussian_blur(x, [k, k], [sigma, sigma])
+
+
+def patch_size(x: torch.Tensor) -> int:
+    """The patch of a 14×14 grid over the image (16 pixels at 224, 2 on a 28-pixel digit): deletion's and
+    insertion's, and iterated-gradcam's."""
+    return max(1, round(min(x.shape[-2:]) / 14))
 
 
 def unit(m: torch.Tensor) -> torch.Tensor:
