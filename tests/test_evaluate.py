@@ -136,6 +136,19 @@ def test_the_leaderboard_streamed_equals_in_memory_with_intervals_and_ranks(imag
     assert (run / "leaderboard.md").read_text().startswith("| method | deletion_ratio ↓")
 
 
+def test_a_rerun_redoes_only_the_missing_part(images, tmp_path):
+    opts = dict(methods=["gradcam", "iterated-gradcam"], metrics=["deletion", "road"], random_orders=1, batch_size=2,
+                chunk_size=2, figure_steps=False)
+    first = cnnlab.evaluate_saliency(tiny_model(input_size=28), images["rgb"], out=tmp_path / "r", **opts)
+    parts = sorted((tmp_path / "r" / "parts").glob("part-*.jsonl"))
+    kept = {p.name: p.stat().st_mtime_ns for p in parts[:-1]}
+    parts[-1].unlink()  # as if the run had been killed before its last chunk
+    again = cnnlab.evaluate_saliency(tiny_model(input_size=28), images["rgb"], out=tmp_path / "r", **opts)
+    assert all((tmp_path / "r" / "parts" / name).stat().st_mtime_ns == t for name, t in kept.items())
+    strip = lambda board: [{k: v for k, v in r.items() if k != "seconds_per_image"} for r in board]  # noqa: E731
+    assert strip(first.leaderboard) == strip(again.leaderboard)
+
+
 def test_cli_json_keys_and_two_torchrun_processes_equal_one(images, tmp_path, capsys):
     args = ["explain", "evaluate", *map(str, images["grey"]), "--backbone", "mnist_cnn", "--methods",
             "gradcam,vanilla", "--metrics", "deletion,insertion,road,randomization", "--random-orders", "1",

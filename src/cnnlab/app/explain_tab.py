@@ -9,7 +9,7 @@ from pathlib import Path
 from ..core.figures import overlay
 from ..core.images import IMAGE_EXTENSIONS
 from ..explain.metrics import METRICS
-from ..explain.saliency import METHODS
+from ..explain.saliency import METHODS, RECOMMENDED
 from ..explain.sanity import verdict
 from ..jobs.classify import classify
 from ..jobs.evaluate import DEFAULT_METHODS, evaluate_saliency
@@ -29,8 +29,9 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str], root: Pat
                                  sources=["upload", "clipboard"])
                 gr.Examples(list(samples.values()), inputs=image, label="sample photos")
                 model = gr.Dropdown(models.specs, value=models.specs[0], label="model", elem_id="explain-model")
-                methods = gr.CheckboxGroup([(_label(m), m) for m in METHODS], value=["vanilla", "gradcam"],
-                                           label="methods (⚠: fails the model-randomization sanity check)")
+                methods = gr.CheckboxGroup([(_label(m), m) for m in METHODS], value=["vanilla", RECOMMENDED],
+                                           label="methods (★ the most faithful measured; ⚠: fails the "
+                                                 "model-randomization sanity check)")
                 curves = gr.Checkbox(False, label="deletion / insertion curves vs random (slower)")
                 go = gr.Button("Explain", variant="primary", elem_id="explain-go")
             with gr.Column(scale=2):
@@ -123,7 +124,8 @@ def image_sets(root: Path | None) -> list[str]:
 
 def _label(method: str) -> str:
     """A method's name, marked where its measured sanity check failed (docs/benchmarks.md)."""
-    return f"{method} ⚠" if verdict(method).startswith("FAILS") else method
+    star = " ★" if method == RECOMMENDED else ""
+    return f"{method}{star} ⚠" if verdict(method).startswith("FAILS") else f"{method}{star}"
 
 
 def to_image_array(a):

@@ -19,6 +19,8 @@ from ..core.errors import CnnlabError
 from ..core.hooks import capture, eval_mode, frozen, run_until_captured
 
 IG_BASELINES = ("blur", "black")
+# the most faithful method measured on photos it was not tuned on (deletion ratio; docs/benchmarks.md, session 6)
+RECOMMENDED = "iterated-gradcam"
 METHODS: dict[str, type["SaliencyMethod"]] = {}
 
 
@@ -424,8 +426,11 @@ def methods_help() -> str:
     """Each method's help, with the measured outcome of its sanity check (docs/benchmarks.md)."""
     from .sanity import verdict
 
-    return registry_help({name: f"{cls.help}{'. ' + verdict(name) if verdict(name) else ''}"
-                          for name, cls in METHODS.items()})
+    def text(name: str, cls) -> str:
+        star = "★ RECOMMENDED (the most faithful measured on held-out photos). " if name == RECOMMENDED else ""
+        return f"{star}{cls.help}{'. ' + verdict(name) if verdict(name) else ''}"
+
+    return registry_help({name: text(name, cls) for name, cls in METHODS.items()})
 
 
 def cam_layers(backbone: Backbone) -> list[str]:

@@ -28,7 +28,7 @@ from ..explain.targets import resolve_targets
 from .saliency import CHUNK_HELP, INPUTS_HELP
 
 DEFAULT_METHODS = ("vanilla", "smoothgrad", "ig", "gradcam", "smoothgrad-gradcam", "gradcam++", "layercam",
-                   "input-x-gradient", "guided-backprop")  # the ones that take seconds per image, not minutes
+                   "input-x-gradient", "guided-backprop", "iterated-gradcam")  # seconds per image, not minutes
 SHOWN_STEPS_IMAGES = 1  # images whose maps the randomization figure shows
 
 
