@@ -135,10 +135,18 @@ def test_unconditional_sampling_names(tmp_path):
 
 def test_evaluate_the_shipped_generator(tmp_path, capsys):
     shared("MNIST", "raw")
-    assert main(["gan", "evaluate", "-n", "200", "--data-root", str(SHARED_DATA), "--json"], env={}) == 0
+    assert main(["gan", "evaluate", "-n", "200", "--cas-n", "1000", "--data-root", str(SHARED_DATA), "--json"],
+                env={}) == 0
     s = json.loads(capsys.readouterr().out)
-    assert {"conditional_accuracy", "per_label_accuracy", "fd_mnist", "n"} <= set(s) and s["n"] == 200
+    keys = {"conditional_accuracy", "per_label_accuracy", "fd", "fd_mnist", "kid", "kid_std", "precision", "recall",
+            "density", "coverage", "per_class_fd", "cas", "cas_real", "n"}
+    assert keys <= set(s) and s["n"] == 200 and s["fd"] == s["fd_mnist"] > 0
     assert s["classifier_test_accuracy"] > 0.985 and s["conditional_accuracy"] > 0.9
+    assert set(s["per_class_fd"]) == {str(k) for k in range(10)} and 0 < s["precision"] <= 1 and 0 < s["coverage"] <= 1
+    assert s["cas"] > 0.5 and s["cas_real"] > 0.5  # 1,000 digits, 3 epochs: far above chance (0.1) for both
+    assert main(["gan", "evaluate", "-n", "50", "--no-cas", "--json"], env={"CNNLAB_DATA": ""}) == 0
+    s = json.loads(capsys.readouterr().out)  # no real digits: what needs them is skipped, and said
+    assert "conditional_accuracy" in s and "fd" not in s and "MNIST" in s["skipped"]
     with pytest.raises(SystemExit):  # gone: it did nothing
         main(["gan", "evaluate", "--cache-dir", str(tmp_path)], env={})
 
@@ -177,7 +185,8 @@ def test_evaluate_an_image_generator_in_backbone_features(tmp_path, capsys):
     assert main(["gan", "evaluate", "--checkpoint", str(run / "checkpoint.pt"), "-n", "12", "--json", "--quiet"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["backbone"] == "efficientnet_lite0" and s["layer"] == "pre_logits" and s["n"] == 12
-    assert s["model"] == "dcgan" and s["nz"] == 8 and s["fd_backbone"] > 0
+    assert s["model"] == "dcgan" and s["nz"] == 8 and s["fd_backbone"] == s["fd"] > 0
+    assert {"kid", "kid_std", "precision", "recall", "density", "coverage"} <= set(s) and "cas" not in s
 
 
 def test_resume_refuses_a_checkpoint_trained_with_other_settings(tmp_path, capsys):

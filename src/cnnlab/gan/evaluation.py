@@ -1,7 +1,9 @@
-"""Evaluating generators. Conditional MNIST generators: the small MNIST classifier shipped with cnnlab (the
-`mnist_cnn` backbone) gives conditional accuracy (is a generated digit the one asked for?) and a Fréchet distance in that classifier's
-feature space. Image generators (dcgan): a Fréchet distance in an ImageNet backbone's feature space (default
-Lite0 pre_logits). Both through torchmetrics' FrechetInceptionDistance with a custom feature network."""
+"""Evaluating generators, the way the field does (metrics in `gan/metrics.py`): one pass of features over the
+generated and the real images gives the Fréchet distance, KID, precision / recall and density / coverage.
+Conditional MNIST generators are judged by the small MNIST classifier shipped with cnnlab (the `mnist_cnn`
+backbone): conditional accuracy (is a generated digit the one asked for?), its features for the metrics, the
+per-class Fréchet distance, and CAS (a fresh classifier trained on generated digits, tested on real ones). Image
+generators (dcgan): the metrics in an ImageNet backbone's features (default Lite0 pre_logits)."""
 from __future__ import annotations
 
 import os
@@ -20,6 +22,8 @@ from ..core.jobs import configure, with_options
 from ..core.mnist import shipped_test_accuracy
 from ..core.models import DEFAULT_BACKBONE, load_model
 from ..core.results import Result
+from ..core.errors import CnnlabError
+from .metrics import cas, feature_metrics, per_class_fd
 from .sampling import conditional, generate, load_generator
 
 
@@ -70,37 +74,59 @@ def evaluate_images(checkpoint: str | Path, real: torch.Tensor, n: int = 1000, s
     return _image_fd(G, config, real, n, seed, backbone, layer, progress) | {"checkpoint": str(checkpoint)}
 
 
-def _image_fd(G, config: dict, real: torch.Tensor, n: int, seed: int, backbone: str, layer: str | None,
+def _image_fd(G, config: dict, real: torch.Tensor, n: int, seed: int, backbone: str | None, layer: str | None,
               progress: bool) -> dict:
     fake = torch.cat([generate(G, config, torch.zeros(len(c), dtype=torch.long), seed + i)
                       for i, c in enumerate(torch.arange(n).split(500))])
     idx = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:n]
     real = real[idx]
     real = real.float() / 255 if real.dtype == torch.uint8 else real
+    backbone = backbone or DEFAULT_BACKBONE
     model = load_model(backbone)
     layer = layer or _default_layer(model)
-    fd = frechet_distance(fake, real, model, layer, progress=progress)
-    return {"fd_backbone": fd, "backbone": backbone, "layer": layer, "n": n, "n_real": len(real),
-            "model": config["model"], "nz": config["nz"]}
+    scores = feature_metrics(features(real, model, layer, progress), features(fake, model, layer, progress), seed)
+    return scores | {"fd_backbone": scores["fd"], "backbone": backbone, "layer": layer, "n": n, "n_real": len(real),
+                     "model": config["model"], "nz": config["nz"]}
+
+
+def features(images: torch.Tensor, model: Backbone, layer: str, progress: bool = False,
+             batch_size: int = 250) -> torch.Tensor:
+    """Pooled features (N, D) of images (float [0,1] or uint8, any size and channel count) at one cut point."""
+    from tqdm.auto import tqdm
+
+    net = _BackboneFeatures(model, layer)
+    with torch.inference_mode():
+        return torch.cat([net(b) for b in tqdm(images.split(batch_size), desc="features", disable=not progress)])
 
 
 @dataclass
 class EvaluateConfig(Config):
-    """Judges a conditional MNIST generator with the small MNIST classifier shipped with cnnlab (`mnist_cnn`):
-    conditional accuracy (per label and mean) and the Fréchet distance between generated and real test digits in the
-    classifier's 128-d feature space (torchmetrics FID with a custom network).
-    JSON: {conditional_accuracy, per_label_accuracy, fd_mnist, n, classifier_test_accuracy}.
-    An image generator (dcgan) is compared with its training images in an ImageNet backbone's feature space
-    (--backbone, default Lite0 pre_logits, images resized to its input size).
-    JSON: {fd_backbone, backbone, layer, n, n_real, model, nz}."""
+    """Judges a generator against real images in a feature space, in one pass: Fréchet distance, KID (unbiased,
+    with its standard deviation over subsets), precision / recall (k = 3) and density / coverage (k = 5).
+    Conditional MNIST generators: the small MNIST classifier shipped with cnnlab (`mnist_cnn`) gives the conditional
+    accuracy (per label and mean) and, by default, the features (its 128-d pre_logits; --backbone names another
+    model); real test digits are the reference, and per_class_fd and CAS (a fresh classifier of the same architecture
+    trained on the generated digits, tested on the real test set; cas_real: the same training on as many real
+    training digits) are added. Without MNIST under --data-root, what needs real digits is skipped, and said.
+    JSON: {conditional_accuracy, per_label_accuracy, fd, kid, kid_std, precision, recall, density, coverage,
+    per_class_fd, cas, cas_real, fd_mnist (= fd), n, classifier_test_accuracy}.
+    An image generator (dcgan) is compared with its training images in an ImageNet backbone's features (--backbone,
+    default Lite0 pre_logits, images resized to its input size).
+    JSON: {fd, kid, kid_std, precision, recall, density, coverage, fd_backbone (= fd), backbone, layer, n, n_real,
+    model, nz}."""
 
     command = "gan evaluate"
     checkpoint: str | None = option(None, help="RUN_DIR/checkpoint.pt (default: the shipped generator)")
     n: int = option(1000, flag="-n", low=2, help="generated images")
     seed: int = option(0, help="seed")
     data_root: str | None = option(None, env="CNNLAB_DATA", default_help="$CNNLAB_DATA", help="folder holding MNIST/")
-    backbone: str = option(DEFAULT_BACKBONE, help="image generators: the network whose features the Fréchet "
-                                                  "distance compares")
+    backbone: str | None = option(None, help="the network whose features the metrics compare (default: the MNIST "
+                                             f"classifier for digits, {DEFAULT_BACKBONE} for images)")
+    cas: bool = option(True, negate="--no-cas", help="conditional generators: train a classifier on generated digits "
+                                                     "and test it on real ones (and the same on real digits)")
+    cas_n: int = option(10000, low=10, help="CAS: generated digits (and as many real training digits) each "
+                                            "classifier trains on")
+    cas_epochs: int = option(3, low=1, help="CAS: training epochs of each classifier")
 
 
 class EvaluateResult(Result):
@@ -115,12 +141,20 @@ class EvaluateResult(Result):
 
     def text(self) -> str:
         s = self.scores
+        text = ""
         if "conditional_accuracy" in s:
-            return (f"conditional accuracy {s['conditional_accuracy']:.3f} (classifier test accuracy "
-                    f"{s['classifier_test_accuracy']:.4f}); Fréchet distance (MNIST classifier features) "
-                    f"{s['fd_mnist']:.2f}; n={s['n']}")
-        return (f"Fréchet distance to the training images ({s['backbone']} {s['layer']} features) "
-                f"{s['fd_backbone']:.2f}; n={s['n']}")
+            text = (f"conditional accuracy {s['conditional_accuracy']:.3f} (classifier test accuracy "
+                    f"{s['classifier_test_accuracy']:.4f}); n={s['n']}")
+        if "fd" in s:
+            where = s.get("features") or f"{s['backbone']} {s['layer']}"
+            text += (("\n" if text else "") + f"in {where} features: FD {s['fd']:.2f}, KID {s['kid']:.4f} ± "
+                     f"{s['kid_std']:.4f}, precision {s['precision']:.3f}, recall {s['recall']:.3f}, density "
+                     f"{s['density']:.3f}, coverage {s['coverage']:.3f}; n={s['n']}")
+        if "cas" in s:
+            text += f"\nCAS {s['cas']:.4f} (trained on as many real digits: {s['cas_real']:.4f})"
+        if "skipped" in s:
+            text += f"\nskipped {s['skipped']}"
+        return text
 
 
 def evaluate_generator(config: EvaluateConfig, progress: bool = False) -> EvaluateResult:
@@ -135,7 +169,7 @@ def evaluate_generator(config: EvaluateConfig, progress: bool = False) -> Evalua
         real, _, _ = load_training_data(GanConfig.from_dict(known | {"data_root": config.data_root or known.get("data_root")}))
         scores = _image_fd(G, gan, real, config.n, config.seed, config.backbone, None, progress)
     else:
-        scores = _conditional_scores(G, gan, config.data_root, config.n, config.seed)
+        scores = _conditional_scores(G, gan, config)
     return EvaluateResult(config, scores | {"checkpoint": checkpoint})
 
 
@@ -150,22 +184,35 @@ def evaluate(checkpoint: str | os.PathLike | None = None, *, config: EvaluateCon
     return evaluate_generator(configure(EvaluateConfig, config, options), progress)
 
 
-def _conditional_scores(G, config: dict, data_root: str | None, n: int, seed: int) -> dict:
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
+def _conditional_scores(G, gan: dict, config: EvaluateConfig) -> dict:
     judge = load_model("mnist_cnn")
-    test_acc = shipped_test_accuracy()
+    n, seed = config.n, config.seed
     labels = torch.arange(n) % 10
-    fake = torch.cat([generate(G, config, lab, seed + i) for i, lab in enumerate(labels.split(500))])
+    fake = torch.cat([generate(G, gan, lab, seed + i) for i, lab in enumerate(labels.split(500))])
     with torch.no_grad():
         pred = torch.cat([judge(b).argmax(1) for b in fake.split(500)])
     correct = pred.eq(labels)
-    per_label = {str(k): float(correct[labels == k].float().mean()) for k in range(10)}
-    Xt, _ = load_mnist(data_root, train=False)
-    real = Xt[torch.randperm(len(Xt), generator=torch.Generator().manual_seed(seed))[:n]].float() / 255
-    fid = FrechetInceptionDistance(feature=_BackboneFeatures(judge, "pre_logits").eval(), normalize=True,
-                                   input_img_size=(1, 28, 28))
-    fid.update(real, real=True)
-    fid.update(fake, real=False)
-    return {"conditional_accuracy": float(correct.float().mean()), "per_label_accuracy": per_label,
-            "fd_mnist": float(fid.compute()), "n": n, "classifier_test_accuracy": test_acc, "model": config["model"]}
+    scores = {"conditional_accuracy": float(correct.float().mean()), "n": n, "model": gan["model"],
+              "per_label_accuracy": {str(k): float(correct[labels == k].float().mean()) for k in range(10)},
+              "classifier_test_accuracy": shipped_test_accuracy()}
+    try:
+        Xt, yt = load_mnist(config.data_root, train=False)
+    except CnnlabError as exc:
+        return scores | {"skipped": f"fd, kid, precision, recall, density, coverage, per_class_fd, cas: {exc}"}
+    idx = torch.randperm(len(Xt), generator=torch.Generator().manual_seed(seed))[:n]
+    real, real_y = Xt[idx].float() / 255, yt[idx]
+    model = load_model(config.backbone) if config.backbone else judge
+    layer = _default_layer(model) if config.backbone else "pre_logits"
+    fake_f, real_f = features(fake, model, layer), features(real, model, layer)
+    scores |= feature_metrics(real_f, fake_f, seed) | {"per_class_fd": per_class_fd(real_f, real_y, fake_f, labels),
+                                                       "features": f"{config.backbone or 'mnist_cnn'} {layer}"}
+    scores["fd_mnist"] = scores["fd"]
+    if config.cas:
+        cas_labels = torch.arange(config.cas_n) % 10
+        generated = torch.cat([generate(G, gan, lab, seed + 1000 + i) for i, lab in enumerate(cas_labels.split(500))])
+        Xtr, ytr = load_mnist(config.data_root, train=True)
+        pick = torch.randperm(len(Xtr), generator=torch.Generator().manual_seed(seed + 1))[:config.cas_n]
+        scores["cas"] = cas(generated, cas_labels, Xt, yt, config.cas_epochs, seed)
+        scores["cas_real"] = cas(Xtr[pick], ytr[pick], Xt, yt, config.cas_epochs, seed)
+        scores["cas_n"] = config.cas_n
+    return scores
