@@ -111,8 +111,8 @@ def dcgan_latent(ctx: Context, s: dict) -> Outcome:
 # ----------------------------------------------------------------------------------------------------- MNIST
 def _evaluate(ctx: Context, checkpoint: Path | None, n: int) -> dict:
     key = {"checkpoint": str(checkpoint.relative_to(ctx.report_dir)) if checkpoint else "shipped", "n": n}
-    return ctx.shared("evaluate", key, lambda out: evaluate(
-        checkpoint, data_root=str(ctx.data_root), n=n).summary())[1]
+    return ctx.shared("evaluate", key, lambda out: evaluate(  # CAS (two classifiers trained per call) left out here
+        checkpoint, data_root=str(ctx.data_root), n=n, cas=False).summary())[1]
 
 
 def _mnist(ctx: Context, s: dict, **changes) -> tuple[Path, dict, dict]:
