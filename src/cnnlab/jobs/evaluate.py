@@ -52,7 +52,7 @@ class EvaluateSaliencyConfig(SaliencyOptions, ModelOptions):
                                      "(Adebayo et al.'s figure; one map per method and step)")
     limit: int | None = option(None, low=1, help="only the first N images")
     batch_size: int = option(8, low=1, help="images per batch")
-    chunk_size: int = option(32, low=1, help=CHUNK_HELP)
+    chunk_size: int = option(8, low=1, help=CHUNK_HELP)  # the progress bar moves once per chunk
 
 
 EvaluateSaliencyConfig.__doc__ = f"""Saliency methods × metrics over a set of images: a leaderboard with 95 % bootstrap
