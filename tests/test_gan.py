@@ -87,6 +87,17 @@ def test_bf16_autocast_trains_fp32_weights(tmp_path):
         train(tiny(precision="fp16"), tmp_path / "bad", progress=False)
 
 
+def test_precision_auto_is_bf16_only_where_it_is_native(tmp_path):
+    from cnnlab.gan.training import native_bf16
+
+    assert native_bf16("cpu", {"avx2", "avx512_bf16"}) and native_bf16("cpu", {"amx_bf16", "avx2"})
+    assert not native_bf16("cpu", {"avx2", "avx512f"}) and not native_bf16("meta")
+    shared("MNIST", "raw")
+    s = train(tiny(model="cgan", iters=2, precision="auto"), tmp_path / "auto", progress=False)
+    ran = json.loads((tmp_path / "auto" / "config.json").read_text())["precision"]
+    assert ran == ("bf16" if native_bf16("cpu") else "fp32") and s.config.precision == ran  # the run says what ran
+
+
 def test_a_few_iterations_lower_the_discriminator_loss(tmp_path):
     shared("MNIST", "raw")
     s = train(tiny(iters=30, checkpoint_every=30, limit=512), tmp_path / "run", progress=False)
