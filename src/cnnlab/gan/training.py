@@ -151,7 +151,8 @@ class TrainResult(Result):
 
     def summary(self) -> dict:
         c = self.config
-        return {"model": c.model, "iterations": c.iters, "resumed_from": self.start, "seconds": self.seconds,
+        return {"model": c.model, "iterations": c.iters, "precision": c.precision, "resumed_from": self.start,
+                "seconds": self.seconds,
                 "iters_per_s": (c.iters - self.start) / self.seconds if self.seconds > 0 else None,
                 "final": {k: v[-1] for k, v in self.history.items() if v}, "checkpoint": str(self.checkpoint),
                 "run_dir": str(self.run_dir or self.checkpoint.parent), "world_size": self.world,
