@@ -109,8 +109,18 @@ def dcgan_latent(ctx: Context, s: dict) -> Outcome:
 
 
 # ----------------------------------------------------------------------------------------------------- MNIST
+METRIC_COLUMNS = ["conditional accuracy", "FD", "KID", "precision", "recall", "density", "coverage"]
+
+
+def _metric_cells(ev: dict) -> list[str]:
+    """A generator's row of METRIC_COLUMNS (MNIST classifier features; gan evaluate's metrics)."""
+    return [fmt(ev["conditional_accuracy"]), fmt(ev["fd"], 1), fmt(ev["kid"], 3), fmt(ev["precision"], 2),
+            fmt(ev["recall"], 2), fmt(ev["density"], 2), fmt(ev["coverage"], 2)]
+
+
 def _evaluate(ctx: Context, checkpoint: Path | None, n: int) -> dict:
-    key = {"checkpoint": str(checkpoint.relative_to(ctx.report_dir)) if checkpoint else "shipped", "n": n}
+    key = {"checkpoint": str(checkpoint.relative_to(ctx.report_dir)) if checkpoint else "shipped", "n": n,
+           "metrics": 2}  # 2: KID, precision/recall, density/coverage, per-class FD
     return ctx.shared("evaluate", key, lambda out: evaluate(  # CAS (two classifiers trained per call) left out here
         checkpoint, data_root=str(ctx.data_root), n=n, cas=False).summary())[1]
 
@@ -134,15 +144,14 @@ MNIST_FULL = {"iters": 7800, "batch": 128, "grid_at": [1000, 3000, 5000, 7800], 
 def cdcgan_grids(ctx: Context, s: dict) -> Outcome:
     folder, r, ev = _mnist(ctx, s)
     shipped = _evaluate(ctx, None, s["eval_n"])
-    rows = [[f"cDCGAN, {s['iters']} it × {s['batch']} (this run)", fmt(ev["conditional_accuracy"]),
-             fmt(ev["fd_mnist"], 1)],
-            ["cDCGAN shipped with cnnlab (8000 it × 128)", fmt(shipped["conditional_accuracy"]),
-             fmt(shipped["fd_mnist"], 1)]]
+    rows = [[f"cDCGAN, {s['iters']} it × {s['batch']} (this run)", *_metric_cells(ev)],
+            ["cDCGAN shipped with cnnlab (8000 it × 128)", *_metric_cells(shipped)]]
     return Outcome(f"After {s['iters']} iterations the generated digits are the digit asked for "
                    f"{ev['conditional_accuracy']:.1%} of the time (judged by cnnlab's MNIST classifier, test accuracy "
                    f"{ev['classifier_test_accuracy']:.4f}); the shipped generator: {shipped['conditional_accuracy']:.1%}.",
                    {"run": ev, "shipped": shipped, "iters_per_s": r["iters_per_s"]},
-                   [Table("Conditional accuracy", ["generator", "conditional accuracy", "FD (MNIST features)"], rows),
+                   [Table("Conditional accuracy and the field's metrics (MNIST classifier features)",
+                          ["generator", *METRIC_COLUMNS], rows),
                     Table("Per digit (this run)", [str(k) for k in range(10)],
                           [[fmt(ev["per_label_accuracy"][str(k)], 2) for k in range(10)]])],
                    [(g, f"Iteration {_iteration(g)}: row k asks for digit k") for g in _grids(folder)]
@@ -155,15 +164,14 @@ def cdcgan_grids(ctx: Context, s: dict) -> Outcome:
 def cdcgan_no_label(ctx: Context, s: dict) -> Outcome:
     with_y, _, ev = _mnist(ctx, s)
     without_y, _, ev0 = _mnist(ctx, s, label_in_d=False)
-    rows = [["y in G and D", fmt(ev["conditional_accuracy"]), fmt(ev["fd_mnist"], 1)],
-            ["y in G only", fmt(ev0["conditional_accuracy"]), fmt(ev0["fd_mnist"], 1)]]
+    rows = [["y in G and D", *_metric_cells(ev)], ["y in G only", *_metric_cells(ev0)]]
     fig = image_grid(ctx.dir / "with_without_y.png", [("y in D", [_grids(with_y)[-1]]),
                                                         ("no y in D", [_grids(without_y)[-1]])], [""])
     return Outcome(f"Conditional accuracy {ev['conditional_accuracy']:.1%} with y in D, "
                    f"{ev0['conditional_accuracy']:.1%} without (chance: 10%); Fréchet distance to real digits "
                    f"{ev['fd_mnist']:.1f} with, {ev0['fd_mnist']:.1f} without.", {"with_y": ev, "without_y": ev0},
-                   [Table(f"{s['iters']} iterations each", ["discriminator input", "conditional accuracy",
-                                                            "FD (MNIST features)"], rows)],
+                   [Table(f"{s['iters']} iterations each (MNIST classifier features)",
+                          ["discriminator input", *METRIC_COLUMNS], rows)],
                    [(fig, "Final grids (row k asks for digit k)")])
 
 
@@ -174,20 +182,19 @@ def cdcgan_no_label(ctx: Context, s: dict) -> Outcome:
             full=MNIST_FULL | {"ratios": [[1, 1], [1, 5], [5, 1]]})
 def cgan_ratio(ctx: Context, s: dict) -> Outcome:
     _, r, ev = _mnist(ctx, s)
-    rows = [["cDCGAN", "1 / 1", fmt(ev["conditional_accuracy"]), fmt(ev["fd_mnist"], 1), fmt(r["final"]["loss_D"]),
-             fmt(r["final"]["loss_G"])]]
+    rows = [["cDCGAN", "1 / 1", *_metric_cells(ev), fmt(r["final"]["loss_D"]), fmt(r["final"]["loss_G"])]]
     metrics, figures = {"cdcgan g1 d1": ev}, []
     for g, d in s["ratios"]:
         folder, rg, e = _mnist(ctx, s, model="cgan", g_steps=g, d_steps=d)
         metrics[f"cgan g{g} d{d}"] = e | {"final": rg["final"]}
-        rows.append(["cGAN (MLP)", f"{g} / {d}", fmt(e["conditional_accuracy"]), fmt(e["fd_mnist"], 1),
-                     fmt(rg["final"]["loss_D"]), fmt(rg["final"]["loss_G"])])
+        rows.append(["cGAN (MLP)", f"{g} / {d}", *_metric_cells(e), fmt(rg["final"]["loss_D"]),
+                     fmt(rg["final"]["loss_G"])])
         figures += [(_grids(folder)[-1], f"cGAN, G/D updates {g}/{d}: final grid"),
                     (folder / "loss_curves.png", f"cGAN, G/D updates {g}/{d}: losses")]
     c = metrics[f"cgan g{s['ratios'][0][0]} d{s['ratios'][0][1]}"]
     return Outcome(f"At {s['iters']} iterations: cDCGAN {ev['conditional_accuracy']:.1%} conditional accuracy "
                    f"(FD {ev['fd_mnist']:.1f}) vs cGAN {c['conditional_accuracy']:.1%} (FD {c['fd_mnist']:.1f}); "
                    "the G/D ratios are in the table.", metrics,
-                   [Table("Models and update ratios", ["model", "G / D updates", "conditional accuracy",
-                                                       "FD (MNIST features)", "final loss_D", "final loss_G"], rows)],
+                   [Table("Models and update ratios (MNIST classifier features)",
+                          ["model", "G / D updates", *METRIC_COLUMNS, "final loss_D", "final loss_G"], rows)],
                    figures)
