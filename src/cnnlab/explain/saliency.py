@@ -207,8 +207,8 @@ class IteratedGradCam(GradCam):
     name = "iterated-gradcam"
     help = ("Grad-CAM re-read as the evidence is removed: in --stages steps, the patches (a 14×14 grid) that a fresh "
             "Grad-CAM of what is left ranks highest are blurred away; a pixel's value is the step that removed its "
-            "patch (earlier is higher) plus that step's Grad-CAM. A second object of the class, or a part the "
-            "first read hid, comes up once the first is gone")
+            "patch (earlier is higher) plus that step's Grad-CAM; patches Grad-CAM never marks stay at 0. A second "
+            "object of the class, or a part the first read hid, comes up once the first is gone")
 
     def __init__(self, layers: Sequence[str] | None = None, stages: int = 14, blur_sigma: float = 10.0):
         super().__init__(layers)
@@ -228,12 +228,18 @@ class IteratedGradCam(GradCam):
         out = torch.zeros(B, H, W, device=x.device)
         cuts = [round(n * k / self.stages) for k in range(self.stages + 1)]
         for k in range(self.stages):
+            need = (cuts[k + 1] - removed.sum(1)).clamp(min=0)  # this step's share, per image
+            if int(need.max()) == 0:
+                continue
             mask = _on_pixels(removed.float(), gh, gw, p, H, W)
             seen = (x.detach() * (1 - mask) + base * mask).requires_grad_(True)
             cam = unit(gradcam(backbone, seen, targets, layers).detach())
             score = F.avg_pool2d(cam[:, None], p).flatten(1).masked_fill(removed, -1.0)
-            top = score.topk(cuts[k + 1] - cuts[k], dim=1).indices
-            now = torch.zeros_like(removed).scatter_(1, top, True)
+            values, top = score.topk(int(need.max()), dim=1)
+            # only patches with evidence are removed: where Grad-CAM is 0 there is no order to give (an order by
+            # position would not depend on the model); such patches stay tied at 0
+            take = (torch.arange(top.shape[1], device=x.device)[None] < need[:, None]) & (values > 0)
+            now = torch.zeros_like(removed).scatter_(1, top, take)
             # pixels of the patches removed now: (steps left) + this step's map, so a patch's mean keeps the order
             out += _on_pixels(now.float(), gh, gw, p, H, W)[:, 0] * (self.stages - k + cam)
             removed |= now
