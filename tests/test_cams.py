@@ -130,3 +130,24 @@ def test_iterated_gradcam_values_follow_the_removal_steps():
         counts = torch.bincount(step, minlength=7)
         # by step k, at most (k + 1)/7 of the 196 patches are gone (fewer where Grad-CAM marks fewer)
         assert removed.sum() > 0 and (torch.cumsum(counts, 0) <= torch.arange(1, 8) * 28).all()
+
+
+def test_iterated_gradcam_with_candidates_removes_what_lowers_the_probability_first():
+    """Grad-CAM (a 1×1 convolution's: pixel by pixel) proposes; the class probability decides. On a model whose class
+    score is the top-left pixel alone, that pixel goes first even where Grad-CAM ranks others higher."""
+    class Corner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 1, bias=False)
+            nn.init.ones_(self.conv.weight)
+
+        def forward(self, x):
+            a = self.conv(x)  # "0": the map Grad-CAM reads; its average is what the gradient sees everywhere
+            return torch.stack([a.mean((1, 2, 3)) + 5 * x[:, 0, 0, 0], torch.full((len(x),), 3.0)], 1)
+
+    model = cnnlab.wrap(Corner(), mean=(0.0,), std=(1.0,), input_size=14)
+    x = torch.full((1, 1, 14, 14), 0.5)
+    x[0, 0, 0, 0], x[0, 0, 7, 7] = 0.6, 1.0  # Grad-CAM's top pixel is (7, 7); the score hangs on (0, 0)
+    plain = METHODS["iterated-gradcam"](["conv"], stages=4, blur_sigma=3.0).attribute(model, x, [0])[0]
+    picked = METHODS["iterated-gradcam"](["conv"], stages=4, blur_sigma=3.0, candidates=49).attribute(model, x, [0])[0]
+    assert plain[7, 7] > plain[0, 0] and picked[0, 0] == picked.max()

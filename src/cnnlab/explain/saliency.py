@@ -47,6 +47,9 @@ class SaliencyOptions(Config):
     internal_batch_size: int = option(32, low=1, help="images per pass inside smoothgrad / ig / occlusion / scorecam / "
                                                       "rise (memory)")
     stages: int = option(14, low=1, help="iterated-gradcam: removal steps (each re-reads Grad-CAM of what is left)")
+    candidates: int = option(0, low=0, help="iterated-gradcam: at each step, blur each of Grad-CAM's top N patches "
+                                            "alone and remove those whose loss lowers the class probability most "
+                                            "(N forward passes per step; 0: Grad-CAM's order)")
     rise_masks: int = option(1000, flag="--masks", low=1, help="RISE: random masks per image")
     rise_cells: int = option(7, low=2, help="RISE: side of the masks' coarse grid (cells per side)")
     rise_p: float = option(0.5, low=0, low_open=True, high=1, help="RISE: probability that a cell is kept")
@@ -210,13 +213,14 @@ class IteratedGradCam(GradCam):
             "patch (earlier is higher) plus that step's Grad-CAM; patches Grad-CAM never marks stay at 0. A second "
             "object of the class, or a part the first read hid, comes up once the first is gone")
 
-    def __init__(self, layers: Sequence[str] | None = None, stages: int = 14, blur_sigma: float = 10.0):
+    def __init__(self, layers: Sequence[str] | None = None, stages: int = 14, blur_sigma: float = 10.0,
+                 candidates: int = 0, batch: int = 32):
         super().__init__(layers)
-        self.stages, self.blur_sigma = stages, blur_sigma
+        self.stages, self.blur_sigma, self.candidates, self.batch = stages, blur_sigma, candidates, batch
 
     @classmethod
     def from_options(cls, o):
-        return cls(o.layer, o.stages, o.blur_sigma)
+        return cls(o.layer, o.stages, o.blur_sigma, o.candidates, o.internal_batch_size)
 
     def _maps(self, backbone, x, targets):
         B, _, H, W = x.shape
@@ -235,15 +239,43 @@ class IteratedGradCam(GradCam):
             seen = (x.detach() * (1 - mask) + base * mask).requires_grad_(True)
             cam = unit(gradcam(backbone, seen, targets, layers).detach())
             score = F.avg_pool2d(cam[:, None], p).flatten(1).masked_fill(removed, -1.0)
-            values, top = score.topk(int(need.max()), dim=1)
+            values, top = score.topk(max(int(need.max()), min(self.candidates, n)), dim=1)
+            if self.candidates:  # Grad-CAM proposes, the class probability with each one blurred alone decides
+                values, top = self._by_probability(backbone, seen.detach(), base, targets, values, top, (gh, gw, p))
             # only patches with evidence are removed: where Grad-CAM is 0 there is no order to give (an order by
             # position would not depend on the model); such patches stay tied at 0
             take = (torch.arange(top.shape[1], device=x.device)[None] < need[:, None]) & (values > 0)
             now = torch.zeros_like(removed).scatter_(1, top, take)
-            # pixels of the patches removed now: (steps left) + this step's map, so a patch's mean keeps the order
-            out += _on_pixels(now.float(), gh, gw, p, H, W)[:, 0] * (self.stages - k + cam)
+            if self.candidates:  # within the step, the order the probabilities gave
+                rank = 1 - torch.arange(top.shape[1], device=x.device, dtype=out.dtype) / top.shape[1]
+                within = torch.zeros(B, n, device=x.device).scatter_(1, top, rank.expand_as(top).contiguous())
+                within = _on_pixels(within, gh, gw, p, H, W)[:, 0]
+            else:
+                within = cam
+            # pixels of the patches removed now: (steps left) + the order within the step (this step's map, or the
+            # probabilities' order), so a patch's mean keeps the order
+            out += _on_pixels(now.float(), gh, gw, p, H, W)[:, 0] * (self.stages - k + within)
             removed |= now
         return out
+
+
+    def _by_probability(self, backbone, seen, base, targets, values, top, grid):
+        """The candidates (B, N) reordered by the class probability once each is blurred alone, lowest first;
+        a candidate Grad-CAM gave no evidence (value ≤ 0) stays last and keeps its value."""
+        gh, gw, p = grid
+        B, N = top.shape
+        H, W = seen.shape[-2:]
+        probs = torch.empty(B, N, device=seen.device)
+        with torch.no_grad():
+            for b in range(B):
+                one = torch.zeros(N, gh * gw, device=seen.device).scatter_(1, top[b][:, None], 1.0)
+                for i in range(0, N, self.batch):
+                    m = _on_pixels(one[i:i + self.batch], gh, gw, p, H, W)
+                    probs[b, i:i + len(m)] = backbone(seen[b:b + 1] * (1 - m) + base[b:b + 1] * m).float() \
+                        .softmax(1)[:, targets[b]]
+        probs = probs.masked_fill(values <= 0, float("inf"))
+        order = probs.argsort(dim=1)
+        return values.gather(1, order), top.gather(1, order)
 
 
 def _on_pixels(patches: torch.Tensor, gh: int, gw: int, p: int, H: int, W: int) -> torch.Tensor:
