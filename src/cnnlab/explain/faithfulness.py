@@ -88,20 +88,24 @@ def random_baseline(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | 
 
 def deletion_insertion(backbone: Backbone, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor | list[int],
                        patch: int | None = None, steps: int = 28, blur_sigma: float = 10.0, seed: int = 0,
-                       batch_size: int = 32, n_random: int = 4, curves: bool = False) -> dict[str, torch.Tensor]:
+                       batch_size: int = 32, n_random: int = 4, curves: bool = False,
+                       kinds: tuple[str, ...] = ("deletion", "insertion")) -> dict[str, torch.Tensor]:
     """Per-image deletion/insertion AUC for `maps`, plus `random_baseline` unless n_random = 0; with `curves`, the
-    probability curves too (B, steps+1), for plotting."""
+    probability curves too (B, steps+1), for plotting. `kinds`: which of the two."""
     x = x.detach().to(backbone.device)
     target = torch.as_tensor(target).long()
     patch = patch or patch_size(x)
     base = blurred(x, blur_sigma)
     order = patch_order(maps.cpu().float(), patch)
+    out = {}
     with eval_mode(backbone):
-        dele = _curves(backbone, x, base, order, target, patch, steps, batch_size)
-        ins = _curves(backbone, base, x, order, target, patch, steps, batch_size)
-    out = {"deletion_auc": auc(dele), "insertion_auc": auc(ins)}
-    if curves:
-        out |= {"deletion_curve": dele, "insertion_curve": ins}
+        for kind in kinds:
+            start, end = (x, base) if kind == "deletion" else (base, x)
+            c = _curves(backbone, start, end, order, target, patch, steps, batch_size)
+            out[f"{kind}_auc"] = auc(c)
+            if curves:
+                out[f"{kind}_curve"] = c
     if n_random:
-        out |= random_baseline(backbone, x, target, patch, steps, blur_sigma, seed, batch_size, n_random, curves)
+        out |= random_baseline(backbone, x, target, patch, steps, blur_sigma, seed, batch_size, n_random, curves,
+                               kinds)
     return out

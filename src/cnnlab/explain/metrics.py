@@ -84,7 +84,7 @@ class _PatchCurve(Metric):
 
     def score(self, backbone, x, targets, maps, method, prepared, seeds):
         s = deletion_insertion(backbone, x, maps, targets, self.patch, self.steps, self.blur_sigma,
-                               batch_size=self.batch_size, n_random=0, curves=True)
+                               batch_size=self.batch_size, n_random=0, curves=True, kinds=(self.kind,))
         values = {f"{self.kind}_auc": s[f"{self.kind}_auc"], f"random_{self.kind}_auc": prepared["auc"]}
         return values, {self.kind: s[f"{self.kind}_curve"], f"random_{self.kind}": prepared["curve"]}
 
