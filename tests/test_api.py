@@ -232,7 +232,7 @@ def test_results_leave_matplotlib_alone_and_render_in_a_notebook(lite0, photo_fi
 
 def test_every_job_is_one_call_from_the_package_top():
     for name in ("load_model", "wrap", "classify", "features", "transfer", "saliency", "fool", "classviz",
-                 "reproduce", "load_classifier"):
+                 "dream", "atlas", "evaluate_saliency", "reproduce", "load_classifier"):
         assert callable(getattr(cnnlab, name)), name
     for name in ("train", "sample", "evaluate"):
         assert callable(getattr(cnnlab.gan, name)), name

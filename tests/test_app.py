@@ -97,10 +97,20 @@ def test_fool_endpoint_gives_a_png_that_fools_classify(client, cat):
 
 
 def test_dream_streams_frames_then_a_verdict(client):
-    job = client.submit("tarantula", "efficientnet_lite0", 20, 1.0, 0.1, 2, api_name="/dream")
+    job = client.submit("class", "tarantula", "block5", 0, "", None, "efficientnet_lite0", "fourier", 20,
+                        api_name="/dream")
     image, text = job.result(timeout=300)
     assert Image.open(image).size == (224, 224) and "efficientnet_lite2" in text
-    assert len(job.outputs()) >= 3  # iteration 10, iteration 20, and the final verdict
+    assert len(job.outputs()) >= 3  # step 10, step 20, and the final verdict
+
+
+def test_dream_draws_a_channel_and_deepdreams_an_upload(client, cat):
+    image, text = client.predict("channel", "tarantula", "block3", 5, "", None, "efficientnet_lite0", "fourier", 10,
+                                 api_name="/dream")
+    assert Image.open(image).size == (224, 224) and "block3:5" in text
+    image, text = client.predict("DeepDream on the photo", "tarantula", "block3", 0, "", gradio_client.handle_file(
+        str(cat)), "efficientnet_lite0", "pixel", 10, api_name="/dream")
+    assert "dream:block3" in text and max(Image.open(image).size) == 224
 
 
 def test_generate_endpoint(client):

@@ -8,7 +8,7 @@ import pytest
 from cnnlab.cli import build_parser, main
 
 COMMANDS = ["demo", "models", "classify", "features", "transfer", "explain saliency", "explain fool",
-            "explain classviz", "gan train", "gan sample", "gan evaluate", "reproduce", "app"]
+            "explain classviz", "explain dream", "explain atlas", "gan train", "gan sample", "gan evaluate", "reproduce", "app"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -33,6 +33,8 @@ _WHERE = {
     "evaluate_saliency": ".jobs.evaluate",
     "FoolConfig": ".jobs.fool", "FoolResult": ".jobs.fool", "fool": ".jobs.fool",
     "ClassVizConfig": ".jobs.classviz", "ClassVizResult": ".jobs.classviz", "classviz": ".jobs.classviz",
+    "AtlasConfig": ".jobs.atlas", "AtlasResult": ".jobs.atlas", "atlas": ".jobs.atlas",
+    "DreamConfig": ".jobs.dream", "DreamResult": ".jobs.dream", "dream": ".jobs.dream",
     "ReproduceConfig": ".report.reproduce", "ReproduceResult": ".report.reproduce", "reproduce": ".report.reproduce",
     "TransferClassifier": ".transfer.classifier", "extract_features": ".transfer.features",
     "FeatureStore": ".transfer.store", "load_features": ".transfer.store",
@@ -73,6 +75,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .core.results import Result  # noqa: F401
     from .jobs.classify import ClassifyConfig, ClassifyResult, classify  # noqa: F401
     from .jobs.classviz import ClassVizConfig, ClassVizResult, classviz  # noqa: F401
+    from .jobs.atlas import AtlasConfig, AtlasResult, atlas  # noqa: F401
+    from .jobs.dream import DreamConfig, DreamResult, dream  # noqa: F401
     from .jobs.evaluate import EvaluateSaliencyConfig, SaliencyEvaluation, evaluate_saliency  # noqa: F401
     from .jobs.features import FeaturesConfig, FeaturesResult, features  # noqa: F401
     from .jobs.fool import FoolConfig, FoolResult, fool  # noqa: F401

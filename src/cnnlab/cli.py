@@ -38,6 +38,8 @@ def _saliency(): from .jobs.saliency import SaliencyConfig; return SaliencyConfi
 def _evaluate_saliency(): from .jobs.evaluate import EvaluateSaliencyConfig; return EvaluateSaliencyConfig  # noqa: E702,E501
 def _fool(): from .jobs.fool import FoolConfig; return FoolConfig  # noqa: E702
 def _classviz(): from .jobs.classviz import ClassVizConfig; return ClassVizConfig  # noqa: E702
+def _dream(): from .jobs.dream import DreamConfig; return DreamConfig  # noqa: E702
+def _atlas(): from .jobs.atlas import AtlasConfig; return AtlasConfig  # noqa: E702
 def _train(): from .gan.training import GanConfig; return GanConfig  # noqa: E702
 def _sample(): from .gan.sampling import SampleConfig; return SampleConfig  # noqa: E702
 def _evaluate(): from .gan.evaluation import EvaluateConfig; return EvaluateConfig  # noqa: E702
@@ -76,6 +78,14 @@ def _streamed(module: str, name: str, kind: str) -> Callable:
             out = str(RunDir.create(None, kind).path)
         return getattr(importlib.import_module(module, __package__), name)(config=config, out=out, progress=progress)
     return run
+
+
+def _run_atlas(config, out, progress, args):
+    from .jobs.atlas import atlas
+
+    if not out:
+        raise CnnlabError("--out SITE is required: the folder the atlas page is written to")
+    return atlas(config=config, out=out, progress=progress)
 
 
 def _run_features(config, out, progress, args):
@@ -131,6 +141,10 @@ COMMANDS = [
             "saliency methods × metrics: a leaderboard with bootstrap intervals, and the sanity checks"),
     Command("explain fool", _fool, _streamed(".jobs.fool", "fool", "fool"), "targeted adversarial (fooling) images"),
     Command("explain classviz", _classviz, _call(".jobs.classviz", "classviz"), "class-model visualization"),
+    Command("explain dream", _dream, _call(".jobs.dream", "dream"),
+            "feature visualization of a class, channel, neuron or direction; DeepDream"),
+    Command("explain atlas", _atlas, _run_atlas, "a static HTML page of a layer's channels: visualizations and "
+            "top dataset images", out="managed", out_help="SITE: the folder the page is written to (required)"),
     Command("gan train", _train, _run_train, "train a DCGAN / cDCGAN / cGAN", out="managed",
             extra=(("--resume", "continue the checkpoint in --out (refused if its settings differ)"),)),
     Command("gan sample", _sample, _run_sample, "sample images from a generator", out="required",
@@ -141,7 +155,7 @@ COMMANDS = [
             out_help="REPORT_DIR"),
     Command("app", _app, _run_app, "the browser app: explain, fool, dream, generate, transfer", out="none"),
 ]
-GROUPS = {"explain": "saliency maps and how far to trust them, fooling images, class visualization",
+GROUPS = {"explain": "saliency maps and how far to trust them, fooling images, feature visualization",
           "gan": "train, sample and evaluate GANs"}
 GROUP_TEXT = {"explain": "Explain a classifier (the report's part 2).",
               "gan": "Generative adversarial networks (the report's part 3)."}

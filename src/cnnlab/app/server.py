@@ -81,7 +81,7 @@ def build_app(config: AppConfig):
         with gr.Tabs():
             explain_tab.build(models, config.max_pixels, samples, root)
             fool_tab.build(models, config.max_pixels, samples)
-            dream_tab.build(models)
+            dream_tab.build(models, config.max_pixels)
             generate_tab.build(config.checkpoint)
             transfer_tab.build(models, config.max_pixels, root)
     demo.queue(default_concurrency_limit=1, max_size=config.queue_size)

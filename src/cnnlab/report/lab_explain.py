@@ -11,7 +11,7 @@ from ..jobs.fool import fool
 from ..jobs.saliency import saliency
 from ..jobs.classify import classify
 from ..jobs.evaluate import evaluate_saliency
-from ..explain.classviz import ClassVizOptions
+from ..explain.classviz import REPORT_METHOD, ClassVizOptions
 from .experiment import Context, Outcome, Table, experiment, fmt, image_grid
 
 SECTION = "Visualizing neural networks"
@@ -231,6 +231,11 @@ def _mnist_fooling(ctx: Context, s: dict, metrics: dict):
 
 
 # ----------------------------------------------------------------------------------------------------- classviz
+# Q3's experiments keep the report's method (pixels, L2, blur, jitter 16) with the 4 scaled and rotated copies of
+# cnnlab 0.3; "the report's (no augmentation)" takes them off.
+PIXEL_METHOD = {**asdict(ClassVizOptions()), **REPORT_METHOD, "augment": 4}
+
+
 def _classviz(ctx: Context, classes: list[str], backbone: str, config: dict, judge: str) -> dict:
     """A classviz run shared across experiments (Q3.8 and Q3.11 draw the same Lite0 images)."""
     key = {"classes": classes, "backbone": backbone, "config": config, "judge": judge}
@@ -252,7 +257,7 @@ def _ranks(summary: dict) -> list[int]:
                                                "zebra"],
                   "backbone": "efficientnet_lite0", "judge": "efficientnet_lite2", "config": {}})
 def class_visualization(ctx: Context, s: dict) -> Outcome:
-    config = {**asdict(ClassVizOptions()), **s["config"]}
+    config = {**PIXEL_METHOD, **s["config"]}
     r = _classviz(ctx, s["classes"], s["backbone"], config, s["judge"])
     rows = [[x["class"].split(",")[0], fmt(x["target_prob"]), fmt(x["judge"]["target_prob"]), x["judge"]["target_rank"]]
             for x in r["results"]]
@@ -278,7 +283,7 @@ def class_visualization(ctx: Context, s: dict) -> Outcome:
 def classviz_knobs(ctx: Context, s: dict) -> Outcome:
     rows, files, metrics = [], [], {}
     for name, change in s["variants"].items():
-        config = {**asdict(ClassVizOptions()), **s.get("config", {}), "iters": s["iters"], **change}
+        config = {**PIXEL_METHOD, **s.get("config", {}), "iters": s["iters"], **change}
         r = _classviz(ctx, [s["class"]], s["backbone"], config, s["judge"])["results"][0]
         metrics[name] = {"config": change, "target_prob": r["target_prob"], "judge": r["judge"]}
         rows.append([name, fmt(r["target_prob"]), fmt(r["judge"]["target_prob"]), r["judge"]["target_rank"]])
@@ -298,7 +303,7 @@ def classviz_knobs(ctx: Context, s: dict) -> Outcome:
             full={"class": "brown bear", "backbone": "efficientnet_lite0", "judge": "efficientnet_lite2",
                   "frames": [10, 25, 50, 100, 200, 300, 500]})
 def classviz_frames(ctx: Context, s: dict) -> Outcome:
-    config = {**asdict(ClassVizOptions()), **s.get("config", {}), "iters": max(s["frames"]), "frames": s["frames"]}
+    config = {**PIXEL_METHOD, **s.get("config", {}), "iters": max(s["frames"]), "frames": s["frames"]}
     r = _classviz(ctx, [s["class"]], s["backbone"], config, s["judge"])
     x = r["results"][0]
     return Outcome(f"'{s['class']}' with {s['backbone']}: frames at iterations {', '.join(map(str, s['frames']))}; "
@@ -315,7 +320,7 @@ def classviz_frames(ctx: Context, s: dict) -> Outcome:
                   "judge": "efficientnet_lite2", "config": {}})
 def classviz_backbones(ctx: Context, s: dict) -> Outcome:
     notes: list[str] = []
-    config = {**asdict(ClassVizOptions()), **s["config"]}
+    config = {**PIXEL_METHOD, **s["config"]}
     rows, grid, metrics = [], [], {}
     for name in _available(s["backbones"], notes):
         r = _classviz(ctx, s["classes"], name, config, s["judge"])

@@ -1,0 +1,97 @@
+"""Feature visualization by optimization (Olah et al. 2017): a batch of images, made by a parameterization
+(`params.py`), is shown to the model through the transform chain (`transforms.py`) and ascends an objective
+(`objectives.py`). The report's class-model visualization is one case: the `pixel` parameterization, a class
+objective, the report's jitter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..core.backbones import Backbone
+from ..core.config import option
+from ..core.hooks import capture, eval_mode, frozen, run_until_captured
+from .objectives import LOGITS, Objective
+from .params import PARAMS, create_param
+from .transforms import TransformOptions, apply
+
+
+@dataclass
+class RenderOptions(TransformOptions):
+    param: str = option("fourier", choices=tuple(PARAMS), help="image parameterization")
+    iters: int = option(512, low=0, help="ascent steps (0: the starting image)")
+    lr: float | None = option(None, low=0, low_open=True,
+                              help="step size (default: the parameterization's: pixel 1.0, the L2 norm of a step in "
+                                   "[0,1] pixel units; fourier 0.05, Adam's)")
+    l2: float = option(0.1, low=0, help="pixel: weight of the L2 penalty on the normalized image")
+    blur_every: int = option(10, low=0, help="pixel: blur period in steps (0: never)")
+    blur_sigma: float = option(0.5, low=0, help="pixel: blur sigma")
+    decorrelate: bool = option(True, negate="--no-decorrelate",
+                               help="fourier: decorrelate colours with ImageNet's colour covariance")
+    frames: list[int] = option(default_factory=list, low=1, help="steps to keep as frames, e.g. 25,100,200")
+    seed: int = option(0, help="seed of the starting noise and of the transforms")
+    size: int | None = option(None, low=8, help="side of the image drawn (default: the model's input size)")
+
+
+def activations(backbone: Backbone, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+    """The activations an objective reads, from one forward pass of pixels `x` (stopping early when the logits are
+    not needed)."""
+    inner = [layer for layer in layers if layer != LOGITS]
+    if not inner:
+        return {LOGITS: backbone(x)}
+    backbone.check_layers(inner)
+    points = {layer: backbone.resolve(layer) for layer in inner}
+    wants_logits = LOGITS in layers
+    with capture(backbone.net, points, stop_early=not wants_logits) as store:
+        if wants_logits:
+            logits = backbone(x)
+        else:
+            run_until_captured(backbone.net, backbone.normalize(x))
+    acts = dict(store)
+    if wants_logits:
+        acts[LOGITS] = logits
+    return acts
+
+
+def objective_values(backbone: Backbone, objective: Objective, images: torch.Tensor) -> torch.Tensor:
+    """The objective of each image (B,) as it is, without transforms."""
+    with torch.no_grad(), eval_mode(backbone):
+        x = images.to(backbone.device)
+        return objective(activations(backbone, x, objective.layers), len(x)).float().cpu()
+
+
+def render(backbone: Backbone, objective: Objective, options: RenderOptions | None = None, batch: int = 1,
+           init: torch.Tensor | None = None, progress=None,
+           on_frame=None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """The images (B,C,H,W) in [0,1] that ascend `objective`, and {step: images} for `options.frames`. `init`
+    (B,C,H,W) starts from given images (DeepDream); otherwise from noise. The backbone's mode and flags are
+    restored. `on_frame(step, images)` sees each frame as it is made."""
+    o = options or RenderOptions()
+    g = torch.Generator().manual_seed(o.seed)
+    if init is not None:
+        shape = tuple(init.shape)
+    else:
+        size = o.size or backbone.preprocess.input_size
+        shape = (batch, backbone.in_channels, size, size)
+    param = create_param(o.param, shape, g, backbone.device, init=init, lr=o.lr, l2=o.l2, blur_every=o.blur_every,
+                         blur_sigma=o.blur_sigma, decorrelate=o.decorrelate, normalize=backbone.normalize)
+    frames: dict[int, torch.Tensor] = {}
+    layers = objective.layers
+    with eval_mode(backbone), frozen(backbone):
+        for it in range(1, o.iters + 1):
+            image = param.image()
+            value = objective(activations(backbone, apply(image, o, g), layers), shape[0]).sum()
+            param.step(value, image, it)
+            if it in o.frames:
+                frames[it] = _detached(param)
+                if on_frame is not None:
+                    on_frame(it, frames[it])
+            if progress is not None:
+                progress.update(1)
+    return _detached(param), frames
+
+
+def _detached(param) -> torch.Tensor:
+    with torch.no_grad():
+        return param.image().detach().float().cpu()
