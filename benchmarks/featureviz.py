@@ -34,7 +34,20 @@ ap.add_argument("--iters", type=int, default=512)
 ap.add_argument("--size", type=int, default=224)
 ap.add_argument("--device", default="cpu")
 ap.add_argument("--out", default="featureviz.jsonl")
+ap.add_argument("--table", action="store_true", help="print the markdown table of what --out holds, and stop")
 args = ap.parse_args()
+if args.table:
+    from statistics import median
+    rows = [json.loads(line) for line in Path(args.out).read_text().splitlines()]
+    print("| setting | judge top-1 | judge top-5 | judge ranks | median judge p | median seconds / image |")
+    print("|---|---|---|---|---|---|")
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        rs = [r for r in rows if r["setting"] == setting]
+        ranks = [r["judge_rank"] for r in rs]
+        print(f"| {setting} | {sum(k == 1 for k in ranks)} / {len(rs)} | {sum(k <= 5 for k in ranks)} / {len(rs)} | "
+              f"{', '.join(map(str, ranks))} | {median(r['judge_prob'] for r in rs):.3f} | "
+              f"{median(r['seconds'] for r in rs):.0f} |")
+    raise SystemExit
 
 import torch  # noqa: E402
 

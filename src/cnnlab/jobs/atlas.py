@@ -237,10 +237,10 @@ def _top_images(backbone: Backbone, cfg: AtlasConfig, channels: list[int], input
             with torch.no_grad():
                 t = objectives._spatial(activations(backbone, x.to(backbone.device), [cfg.layer])[cfg.layer],
                                         cfg.layer)[:, index.to(x.device)].float().cpu()
+            h, w = t.shape[-2:]
+            at = t.flatten(2).argmax(2).numpy()  # where each channel fires most: (y, x) of an h×w map
             means.append(t.flatten(2).mean(2).numpy())
-            peaks.append(np.stack([t.flatten(2).argmax(2).numpy() // t.shape[-1], t.flatten(2).argmax(2).numpy()
-                                   % t.shape[-1], np.full(t.shape[:2], t.shape[-2]), np.full(t.shape[:2], t.shape[-1])],
-                                  axis=-1).astype(np.int32))
+            peaks.append(np.stack([at // w, at % w, np.full_like(at, h), np.full_like(at, w)], axis=-1).astype(np.int32))
             return [{"image": s.name} for s in batch]
 
         all_rows = batch_rows(chunk, backbone.preprocess, prepared, cfg.batch_size, first, rows)
