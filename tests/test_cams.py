@@ -108,7 +108,7 @@ def test_iterated_gradcam_keeps_gradcams_order_when_patches_do_not_interact():
     model, _, _ = _cam_model()
     x = torch.rand(2, 3, 16, 16)
     cam = METHODS["gradcam"](["0"]).attribute(model, x, [0, 1])
-    it = METHODS["iterated-gradcam"](["0"], stages=5).attribute(model, x, [0, 1])
+    it = METHODS["iterated-gradcam"](["0"], stages=5, candidates=0).attribute(model, x, [0, 1])
     for b in range(2):
         k = int((cam[b] > 0).sum())  # past the positive part, Grad-CAM's zeros tie
         assert k > 10 and torch.equal(patch_order(it[b:b + 1], 1)[0, :k], patch_order(cam[b:b + 1], 1)[0, :k])
@@ -120,7 +120,7 @@ def test_iterated_gradcam_values_follow_the_removal_steps():
         digits[k, 0, 5 + 2 * k:22, 8:12 + 3 * k] = 1.0
     model = cnnlab.load_model("mnist_cnn")
     targets = model(digits).argmax(1)
-    maps = METHODS["iterated-gradcam"](stages=7).attribute(model, digits, targets)
+    maps = METHODS["iterated-gradcam"](stages=7, candidates=0).attribute(model, digits, targets)
     cams = METHODS["gradcam"]().attribute(model, digits, targets)
     assert cams[0].max() == 0 and (maps[0] == 0).all()  # Grad-CAM sees nothing: every patch stays tied at 0
     patches = torch.nn.functional.avg_pool2d(maps[:, None], 2).flatten(1)  # the 14×14 grid
@@ -148,6 +148,6 @@ def test_iterated_gradcam_with_candidates_removes_what_lowers_the_probability_fi
     model = cnnlab.wrap(Corner(), mean=(0.0,), std=(1.0,), input_size=14)
     x = torch.full((1, 1, 14, 14), 0.5)
     x[0, 0, 0, 0], x[0, 0, 7, 7] = 0.6, 1.0  # Grad-CAM's top pixel is (7, 7); the score hangs on (0, 0)
-    plain = METHODS["iterated-gradcam"](["conv"], stages=4, blur_sigma=3.0).attribute(model, x, [0])[0]
+    plain = METHODS["iterated-gradcam"](["conv"], stages=4, blur_sigma=3.0, candidates=0).attribute(model, x, [0])[0]
     picked = METHODS["iterated-gradcam"](["conv"], stages=4, blur_sigma=3.0, candidates=49).attribute(model, x, [0])[0]
     assert plain[7, 7] > plain[0, 0] and picked[0, 0] == picked.max()

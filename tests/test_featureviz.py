@@ -214,3 +214,20 @@ def test_classviz_keeps_the_reports_pixel_method_and_defaults_to_fourier():
     fourier = cnnlab.classviz(model, 1, iters=5, judge="none")
     assert fourier.config.param == "fourier" and pixel.config.param == "pixel"
     assert pixel.image.shape == fourier.image.shape == (3, 16, 16)
+
+
+def test_a_unit_dead_on_the_grey_start_is_still_drawn_and_relus_are_restored():
+    """lucid's redirected ReLU gradient: the unit is 0 on grey (its ordinary gradient is 0), yet the image lifts it."""
+    conv = nn.Conv2d(3, 1, 1)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.fill_(-2.0)
+    relu = nn.ReLU(inplace=True)
+    model = cnnlab.wrap(nn.Sequential(conv, relu, nn.AdaptiveAvgPool2d(1), nn.Flatten()), mean=(0.5,) * 3,
+                        std=(0.25,) * 3, input_size=8, labels=["a"])
+    obj = O.channel("1", 0)
+    grey = torch.full((1, 3, 8, 8), 0.5)
+    assert objective_values(model, obj, grey).item() == 0
+    images, _ = render(model, obj, RenderOptions(iters=60, pad=0, jitter=0, augment=0))
+    assert objective_values(model, obj, images).item() > 0.1
+    assert relu.inplace and not relu._forward_hooks

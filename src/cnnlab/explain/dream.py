@@ -5,9 +5,12 @@ objective, the report's jitter.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
+from torch import nn
 
 from ..core.backbones import Backbone
 from ..core.config import option
@@ -32,6 +35,51 @@ class RenderOptions(TransformOptions):
     frames: list[int] = option(default_factory=list, low=1, help="steps to keep as frames, e.g. 25,100,200")
     seed: int = option(0, help="seed of the starting noise and of the transforms")
     size: int | None = option(None, low=8, help="side of the image drawn (default: the model's input size)")
+
+
+class _RedirectedReLU(torch.autograd.Function):
+    """ReLU (or ReLU6) whose gradient, for an image whose ordinary gradient through this layer is all zero, still
+    flows where it would lift a unit out of its flat zone (lucid's redirected ReLU gradient): a unit that is dead
+    on the grey starting image can then be drawn. Gradients are of a loss (descended)."""
+
+    @staticmethod
+    def forward(ctx, x, upper):
+        ctx.save_for_backward(x)
+        ctx.upper = upper
+        return x.clamp(0, upper) if upper is not None else x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        inside = (x > 0) if ctx.upper is None else (x > 0) & (x < ctx.upper)
+        plain = grad * inside
+        # redirected: only what would push a unit further into its flat zone is blocked
+        pushed_out = (x <= 0) & (grad > 0)
+        if ctx.upper is not None:
+            pushed_out |= (x >= ctx.upper) & (grad < 0)
+        redirected = grad.masked_fill(pushed_out, 0)
+        dead = plain.flatten(1).abs().sum(1) == 0
+        return torch.where(dead.view(-1, *[1] * (grad.ndim - 1)), redirected, plain), None
+
+
+@contextmanager
+def redirected_relus(model: nn.Module) -> Iterator[nn.Module]:
+    """Every nn.ReLU / nn.ReLU6 of `model` computes `_RedirectedReLU` inside the block (not in place); restored on
+    exit."""
+    changed, hooks = [], []
+    for m in model.modules():
+        if isinstance(m, (nn.ReLU, nn.ReLU6)):
+            upper = 6.0 if isinstance(m, nn.ReLU6) else None
+            changed.append((m, m.inplace))
+            m.inplace = False
+            hooks.append(m.register_forward_hook(lambda mod, inp, out, u=upper: _RedirectedReLU.apply(inp[0], u)))
+    try:
+        yield model
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, inplace in changed:
+            m.inplace = inplace
 
 
 def activations(backbone: Backbone, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
@@ -78,7 +126,7 @@ def render(backbone: Backbone, objective: Objective, options: RenderOptions | No
                          blur_sigma=o.blur_sigma, decorrelate=o.decorrelate, normalize=backbone.normalize)
     frames: dict[int, torch.Tensor] = {}
     layers = objective.layers
-    with eval_mode(backbone), frozen(backbone):
+    with eval_mode(backbone), frozen(backbone), redirected_relus(backbone):
         for it in range(1, o.iters + 1):
             image = param.image()
             value = objective(activations(backbone, apply(image, o, g), layers), shape[0]).sum()

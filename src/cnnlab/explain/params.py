@@ -107,11 +107,11 @@ class PixelParam(Param):
     def step(self, objective: torch.Tensor, image: torch.Tensor, it: int) -> None:
         from torchvision.transforms.functional import gaussian_blur
 
-        score = objective - self.l2 * self.normalize(self.x).pow(2).sum()
-        (grad,) = torch.autograd.grad(score, self.x)
+        loss = self.l2 * self.normalize(self.x).pow(2).sum() - objective
+        (grad,) = torch.autograd.grad(loss, self.x)
         with torch.no_grad():
             norms = grad.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
-            x = (self.x + self.lr * grad / norms).clamp(0, 1)
+            x = (self.x - self.lr * grad / norms).clamp(0, 1)
             if self.blur_every and it % self.blur_every == 0 and self.blur_sigma > 0:
                 x = gaussian_blur(x, [5, 5], [self.blur_sigma, self.blur_sigma])
         self.x = x.requires_grad_(True)

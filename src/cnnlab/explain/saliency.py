@@ -47,9 +47,10 @@ class SaliencyOptions(Config):
     internal_batch_size: int = option(32, low=1, help="images per pass inside smoothgrad / ig / occlusion / scorecam / "
                                                       "rise (memory)")
     stages: int = option(14, low=1, help="iterated-gradcam: removal steps (each re-reads Grad-CAM of what is left)")
-    candidates: int = option(0, low=0, help="iterated-gradcam: at each step, blur each of Grad-CAM's top N patches "
-                                            "alone and remove those whose loss lowers the class probability most "
-                                            "(N forward passes per step; 0: Grad-CAM's order)")
+    # 24 measured the most faithful on held-out photos (docs/benchmarks.md, issue 18)
+    candidates: int = option(24, low=0, help="iterated-gradcam: at each step, blur each of Grad-CAM's top N patches "
+                                             "alone and remove those whose loss lowers the class probability most "
+                                             "(N forward passes per step; 0: Grad-CAM's order, 12× faster)")
     rise_masks: int = option(1000, flag="--masks", low=1, help="RISE: random masks per image")
     rise_cells: int = option(7, low=2, help="RISE: side of the masks' coarse grid (cells per side)")
     rise_p: float = option(0.5, low=0, low_open=True, high=1, help="RISE: probability that a cell is kept")
@@ -214,7 +215,7 @@ class IteratedGradCam(GradCam):
             "object of the class, or a part the first read hid, comes up once the first is gone")
 
     def __init__(self, layers: Sequence[str] | None = None, stages: int = 14, blur_sigma: float = 10.0,
-                 candidates: int = 0, batch: int = 32):
+                 candidates: int = 24, batch: int = 32):
         super().__init__(layers)
         self.stages, self.blur_sigma, self.candidates, self.batch = stages, blur_sigma, candidates, batch
 

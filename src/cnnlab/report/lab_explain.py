@@ -99,11 +99,11 @@ def saliency_backbones(ctx: Context, s: dict) -> Outcome:
             "model's weights are random — they explain the image, not the model. Rong et al. (2022): deletion "
             "metrics leak the shape of what is removed; ROAD imputes it from its neighbours instead.",
             quick={"backbone": "efficientnet_lite0", "limit": 4, "random_orders": 1,
-                   "methods": ["vanilla", "gradcam", "smoothgrad-gradcam", "guided-backprop"],
+                   "methods": ["vanilla", "gradcam", "smoothgrad-gradcam", "guided-backprop", "iterated-gradcam"],
                    "metrics": ["deletion", "randomization"]},
             full={"backbone": "efficientnet_lite0", "limit": None, "random_orders": 4,
                   "methods": ["vanilla", "smoothgrad", "ig", "gradcam", "smoothgrad-gradcam", "gradcam++", "layercam",
-                              "input-x-gradient", "guided-backprop"],
+                              "input-x-gradient", "guided-backprop", "iterated-gradcam"],
                   "metrics": ["deletion", "insertion", "road", "randomization"]})
 def trust(ctx: Context, s: dict) -> Outcome:
     """The methods × metrics leaderboard on the lab images, and the maps of one image as the model is randomized."""
