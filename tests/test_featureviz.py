@@ -225,9 +225,9 @@ def test_a_unit_dead_on_the_grey_start_is_still_drawn_and_relus_are_restored():
     relu = nn.ReLU(inplace=True)
     model = cnnlab.wrap(nn.Sequential(conv, relu, nn.AdaptiveAvgPool2d(1), nn.Flatten()), mean=(0.5,) * 3,
                         std=(0.25,) * 3, input_size=8, labels=["a"])
-    obj = O.channel("1", 0)
+    obj, inplace = O.channel("1", 0), relu.inplace  # (wrap turns in-place activations off)
     grey = torch.full((1, 3, 8, 8), 0.5)
     assert objective_values(model, obj, grey).item() == 0
     images, _ = render(model, obj, RenderOptions(iters=60, pad=0, jitter=0, augment=0))
     assert objective_values(model, obj, images).item() > 0.1
-    assert relu.inplace and not relu._forward_hooks
+    assert relu.inplace == inplace and not relu._forward_hooks
