@@ -145,7 +145,7 @@ def _digits(tmp_path):
     return path
 
 
-ATLAS = ["--backbone", "mnist_cnn", "--layer", "block1", "--channels", "0:4", "--channel-batch", "2", "--iters", "40",
+ATLAS = ["--backbone", "mnist_cnn", "--layer", "block1", "--channels", "0:4", "--channel-batch", "2", "--iters", "16",
          "--diverse", "2", "--top", "3", "--chunk-size", "5", "--batch-size", "5", "--quiet"]
 
 
@@ -154,7 +154,13 @@ def test_atlas_streamed_equals_in_memory_and_the_channels_beat_their_top_images(
     assert main(["explain", "atlas", *ATLAS, "--data", str(data), "--out", str(tmp_path / "site"), "--json"],
                 env={}) == 0
     s = json.loads(capsys.readouterr().out)
-    mem = cnnlab.atlas("mnist_cnn", "block1", data=data, channels="0:4", channel_batch=2, iters=40, diverse=2, top=3,
+    parts = {p: p.stat().st_mtime_ns for p in (tmp_path / "site").glob("*/parts/part-*.jsonl")}
+    assert len(parts) == 2 + 3  # 4 channels in chunks of 2, 12 images in chunks of 5
+    assert main(["explain", "atlas", *ATLAS, "--data", str(data), "--out", str(tmp_path / "site"), "--json"],
+                env={}) == 0  # a rerun: every part is reused, nothing is drawn again
+    assert json.loads(capsys.readouterr().out)["objective"] == s["objective"]
+    assert all(p.stat().st_mtime_ns == t for p, t in parts.items())
+    mem = cnnlab.atlas("mnist_cnn", "block1", data=data, channels="0:4", channel_batch=2, iters=16, diverse=2, top=3,
                        chunk_size=5, batch_size=5)
     assert s["channels"] == [0, 1, 2, 3] and np.allclose(s["objective"], mem.values)
     assert np.array_equal(json.loads((tmp_path / "site" / "metrics.json").read_text())["beats"], mem.beats)
