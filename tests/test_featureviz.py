@@ -134,6 +134,9 @@ def test_a_direction_from_a_folder_is_the_mean_activation(tmp_path, photo_files)
     assert torch.allclose(v, model.features(x, ["block2"], pool="avg")["block2"].mean(0), atol=1e-5)
     r = cnnlab.dream(model, f"direction:block2={tmp_path}", iters=20)
     assert r.total[0] > cnnlab.dream(model, f"direction:block2={tmp_path}", iters=0).total[0]
+    np.save(tmp_path / "v.npy", v.numpy())  # the same direction from a file draws the same image
+    assert torch.allclose(cnnlab.dream(model, f"direction:block2={tmp_path / 'v.npy'}", iters=20).images, r.images,
+                          atol=1e-5)
 
 
 def _digits(tmp_path):
