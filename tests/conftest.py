@@ -27,6 +27,22 @@ def tiny_model(seed: int = 0, input_size: int = 16):
                        labels=[f"c{k}" for k in range(5)])
 
 
+def one_and_two_processes(args: list[str], tmp_path: Path, port: int) -> None:
+    """`cnnlab ARGS --out tmp_path/one` alone, then under torchrun with 2 processes into tmp_path/two; both must
+    succeed (one thread each, offline)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    one = subprocess.run([sys.executable, "-m", "cnnlab", *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+                          "-m", "cnnlab", *args, "--out", str(tmp_path / "two")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-1500:]
+    assert two.returncode == 0, two.stderr[-1500:]
+
+
 def shared(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():

@@ -2,9 +2,6 @@
 `cnnlab.dream` / `explain dream` and the layer atlas (`explain atlas`), on hand-checkable cases and small models."""
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,9 +16,7 @@ from cnnlab.explain.dream import RenderOptions, activations, objective_values, r
 from cnnlab.explain.params import (COLOR_CORRELATION, correlate, decorrelate, frequency_scale, image_to_spectrum,
                                    spectrum_to_image)
 
-from .conftest import chromium_path, launch_chromium, tiny_model
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+from .conftest import chromium_path, launch_chromium, one_and_two_processes, tiny_model
 
 
 def test_a_known_spectrum_gives_the_known_image():
@@ -182,13 +177,7 @@ def test_atlas_streamed_equals_in_memory_and_the_channels_beat_their_top_images(
 
 def test_two_torchrun_processes_draw_the_same_atlas_as_one(tmp_path):
     data = _digits(tmp_path)
-    args = ["explain", "atlas", *ATLAS, "--data", str(data), "--diverse", "0", "--out"]
-    one = subprocess.run([sys.executable, "-m", "cnnlab", *args, str(tmp_path / "one")], env=ENV, capture_output=True,
-                         text=True, timeout=600)
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29573",
-                          "-m", "cnnlab", *args, str(tmp_path / "two")], env=ENV, capture_output=True, text=True,
-                         timeout=600)
-    assert one.returncode == 0 and two.returncode == 0, two.stderr[-1500:]
+    one_and_two_processes(["explain", "atlas", *ATLAS, "--data", str(data), "--diverse", "0"], tmp_path, 29573)
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
     assert a["objective"] == b["objective"] and a["top_objective"] == b["top_objective"]
     for k in range(2):

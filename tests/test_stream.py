@@ -14,7 +14,7 @@ import torch
 
 import cnnlab
 
-from .conftest import shared
+from .conftest import one_and_two_processes, shared
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -58,14 +58,8 @@ def test_streaming_equals_the_run_in_memory(lite0, four, tmp_path):
 
 
 def test_two_torchrun_processes_equal_one(photos, tmp_path):
-    args = ["explain", "saliency", *map(str, photos), "--method", "vanilla", "--chunk-size", "2", "--batch-size", "2",
-            "--quiet", "--out"]
-    one = subprocess.run([sys.executable, "-m", "cnnlab", *args, str(tmp_path / "one")], env=ENV, capture_output=True,
-                         text=True, timeout=600)
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29571",
-                          "-m", "cnnlab", *args, str(tmp_path / "two")], env=ENV, capture_output=True, text=True,
-                         timeout=600)
-    assert one.returncode == 0 and two.returncode == 0, two.stderr[-1500:]
+    one_and_two_processes(["explain", "saliency", *map(str, photos), "--method", "vanilla", "--chunk-size", "2",
+                           "--batch-size", "2", "--quiet"], tmp_path, 29571)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "map"} for r in rows]  # noqa: E731
     assert strip(_jsonl(tmp_path / "one" / "results.jsonl")) == strip(_jsonl(tmp_path / "two" / "results.jsonl"))
     for k in range(3):
