@@ -42,8 +42,8 @@ def test_streaming_equals_the_run_in_memory(lite0, four, tmp_path):
     assert strip(a.image_rows()) == strip(b.image_rows()) == strip(_jsonl(tmp_path / "s" / "results.jsonl"))
     assert sorted(p.name for p in (tmp_path / "s" / "parts").iterdir()) == [f"part-0000{k}.jsonl" for k in range(2)]
 
-    f1 = cnnlab.fool(lite0, four, target="random", max_iters=20, **common)
-    f2 = cnnlab.fool(lite0, four, target="random", max_iters=20, out=tmp_path / "f", **common)
+    f1 = cnnlab.fool(lite0, four, target="random", max_iters=8, **common)
+    f2 = cnnlab.fool(lite0, four, target="random", max_iters=8, out=tmp_path / "f", **common)
     assert f1.targets == [r["target"] for r in f2.image_rows()]  # random targets do not depend on the chunks
     assert [{k: v for k, v in r.items() if k != "png"} for r in f1.image_rows()] == \
         [{k: v for k, v in r.items() if k != "png"} for r in f2.image_rows()]
