@@ -130,7 +130,7 @@ def render(backbone: Backbone, objective: Objective, options: RenderOptions | No
         for it in range(1, o.iters + 1):
             image = param.image()
             value = objective(activations(backbone, apply(image, o, g), layers), shape[0]).sum()
-            param.step(value, image, it)
+            param.step(value, it)
             if it in o.frames:
                 frames[it] = _detached(param)
                 if on_frame is not None:

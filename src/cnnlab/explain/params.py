@@ -81,8 +81,8 @@ class Param:
         """(B,C,H,W) in [0,1], differentiable w.r.t. the parameters."""
         raise NotImplementedError
 
-    def step(self, objective: torch.Tensor, image: torch.Tensor, it: int) -> None:
-        """Ascend `objective` (a scalar computed from `image`, this step's `image()`)."""
+    def step(self, objective: torch.Tensor, it: int) -> None:
+        """Ascend `objective` (a scalar computed from this step's `image()`); `it` counts steps from 1."""
         raise NotImplementedError
 
 
@@ -104,7 +104,7 @@ class PixelParam(Param):
     def image(self) -> torch.Tensor:
         return self.x
 
-    def step(self, objective: torch.Tensor, image: torch.Tensor, it: int) -> None:
+    def step(self, objective: torch.Tensor, it: int) -> None:
         from torchvision.transforms.functional import gaussian_blur
 
         loss = self.l2 * self.normalize(self.x).pow(2).sum() - objective
@@ -137,7 +137,7 @@ class FourierParam(Param):
     def image(self) -> torch.Tensor:
         return spectrum_to_image(torch.view_as_complex(self.spectrum), self.size, colour=self.colour)
 
-    def step(self, objective: torch.Tensor, image: torch.Tensor, it: int) -> None:
+    def step(self, objective: torch.Tensor, it: int) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         (-objective).backward()
         self.optimizer.step()

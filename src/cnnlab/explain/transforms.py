@@ -59,6 +59,3 @@ def apply(x: torch.Tensor, options: TransformOptions, g: torch.Generator) -> tor
 def _pixels(value: int | None, at_224: int, side: int) -> int:
     return value if value is not None else max(1, round(at_224 * side / 224))
 
-
-def copies(options: TransformOptions) -> int:
-    return max(options.augment, 1)

@@ -256,8 +256,8 @@ def _top_images(backbone: Backbone, cfg: AtlasConfig, channels: list[int], input
     k = min(cfg.top, len(positions))
     top = np.argsort(-means, axis=0, kind="stable")[:k].T  # (n, k)
     values = np.take_along_axis(means.T, top, axis=1)
-    patches = [[_patch(items[positions[j]].network_input(backbone.preprocess, prepared), peaks[j, i])
-                for j in top[i]] for i in range(len(channels))]
+    inputs = {j: items[positions[j]].network_input(backbone.preprocess, prepared) for j in np.unique(top)}  # each once
+    patches = [[_patch(inputs[j], peaks[j, i]) for j in top[i]] for i in range(len(channels))]
     names = [every[p]["image"] for p in positions]
     skipped = [{"image": r["image"], "error": r["error"]} for r in every if "error" in r]
     return names, skipped, top, values, patches

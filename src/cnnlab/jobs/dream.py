@@ -13,13 +13,14 @@ from tqdm.auto import tqdm
 
 from ..core.config import option
 from ..core.errors import CnnlabError
+from ..core.hooks import eval_mode
 from ..core.figures import image_grid
 from ..core.images import save_png
 from ..core.inputs import ImagesLike, batches, read_images
 from ..core.jobs import ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
 from ..core.results import Result
 from ..explain import objectives
-from ..explain.dream import RenderOptions, activations, objective_values, render
+from ..explain.dream import RenderOptions, activations, render
 from ..core.backbones import Backbone
 
 
@@ -133,13 +134,10 @@ def dream(model: ModelLike = None, objective: str | objectives.Objective | None 
     t0 = time.perf_counter()
     images, frames = render(backbone, obj, cfg, batch=cfg.batch, init=init, progress=bar, on_frame=on_frame)
     bar.close()
-    with torch.no_grad():
-        from ..core.hooks import eval_mode
-
-        with eval_mode(backbone):
-            acts = activations(backbone, images.to(backbone.device), obj.layers)
-            parts = {k: v.float().cpu().numpy() for k, v in obj.parts(acts, len(images)).items()}
-    total = objective_values(backbone, obj, images).numpy()
+    with torch.no_grad(), eval_mode(backbone):  # one pass gives every term and the total
+        acts = activations(backbone, images.to(backbone.device), obj.layers)
+        parts = {k: v.float().cpu().numpy() for k, v in obj.parts(acts, len(images)).items()}
+        total = obj(acts, len(images)).float().cpu().numpy()
     return DreamResult(cfg, images, frames, parts, total, backbone.spec or backbone.name, time.perf_counter() - t0)
 
 
