@@ -149,6 +149,25 @@ def test_a_rerun_redoes_only_the_missing_part(images, tmp_path):
     assert strip(first.leaderboard) == strip(again.leaderboard)
 
 
+def test_a_rerun_reuses_parts_unless_an_option_the_methods_read_changed(images, tmp_path):
+    opts = dict(methods=["gradcam"], metrics=["deletion"], random_orders=1, batch_size=2, chunk_size=2,
+                figure_steps=False)
+    cnnlab.evaluate_saliency(tiny_model(input_size=28), images["rgb"], out=tmp_path / "r", **opts)
+    stamps = lambda: {p.name: p.stat().st_mtime_ns for p in (tmp_path / "r" / "parts").glob("*")}  # noqa: E731
+    before = stamps()
+    # options of methods not asked for, and the internal batch (memory only): every part is reused
+    cnnlab.evaluate_saliency(tiny_model(input_size=28), images["rgb"], out=tmp_path / "r", rise_masks=7,
+                             candidates=3, internal_batch_size=5, **opts)
+    assert stamps() == before
+    cnnlab.evaluate_saliency(tiny_model(input_size=28), images["rgb"], out=tmp_path / "r", random_orders=2,
+                             **{k: v for k, v in opts.items() if k != "random_orders"})
+    assert all(stamps()[name] != t for name, t in before.items())  # a metric's setting: every part redone
+    before = stamps()
+    cnnlab.evaluate_saliency(tiny_model(input_size=28), images["rgb"], out=tmp_path / "r", layer=["0"],
+                             random_orders=2, **{k: v for k, v in opts.items() if k != "random_orders"})
+    assert all(stamps()[name] != t for name, t in before.items())  # Grad-CAM's own layer: redone
+
+
 def test_cli_json_keys_and_two_torchrun_processes_equal_one(images, tmp_path, capsys):
     args = ["explain", "evaluate", *map(str, images["grey"]), "--backbone", "mnist_cnn", "--methods",
             "gradcam,vanilla", "--metrics", "deletion,insertion,road,randomization", "--random-orders", "1",

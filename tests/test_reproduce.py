@@ -128,3 +128,33 @@ def test_frechet_distance_in_backbone_features(lite0):
     same = frechet_distance(a, a, lite0)
     assert abs(same) < 1e-2 * frechet_distance(a, b.clamp(0.5, 1), lite0)
     assert frechet_distance(a, b, lite0) < frechet_distance(a, b * 0.2, lite0)
+
+
+def test_over_seeds_is_the_mean_with_the_sample_sd():
+    from cnnlab.report.lab_gan import over_seeds
+
+    one = {"fd": 1.0, "final": {"loss_D": 2.0}, "model": "cdcgan"}
+    assert over_seeds([one]) is one  # one seed: the run as it is
+    two = over_seeds([one, {"fd": 3.0, "final": {"loss_D": 4.0}, "model": "cdcgan"}])
+    assert two["fd"] == 2.0 and two["final"] == {"loss_D": 3.0} and two["model"] == "cdcgan"
+    assert two["sd"]["fd"] == pytest.approx(2 ** 0.5) and two["sd"]["final"]["loss_D"] == pytest.approx(2 ** 0.5)
+    assert [r["fd"] for r in two["per_seed"]] == [1.0, 3.0]
+
+
+@pytest.mark.skipif(not shared("MNIST", "raw").is_dir(), reason="needs the shared MNIST digits")
+def test_a_gan_comparison_over_two_seeds_shows_mean_and_sd(tmp_path):
+    tiny = {"iters": 2, "batch": 8, "grid_at": [2], "eval_n": 40, "seeds": [0, 1]}
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "MNIST").symlink_to(shared("MNIST"))
+    result = reproduce(tmp_path / "r", "gan/Q2-2.11", data_root=str(root), cache_dir=str(tmp_path / "cache"),
+                       overrides={"gan/Q2-2.11": tiny}, progress=False).summary()
+    assert result["experiments"][0]["status"] == "ok", result
+    e = json.loads((tmp_path / "r" / "results.json").read_text())["experiments"][0]
+    with_y = e["metrics"]["with_y"]
+    runs = with_y["per_seed"]
+    assert len(runs) == 2 and runs[0]["fd"] != runs[1]["fd"]  # two trainings, not one counted twice
+    assert with_y["fd"] == pytest.approx((runs[0]["fd"] + runs[1]["fd"]) / 2)
+    cells = e["tables"][0]["rows"][0]
+    assert cells[2] == f"{with_y['fd']:.1f} ± {with_y['sd']['fd']:.1f}" and "± " in cells[1]
+    assert "mean ± sd over 2 seeds" in e["result"]

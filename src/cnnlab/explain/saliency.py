@@ -6,7 +6,7 @@ test. Measured faithfulness of each: docs/benchmarks.md ("explain").
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar, Sequence
 
 import torch
@@ -73,6 +73,11 @@ class SaliencyMethod:
     def layers(self) -> Sequence[str]:
         """Cut points the method reads (checked before any work)."""
         return ()
+
+    def settings(self) -> dict:
+        """What its maps depend on (the internal batch size, a memory knob, is left out)."""
+        return {"name": self.name, **{k: v.settings() if isinstance(v, SaliencyMethod) else v
+                                      for k, v in sorted(vars(self).items()) if k != "batch"}}
 
     def attribute(self, backbone: Backbone, x: torch.Tensor, targets) -> torch.Tensor:
         x = x.detach().to(backbone.device).clone().requires_grad_(True)  # Captum warns otherwise
@@ -453,6 +458,14 @@ def method(name: str, options: SaliencyOptions | None = None) -> SaliencyMethod:
     if name not in METHODS:
         raise CnnlabError(f"unknown saliency method {name!r}; choose from {', '.join(METHODS)}")
     return METHODS[name].from_options(options or SaliencyOptions())
+
+
+def result_settings(cfg: SaliencyOptions, methods: Sequence[SaliencyMethod], drop: Sequence[str] = ()) -> dict:
+    """A job's settings as far as its results depend on them: the methods' own settings instead of every method's
+    option, so that a rerun with another method's option changed still reuses the committed results."""
+    options = {f.name for f in fields(SaliencyOptions)} | set(drop)
+    return {"job": {k: v for k, v in cfg.to_dict().items() if k not in options},
+            "methods": [m.settings() for m in methods]}
 
 
 def attribute(backbone: Backbone, x: torch.Tensor, target, name: str = "vanilla",

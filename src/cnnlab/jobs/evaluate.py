@@ -23,7 +23,7 @@ from ..core.results import PerImageResult
 from ..core.runner import MemorySink, Part, Runner, RunDirSink, files_tag, settings_tag
 from ..core.runs import write_text
 from ..explain.metrics import METRICS, Metric, metric as make_metric
-from ..explain.saliency import METHODS, SaliencyOptions, method as make_method, predicted
+from ..explain.saliency import METHODS, SaliencyOptions, method as make_method, predicted, result_settings
 from ..explain.targets import resolve_targets
 from .saliency import CHUNK_HELP, INPUTS_HELP
 
@@ -233,7 +233,7 @@ def evaluate_saliency(model: ModelLike = None, images: ImagesLike | None = None,
     metrics = metric_objects(cfg)
     items, prepared = sources(images if images is not None else cfg.inputs)
     items = items[:cfg.limit] if cfg.limit else items
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("bootstrap", "seed", "figure_steps")}
+    settings = result_settings(cfg, list(methods.values()), drop=("bootstrap", "seed", "figure_steps"))
     sink = MemorySink() if out is None else RunDirSink(out, settings_tag(settings, files_tag(
         s.path or s.name for s in items)))
     runner = Runner(sink, len(items), max(cfg.batch_size, cfg.chunk_size // cfg.batch_size * cfg.batch_size),

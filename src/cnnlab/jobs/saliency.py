@@ -21,7 +21,8 @@ from ..core.results import PerImageResult
 from ..core.runner import MemorySink, Part, Runner, RunDirSink, files_tag, settings_tag
 from ..core.runs import atomic_path
 from ..explain.faithfulness import deletion_insertion
-from ..explain.saliency import METHODS, SaliencyMethod, SaliencyOptions, method as make_method, methods_help, predicted
+from ..explain.saliency import (METHODS, SaliencyMethod, SaliencyOptions, method as make_method, methods_help, predicted,
+                                result_settings)
 from ..explain.targets import SHOWN, check_targets, per_image_targets, resolve_targets, short_name
 
 INPUTS_HELP = "image files, folders, or an .npz with X (N,H,W,3) uint8 and y (the labs' imagenet_val_25.npz)"
@@ -160,7 +161,7 @@ def saliency(model: ModelLike = None, images: ImagesLike | None = None, *, confi
     check_targets(cfg.targets, len(items))
     for t in cfg.targets or ([] if cfg.target in (None, "pred", "random", "none") else [cfg.target]):
         backbone.class_index(t)  # an unknown class is said before any work
-    sink = MemorySink() if out is None else RunDirSink(out, settings_tag(cfg.to_dict(), files_tag(
+    sink = MemorySink() if out is None else RunDirSink(out, settings_tag(result_settings(cfg, [attributor]), files_tag(
         s.path or s.name for s in items)))
     runner = Runner(sink, len(items), _chunk_size(cfg), backbone.device)
     t0 = time.perf_counter()
