@@ -168,6 +168,24 @@ def test_a_rerun_reuses_parts_unless_an_option_the_methods_read_changed(images, 
     assert all(stamps()[name] != t for name, t in before.items())  # Grad-CAM's own layer: redone
 
 
+def test_two_runs_joined_give_the_board_of_one_run_with_both_methods(images):
+    from cnnlab.jobs.evaluate import leaderboard
+
+    opts = dict(metrics=["deletion", "insertion"], random_orders=1, batch_size=3, figure_steps=False)
+    both = cnnlab.evaluate_saliency(tiny_model(input_size=28), images["rgb"], methods=["gradcam", "vanilla"], **opts)
+    runs = [cnnlab.evaluate_saliency(tiny_model(input_size=28), images["rgb"], methods=[m], **opts)
+            for m in ("gradcam", "vanilla")]
+    joined = [{**a, "scores": {**a["scores"], **b["scores"]}} for a, b in zip(runs[0].rows, runs[1].rows)]
+    board = leaderboard(joined, ["gradcam", "vanilla"], both.metrics)
+    strip = lambda board: [{k: v for k, v in r.items() if k != "seconds_per_image"} for r in board]  # noqa: E731
+    assert strip(board) == strip(both.leaderboard)
+    # a column one method lacks is left out of its row and of the ranks
+    del joined[0]["scores"]["vanilla"]["insertion_auc"]
+    board = leaderboard(joined, ["gradcam", "vanilla"], both.metrics)
+    assert "insertion_ratio" not in board[1] and board[0]["rank"]["insertion_ratio"] == 1
+    assert board[1]["rank"]["deletion_ratio"] == both.leaderboard[1]["rank"]["deletion_ratio"]
+
+
 def test_cli_json_keys_and_two_torchrun_processes_equal_one(images, tmp_path, capsys):
     args = ["explain", "evaluate", *map(str, images["grey"]), "--backbone", "mnist_cnn", "--methods",
             "gradcam,vanilla", "--metrics", "deletion,insertion,road,randomization", "--random-orders", "1",

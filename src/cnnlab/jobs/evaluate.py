@@ -9,6 +9,7 @@ import csv
 import io
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -95,31 +96,7 @@ class SaliencyEvaluation(PerImageResult):
         return np.asarray(self.sink.array(f"curves/{method}/{name}"))
 
     def _leaderboard(self) -> list[dict]:
-        n = len(self.rows)
-        resamples = np.random.default_rng(self.config.seed).integers(0, n, (self.config.bootstrap, n)) if n else None
-        board = []
-        for method in self.config.methods:
-            row: dict = {"method": method}
-            ci, up_to = {}, {}
-            for m in self.metrics.values():
-                for column in m.columns:
-                    vals = {k: self.values(method, k) for k in m.needs(column)}
-                    row[column] = float(m.aggregate(column, {k: v[None] for k, v in vals.items()})[0])
-                    boot = m.aggregate(column, {k: v[resamples] for k, v in vals.items()})
-                    ci[column] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
-            row["seconds_per_image"] = float(self.values(method, "seconds").mean())
-            row["ci"], row["rank"] = ci, up_to
-            board.append(row)
-        for column, higher in self.columns.items():  # 1 = best; equal values share the better rank
-            ordered = sorted({r[column] for r in board}, reverse=higher)
-            for r in board:
-                r["rank"][column] = ordered.index(r[column]) + 1
-        if "randomization" in self.metrics:
-            from ..explain.sanity import FAILS_ABOVE
-
-            for r in board:
-                r["sanity"] = "fails" if r["randomization_rank_corr"] > FAILS_ABOVE else "passes"
-        return board
+        return leaderboard(self.rows, self.config.methods, self.metrics, self.config.bootstrap, self.config.seed)
 
     def summary(self) -> dict:
         s = {"backbone": self.config.backbone, "n": len(self), "methods": list(self.config.methods),
@@ -210,6 +187,43 @@ class SaliencyEvaluation(PerImageResult):
     def write_files(self, folder) -> None:
         write_text(folder / "leaderboard.md", self.markdown())
         write_text(folder / "leaderboard.csv", self.csv())
+
+
+def leaderboard(rows: list[dict], methods: Sequence[str], metrics: dict[str, Metric], bootstrap: int = 1000,
+                seed: int = 0) -> list[dict]:
+    """One dict per method from per-image rows (`results.jsonl`'s): each column's mean, `ci` its 95 % bootstrap
+    interval over the images, `rank` (1 = best; ties share the better rank), `seconds_per_image`, and `sanity` where
+    randomization was measured. Rows of several runs over the same images can be joined into one board: a column a
+    method's rows lack (a metric its run did not ask for) is left out of its row and of the ranks."""
+    n = len(rows)
+    resamples = np.random.default_rng(seed).integers(0, n, (bootstrap, n)) if n else None
+    values = lambda method, key: np.array([r["scores"][method][key] for r in rows], dtype=float)  # noqa: E731
+    board, columns = [], {c: up for m in metrics.values() for c, up in m.columns.items()}
+    for method in methods:
+        row: dict = {"method": method}
+        ci, up_to = {}, {}
+        for m in metrics.values():
+            for column in m.columns:
+                if not all(k in r["scores"][method] for r in rows for k in m.needs(column)):
+                    continue
+                vals = {k: values(method, k) for k in m.needs(column)}
+                row[column] = float(m.aggregate(column, {k: v[None] for k, v in vals.items()})[0])
+                boot = m.aggregate(column, {k: v[resamples] for k, v in vals.items()})
+                ci[column] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+        row["seconds_per_image"] = float(values(method, "seconds").mean())
+        row["ci"], row["rank"] = ci, up_to
+        board.append(row)
+    for column, higher in columns.items():
+        ordered = sorted({r[column] for r in board if column in r}, reverse=higher)
+        for r in board:
+            if column in r:
+                r["rank"][column] = ordered.index(r[column]) + 1
+    from ..explain.sanity import FAILS_ABOVE
+
+    for r in board:
+        if "randomization_rank_corr" in r:
+            r["sanity"] = "fails" if r["randomization_rank_corr"] > FAILS_ABOVE else "passes"
+    return board
 
 
 @with_options(EvaluateSaliencyConfig)

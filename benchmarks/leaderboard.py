@@ -1,0 +1,90 @@
+"""One leaderboard from several `cnnlab explain evaluate` runs over the same images (methods measured in separate
+runs: a slow method run on its own, a method measured again after a change), with the ranks and 95 % bootstrap
+intervals taken over the joined table, exactly as one run computes them (`cnnlab.jobs.evaluate.leaderboard`).
+
+    python benchmarks/leaderboard.py RUN_A RUN_B:iterated-gradcam=iterated-gradcam-c0 RUN_C --out table.md
+
+Each argument is a run folder (every method in it) or `RUN:METHOD[=NAME]` (one method, renamed). The runs must have
+scored the same images in the same order with the same random baselines (checked: the deletion ratio divides by
+them); a method missing a metric (RISE run with deletion and insertion only) has those cells empty.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cnnlab.explain.metrics import METRICS, metric
+from cnnlab.jobs.evaluate import leaderboard
+
+BASELINES = ("random_deletion_auc", "random_insertion_auc")
+
+
+def _parse(arg: str) -> tuple[Path, str | None, str | None]:
+    run, _, pick = arg.partition(":")
+    method, _, name = pick.partition("=")
+    return Path(run), method or None, name or method or None
+
+
+def join(specs: list[str]) -> tuple[list[dict], list[str]]:
+    """Rows whose scores hold every picked method (renamed), and the method names in the order given."""
+    rows: list[dict] | None = None
+    names: list[str] = []
+    for spec in specs:
+        run, method, name = _parse(spec)
+        theirs = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+        picks = [(method, name)] if method else [(m, m) for m in theirs[0]["scores"]]
+        if rows is None:
+            rows = [{k: v for k, v in r.items() if k != "scores"} | {"scores": {}} for r in theirs]
+        if [r["image"] for r in theirs] != [r["image"] for r in rows]:
+            sys.exit(f"{run}: not the same images as the runs before it")
+        for m, new in picks:
+            if new in names:
+                sys.exit(f"{new} twice: rename one (RUN:METHOD=NAME)")
+            for mine, r in zip(rows, theirs):
+                s = r["scores"][m]
+                for b in BASELINES:  # the ratios compare only over a shared baseline
+                    other = next((x[b] for x in mine["scores"].values() if b in x), None)
+                    if b in s and other is not None and abs(other - s[b]) > 1e-6:
+                        sys.exit(f"{run}: {m}'s {b} differs from the runs before it on {r['image']}")
+                mine["scores"][new] = s
+            names.append(new)
+    return rows or [], names
+
+
+def markdown(board: list[dict], columns: dict[str, bool]) -> str:
+    used = [c for c in columns if any(c in r for r in board)]
+    head = ["method", *[f"{c} {'↑' if columns[c] else '↓'}" for c in used], "seconds / image"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in board:
+        cells = [r["method"] + (" ⚠" if r.get("sanity") == "fails" else "")]
+        for c in used:
+            cells.append(f"{r[c]:.3f} [{r['ci'][c][0]:.3f}, {r['ci'][c][1]:.3f}] #{r['rank'][c]}" if c in r else "—")
+        lines.append("| " + " | ".join([*cells, f"{r['seconds_per_image']:.1f}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="RUN or RUN:METHOD[=NAME]")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", help="write the markdown table here (default: print it)")
+    ap.add_argument("--json", action="store_true", help="print the board as JSON")
+    args = ap.parse_args()
+    rows, names = join(args.runs)
+    metrics = {name: metric(name) for name in METRICS}
+    board = leaderboard(rows, names, metrics, args.bootstrap, args.seed)
+    if args.json:
+        print(json.dumps({"n": len(rows), "leaderboard": board}, indent=1))
+        return
+    text = markdown(board, {c: up for m in metrics.values() for c, up in m.columns.items()})
+    text += f"\n{len(rows)} images; mean [95 % bootstrap interval, {args.bootstrap} resamples] #rank\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
