@@ -2,9 +2,12 @@
 random data, timed with each lever on or off, every run in the same process layout (results in docs/benchmarks.md).
 
 Levers: cl (channels_last, conv models), fused (fused Adam), freeze (D's weights need no gradient during the G step),
-compile (torch.compile / Inductor). `plain` = none of them (the pytorch/examples loop).
+compile (torch.compile / Inductor). `plain` = none of them (the pytorch/examples loop). `--batches 64,256` times
+each lever at each batch size: a larger batch (with a scaled learning rate) pays only where it raises the samples
+per second, i.e. where the step is bound by overhead rather than arithmetic.
 
     python benchmarks/gan_levers.py --model cdcgan --levers plain,cl_fused,cl_fused_freeze,fused_compile [--iters 20]
+    python benchmarks/gan_levers.py --model cdcgan --levers cl_fused --batches 64,128,256 --repeats 3
 """
 from __future__ import annotations
 
@@ -68,11 +71,19 @@ def main() -> None:
     ap.add_argument("--model", default="cdcgan", choices=list(SHAPES))
     ap.add_argument("--levers", default="plain,cl_fused,cl_fused_freeze,fused_compile")
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--batches", default="64", help="batch sizes, comma-separated")
+    ap.add_argument("--repeats", type=int, default=1, help="rounds over every setting (the median is kept)")
     args = ap.parse_args()
+    settings = [(lv, int(b)) for lv in args.levers.split(",") for b in args.batches.split(",")]
+    runs: dict = {s: [] for s in settings}
+    for _ in range(args.repeats):  # interleaved: a slow spell of a shared machine hits every setting alike
+        for levers, batch in settings:
+            runs[levers, batch].append(iters_per_s(args.model, levers, args.iters, batch))
     rows = []
-    for levers in args.levers.split(","):
-        speed, warm = iters_per_s(args.model, levers, args.iters)
-        rows.append({"model": args.model, "levers": levers, "iters_per_s": speed, "warmup_s": warm})
+    for (levers, batch), got in runs.items():
+        speed = sorted(s for s, _ in got)[len(got) // 2]
+        rows.append({"model": args.model, "levers": levers, "batch": batch, "iters_per_s": speed,
+                     "samples_per_s": speed * batch, "warmup_s": got[0][1]})
         print(rows[-1], flush=True)
     print(json.dumps({"date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(), "rows": rows}, indent=2))
 
