@@ -130,8 +130,10 @@ def over_seeds(runs: list[dict]) -> dict:
 
     def sd(values: list):
         if isinstance(values[0], dict):
-            return {k: sd([v[k] for v in values]) for k in values[0] if all(k in v for v in values)}
-        return float(np.std(values, ddof=1)) if isinstance(values[0], (int, float)) else None
+            out = {k: sd([v[k] for v in values]) for k in values[0] if all(k in v for v in values)}
+            return {k: v for k, v in out.items() if v is not None and v != {}}
+        numbers = isinstance(values[0], (int, float)) and not isinstance(values[0], bool)
+        return float(np.std(values, ddof=1)) if numbers else None
 
     return {**mean(runs), "sd": sd(runs), "per_seed": runs}
 
