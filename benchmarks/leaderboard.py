@@ -27,6 +27,12 @@ def _parse(arg: str) -> tuple[Path, str | None, str | None]:
     return Path(run), method or None, name or method or None
 
 
+def _same(image: str) -> str:
+    """An image's name with its file's path resolved (runs given `../data/x.npz` and `/abs/data/x.npz` agree)."""
+    path, sep, rest = image.partition("#")
+    return str(Path(path).resolve()) + sep + rest
+
+
 def join(specs: list[str]) -> tuple[list[dict], list[str]]:
     """Rows whose scores hold every picked method (renamed), and the method names in the order given."""
     rows: list[dict] | None = None
@@ -37,7 +43,7 @@ def join(specs: list[str]) -> tuple[list[dict], list[str]]:
         picks = [(method, name)] if method else [(m, m) for m in theirs[0]["scores"]]
         if rows is None:
             rows = [{k: v for k, v in r.items() if k != "scores"} | {"scores": {}} for r in theirs]
-        if [r["image"] for r in theirs] != [r["image"] for r in rows]:
+        if [_same(r["image"]) for r in theirs] != [_same(r["image"]) for r in rows]:
             sys.exit(f"{run}: not the same images as the runs before it")
         for m, new in picks:
             if new in names:
