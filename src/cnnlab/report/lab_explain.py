@@ -103,7 +103,7 @@ def saliency_backbones(ctx: Context, s: dict) -> Outcome:
                    "metrics": ["deletion", "randomization"]},
             full={"backbone": "efficientnet_lite0", "limit": None, "random_orders": 4,
                   "methods": ["vanilla", "smoothgrad", "ig", "gradcam", "smoothgrad-gradcam", "gradcam++", "layercam",
-                              "input-x-gradient", "guided-backprop", "iterated-gradcam"],
+                              "input-x-gradient", "guided-backprop", "iterated-gradcam", "scorecam", "rise"],
                   "metrics": ["deletion", "insertion", "road", "randomization"]})
 def trust(ctx: Context, s: dict) -> Outcome:
     """The methods × metrics leaderboard on the lab images, and the maps of one image as the model is randomized."""
