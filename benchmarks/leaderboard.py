@@ -33,10 +33,12 @@ def _same(image: str) -> str:
     return str(Path(path).resolve()) + sep + rest
 
 
-def join(specs: list[str]) -> tuple[list[dict], list[str]]:
-    """Rows whose scores hold every picked method (renamed), and the method names in the order given."""
+def join(specs: list[str]) -> tuple[list[dict], list[str], dict[str, str]]:
+    """Rows whose scores hold every picked method (renamed), the method names in the order given, and each new
+    name's method."""
     rows: list[dict] | None = None
     names: list[str] = []
+    sources: dict[str, str] = {}
     for spec in specs:
         run, method, name = _parse(spec)
         theirs = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
@@ -56,7 +58,19 @@ def join(specs: list[str]) -> tuple[list[dict], list[str]]:
                         sys.exit(f"{run}: {m}'s {b} differs from the runs before it on {r['image']}")
                 mine["scores"][new] = s
             names.append(new)
-    return rows or [], names
+            sources[new] = m
+    return rows or [], names, sources
+
+
+def marked(board: list[dict], sources: dict[str, str], model: str) -> None:
+    """Methods whose runs did not measure randomization get the verdict cnnlab ships (`assets/sanity.json`)."""
+    from cnnlab.explain.sanity import measured
+
+    shipped = measured().get(model, {})
+    for r in board:
+        name = sources.get(r["method"], r["method"])
+        if "sanity" not in r and name in shipped:
+            r["sanity"], r["sanity_from"] = ("passes" if shipped[name]["passes"] else "fails"), "sanity.json"
 
 
 def markdown(board: list[dict], columns: dict[str, bool]) -> str:
@@ -64,7 +78,7 @@ def markdown(board: list[dict], columns: dict[str, bool]) -> str:
     head = ["method", *[f"{c} {'↑' if columns[c] else '↓'}" for c in used], "seconds / image"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in board:
-        cells = [r["method"] + (" ⚠" if r.get("sanity") == "fails" else "")]
+        cells = [r["method"] + (" ⚠" if r.get("sanity") == "fails" else "") + ("¹" if "sanity_from" in r else "")]
         for c in used:
             cells.append(f"{r[c]:.3f} [{r['ci'][c][0]:.3f}, {r['ci'][c][1]:.3f}] #{r['rank'][c]}" if c in r else "—")
         lines.append("| " + " | ".join([*cells, f"{r['seconds_per_image']:.1f}"]) + " |")
@@ -78,15 +92,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="write the markdown table here (default: print it)")
     ap.add_argument("--json", action="store_true", help="print the board as JSON")
+    ap.add_argument("--model", default="efficientnet_lite0", help="whose shipped sanity verdicts mark the methods "
+                                                                  "whose runs did not measure randomization")
     args = ap.parse_args()
-    rows, names = join(args.runs)
+    rows, names, sources = join(args.runs)
     metrics = {name: metric(name) for name in METRICS}
     board = leaderboard(rows, names, metrics, args.bootstrap, args.seed)
+    marked(board, sources, args.model)
     if args.json:
         print(json.dumps({"n": len(rows), "leaderboard": board}, indent=1))
         return
     text = markdown(board, {c: up for m in metrics.values() for c, up in m.columns.items()})
     text += f"\n{len(rows)} images; mean [95 % bootstrap interval, {args.bootstrap} resamples] #rank\n"
+    if any("sanity_from" in r for r in board):
+        text += f"¹ sanity verdict from cnnlab's measured sanity.json ({args.model}), not from this run\n"
     if args.out:
         Path(args.out).write_text(text)
     print(text)
