@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from cnnlab.gan.evaluation import evaluate
-from cnnlab.gan.training import GanConfig, train
+from cnnlab.gan.training import GanConfig, native_bf16, train
 
 METRICS = ("conditional_accuracy", "fd", "kid", "precision", "recall", "density", "coverage", "cas", "cas_real")
 
@@ -87,7 +87,7 @@ def main() -> None:
     rows = [run(args, p, int(s)) for s in args.seeds.split(",") for p in args.precisions.split(",")]
     summary = compare(rows)
     info = {"date": time.strftime("%Y-%m-%d"), "device": args.device, "torch": torch.__version__,
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": platform.processor() or platform.machine(), "native_bf16": native_bf16(args.device),
             "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None}
     print(markdown(summary))
     print(json.dumps({"machine": info, "rows": rows, "summary": summary}, indent=1))

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from cnnlab.explain.metrics import METRICS, metric
-from cnnlab.jobs.evaluate import leaderboard
+from cnnlab.jobs.evaluate import board_table, leaderboard
 
 BASELINES = ("random_deletion_auc", "random_insertion_auc")
 
@@ -75,14 +75,11 @@ def marked(board: list[dict], sources: dict[str, str], model: str) -> None:
 
 def markdown(board: list[dict], columns: dict[str, bool]) -> str:
     used = [c for c in columns if any(c in r for r in board)]
-    head = ["method", *[f"{c} {'↑' if columns[c] else '↓'}" for c in used], "seconds / image"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in board:
-        cells = [r["method"] + (" ⚠" if r.get("sanity") == "fails" else "") + ("¹" if "sanity_from" in r else "")]
-        for c in used:
-            cells.append(f"{r[c]:.3f} [{r['ci'][c][0]:.3f}, {r['ci'][c][1]:.3f}] #{r['rank'][c]}" if c in r else "—")
-        lines.append("| " + " | ".join([*cells, f"{r['seconds_per_image']:.1f}"]) + " |")
-    return "\n".join(lines) + "\n"
+    head, *rows = board_table(board, used)
+    head = [head[0], *[f"{c} {'↑' if columns[c] else '↓'}" for c in used], head[-1]]
+    for cells, r in zip(rows, board):
+        cells[0] += "¹" if "sanity_from" in r else ""
+    return "\n".join("| " + " | ".join(line) + " |" for line in [head, ["---"] * len(head), *rows]) + "\n"
 
 
 def main() -> None:

@@ -110,15 +110,7 @@ class SaliencyEvaluation(PerImageResult):
 
     def table(self) -> list[list[str]]:
         """The leaderboard as text cells: header, then one row per method (mean [low, high] #rank)."""
-        head = ["method", *self.columns, "seconds / image"]
-        rows = [head]
-        for r in self.leaderboard:
-            cells = [r["method"] + (" ⚠" if r.get("sanity") == "fails" else "")]
-            for c in self.columns:
-                lo, hi = r["ci"][c]
-                cells.append(f"{r[c]:.3f} [{lo:.3f}, {hi:.3f}] #{r['rank'][c]}")
-            rows.append([*cells, f"{r['seconds_per_image']:.2f}"])
-        return rows
+        return board_table(self.leaderboard, self.columns)
 
     def markdown(self) -> str:
         rows = self.table()
@@ -224,6 +216,18 @@ def leaderboard(rows: list[dict], methods: Sequence[str], metrics: dict[str, Met
         if "randomization_rank_corr" in r:
             r["sanity"] = "fails" if r["randomization_rank_corr"] > FAILS_ABOVE else "passes"
     return board
+
+
+def board_table(board: list[dict], columns: Sequence[str]) -> list[list[str]]:
+    """A leaderboard as text cells: header, then one row per method (mean [low, high] #rank; '—' where a method's
+    run did not measure the column; ⚠ after a method that fails the randomization check)."""
+    rows = [["method", *columns, "seconds / image"]]
+    for r in board:
+        cells = [r["method"] + (" ⚠" if r.get("sanity") == "fails" else "")]
+        cells += [f"{r[c]:.3f} [{r['ci'][c][0]:.3f}, {r['ci'][c][1]:.3f}] #{r['rank'][c]}" if c in r else "—"
+                  for c in columns]
+        rows.append([*cells, f"{r['seconds_per_image']:.2f}"])
+    return rows
 
 
 @with_options(EvaluateSaliencyConfig)
