@@ -8,6 +8,12 @@ density/coverage, CAS), then each bf16 mean compared with fp32's seed-to-seed sp
     python benchmarks/gan_precision.py --data-root ../shared/data --iters 4 --batch 8 --seeds 0 --eval-n 40 \
         --no-cas --out /tmp/p                          # the plumbing, in a minute on a CPU
 
+    python benchmarks/gan_precision.py --data-root ../shared/data --precisions fp32,bf16-emulated ...
+                                                       # a CPU without native bf16: bf16's numerics at fp32 speed
+
+`bf16-emulated` trains with `--precision bf16` inside `cnnlab.core.precision.emulated_bf16`: the convolutions and
+matrix products get bf16 operands, accumulate in fp32 and round once, as native bf16 kernels do (tests/test_precision.py
+checks them against the correctly rounded result); the speed is fp32's, so its iters_per_s says nothing of bf16's.
 Runs already finished under --out are not redone (each writes its scores.json last).
 """
 from __future__ import annotations
@@ -18,11 +24,14 @@ import platform
 import time
 from pathlib import Path
 
+from contextlib import nullcontext
+
 import numpy as np
 import torch
 
 from cnnlab.gan.evaluation import evaluate
-from cnnlab.gan.training import GanConfig, native_bf16, train
+from cnnlab.core.precision import emulated_bf16, native_bf16
+from cnnlab.gan.training import GanConfig, train
 
 METRICS = ("conditional_accuracy", "fd", "kid", "precision", "recall", "density", "coverage", "cas", "cas_real")
 
@@ -32,13 +41,15 @@ def run(args, precision: str, seed: int) -> dict:
     done = folder / "scores.json"
     if done.is_file():
         return json.loads(done.read_text())
+    emulated = precision == "bf16-emulated"
     config = GanConfig(model="cdcgan", data="mnist", data_root=args.data_root, iters=args.iters, batch=args.batch,
-                       seed=seed, precision=precision, device=args.device, grid_at=[args.iters],
-                       checkpoint_every=args.iters)
-    trained = train(config=config, out=folder, progress=False).summary()
+                       seed=seed, precision="bf16" if emulated else precision, device=args.device,
+                       grid_at=[args.iters], checkpoint_every=args.iters)
+    with emulated_bf16() if emulated else nullcontext():
+        trained = train(config=config, out=folder, progress=False).summary()
     scores = evaluate(folder / "checkpoint.pt", data_root=args.data_root, n=args.eval_n, cas=args.cas).summary()
     # "training" (fp32/bf16), not "precision": that key is the metric (Kynkäänniemi et al.)
-    row = {"training": trained.get("precision", precision), "seed": seed, "iters_per_s": trained["iters_per_s"],
+    row = {"training": precision if emulated else trained.get("precision", precision), "seed": seed, "iters_per_s": trained["iters_per_s"],
            **{k: scores[k] for k in METRICS if k in scores}}
     done.write_text(json.dumps(row))
     return row

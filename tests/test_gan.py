@@ -88,7 +88,7 @@ def test_bf16_autocast_trains_fp32_weights(tmp_path):
 
 
 def test_precision_auto_is_bf16_only_where_it_is_native(tmp_path):
-    from cnnlab.gan.training import native_bf16
+    from cnnlab.core.precision import native_bf16
 
     assert native_bf16("cpu", {"avx2", "avx512_bf16"}) and native_bf16("cpu", {"amx_bf16", "avx2"})
     assert not native_bf16("cpu", {"avx2", "avx512f"}) and not native_bf16("meta")

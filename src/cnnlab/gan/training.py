@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ..core.config import Config, option
 from ..core.jobs import configure, with_options
+from ..core.precision import PRECISIONS, resolve_precision
 from ..core.data import load_image_dir, load_mnist
 from ..core.errors import DATA_ROOT_HINT, CnnlabError
 from ..core.images import make_grid, save_png, skip_reasons
@@ -23,7 +24,6 @@ from ..core.runs import RunDir, atomic_path
 from .models import MODELS, build_gan, to_pixels
 
 CHECKPOINT = "checkpoint.pt"
-PRECISIONS = ("fp32", "bf16", "auto")
 # What a resumed run must share with its checkpoint for "resume equals an uninterrupted run" to hold; the rest
 # (iters, grid_at, checkpoint_every, device, data_root) may change.
 RESUME_KEYS = ("model", "data", "nz", "ngf", "ndf", "batch", "g_steps", "d_steps", "lr", "beta1", "seed",
@@ -310,23 +310,6 @@ def check_resumable(ck: dict, config: GanConfig, path: Path) -> None:
         raise CnnlabError(f"cannot resume {path}: it is at iteration {ck['iteration']}, past --iters {config.iters}")
 
 
-def native_bf16(device: str, cpu_flags: set[str] | None = None) -> bool:
-    """Whether `device` computes bf16 natively: a CUDA device that supports it, or a CPU with AVX512-BF16 or AMX
-    (flags read from /proc/cpuinfo on Linux; elsewhere assumed absent)."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if dev.type != "cpu":
-        return False
-    if cpu_flags is None:
-        try:
-            text = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-        cpu_flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
-    return bool(cpu_flags & {"avx512_bf16", "amx_bf16"})
-
-
 @contextmanager
 def _own_rng(device: torch.device):
     """Training seeds the global RNG (weight init, dropout): do it on a fork, so the caller's stream is untouched."""
@@ -340,8 +323,8 @@ def train_run(config: GanConfig, out: str | Path, resume: bool = False, progress
     from ..core.models import check_device
 
     check_device(config.device)
-    if config.precision == "auto":  # resolved once: the checkpoint and config.json say what ran
-        config = config.replace(precision="bf16" if native_bf16(config.device) else "fp32")
+    # resolved once: the checkpoint and config.json say what ran
+    config = config.replace(precision=resolve_precision(config.precision, config.device))
     rank, world = distributed(config.device)
     if config.batch % world:
         raise CnnlabError(f"--batch {config.batch} is not divisible by the {world} processes")

@@ -20,7 +20,8 @@ from ..core.jobs import ModelLike, configure, load_backbone, recorded, with_opti
 from ..core.results import Result
 from ..core.runner import Part, RunDirSink, chunk_ranges, settings_tag
 from ..core.runs import atomic_path, default_cache_dir, is_npz
-from ..transfer.features import ExtractionOptions, extract_features, forward_features, resolve_precision
+from ..core.precision import resolve_precision
+from ..transfer.features import ExtractionOptions, extract_features, forward_features
 from ..transfer.store import FeatureStore, load_features, write_index, write_store
 
 

@@ -19,9 +19,9 @@ from ..core.config import option
 from ..core.data import ImageFiles, collate_skipping_bad
 from ..core.hooks import eval_mode
 from ..core.jobs import ModelOptions
+from ..core.precision import PRECISIONS, resolve_precision
 from ..core.runner import MemorySink, Part, RunDirSink, chunk_ranges
 
-PRECISIONS = ("auto", "fp32", "bf16")
 CHUNK = 512  # images per cache entry: a run killed mid-way keeps its finished chunks
 
 
@@ -48,22 +48,6 @@ class FeatureSet:
     keep: np.ndarray  # indices (into the requested file list) of the rows
     failed: list[Path]  # unreadable files, skipped
     timing: dict = field(default_factory=dict)  # extract_s, images_per_s, cached_layers, computed_layers
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' → bf16 only where the hardware computes it natively (CUDA, or a CPU with AVX512-BF16/AMX).
-
-    bf16 features cost no measurable accuracy on 15-Scene, and emulated bf16 is much slower than fp32, hence fp32
-    elsewhere (both measured: docs/benchmarks.md, transfer part e)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16"
-    native = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)() or \
-        getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return "bf16" if native else "fp32"
 
 
 def _cache_key(backbone: Backbone, layer: str, pool: str, flip: bool, precision: str) -> str:

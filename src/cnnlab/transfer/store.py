@@ -19,7 +19,8 @@ from ..core.data import ImageFolder
 from ..core.errors import CnnlabError
 from ..core.runner import Part, Runner, RunDirSink, barrier, settings_tag
 from ..core.runs import is_npz, write_json
-from .features import CHUNK, files_fingerprint, resolve_precision, run_pass
+from ..core.precision import resolve_precision
+from .features import CHUNK, files_fingerprint, run_pass
 
 FORMAT = "cnnlab-features-1"
 
