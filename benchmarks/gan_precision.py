@@ -68,9 +68,23 @@ def compare(rows: list[dict], base: str = "fp32") -> dict:
     for p, stats in out.items():
         if p == base or base not in out:
             continue
+        stats["paired_diff"] = _paired(rows, p, base)
         stats["within_base_spread"] = {
             k: (abs(v["mean"] - out[base][k]["mean"]) <= 2 * out[base][k]["sd"]) if out[base][k]["sd"] is not None else None
             for k, v in stats.items() if k in METRICS and k in out[base]}
+    return out
+
+
+def _paired(rows: list[dict], p: str, base: str) -> dict:
+    """Per metric, mean and sd over seeds of (p − base) on the same seed: same initial weights, data order and noise,
+    so the difference is the precision's alone (plus the chaos it sets off)."""
+    by = {(r["training"], r["seed"]): r for r in rows}
+    seeds = [s for (q, s) in by if q == p and (base, s) in by]
+    out = {}
+    for k in METRICS:
+        d = [by[p, s][k] - by[base, s][k] for s in seeds if k in by[p, s] and k in by[base, s]]
+        if d:
+            out[k] = {"mean": float(np.mean(d)), "sd": float(np.std(d, ddof=1)) if len(d) > 1 else None}
     return out
 
 
@@ -80,6 +94,11 @@ def markdown(summary: dict) -> str:
     for p, s in summary.items():
         cells = [f"{s[k]['mean']:.3f}" + (f" ± {s[k]['sd']:.3f}" if s[k]["sd"] is not None else "") for k in keys]
         lines.append(f"| {p} | {len(s['seeds'])} | " + " | ".join(cells) + " |")
+        if "paired_diff" in s:
+            d = s["paired_diff"]
+            cells = [(f"{d[k]['mean']:+.3f}" + (f" ± {d[k]['sd']:.3f}" if d[k]["sd"] is not None else ""))
+                     if k in d else "" for k in keys]
+            lines.append(f"| {p} − same seed's {next(iter(summary))} | {len(s['seeds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

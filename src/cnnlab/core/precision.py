@@ -1,6 +1,7 @@
 """Numeric precision: which devices compute bf16 natively, and bf16's numerics emulated at fp32 speed elsewhere."""
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -46,6 +47,15 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
     if precision != "auto":
         return precision
     return "bf16" if native_bf16(device) else "fp32"
+
+
+def bf16_kernels(precision: str, device: str | torch.device) -> AbstractContextManager:
+    """Where bf16 runs on a CPU without native bf16: `emulated_bf16()` (native bf16's numerics, at about fp32's
+    speed instead of the reference kernels' 15-20x slowdown); anywhere else: nothing to do."""
+    dev = torch.device(device)
+    if precision == "bf16" and dev.type == "cpu" and not native_bf16(dev):
+        return emulated_bf16()
+    return nullcontext()
 
 
 class emulated_bf16(TorchDispatchMode):

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..core.config import Config, option
 from ..core.jobs import configure, with_options
-from ..core.precision import PRECISIONS, resolve_precision
+from ..core.precision import PRECISIONS, bf16_kernels, resolve_precision
 from ..core.data import load_image_dir, load_mnist
 from ..core.errors import DATA_ROOT_HINT, CnnlabError
 from ..core.images import make_grid, save_png, skip_reasons
@@ -63,11 +63,10 @@ class GanConfig(Config):
     label_in_d: bool = option(True, negate="--no-label-in-d", help="conditional models: D does not see the label "
                                                                    "(the report's Q2-2.11)")
     limit: int | None = option(None, low=1, help="use only the first N training images")
-    # bf16 autocast for the forward passes (weights, optimizer and losses stay fp32); opt-in until its effect on
-    # sample quality is measured on hardware that runs bf16 natively (a GPU, AVX512-BF16/AMX)
+    # bf16 autocast for the forward passes (weights, optimizer and losses stay fp32); opt-in: see docs/benchmarks.md
     precision: str = option("fp32", choices=PRECISIONS,
-                            help="bf16 autocasts the forward passes (fast on GPUs and AMX CPUs, emulated and slow "
-                                 "elsewhere; weights and optimizer stay fp32); auto: bf16 where the device runs it "
+                            help="bf16 autocasts the forward passes (fast on GPUs and AMX CPUs; other CPUs emulate its "
+                                 "numerics at fp32 speed; weights and optimizer stay fp32); auto: bf16 where the device runs it "
                                  "natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX), fp32 elsewhere — the "
                                  "run's config.json records which")
     device: str = option("cpu", help="torch device")
@@ -356,7 +355,8 @@ def _run_loop(loop: _Loop, progress: bool) -> TrainResult:
                disable=not progress or rank != 0)
     t0 = time.perf_counter()
     for it in bar:
-        stats = loop.iteration(it)
+        with bf16_kernels(c.precision, loop.device):  # backward passes included
+            stats = loop.iteration(it)
         n = it + 1
         if rank == 0:
             for k, v in stats.items():

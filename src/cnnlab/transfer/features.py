@@ -19,7 +19,7 @@ from ..core.config import option
 from ..core.data import ImageFiles, collate_skipping_bad
 from ..core.hooks import eval_mode
 from ..core.jobs import ModelOptions
-from ..core.precision import PRECISIONS, resolve_precision
+from ..core.precision import PRECISIONS, bf16_kernels, resolve_precision
 from ..core.runner import MemorySink, Part, RunDirSink, chunk_ranges
 
 CHUNK = 512  # images per cache entry: a run killed mid-way keeps its finished chunks
@@ -75,7 +75,7 @@ def forward_features(backbone: Backbone, x: torch.Tensor, layers: list[str], poo
     if flip:
         x = torch.cat([x, x.flip(-1)])
     autocast = torch.autocast(backbone.device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), bf16_kernels(precision, backbone.device), autocast:
         out = backbone.features(x, layers, pool)
     out = {k: v.float() for k, v in out.items()}
     if flip:
