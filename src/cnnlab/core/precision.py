@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -16,12 +17,13 @@ _MATRIX_KERNELS = frozenset({_aten.convolution.default, _aten.convolution_backwa
                              _aten.addmm.default, _aten.bmm.default, _aten.baddbmm.default})
 
 
-def _cpu_flags() -> set[str]:
+@lru_cache(maxsize=1)  # asked on every training iteration: read /proc/cpuinfo once
+def _cpu_flags() -> frozenset[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
-    return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+        return frozenset()
+    return frozenset({f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()})
 
 
 def native_bf16(device: str | torch.device, cpu_flags: set[str] | None = None) -> bool:
@@ -41,7 +43,7 @@ def native_bf16(device: str | torch.device, cpu_flags: set[str] | None = None) -
 
 
 def resolve_precision(precision: str, device: str | torch.device) -> str:
-    """'auto' → bf16 where `device` computes it natively, fp32 elsewhere (emulated bf16 is many times slower)."""
+    """'auto' → bf16 where `device` computes it natively, fp32 elsewhere (emulated bf16 is no faster than fp32)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if precision != "auto":
@@ -74,7 +76,7 @@ class emulated_bf16(TorchDispatchMode):
         with emulated_bf16():
             loss.backward()
 
-    For measuring bf16's effect on results on a machine without it — not for speed. The mode is per thread.
+    It lets a machine without bf16 show bf16's effect on results; it is never faster than fp32. Per thread.
     """
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
