@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--models", default="cdcgan,cgan,dcgan")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="cnnlab's side (the plain loop: fp32)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"], help="cnnlab's side (the plain loop: fp32)")
     args = ap.parse_args()
     rows = []
     for model in args.models.split(","):

@@ -14,7 +14,8 @@ density/coverage, CAS), then each bf16 mean compared with fp32's seed-to-seed sp
 `bf16-emulated` trains with `--precision bf16` inside `cnnlab.core.precision.emulated_bf16`: the convolutions and
 matrix products get bf16 operands, accumulate in fp32 and round once, as native bf16 kernels do (tests/test_precision.py
 checks them against the correctly rounded result); the speed is fp32's, so its iters_per_s says nothing of bf16's.
-Runs already finished under --out are not redone (each writes its scores.json last).
+Runs already finished under --out are not redone (each writes its scores.json last); a trained generator
+(trained.json beside its checkpoint) is evaluated again, not retrained, when its scores.json is removed.
 """
 from __future__ import annotations
 
@@ -45,8 +46,13 @@ def run(args, precision: str, seed: int) -> dict:
     config = GanConfig(model="cdcgan", data="mnist", data_root=args.data_root, iters=args.iters, batch=args.batch,
                        seed=seed, precision="bf16" if emulated else precision, device=args.device,
                        grid_at=[args.iters], checkpoint_every=args.iters)
-    with emulated_bf16() if emulated else nullcontext():
-        trained = train(config=config, out=folder, progress=False).summary()
+    trained_file = folder / "trained.json"  # a trained generator is kept: a change of metrics re-evaluates only
+    if trained_file.is_file():
+        trained = json.loads(trained_file.read_text())
+    else:
+        with emulated_bf16() if emulated else nullcontext():
+            trained = train(config=config, out=folder, progress=False).summary()
+        trained_file.write_text(json.dumps({k: trained[k] for k in ("precision", "iters_per_s") if k in trained}))
     scores = evaluate(folder / "checkpoint.pt", data_root=args.data_root, n=args.eval_n, cas=args.cas).summary()
     # "training" (fp32/bf16), not "precision": that key is the metric (Kynkäänniemi et al.)
     row = {"training": precision if emulated else trained.get("precision", precision), "seed": seed, "iters_per_s": trained["iters_per_s"],

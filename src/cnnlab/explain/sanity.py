@@ -79,16 +79,81 @@ def randomization_steps(backbone: Backbone) -> list[str]:
     return units[::-1]
 
 
+_TRUNC = 0.8796  # the standard deviation of a unit normal truncated to ±2: dividing by it keeps the variance
+
+
 def randomize(module: nn.Module, seed: int) -> None:
-    """Re-draw a module's parameters from their initialization (each submodule's `reset_parameters`), seeded."""
+    """Re-draw a module's parameters, seeded, so that the network stays alive: convolution and linear weights from
+    a normal truncated at ±2 sd (Adebayo et al.'s draw) scaled to He's variance for the fan-in (activations keep
+    their scale through depth instead of shrinking by ~3x per layer, as torch's `reset_parameters` does), biases 0,
+    normalization layers the identity (weight 1, bias 0, running mean 0 and variance 1). Nothing is estimated from
+    data: the randomized model is the same whatever images it is later shown."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for m in module.modules():
-            if hasattr(m, "reset_parameters") and any(True for _ in m.parameters(recurse=False)):
-                m.reset_parameters()
-            elif any(True for _ in m.parameters(recurse=False)):
-                for p in m.parameters(recurse=False):
+            own = dict(m.named_parameters(recurse=False))
+            if not own:
+                continue
+            if isinstance(m, nn.modules.batchnorm._NormBase) or isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()  # weight 1, bias 0 and, for BatchNorm, running mean 0 / variance 1
+                continue
+            for name, p in own.items():
+                if name == "weight" and p.dim() >= 2:
+                    fan_in = p[0].numel() if not isinstance(m, nn.modules.conv._ConvTransposeNd) else p.shape[0] * p[0, 0].numel()
+                    std = (2.0 / fan_in) ** 0.5 / _TRUNC
+                    nn.init.trunc_normal_(p, std=std, a=-2 * std, b=2 * std)
+                elif name == "bias":
+                    nn.init.zeros_(p)
+                else:
                     nn.init.normal_(p, std=0.02)
+
+
+def randomized_copy(backbone: Backbone, upto: str | None = None, seed: int = 0) -> Backbone:
+    """A copy of `backbone` whose units are re-drawn (`randomize`) from the logits down, as the cascading check does
+    (unit k with seed + k), stopping after the unit `upto` (one of `randomization_steps`; None: every unit)."""
+    import difflib
+
+    from ..core.errors import CnnlabError
+
+    steps = randomization_steps(backbone)
+    if upto is not None and upto not in steps:
+        close = difflib.get_close_matches(upto, steps, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise CnnlabError(f"unknown unit {upto!r}{hint}; the units, from the logits down: {', '.join(steps)}")
+    model = copy.deepcopy(backbone)
+    for k, name in enumerate(steps):
+        randomize(model.net.get_submodule(name), seed + k)
+        if name == upto:
+            break
+    return model
+
+
+ALIVE_AT_LEAST = 0.01  # the randomized logits' spread over images, as a share of the trained model's
+
+
+def output_spread(backbone: Backbone, x: torch.Tensor) -> float:
+    """How much the logits vary across the images x (B ≥ 2): the standard deviation over images, averaged over
+    classes."""
+    with torch.no_grad():
+        logits = backbone(x.to(backbone.device)).float()
+    return float(logits.std(0).mean())
+
+
+def check_alive(trained: Backbone, randomized: Backbone, x: torch.Tensor) -> float:
+    """The randomized copy's output spread over the images x as a share of the trained model's; a copy whose
+    output does not depend on its input (below ALIVE_AT_LEAST) makes every map look model-independent, so no
+    verdict is given: a one-line error."""
+    from ..core.errors import CnnlabError
+
+    if len(x) < 2:  # one image: its upside-down copy is a second input
+        x = torch.cat([x, x.flip(-2)])
+    base = output_spread(trained, x)
+    share = output_spread(randomized, x) / max(base, 1e-12)
+    if share < ALIVE_AT_LEAST:
+        raise CnnlabError(f"the randomized model's logits do not vary with the input ({share:.2g} of the trained "
+                          "model's spread): no sanity verdict")
+    return share
 
 
 def model_randomization(backbone: Backbone, x: torch.Tensor, targets, saliency: SaliencyMethod | str,

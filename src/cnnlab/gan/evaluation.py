@@ -23,7 +23,7 @@ from ..core.mnist import shipped_test_accuracy
 from ..core.models import DEFAULT_BACKBONE, load_model
 from ..core.results import Result
 from ..core.errors import CnnlabError
-from .metrics import cas, feature_metrics, per_class_fd
+from .metrics import CAS_EPOCHS, cas, feature_metrics, per_class_fd
 from .sampling import conditional, generate, load_generator
 
 
@@ -117,7 +117,7 @@ class EvaluateConfig(Config):
 
     command = "gan evaluate"
     checkpoint: str | None = option(None, help="RUN_DIR/checkpoint.pt (default: the shipped generator)")
-    n: int = option(1000, flag="-n", low=2, help="generated images")
+    n: int = option(2000, flag="-n", low=4, help="generated images (and as many real test digits or training images)")
     seed: int = option(0, help="seed")
     data_root: str | None = option(None, env="CNNLAB_DATA", default_help="$CNNLAB_DATA", help="folder holding MNIST/")
     backbone: str | None = option(None, help="the network whose features the metrics compare (default: the MNIST "
@@ -126,7 +126,8 @@ class EvaluateConfig(Config):
                                                      "and test it on real ones (and the same on real digits)")
     cas_n: int = option(10000, low=10, help="CAS: generated digits (and as many real training digits) each "
                                             "classifier trains on")
-    cas_epochs: int = option(3, low=1, help="CAS: training epochs of each classifier")
+    cas_epochs: int = option(CAS_EPOCHS, low=1, help="CAS: training epochs of each classifier (the default takes real "
+                                                    "digits to the shipped classifier's accuracy)")
 
 
 class EvaluateResult(Result):
