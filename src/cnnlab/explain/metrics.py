@@ -140,32 +140,45 @@ class Road(Metric):
 class Randomization(Metric):
     name = "randomization"
     help = ("the model-randomization sanity check (Adebayo et al. 2018): rank correlation (and SSIM) of each map "
-            "with the map of the same method once every layer is re-initialized (cascading, the last step); a "
-            "method whose maps stay above 0.3 does not explain what the model learned (lower is better)")
-    columns: ClassVar[dict[str, bool]] = {"randomization_rank_corr": False, "randomization_ssim": False}
+            "with the map of the same method once every unit is re-drawn (`sanity.randomized_copy`, fresh samples "
+            "for sampling methods), beside its null: the same trained map against the randomized map of the image "
+            "turned by 180° (what a map keeps whatever the image, such as a centre bias). A method fails when the "
+            "first exceeds the null by more than sanity.MARGIN (lower is better)")
+    columns: ClassVar[dict[str, bool]] = {"randomization_rank_corr": False, "randomization_ssim": False,
+                                          "randomization_null": False}
 
     def __init__(self, seed: int = 0):
         self.seed = seed
         self._random: tuple[int, Backbone] | None = None
 
+    @staticmethod
+    def aggregate(column: str, values: dict[str, np.ndarray]) -> np.ndarray:
+        """The mean over the images whose maps are not constant (a constant map has no rank correlation)."""
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a resample of constant maps only: NaN, as it should
+            return np.nanmean(values[column], axis=-1)
+
     def random_model(self, backbone: Backbone) -> Backbone:
-        """A copy of the model with every unit re-drawn, as `sanity.model_randomization`'s last cascading step
-        (the same seeds): made once per model."""
-        from .sanity import randomization_steps, randomize
+        """`sanity.randomized_copy(backbone, seed=self.seed)`, made once per model."""
+        from .sanity import randomized_copy
 
         if self._random is None or self._random[0] != id(backbone):
-            model = copy.deepcopy(backbone)
-            for k, name in enumerate(randomization_steps(backbone)):
-                randomize(model.net.get_submodule(name), self.seed + k)
-            self._random = (id(backbone), model)
+            self._random = (id(backbone), randomized_copy(backbone, seed=self.seed))
         return self._random[1]
 
     def score(self, backbone, x, targets, maps, method, prepared, seeds):
-        from .sanity import map_ssim, rank_correlation
+        from .sanity import check_alive, fresh_samples, map_ssim, rank_correlation
 
-        random_maps = method.attribute(self.random_model(backbone), x, targets).float().cpu()
+        model = self.random_model(backbone)
+        check_alive(backbone, model, x)
+        fresh = fresh_samples(method, 0)
+        random_maps = fresh.attribute(model, x, targets).float().cpu()
+        turned = fresh.attribute(model, x.flip(-2, -1), targets).float().cpu()
         return {"randomization_rank_corr": rank_correlation(maps, random_maps),
-                "randomization_ssim": map_ssim(maps, random_maps)}, {}
+                "randomization_ssim": map_ssim(maps, random_maps),
+                "randomization_null": rank_correlation(maps, turned)}, {}
 
 
 def metric(name: str, **options) -> Metric:

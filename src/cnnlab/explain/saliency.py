@@ -411,6 +411,22 @@ class InputXGradient(SaliencyMethod):
 
 
 @register
+class EdgeMap(SaliencyMethod):
+    """A control for the sanity checks, not an explanation: it never looks at the model."""
+
+    name = "edges"
+    help = ("CONTROL, not an explanation: the image's edge map (Sobel gradient magnitude of its grey level); it "
+            "ignores the model, so the model-randomization check must fail it")
+
+    def _maps(self, backbone, x, targets):
+        grey = x.detach().mean(1, keepdim=True)
+        kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], device=x.device, dtype=x.dtype).view(1, 1, 3, 3)
+        padded = F.pad(grey, (1, 1, 1, 1), mode="replicate")
+        gx, gy = F.conv2d(padded, kx), F.conv2d(padded, kx.transpose(-1, -2))
+        return (gx ** 2 + gy ** 2).sqrt()[:, 0]
+
+
+@register
 class GuidedBackprop(SaliencyMethod):
     name = "guided-backprop"
     help = ("Guided Backpropagation (Springenberg et al. 2015): only positive gradients pass back through each "

@@ -24,6 +24,7 @@ from ..core.results import PerImageResult
 from ..core.runner import MemorySink, Part, Runner, RunDirSink, files_tag, settings_tag
 from ..core.runs import write_text
 from ..explain.metrics import METRICS, Metric, metric as make_metric
+from ..explain.sanity import MARGIN
 from ..explain.saliency import METHODS, SaliencyOptions, method as make_method, predicted, result_settings
 from ..explain.targets import resolve_targets
 from .saliency import CHUNK_HELP, INPUTS_HELP
@@ -121,7 +122,8 @@ class SaliencyEvaluation(PerImageResult):
         note = (f"\n{self.config.backbone}, {len(self)} images; mean [95 % bootstrap interval over images, "
                 f"{self.config.bootstrap} resamples] #rank (↓ lower is better, ↑ higher is better)")
         if any(r.get("sanity") == "fails" for r in self.leaderboard):
-            note += "; ⚠ fails the model-randomization sanity check (rank correlation > 0.3)"
+            note += (f"; ⚠ fails the model-randomization sanity check (rank correlation above its null by more "
+                     f"than {MARGIN})")
         return "\n".join(lines) + note + "\n"
 
     def csv(self) -> str:
@@ -210,11 +212,11 @@ def leaderboard(rows: list[dict], methods: Sequence[str], metrics: dict[str, Met
         for r in board:
             if column in r:
                 r["rank"][column] = ordered.index(r[column]) + 1
-    from ..explain.sanity import FAILS_ABOVE
+    from ..explain.sanity import MARGIN
 
     for r in board:
-        if "randomization_rank_corr" in r:
-            r["sanity"] = "fails" if r["randomization_rank_corr"] > FAILS_ABOVE else "passes"
+        if "randomization_rank_corr" in r and "randomization_null" in r:
+            r["sanity"] = "fails" if r["randomization_rank_corr"] - r["randomization_null"] > MARGIN else "passes"
     return board
 
 
@@ -324,6 +326,6 @@ def _randomization_steps(backbone, methods, metrics, cfg, items, prepared, sink)
     for name, method in methods.items():
         r = model_randomization(backbone, x, targets, method, seed=cfg.randomization_seed)
         out["steps"] = r.steps
-        out["rank_corr"][name] = r.rank_corr.mean(1).tolist()
+        out["rank_corr"][name] = r.summary()["rank_corr"]
         out["maps"].append(r.maps[:, 0].numpy())
     return out
