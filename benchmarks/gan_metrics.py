@@ -8,6 +8,7 @@
 and FD's small-sample floor (two disjoint sets of real test digits, when there are enough).
 
     python benchmarks/gan_metrics.py --data-root ../shared/data --sizes 1000,2000,5000,10000
+    python benchmarks/gan_metrics.py --data-root ../shared/data --sizes 20000 --reference train
 """
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ def main() -> None:
     ap.add_argument("--data-root", required=True)
     ap.add_argument("--sizes", default="1000,2000,5000,10000")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reference", choices=("test", "train"), default="test",
+                    help="train: the reference is training digits (60,000, for sizes past the 10,000 test digits), "
+                         "'real' the next training digits")
     args = ap.parse_args()
     judge, (G, gan) = load_model("mnist_cnn"), load_generator()
     Xt, _ = load_mnist(args.data_root, train=False)
@@ -42,13 +46,14 @@ def main() -> None:
     train_order = torch.randperm(len(Xtr), generator=torch.Generator().manual_seed(args.seed))
     rows = []
     for n in map(int, args.sizes.split(",")):
-        test = feats(Xt[test_order[:n]])
+        test = feats(Xt[test_order[:n]] if args.reference == "test" else Xtr[train_order[n:2 * n]])
         labels = torch.arange(n) % 10
         sets = {"real": feats(Xtr[train_order[:n]]),
                 "shipped": feats(torch.cat([generate(G, gan, y, args.seed + i) for i, y in enumerate(labels.split(500))])),
                 "dropped": feats(torch.cat([generate(G, gan, y % 5, args.seed + i)
                                             for i, y in enumerate(labels.split(500))]))}
-        floor = frechet(test, feats(Xt[test_order[n:2 * n]])) if 2 * n <= len(Xt) else None
+        floor = (frechet(test, feats(Xt[test_order[n:2 * n]])) if 2 * n <= len(Xt) and args.reference == "test"
+                 else None)
         for name, f in sets.items():
             t0 = time.perf_counter()
             row = {"n": n, "generator": name, **feature_metrics(test, f, args.seed), "fd_floor": floor,

@@ -92,7 +92,7 @@ def test_deletion_ratio_is_a_ratio_of_means_and_randomization_is_the_last_cascad
     assert Deletion().aggregate("deletion_ratio", values)[0] == pytest.approx(0.2 / 0.3)
     model = cnnlab.load_model("mnist_cnn")
     x, targets = torch.rand(3, 1, 28, 28), torch.tensor([1, 4, 7])
-    method = make_method("gradcam")
+    method = make_method("vanilla")  # (a random model's Grad-CAM of noise is constant: undefined)
     maps = method.attribute(model, x, targets)
     got, _ = Randomization(seed=3).score(model, x, targets, maps, method, {}, [0, 1, 2])
     cascade = model_randomization(model, x, targets, method, seed=3)
@@ -218,3 +218,19 @@ def test_a_registry_model_on_real_photos(photo_files):
                                    metrics=["deletion"], random_orders=1)
     board = {r["method"]: r for r in res.leaderboard}
     assert board["gradcam"]["deletion_ratio"] < board["vanilla"]["deletion_ratio"]  # as measured at scale
+
+
+def test_saliency_metrics_score_the_target_the_map_was_made_for(images):
+    model = tiny_model(input_size=28)
+    one = images["rgb"][:1]
+    pred = int(cnnlab.saliency(model, one, method="gradcam").preds[0])
+    other = f"c{(pred + 1) % 5}"
+    s = cnnlab.saliency(model, one, method="gradcam", target=other, metrics=True, random_orders=1)
+    e = cnnlab.evaluate_saliency(model, one, methods=["gradcam"], metrics=["deletion", "insertion"], target=other,
+                                 random_orders=1)
+    for key in ("deletion_auc", "insertion_auc"):
+        assert float(s.scores[key][0]) == pytest.approx(e.rows[0]["scores"]["gradcam"][key])
+    mine = cnnlab.saliency(model, one, method="gradcam", metrics=True, random_orders=1)  # the predicted class's
+    assert float(mine.scores["deletion_auc"][0]) != pytest.approx(float(s.scores["deletion_auc"][0]))
+    assert all(r["sanity"] in ("passes", "fails") for r in cnnlab.evaluate_saliency(
+        model, images["rgb"][:3], methods=["vanilla"], metrics=["randomization"]).leaderboard)

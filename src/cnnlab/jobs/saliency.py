@@ -187,7 +187,7 @@ def _worker(backbone: Backbone, attributor: SaliencyMethod, cfg: SaliencyConfig,
             preds = predicted(backbone, x).cpu()
             targets = resolve_targets(cfg.target, preds, backbone, positions=positions, per_image=cfg.targets)
             m = attributor.attribute(backbone, x, targets).float().cpu()
-            scores = deletion_insertion(backbone, x, m, preds, n_random=cfg.random_orders,
+            scores = deletion_insertion(backbone, x, m, torch.as_tensor(targets), n_random=cfg.random_orders,
                                         seed=positions[0]) if cfg.metrics else None
             maps.append(m.numpy())
             out = []
