@@ -156,7 +156,7 @@ BAD_OPTIONS = [
     (["gan", "train", "--model", "cgan", "--data", "mnist", "--out", "FILE"], "is a file, not a folder"),
     (["gan", "sample", "-n", "0", "--out", "OUT"], "-n must be ≥ 1, got 0"),
     (["gan", "sample", "--label", "-1", "--out", "OUT"], "--label must be ≥ 0"),
-    (["gan", "evaluate", "-n", "1"], "-n must be ≥ 2, got 1"),
+    (["gan", "evaluate", "-n", "1"], "-n must be ≥ 4, got 1"),
     (["reproduce", "--only", "nope", "--out", "OUT"], "unknown experiment 'nope'"),
     (["explain", "saliency", "IMG", "--out", "FILE"], "is a file, not a folder"),
     (["explain", "saliency", "IMG", "--config", "FILE"], "cannot read config"),

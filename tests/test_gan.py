@@ -76,7 +76,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 def test_bf16_autocast_trains_fp32_weights(tmp_path):
     shared("MNIST", "raw")
-    train(tiny(model="cgan", iters=4), tmp_path / "fp32", progress=False)
+    train(tiny(model="cgan", iters=4, precision="fp32"), tmp_path / "fp32", progress=False)
     s = train(tiny(model="cgan", iters=4, precision="bf16"), tmp_path / "bf16", progress=False)
     a, b = (load_checkpoint(tmp_path / r / "checkpoint.pt")["generator"] for r in ("fp32", "bf16"))
     assert all(t.dtype == torch.float32 for t in b.values() if t.is_floating_point())

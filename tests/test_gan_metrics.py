@@ -97,7 +97,7 @@ def test_known_answers_real_digits_a_mode_dropping_generator_and_the_shipped_one
 
     shared("MNIST", "raw")
     n = 2000  # FD tells the shipped generator from real digits from about here on (docs/benchmarks.md)
-    config = EvaluateConfig(n=n, cas_n=2000, cas_epochs=3, data_root=str(SHARED_DATA))
+    config = EvaluateConfig(n=n, cas_n=1000, cas_epochs=3, data_root=str(SHARED_DATA))
     G, gan = load_generator()
     shipped, dropped = _conditional_scores(G, gan, config), _conditional_scores(_ModeDropping(G), gan, config)
     # real against held-out real: training digits against the same real test digits evaluate compares with

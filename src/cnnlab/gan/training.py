@@ -63,8 +63,8 @@ class GanConfig(Config):
     label_in_d: bool = option(True, negate="--no-label-in-d", help="conditional models: D does not see the label "
                                                                    "(the report's Q2-2.11)")
     limit: int | None = option(None, low=1, help="use only the first N training images")
-    # bf16 autocast for the forward passes (weights, optimizer and losses stay fp32); opt-in: see docs/benchmarks.md
-    precision: str = option("fp32", choices=PRECISIONS,
+    # auto: bf16 where native, fp32 elsewhere — adopted at equal iterations (docs/benchmarks.md, "bf16")
+    precision: str = option("auto", choices=PRECISIONS,
                             help="bf16 autocasts the forward passes (fast on GPUs and AMX CPUs; other CPUs emulate its "
                                  "numerics at fp32 speed; weights and optimizer stay fp32); auto: bf16 where the device runs it "
                                  "natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX), fp32 elsewhere — the "
