@@ -8,7 +8,8 @@
 and FD's small-sample floor (two disjoint sets of real test digits, when there are enough).
 
     python benchmarks/gan_metrics.py --data-root ../shared/data --sizes 1000,2000,5000,10000
-    python benchmarks/gan_metrics.py --data-root ../shared/data --sizes 20000 --reference train
+    python benchmarks/gan_metrics.py --data-root ../shared/data --sizes 20000 --reference train --kid-only 20 \
+        --generators real,shipped
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 from cnnlab.core.data import load_mnist
 from cnnlab.core.models import load_model
 from cnnlab.gan.evaluation import features
-from cnnlab.gan.metrics import feature_metrics, frechet
+from cnnlab.gan.metrics import feature_metrics, frechet, kid
 from cnnlab.gan.sampling import generate, load_generator
 
 
@@ -34,6 +35,9 @@ def main() -> None:
     ap.add_argument("--reference", choices=("test", "train"), default="test",
                     help="train: the reference is training digits (60,000, for sizes past the 10,000 test digits), "
                          "'real' the next training digits")
+    ap.add_argument("--kid-only", type=int, metavar="SUBSETS", default=None,
+                    help="only KID, over this many subsets (large sizes: the kernel matrices grow as n²)")
+    ap.add_argument("--generators", default="real,shipped,dropped")
     args = ap.parse_args()
     judge, (G, gan) = load_model("mnist_cnn"), load_generator()
     Xt, _ = load_mnist(args.data_root, train=False)
@@ -52,10 +56,17 @@ def main() -> None:
                 "shipped": feats(torch.cat([generate(G, gan, y, args.seed + i) for i, y in enumerate(labels.split(500))])),
                 "dropped": feats(torch.cat([generate(G, gan, y % 5, args.seed + i)
                                             for i, y in enumerate(labels.split(500))]))}
-        floor = (frechet(test, feats(Xt[test_order[n:2 * n]])) if 2 * n <= len(Xt) and args.reference == "test"
+        floor = None if args.kid_only else (frechet(test, feats(Xt[test_order[n:2 * n]])) if 2 * n <= len(Xt) and args.reference == "test"
                  else None)
         for name, f in sets.items():
+            if name not in args.generators.split(","):
+                continue
             t0 = time.perf_counter()
+            if args.kid_only:
+                mean, sd = kid(test, f, subsets=args.kid_only, seed=args.seed)
+                print(json.dumps({"n": n, "generator": name, "kid": mean, "kid_std": sd, "subsets": args.kid_only,
+                                  "reference": args.reference, "seconds": time.perf_counter() - t0}), flush=True)
+                continue
             row = {"n": n, "generator": name, **feature_metrics(test, f, args.seed), "fd_floor": floor,
                    "seconds": time.perf_counter() - t0}
             rows.append(row)
