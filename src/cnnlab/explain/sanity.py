@@ -59,12 +59,14 @@ class Randomization:
         return int(self.rank_corr[-1].isnan().sum())
 
     @property
-    def passes(self) -> bool:
-        """Against the null when there is one (two images or more), else against FAILS_ABOVE."""
+    def passes(self) -> bool | None:
+        """Against the null when there is one (two images or more), else against FAILS_ABOVE; None (no verdict)
+        when every map of the last step is constant."""
         excess = _nanmean(self.excess)
         if excess == excess:
             return excess <= MARGIN
-        return self.final_rank_corr <= FAILS_ABOVE
+        final = self.final_rank_corr
+        return None if final != final else final <= FAILS_ABOVE
 
     def summary(self) -> dict:
         return {"steps": self.steps, "rank_corr": _nanmean_rows(self.rank_corr), "ssim": _nanmean_rows(self.ssim),
@@ -109,10 +111,13 @@ def verdict(method: str) -> str:
     results = {model: r[method] for model, r in measured().items() if method in r}
     if not results:
         return ""
-    failed = [m for m, r in results.items() if not r["passes"]]
+    failed = [m for m, r in results.items() if r["passes"] is False]
     if failed:
         return f"FAILS the model-randomization sanity check on {', '.join(failed)}"
-    return f"passes the model-randomization sanity check on {', '.join(results)}"
+    passed = [m for m, r in results.items() if r["passes"]]
+    if not passed:
+        return "no sanity verdict (its randomized maps are constant)"
+    return f"passes the model-randomization sanity check on {', '.join(passed)}"
 
 
 def randomization_steps(backbone: Backbone) -> list[str]:
