@@ -78,13 +78,18 @@ def write_asset(result: dict, command: str) -> None:
         if isinstance(rows, dict):
             for name, r in rows.items():
                 asset["models"].setdefault(m, {})[name] = {
-                    "final_rank_corr": round(r["final_rank_corr"], 3), "null_rank_corr": round(r["null_rank_corr"], 3),
+                    "final_rank_corr": _number(r["final_rank_corr"]), "null_rank_corr": _number(r["null_rank_corr"]),
                     "undefined": r["undefined"], "passes": r["passes"]}
     commands = asset.pop("commands", [asset.pop("command")] if "command" in asset else [])
     asset.pop("fails_above", None)
     asset |= {"date": result["date"], "margin": result["margin"], "n_images": result.get("n"),
               "commands": [*commands, f"python {command}"]}
     path.write_text(json.dumps(asset, indent=2) + "\n")
+
+
+def _number(v: float) -> float | None:
+    """Rounded, and null where undefined (strict JSON has no NaN)."""
+    return None if v != v else round(v, 3)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def test_randomized_copy_stops_at_a_unit_and_refuses_unknown_ones_and_dead_copie
     steps = randomization_steps(model)
     top = randomized_copy(model, upto=steps[0], seed=3)
     changed = {k for k, v in top.state_dict().items() if not torch.equal(v, model.state_dict()[k])}
-    assert changed == {"net.fc.weight", "net.fc.bias"} or {k.split(".", 1)[-1] for k in changed} == {"fc.weight", "fc.bias"}
+    assert changed == {"net.fc.weight", "net.fc.bias"}
     assert torch.equal(randomized_copy(model, seed=3).net.fc.weight, top.net.fc.weight)  # the same draw per unit
     with pytest.raises(CnnlabError, match="did you mean 'hidden'"):
         randomized_copy(model, upto="hiden")
@@ -100,7 +100,9 @@ def test_a_constant_map_has_no_rank_correlation():
 
 def test_sampling_methods_draw_fresh_samples_for_the_randomized_model():
     rise = method("rise")
-    assert fresh_samples(rise, 2).seed == rise.seed + 3 and fresh_samples(method("gradcam"), 0).__class__.__name__ == "GradCam"
+    assert fresh_samples(rise).seed == rise.seed + 1 and rise.seed == 0  # a copy: the method itself is unchanged
+    gradcam = method("gradcam")
+    assert fresh_samples(gradcam) is gradcam
 
 
 def _verdicts(model, x):

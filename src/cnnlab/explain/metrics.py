@@ -160,20 +160,22 @@ class Randomization(Metric):
             warnings.simplefilter("ignore", RuntimeWarning)  # a resample of constant maps only: NaN, as it should
             return np.nanmean(values[column], axis=-1)
 
-    def random_model(self, backbone: Backbone) -> Backbone:
-        """`sanity.randomized_copy(backbone, seed=self.seed)`, made once per model."""
-        from .sanity import randomized_copy
+    def random_model(self, backbone: Backbone, x: torch.Tensor) -> Backbone:
+        """`sanity.randomized_copy(backbone, seed=self.seed)`, made once per model and checked alive on the first
+        images it meets (`sanity.check_alive`)."""
+        from .sanity import check_alive, randomized_copy
 
         if self._random is None or self._random[0] != id(backbone):
-            self._random = (id(backbone), randomized_copy(backbone, seed=self.seed))
+            model = randomized_copy(backbone, seed=self.seed)
+            check_alive(backbone, model, x)
+            self._random = (id(backbone), model)
         return self._random[1]
 
     def score(self, backbone, x, targets, maps, method, prepared, seeds):
-        from .sanity import check_alive, fresh_samples, map_ssim, rank_correlation
+        from .sanity import fresh_samples, map_ssim, rank_correlation
 
-        model = self.random_model(backbone)
-        check_alive(backbone, model, x)
-        fresh = fresh_samples(method, 0)
+        model = self.random_model(backbone, x)
+        fresh = fresh_samples(method)
         random_maps = fresh.attribute(model, x, targets).float().cpu()
         turned = fresh.attribute(model, x.flip(-2, -1), targets).float().cpu()
         return {"randomization_rank_corr": rank_correlation(maps, random_maps),

@@ -50,8 +50,9 @@ class Randomization:
     @property
     def excess(self) -> torch.Tensor:
         """Per image at the last step: same-image rank correlation minus the mismatched-image null."""
-        null = self.null_rank_corr[-1] if self.null_rank_corr is not None else torch.full_like(self.rank_corr[-1], float("nan"))
-        return self.rank_corr[-1] - null
+        if self.null_rank_corr is None:
+            return torch.full_like(self.rank_corr[-1], float("nan"))
+        return self.rank_corr[-1] - self.null_rank_corr[-1]
 
     @property
     def undefined(self) -> int:
@@ -148,13 +149,13 @@ def randomize(module: nn.Module, seed: int) -> None:
             own = dict(m.named_parameters(recurse=False))
             if not own:
                 continue
-            if isinstance(m, nn.modules.batchnorm._NormBase) or isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()  # weight 1, bias 0 and, for BatchNorm, running mean 0 / variance 1
+            if isinstance(m, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
+                m.reset_parameters()  # weight 1, bias 0 and, for BatchNorm, running mean 0 / variance 1
                 continue
             for name, p in own.items():
                 if name == "weight" and p.dim() >= 2:
-                    fan_in = p[0].numel() if not isinstance(m, nn.modules.conv._ConvTransposeNd) else p.shape[0] * p[0, 0].numel()
+                    transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)  # weight (in, out, k…)
+                    fan_in = p.shape[0] * p[0, 0].numel() if transposed else p[0].numel()
                     std = (2.0 / fan_in) ** 0.5 / _TRUNC
                     nn.init.trunc_normal_(p, std=std, a=-2 * std, b=2 * std)
                 elif name == "bias":
@@ -210,14 +211,14 @@ def check_alive(trained: Backbone, randomized: Backbone, x: torch.Tensor) -> flo
     return share
 
 
-def fresh_samples(method: SaliencyMethod, k: int) -> SaliencyMethod:
-    """The method with other random draws (a sampling method's `seed` moved on by 1 + k), so that the randomized
+def fresh_samples(method: SaliencyMethod) -> SaliencyMethod:
+    """The method with other random draws (a sampling method's `seed` moved on by one), so that the randomized
     model is not explained with the very masks or noise of the trained one: shared masks make RISE's randomized map
     its masks' coverage, as alike as the masks are. Methods without a seed come back as they are."""
     if not hasattr(method, "seed"):
         return method
     fresh = copy.copy(method)
-    fresh.seed = method.seed + 1 + k
+    fresh.seed = method.seed + 1
     return fresh
 
 
@@ -232,6 +233,7 @@ def model_randomization(backbone: Backbone, x: torch.Tensor, targets, saliency: 
     steps = steps or randomization_steps(backbone)
     trained = attributor.attribute(backbone, x, targets).float().cpu()
     maps, corr, null, ssim = [trained], [], [], []
+    fresh = fresh_samples(attributor)
     model = copy.deepcopy(backbone)
     for k, name in enumerate(steps):
         if not cascading:
@@ -239,7 +241,7 @@ def model_randomization(backbone: Backbone, x: torch.Tensor, targets, saliency: 
         randomize(model.net.get_submodule(name), seed + k)
         if check and cascading and k == len(steps) - 1:
             check_alive(backbone, model, x)
-        m = fresh_samples(attributor, k).attribute(model, x, targets).float().cpu()
+        m = fresh.attribute(model, x, targets).float().cpu()
         maps.append(m)
         corr.append(rank_correlation(trained, m))
         null.append(rank_correlation(trained.roll(-1, 0), m) if len(x) > 1 else torch.full((len(x),), float("nan")))

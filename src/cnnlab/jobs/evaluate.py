@@ -216,7 +216,8 @@ def leaderboard(rows: list[dict], methods: Sequence[str], metrics: dict[str, Met
 
     for r in board:
         if "randomization_rank_corr" in r and "randomization_null" in r:
-            r["sanity"] = "fails" if r["randomization_rank_corr"] - r["randomization_null"] > MARGIN else "passes"
+            excess = r["randomization_rank_corr"] - r["randomization_null"]
+            r["sanity"] = "undefined" if excess != excess else "fails" if excess > MARGIN else "passes"  # NaN: constant maps
     return board
 
 
