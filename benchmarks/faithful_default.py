@@ -1,5 +1,5 @@
-"""Which saliency method deletes the evidence fastest on photos it was not tuned on? (issue 18, "the most faithful
-default"). Every candidate and pytorch-grad-cam's variants at the last layer go through one metric: cnnlab's deletion
+"""Which saliency method deletes the evidence fastest on photos it was not tuned on? (the choice
+of the default). Every candidate and pytorch-grad-cam's variants at the last layer go through one metric: cnnlab's deletion
 ratio (16×16 patches blurred away most-salient first, AUC over that of 4 random orders, computed once per image).
 Tune on one set (the 20 foolbox photos), report on another (the 25 lab images of imagenet_val_25.npz).
 

@@ -1,6 +1,6 @@
 """Does bf16 training cost quality? The cDCGAN on MNIST trained with each precision over several seeds at equal
 iterations, every run measured by `gan evaluate` (conditional accuracy, FD, KID, precision/recall,
-density/coverage, CAS), then each bf16 mean compared with fp32's seed-to-seed spread (issue 20's rule for adopting
+density/coverage, CAS), then each bf16 mean compared with fp32's seed-to-seed spread (the rule for adopting
 `--precision auto`: no metric of bf16 outside fp32's mean ± 2 sd).
 
     python benchmarks/gan_precision.py --data-root ../shared/data --device cuda --iters 8000 --batch 128 \

@@ -260,3 +260,26 @@ def main(argv: Sequence[str] | None = None, env: dict | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"cnnlab: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
+
+
+def reference(width: int = 100) -> str:
+    """docs/cli.md: every command's `--help`, at a fixed width (regenerate with `python -m cnnlab.cli > docs/cli.md`;
+    a test checks that it is current)."""
+    import functools
+
+    parts = ["# Command-line reference\n\nGenerated from `cnnlab COMMAND --help` (`python -m cnnlab.cli > "
+             "docs/cli.md`); a test keeps it current.\n"]
+    def add(p: argparse.ArgumentParser) -> None:
+        p.formatter_class = functools.partial(p.formatter_class, width=width)
+        parts.append(f"\n## `{p.prog}`\n\n```text\n{p.format_help().rstrip()}\n```\n")
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for child in a.choices.values():
+                    add(child)
+
+    add(build_parser())
+    return "".join(parts)
+
+
+if __name__ == "__main__":
+    print(reference(), end="")

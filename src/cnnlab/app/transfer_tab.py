@@ -1,6 +1,6 @@
 """The Transfer tab: pick a class-per-folder dataset under --data-root (nothing outside it is reachable), train the
 SVM pipeline, see the layer × C table and the confusion matrix, then classify an upload with the trained classifier.
-Endpoints: /transfer (trains; the classifier stays in the session), /transfer_predict."""
+Endpoints: /transfer (trains; the classifier stays in the page's state), /transfer_predict."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -48,6 +48,29 @@ def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING,
     return field(default=default, metadata=meta)
 
 
+class Registry(dict):
+    """Named parts of one kind (saliency methods, attacks, metrics, parameterizations): `@REG.register` on a class
+    with a `name`, `REG.lookup(name)` with a did-you-mean error, `REG.help()` for a command's --help."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def register(self, cls: type) -> type:
+        self[cls.name] = cls
+        return cls
+
+    def lookup(self, name: str) -> Any:
+        if name in self:
+            return self[name]
+        close = difflib.get_close_matches(name, list(self), n=1)
+        raise CnnlabError(f"unknown {self.kind} {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                          + f" (choices: {', '.join(self)})")
+
+    def help(self, width: int = 116) -> str:
+        return registry_help(self, width)
+
+
 def registry_help(registry: Mapping[str, Any], width: int = 116) -> str:
     """One wrapped paragraph per registered class (its `help`, or a text given instead): the choices' part of a
     command's --help."""

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from torch import nn
 
+from ..core.config import Registry
 from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode, frozen
 from ..core.images import quantize
@@ -116,12 +117,8 @@ class Attack:
         raise NotImplementedError
 
 
-ATTACKS: dict[str, type[Attack]] = {}
-
-
-def register(cls: type[Attack]) -> type[Attack]:
-    ATTACKS[cls.name] = cls
-    return cls
+ATTACKS = Registry("attack")
+register = ATTACKS.register
 
 
 @register

@@ -19,22 +19,19 @@ import numpy as np
 import torch
 
 from ..core.backbones import Backbone
+from ..core.config import Registry
 from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode
 from .faithfulness import deletion_insertion, random_baseline
 from .saliency import SaliencyMethod
 
-METRICS: dict[str, type[Metric]] = {}
+METRICS = Registry("saliency metric")
+register = METRICS.register
 ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # share of pixels imputed at each point of a ROAD curve
 # Rong et al. 2022's neighbour weights for noisy linear imputation: each imputed pixel is this weighted mean of its
 # eight neighbours (direct 1/6, diagonal 1/12), as in their code and in Quantus
 NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12), ((0, -1), 1 / 6),
               ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6))
-
-
-def register(cls: type[Metric]) -> type[Metric]:
-    METRICS[cls.name] = cls
-    return cls
 
 
 class Metric:

@@ -15,7 +15,9 @@ from typing import ClassVar
 
 import torch
 
-PARAMS: dict[str, type["Param"]] = {}
+from ..core.config import Registry
+
+PARAMS = Registry("parameterization")
 
 # The square root of ImageNet's RGB covariance, as lucid measured it (lucid.optvis.param.color). Its columns are
 # scaled to unit max norm so that decorrelated unit noise stays in range.
@@ -24,9 +26,7 @@ COLOR_CORRELATION = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
 _FFT_MAGIC = 4.0  # lucid's scale of the spatial image before the sigmoid
 
 
-def register(cls: type["Param"]) -> type["Param"]:
-    PARAMS[cls.name] = cls
-    return cls
+register = PARAMS.register
 
 
 def decorrelate(x: torch.Tensor) -> torch.Tensor:

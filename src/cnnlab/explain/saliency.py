@@ -14,19 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.backbones import Backbone
-from ..core.config import Config, option, registry_help
+from ..core.config import Config, Registry, option, registry_help
 from ..core.errors import CnnlabError
 from ..core.hooks import capture, eval_mode, frozen, run_until_captured
 
 IG_BASELINES = ("blur", "black")
-# the most faithful method measured on photos it was not tuned on (deletion ratio; docs/benchmarks.md, session 6)
+# the most faithful method on photos it was not tuned on (deletion ratio; docs/benchmarks.md, Faithfulness)
 RECOMMENDED = "iterated-gradcam"
-METHODS: dict[str, type["SaliencyMethod"]] = {}
-
-
-def register(cls: type["SaliencyMethod"]) -> type["SaliencyMethod"]:
-    METHODS[cls.name] = cls
-    return cls
+METHODS = Registry("saliency method")
+register = METHODS.register
 
 
 @dataclass
@@ -47,10 +43,10 @@ class SaliencyOptions(Config):
     internal_batch_size: int = option(32, low=1, help="images per pass inside smoothgrad / ig / occlusion / scorecam / "
                                                       "rise (memory)")
     stages: int = option(14, low=1, help="iterated-gradcam: removal steps (each re-reads Grad-CAM of what is left)")
-    # 24 measured the most faithful on held-out photos (docs/benchmarks.md, issue 18)
+    # the default: the most faithful count on held-out photos (docs/benchmarks.md, Faithfulness)
     candidates: int = option(24, low=0, help="iterated-gradcam: at each step, blur each of Grad-CAM's top N patches "
                                              "alone and remove those whose loss lowers the class probability most "
-                                             "(N forward passes per step; 0: Grad-CAM's order, 12× faster)")
+                                             "(N forward passes per step; 0: Grad-CAM's order, much faster)")
     rise_masks: int = option(1000, flag="--masks", low=1, help="RISE: random masks per image")
     rise_cells: int = option(7, low=2, help="RISE: side of the masks' coarse grid (cells per side)")
     rise_p: float = option(0.5, low=0, low_open=True, high=1, help="RISE: probability that a cell is kept")

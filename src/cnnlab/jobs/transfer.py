@@ -26,8 +26,8 @@ from ..transfer.store import FeatureStore, load_features
 from ..transfer.svm import SCALINGS, run_grid
 
 DEFAULT_CS = [100.0, 10.0, 1.0, 0.1, 0.01, 0.001]
-# The three offline backbones, concatenated: the most accurate measured on 15-Scene, for about 3.5× Lite0's
-# extraction time (both in docs/benchmarks.md); `--backbone efficientnet_lite0` is the fast choice.
+# The three offline backbones, concatenated: the most accurate measured on 15-Scene, at the cost of three
+# extractions (both in docs/benchmarks.md); `--backbone efficientnet_lite0` is the fast choice.
 DEFAULT_TRANSFER_BACKBONE = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2"
 
 
