@@ -80,6 +80,12 @@ def _streamed(module: str, name: str, kind: str) -> Callable:
     return run
 
 
+def _run_transfer(config, out, progress, args):
+    from .jobs.transfer import transfer
+
+    return transfer(config=config, progress=progress, out=out)
+
+
 def _run_atlas(config, out, progress, args):
     from .jobs.atlas import atlas
 
@@ -134,7 +140,8 @@ COMMANDS = [
     Command("features", _features, _run_features, "extract features of an image folder", out="required",
             out_help="an .npz file, or a folder: a feature store streamed as it is computed (bounded memory, "
                      "resumable, shared out under torchrun; cnnlab.load_features reads both)"),
-    Command("transfer", _transfer, _call(".jobs.transfer", "transfer"), "features + linear SVM, layer × C ablation"),
+    Command("transfer", _transfer, _run_transfer, "features + linear SVM, layer × C ablation; or a trained head, "
+            "fine-tuning"),
     Command("explain saliency", _saliency, _streamed(".jobs.saliency", "saliency", "saliency"),
             "saliency maps and their faithfulness"),
     Command("explain evaluate", _evaluate_saliency, _streamed(".jobs.evaluate", "evaluate_saliency", "evaluate"),

@@ -107,6 +107,8 @@ def load_model(spec: str = DEFAULT_BACKBONE, weights: str = "default", device: s
     labels: class names (default: ImageNet's for 1000 outputs, else `class 0..K-1`).
     """
     device = check_device(device)
+    if is_model_dir(spec):
+        return _load_model_dir(Path(spec), weights, device, mean, std, input_size, resize)
     entry = get_entry(spec)
     net = entry.build()
     if weights == "random" or (weights == "default" and entry.own_weights):
@@ -134,6 +136,104 @@ def load_model(spec: str = DEFAULT_BACKBONE, weights: str = "default", device: s
 
 
 create_backbone = load_model  # the name used before 0.3
+
+# ----------------------------------------------------------------------------------------- a model you trained
+MODEL_FORMAT, MODEL_META, MODEL_WEIGHTS = "cnnlab-model-1", "model.json", "model.pt"
+
+
+def is_model_dir(spec) -> bool:
+    """A run directory holding a trained model (`model.json` + `model.pt`): a spec every job takes."""
+    try:
+        return Path(spec).is_dir() and (Path(spec) / MODEL_META).is_file()
+    except (TypeError, OSError):
+        return False
+
+
+def units(net: nn.Module) -> list[str]:
+    """The network's units from the input to the output: each top-level child with parameters, a container of
+    several such children (a stack of blocks or of convolutions) counting as each of them."""
+    has = lambda m: any(True for _ in m.parameters())  # noqa: E731
+    out = []
+    for name, child in net.named_children():
+        inner = [n for n, c in child.named_children() if has(c)]
+        if isinstance(child, (nn.Sequential, nn.ModuleList)) and len(inner) >= 2:
+            out += [f"{name}.{n}" for n in inner]
+        elif has(child):
+            out.append(name)
+    return out
+
+
+def head_path(net: nn.Module) -> str:
+    """The module that makes the logits: the last linear layer."""
+    names = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise CnnlabError("the model has no linear layer making its logits: no head to replace")
+    return names[-1]
+
+
+def set_head(net: nn.Module, n_classes: int, kind: str = "linear", hidden: int = 512, seed: int = 0) -> str:
+    """Replace the logits' linear layer by a fresh `linear` layer or an `mlp` (hidden ReLU layer, dropout) with
+    `n_classes` outputs, initialized from `seed`; returns its path."""
+    path = head_path(net)
+    old = net.get_submodule(path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        new = (nn.Linear(old.in_features, n_classes) if kind == "linear" else
+               nn.Sequential(nn.Linear(old.in_features, hidden), nn.ReLU(), nn.Dropout(0.2),
+                             nn.Linear(hidden, n_classes)))
+    new.cnnlab_head = True  # the whole head, MLP included, is what `head_of` finds
+    parent, _, leaf = path.rpartition(".")
+    setattr(net.get_submodule(parent) if parent else net, leaf, new.to(old.weight.device))
+    return path
+
+
+def head_of(net: nn.Module) -> str:
+    """The head `set_head` put in (all of an MLP), else the logits' linear layer."""
+    return next((n for n, m in net.named_modules() if getattr(m, "cnnlab_head", False)), None) or head_path(net)
+
+
+def save_model(backbone: Backbone, folder: str | os.PathLike, base: str, head: str, hidden: int = 512,
+               **extra) -> Path:
+    """Write `backbone` as a model directory: its weights (`model.pt`, a state dict) and `model.json` (the base
+    architecture's spec, the head, the preprocessing, the class names), so that `load_model(folder)` rebuilds it."""
+    import json
+
+    from .runs import atomic_path, write_json
+
+    folder = Path(folder)
+    with atomic_path(folder / MODEL_WEIGHTS) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in backbone.net.state_dict().items()}, tmp)
+    meta = {"format": MODEL_FORMAT, "base": base, "head": head, "hidden": hidden, "classes": list(backbone.labels),
+            "preprocess": backbone.preprocess.to_dict(), **extra}
+    write_json(folder / MODEL_META, json.loads(json.dumps(meta)))
+    return folder
+
+
+def _load_model_dir(folder: Path, weights: str, device, mean, std, input_size, resize) -> Backbone:
+    import json
+
+    if weights != "default":
+        raise CnnlabError(f"{folder} is a trained model: it brings its own weights (leave --weights at default)")
+    try:
+        meta = json.loads((folder / MODEL_META).read_text())
+    except ValueError as exc:
+        raise CnnlabError(f"cannot read {folder / MODEL_META}: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT or not {"base", "head", "classes",
+                                                                                "preprocess"} <= set(meta):
+        raise CnnlabError(f"{folder / MODEL_META} is not a cnnlab model (expected format {MODEL_FORMAT})")
+    entry = get_entry(meta["base"])
+    net = entry.build()
+    set_head(net, len(meta["classes"]), meta["head"], meta.get("hidden", 512))
+    path = folder / MODEL_WEIGHTS
+    load_weights_into(net, _load_state_dict_file(path), str(path))
+    _no_inplace(net)
+    prep = _override(Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["preprocess"].items()}),
+                     mean, std, input_size, resize)
+    st = path.stat()
+    backbone = Backbone(folder.name, net, prep, entry.cut_points(net), str(folder),
+                        f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}", labels=meta["classes"], spec=str(folder),
+                        default_layer=entry.default_layer, cam_layers=entry.cam_layers)
+    return backbone.eval().to(device)
 
 
 def _override(prep: Preprocess, mean, std, input_size, resize) -> Preprocess:

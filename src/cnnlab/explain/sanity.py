@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..core.backbones import Backbone
+from ..core.models import units
 from .saliency import SaliencyMethod, method as make_method
 
 FAILS_ABOVE = 0.3  # the former verdict: rank correlation above this after full randomization (sanity.json's)
@@ -122,16 +123,8 @@ def verdict(method: str) -> str:
 
 
 def randomization_steps(backbone: Backbone) -> list[str]:
-    """The units randomized, from the output back to the input: each top-level child with parameters, a container
-    of several such children (a stack of blocks or of convolutions) counting as each of them."""
-    units = []
-    for name, child in backbone.net.named_children():
-        inner = [(n, c) for n, c in child.named_children() if _has_parameters(c)]
-        if isinstance(child, (nn.Sequential, nn.ModuleList)) and len(inner) >= 2:
-            units += [f"{name}.{n}" for n, _ in inner]
-        elif _has_parameters(child):
-            units.append(name)
-    return units[::-1]
+    """The units randomized, from the output back to the input (`core.models.units`, reversed)."""
+    return units(backbone.net)[::-1]
 
 
 _TRUNC = 0.8796  # the standard deviation of a unit normal truncated to ±2: dividing by it keeps the variance
@@ -281,7 +274,3 @@ def _ranks(v: torch.Tensor) -> torch.Tensor:
 def _unit_range(m: torch.Tensor) -> torch.Tensor:
     low, high = m.flatten(1).amin(1), m.flatten(1).amax(1)
     return (m - low[:, None, None]) / (high - low).clamp(min=1e-12)[:, None, None]
-
-
-def _has_parameters(module: nn.Module) -> bool:
-    return any(True for _ in module.parameters())

@@ -20,7 +20,9 @@ from ..core.images import skip_reasons
 from ..core.jobs import ModelLike, configure, load_backbones, with_options
 from ..core.results import Result
 from ..core.runs import default_cache_dir, write_json, write_text
-from ..transfer.classifier import TransferClassifier, expand_layer
+from ..transfer import bow
+from ..transfer.classifier import BowClassifier, NetworkClassifier, TransferClassifier, expand_layer
+from ..transfer.finetune import HEADS
 from ..transfer.features import ExtractionOptions, FeatureSet, extract_features
 from ..transfer.store import FeatureStore, load_features
 from ..transfer.svm import SCALINGS, run_grid
@@ -29,6 +31,7 @@ DEFAULT_CS = [100.0, 10.0, 1.0, 0.1, 0.01, 0.001]
 # The three offline backbones, concatenated: the most accurate measured on 15-Scene, at the cost of three
 # extractions (both in docs/benchmarks.md); `--backbone efficientnet_lite0` is the fast choice.
 DEFAULT_TRANSFER_BACKBONE = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2"
+DEFAULT_LAYERS = ("pre_logits+block5",)
 
 
 @dataclass
@@ -47,10 +50,14 @@ class TransferConfig(ExtractionOptions):
     split: str = option("random:100", help=SPLIT_HELP)
     seed: int = option(0, help="split and CV seed")
     backbone: str = option(DEFAULT_TRANSFER_BACKBONE, help="a backbone, or several joined by '+' (their features "
-                                                           "concatenated); measured best on 15-Scene")
+                                                           "concatenated); measured best on 15-Scene. 'sift-bow': "
+                                                           "dense SIFT + bag of words with a spatial pyramid "
+                                                           "(Lazebnik et al. 2006; cut points spm, bow), its "
+                                                           "vocabulary fitted on the training split only")
     # 'a+b' concatenates cut points: why pre_logits+block5 alone, measured, is in docs/benchmarks.md (transfer)
-    layers: list[str] = option(default_factory=lambda: ["pre_logits+block5"],
-                               help="comma-separated cut points; 'a+b' concatenates two")
+    layers: list[str] = option(default_factory=lambda: list(DEFAULT_LAYERS),
+                               help="comma-separated cut points; 'a+b' concatenates two (sift-bow: spm when left "
+                                    "at the default)")
     Cs: list[float] = option(default_factory=lambda: list(DEFAULT_CS), flag="--C", low=0, low_open=True,
                              help="comma-separated SVM C values")
     scaling: str = option("power-l2", choices=SCALINGS, help="feature scaling before the SVM")
@@ -61,6 +68,21 @@ class TransferConfig(ExtractionOptions):
                                        "instead of extracting them; --data is then not read")
     limit_seed: int | None = option(None, cli=False, help="seed of that subset (default: --seed); fix it to vary "
                                                           "splits over cached features")
+    head: str = option("svm", choices=HEADS, help="the classifier on the features: the linear SVM grid, or a "
+                                                  "linear layer / an MLP trained by gradient (a network every "
+                                                  "command takes: --backbone RUN_DIR)")
+    finetune: str = option("none", metavar="none|last:N|all",
+                           help="also train the backbone's last N units (or all), lower learning rates for "
+                                "earlier ones; none: the head on frozen (cached) features")
+    epochs: int = option(8, low=1, help="head / fine-tuning: epochs (early stopping on the validation split)")
+    lr: float = option(1e-3, low=0, low_open=True, help="head / fine-tuning: the head's AdamW learning rate; "
+                                                        "unit k below it gets lr × --layer-decay^k")
+    layer_decay: float = option(0.7, low=0, low_open=True, high=1, help="fine-tuning: learning-rate factor per "
+                                                                        "unit of depth")
+    val_fraction: float = option(0.1, low=0, low_open=True, high=0.5,
+                                 help="head / fine-tuning: share of each class's training images held out for "
+                                      "model selection and early stopping (never the test split)")
+    resume: bool = option(False, help="fine-tuning: continue the checkpoint in --out")
 
 class TransferResult(Result):
     """`.classifier` (a `TransferClassifier`: `predict(images)`), `.grid`, `.selected`, `.split` (train/test paths)."""
@@ -90,9 +112,10 @@ class TransferResult(Result):
 
     def text(self) -> str:
         sel = self.selected
+        what = f"epoch {sel['epoch']}" if "epoch" in sel else f"{sel['layer']} C={sel['C']:g}"
         return results_markdown(self._summary) + (
-            f"\nselected {sel['layer']} C={sel['C']:g}: test accuracy {sel['test_accuracy']:.4f}"
-            + (f" → {self.run_dir}" if self.run_dir else ""))
+            f"\nselected {what}: test accuracy {sel['test_accuracy']:.4f}" + (f" → {self.run_dir}" if self.run_dir
+                                                                                  else ""))
 
     def figures(self) -> dict:
         return {self.figure_name: confusion_figure(self.y_test, self.test_pred, self.classes)}
@@ -147,7 +170,8 @@ def _extract(config: TransferConfig, backbones: list[Backbone], paths, progress:
 
 @with_options(TransferConfig)
 def transfer(data: str | os.PathLike | None = None, model: ModelLike | Sequence[Backbone] = None, *,
-             config: TransferConfig | None = None, progress: bool = False, **options) -> TransferResult:
+             config: TransferConfig | None = None, progress: bool = False, out: str | os.PathLike | None = None,
+             **options) -> TransferResult:
     """The report's transfer experiment on a class-per-folder dataset: features → (layer × C) grid of LinearSVCs,
     selection by cross-validation on the training split only, one score on test; returns the fitted classifier.
     `layers` lists the candidates; a candidate that is itself a list (`[["pre_logits", "block5"]]`, the CLI's
@@ -162,15 +186,16 @@ def transfer(data: str | os.PathLike | None = None, model: ModelLike | Sequence[
         return _transfer_from_store(cfg, load_features(cfg.features))
     if not cfg.data:
         raise CnnlabError("--data is required (a class-per-folder dataset), or --features")
+    if model == bow.NAME or (model is None and bow.NAME in cfg.backbone.split("+")):
+        return _transfer_bow(cfg.replace(backbone=bow.NAME) if model else cfg, progress)
     backbones = load_backbones(model, cfg)
     if model is not None:
         cfg = cfg.replace(backbone="+".join(b.spec or f"<wrapped {b.name}>" for b in backbones))
+    if cfg.head != "svm" or cfg.finetune != "none":
+        return _transfer_network(cfg, backbones, progress, Path(out) if out else None)
     ds, split = _dataset_and_split(cfg)
     fs = _extract(cfg, backbones, ds.paths, progress)
-    if split is not None:  # map the folder split onto the readable rows
-        pos = {int(i): r for r, i in enumerate(fs.keep)}
-        split = type(split)(np.array([pos[i] for i in split.train if i in pos]),
-                            np.array([pos[i] for i in split.test if i in pos]), split.description)
+    split = _readable(split, fs.keep)
     names = [b.name for b in backbones]
     specs = {expand_layer(spec, names): spec for spec in cfg.layers}
     paths = [str(ds.paths[i]) for i in fs.keep]
@@ -178,6 +203,144 @@ def transfer(data: str | os.PathLike | None = None, model: ModelLike | Sequence[
                 skip_reasons(fs.failed), lambda layer, precision: TransferClassifier(
                     None, ds.classes, layer, backbones, cfg.weights, cfg.pool, cfg.flip, cfg.scaling, precision,
                     cfg.device))
+
+
+def _readable(split, keep: np.ndarray):
+    """A folder split mapped onto the readable rows (None, a random split to draw later, stays None)."""
+    if split is None:
+        return None
+    pos = {int(i): r for r, i in enumerate(keep)}
+    return type(split)(np.array([pos[i] for i in split.train if i in pos], dtype=int),
+                       np.array([pos[i] for i in split.test if i in pos], dtype=int), split.description)
+
+
+def _transfer_bow(cfg: TransferConfig, progress: bool) -> TransferResult:
+    """SIFT + bag of words: dense SIFT of every image, the split, the vocabulary from the training split's
+    descriptors only, then the same (layer × C) grid as CNN features."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    from ..core.images import load_image, pil_to_tensor
+
+    if cfg.backbone != bow.NAME:
+        raise CnnlabError(f"{bow.NAME} cannot be joined with other backbones ('+'): use it alone")
+    layers = ["spm"] if tuple(cfg.layers) == DEFAULT_LAYERS else list(cfg.layers)
+    for part in (p for spec in layers for p in spec.split("+")):
+        if part not in bow.LAYERS:
+            raise CnnlabError(f"{bow.NAME} has no cut point {part!r}; it has {', '.join(bow.LAYERS)}")
+    cfg = cfg.replace(layers=layers)
+    ds, split = _dataset_and_split(cfg)
+    settings, t0 = bow.BowSettings(), time.perf_counter()
+    described, keep, failed = [], [], []
+    for i, path in enumerate(tqdm(ds.paths, desc="dense SIFT", unit="img", disable=not progress)):
+        try:
+            described.append(bow.describe(pil_to_tensor(load_image(path)), settings))
+            keep.append(i)
+        except CnnlabError:
+            failed.append(path)
+    keep = np.array(keep, dtype=int)
+    if not len(keep):
+        raise CnnlabError(f"no readable images in {cfg.data}")
+    y = ds.labels[keep]
+    split = _readable(split, keep) or random_split(y, parse_split(cfg.split)[1], cfg.seed)
+    vocabulary = bow.fit_vocabulary([described[i][1] for i in split.train], settings, cfg.seed)
+    features = bow.features(described, vocabulary, settings)
+    extract_s = time.perf_counter() - t0
+    timing = {"extract_s": extract_s, "images_per_s": len(keep) / extract_s, "cached_layers": [], "precision": "fp32"}
+    return _fit(cfg, features, y, list(ds.classes), [str(ds.paths[i]) for i in keep], split,
+                {spec: spec for spec in layers}, timing, skip_reasons(failed),
+                lambda layer, precision: BowClassifier(None, ds.classes, layer, vocabulary, settings, cfg.scaling))
+
+
+def _reads(path) -> bool:
+    from ..core.images import load_image
+
+    try:
+        load_image(path)
+        return True
+    except CnnlabError:
+        return False
+
+
+def _validation(y: np.ndarray, train: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Positions within `train` held out for model selection: a seeded share of each class (at least one)."""
+    rng = np.random.default_rng(seed + 7919)
+    val = [rng.permutation(np.flatnonzero(y[train] == c))[:max(1, round(fraction * (y[train] == c).sum()))]
+           for c in np.unique(y[train])]
+    return np.sort(np.concatenate(val))
+
+
+def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: bool, out: Path | None):
+    """A linear or MLP head (on frozen, cached features; or with the last units fine-tuned on augmented images),
+    chosen on a validation split carved from the training split, scored once on test."""
+    import copy
+    import time
+
+    import torch
+
+    from ..core.models import set_head, units
+    from ..transfer.finetune import Recipe, accuracy, finetune, parse_finetune, train_head, _Images
+
+    if len(backbones) != 1 or backbones[0].spec is None:
+        raise CnnlabError("--head linear|mlp and --finetune train one backbone given by its spec (--backbone a+b is "
+                          "for the SVM)")
+    base = backbones[0]
+    head = cfg.head if cfg.head != "svm" else "linear"
+    n_unfrozen = parse_finetune(cfg.finetune, len(units(base.net)) - 1)
+    if cfg.resume and out is None:
+        raise CnnlabError("--resume needs --out: the run directory whose checkpoint to continue")
+    recipe = Recipe(epochs=cfg.epochs, lr=cfg.lr, layer_decay=cfg.layer_decay, batch_size=cfg.batch_size,
+                    seed=cfg.seed, precision=cfg.precision, workers=cfg.workers)
+    ds, split = _dataset_and_split(cfg)
+    t0 = time.perf_counter()
+    fs = _extract(cfg.replace(layers=["pre_logits"]), [base], ds.paths, progress) if not n_unfrozen else None
+    keep = fs.keep if fs is not None else np.array([i for i, p in enumerate(ds.paths) if _reads(p)], dtype=int)
+    y = ds.labels[keep]
+    split = _readable(split, keep) or random_split(y, parse_split(cfg.split)[1], cfg.seed)
+    val = _validation(y, split.train, cfg.val_fraction, cfg.seed)
+    net = copy.deepcopy(base.net)
+    head_at = set_head(net, len(ds.classes), head, seed=cfg.seed)
+    model = Backbone(base.name, net, base.preprocess, base.cut_points, base.weights, None, labels=list(ds.classes),
+                     spec=None, default_layer=base.default_layer, cam_layers=base.cam_layers).to(base.device).eval()
+    paths = [ds.paths[i] for i in keep]
+    if fs is not None:  # the head alone, on the cached frozen features
+        X = fs.features["pre_logits"]
+        trained, history = train_head(X[split.train], y[split.train], val, len(ds.classes), head, recipe)
+        net.get_submodule(head_at).load_state_dict(trained.state_dict())
+        with torch.no_grad():
+            test_pred = trained(torch.from_numpy(np.asarray(X[split.test], np.float32))).argmax(1).numpy()
+    else:
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+        history = finetune(model, [paths[i] for i in split.train], y[split.train], np.setdiff1d(
+            np.arange(len(split.train)), val), val, n_unfrozen, recipe, out, cfg.resume, progress)
+        loader = torch.utils.data.DataLoader(_Images([paths[i] for i in split.test], y[split.test], model, False),
+                                             batch_size=cfg.batch_size, num_workers=cfg.workers)
+        with torch.inference_mode():
+            test_pred = np.concatenate([model(x.to(model.device)).argmax(1).cpu().numpy() for x, _ in loader])
+    fit_s = time.perf_counter() - t0
+    y_test = y[split.test]
+    best = max(history, key=lambda r: r["val_accuracy"])
+    selected = {"layer": "pre_logits", "head": head, "finetune": cfg.finetune, "epoch": best["epoch"],
+                "val_accuracy": best["val_accuracy"], "test_accuracy": float((test_pred == y_test).mean())}
+    summary = {
+        "backbone": cfg.backbone, "weights": cfg.weights, "split": split.description, "seed": cfg.seed,
+        "n_train": int(len(split.train) - len(val)), "n_val": int(len(val)), "n_test": int(len(split.test)),
+        "grid": [], "selected": selected, "history": history, "head": head, "finetune": cfg.finetune,
+        "timing": {"extract_s": fs.timing["extract_s"] if fs else 0.0,
+                   "images_per_s": fs.timing["images_per_s"] if fs else None, "fit_s": fit_s},
+        "scaling": None, "classes": list(ds.classes),
+        "per_class_accuracy": {c: float((test_pred[y_test == i] == i).mean()) for i, c in enumerate(ds.classes)
+                               if (y_test == i).any()},
+        "skipped": skip_reasons([ds.paths[i] for i in np.setdiff1d(np.arange(len(ds.paths)), keep)]),
+        "cached_layers": fs.timing["cached_layers"] if fs else [], "precision": recipe.precision,
+    }
+    summary["skipped_images"] = [s["image"] for s in summary["skipped"]]
+    classifier = NetworkClassifier(model, {"base": base.spec, "head": head, "finetune": cfg.finetune,
+                                           "test_accuracy": selected["test_accuracy"]})
+    split_files = {"train": [str(paths[i]) for i in split.train], "test": [str(paths[i]) for i in split.test]}
+    return TransferResult(cfg, summary, classifier, y_test, test_pred, split_files)
 
 
 def _transfer_from_store(cfg: TransferConfig, store: FeatureStore) -> TransferResult:
@@ -241,6 +404,16 @@ def load_classifier(run_dir: str | os.PathLike, model: Backbone | Sequence[Backb
 def results_markdown(summary: dict) -> str:
     """A table like the report's Q2-4.12: one row per (layer, C)."""
     sel = summary["selected"]
+    if not summary["grid"]:  # a trained head / fine-tuned network: its validation curve
+        lines = [f"# Transfer: {summary['backbone']}, {summary['head']} head, fine-tuning {summary['finetune']}, "
+                 f"split {summary['split']}, seed {summary['seed']}", "",
+                 f"{summary['n_train']} training / {summary['n_val']} validation (from the training split) / "
+                 f"{summary['n_test']} test images.", "", "| epoch | loss | validation accuracy |", "|---|---|---|"]
+        lines += [f"| {r['epoch']} | {r['loss']:.4f} | {r['val_accuracy']:.4f} |" for r in summary["history"]]
+        lines += ["", f"Selected: epoch {sel['epoch']} (best validation accuracy): test accuracy "
+                      f"**{sel['test_accuracy']:.4f}**.", "", "| class | test accuracy |", "|---|---|"]
+        lines += [f"| {c} | {a:.4f} |" for c, a in summary["per_class_accuracy"].items()]
+        return "\n".join(lines) + "\n"
     lines = [
         f"# Transfer: {summary['backbone']} ({summary['weights']} weights), split {summary['split']}, seed {summary['seed']}",
         "", f"{summary['n_train']} training / {summary['n_test']} test images; scaling {summary['scaling']}; "

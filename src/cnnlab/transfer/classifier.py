@@ -19,11 +19,12 @@ from ..core.errors import CnnlabError
 from ..core.inputs import ImagesLike, batches
 from ..core.models import load_model
 from ..core.runs import atomic_path, write_json
+from . import bow
 from .features import forward_features
 from .svm import layer_matrix
 
 FORMAT = "cnnlab-transfer-classifier-1"
-ESTIMATOR_FILE, META_FILE = "classifier.skops", "classifier.json"
+ESTIMATOR_FILE, META_FILE, VOCABULARY_FILE = "classifier.skops", "classifier.json", "vocabulary.npy"
 
 
 def expand_layer(spec: str, names: Sequence[str]) -> str:
@@ -156,7 +157,11 @@ class TransferClassifier:
         """From a `cnnlab transfer` run directory; `model` supplies a wrapped module that no spec can rebuild."""
         import skops.io as sio
 
+        from ..core.models import is_model_dir
+
         folder = Path(folder)
+        if is_model_dir(folder):  # a trained head or a fine-tuned network
+            return NetworkClassifier(load_model(str(folder), device=device))
         meta_path, est_path = folder / META_FILE, folder / ESTIMATOR_FILE
         if not meta_path.is_file() or not est_path.is_file():
             raise CnnlabError(f"{folder} holds no saved classifier (expected {META_FILE} and {ESTIMATOR_FILE} from "
@@ -184,5 +189,90 @@ class TransferClassifier:
             backbones = [model] if isinstance(model, Backbone) else list(model)
         elif any(b is None for b in backbones):
             raise CnnlabError(f"{folder} was trained on a wrapped module: pass it as model=")
+        if backbones == [bow.NAME]:
+            vocabulary = np.load(folder / VOCABULARY_FILE, allow_pickle=False)
+            return BowClassifier(estimator, meta["classes"], meta["layer"], vocabulary,
+                                 bow.BowSettings(**meta["bow"]), meta["scaling"])
         return cls(estimator, meta["classes"], meta["layer"], backbones, meta["weights"], meta["pool"], meta["flip"],
                    meta["scaling"], meta["precision"], device)
+
+
+class BowClassifier(TransferClassifier):
+    """The `sift-bow` classifier: its features are the SIFT pyramid over the vocabulary it was trained with
+    (saved beside it as vocabulary.npy)."""
+
+    def __init__(self, estimator, classes: Sequence[str], layer: str, vocabulary: np.ndarray,
+                 settings: bow.BowSettings, scaling: str = "power-l2"):
+        super().__init__(estimator, classes, layer, [bow.NAME], "none", "none", False, scaling, "fp32", "cpu")
+        self.vocabulary, self.settings = vocabulary, settings
+
+    def features(self, images: ImagesLike, batch_size: int = 32, prepared: bool | None = None,
+                 empty_ok: bool = False) -> tuple[np.ndarray, list[str], list[tuple]]:
+        from ..core.inputs import sources
+
+        names, skipped, described = [], [], []
+        for src in sources(images)[0]:
+            try:
+                described.append(bow.describe(src.decode(), self.settings))
+                names.append(src.name)
+            except CnnlabError as exc:
+                skipped.append((src.name, str(exc)))
+        if not names:
+            if empty_ok:
+                return np.zeros((0, 0), np.float32), [], skipped
+            raise CnnlabError("no readable input images" + (f" ({skipped[0][1]})" if skipped else ""))
+        rows = layer_matrix(bow.features(described, self.vocabulary, self.settings), self.layer, self.scaling)
+        return rows, names, skipped
+
+    def meta(self) -> dict:
+        return super().meta() | {"bow": self.settings.to_dict()}
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        folder = super().save(folder)
+        with atomic_path(folder / VOCABULARY_FILE) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, self.vocabulary, allow_pickle=False)
+        return folder
+
+
+class NetworkClassifier:
+    """A trained head or fine-tuned network as the transfer run's classifier: the same calls as
+    `TransferClassifier`, its scores the network's logits; saved as a model directory that `load_model` (and
+    `--backbone RUN_DIR` in every command) reads."""
+
+    def __init__(self, backbone: Backbone, meta: dict | None = None):
+        self.backbone_model, self.meta_extra = backbone, dict(meta or {})
+        self.classes, self.layer, self.backbone = list(backbone.labels), "logits", backbone.name
+
+    def _logits(self, images: ImagesLike, batch_size: int = 32, prepared: bool | None = None):
+        b, names, skipped, out = self.backbone_model, [], [], []
+        for chunk, x, bad in batches(images, b.preprocess, batch_size, prepared):
+            names += chunk
+            skipped += bad
+            if x is not None:
+                with torch.inference_mode():
+                    out.append(b(x.to(b.device)).float().cpu())
+        return (torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)), names, skipped
+
+    def decision_function(self, images: ImagesLike) -> np.ndarray:
+        return self._logits(images)[0]
+
+    def predict_proba(self, images: ImagesLike) -> np.ndarray:
+        return TransferClassifier._proba(self.decision_function(images).astype(np.float64))
+
+    def predict(self, images: ImagesLike) -> list[str]:
+        return [self.classes[i] for i in self.decision_function(images).argmax(axis=1)]
+
+    def top(self, images: ImagesLike, k: int = 5, batch_size: int = 32, prepared: bool | None = None,
+            empty_ok: bool = False) -> tuple[list[dict], list[tuple]]:
+        logits, names, skipped = self._logits(images, batch_size, prepared)
+        if not names and not empty_ok:
+            raise CnnlabError("no readable input images" + (f" ({skipped[0][1]})" if skipped else ""))
+        proba = TransferClassifier._proba(logits.astype(np.float64))
+        return [{"image": n, "top": [{"index": int(i), "label": self.classes[i], "prob": float(p[i])}
+                                     for i in np.argsort(-p)[:k]]} for n, p in zip(names, proba)], skipped
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        from ..core.models import save_model
+
+        return save_model(self.backbone_model, folder, **self.meta_extra)

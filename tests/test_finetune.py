@@ -1,0 +1,102 @@
+"""A trained head and a fine-tuned network are models: saved as a run directory that `load_model` and every command's
+`--backbone` read, scoring what the run reported; a fine-tuning killed with SIGKILL resumes to the same weights."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cnnlab
+from cnnlab.cli import main
+from cnnlab.core.models import MODEL_WEIGHTS
+from cnnlab.transfer.finetune import CHECKPOINT, param_groups, parse_finetune, Recipe
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def strokes(tmp_path_factory):
+    """3 classes × 10 noisy 28×28 grey 'digits' (a horizontal bar, a vertical bar, a ring) for the shipped
+    `mnist_cnn` to be transferred to."""
+    root = tmp_path_factory.mktemp("strokes")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:28, :28]
+    for name in ("bar", "pole", "ring"):
+        (root / name).mkdir()
+        for i in range(10):
+            cy, cx = 14 + rng.integers(-3, 4, 2)
+            shape = {"bar": (abs(yy - cy) < 3) & (abs(xx - cx) < 9), "pole": (abs(xx - cx) < 3) & (abs(yy - cy) < 9),
+                     "ring": abs(np.hypot(yy - cy, xx - cx) - 7) < 2}[name]
+            img = shape * 220 + rng.normal(0, 15, (28, 28))
+            Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def _accuracy(backbone, paths):
+    truth = [backbone.labels.index(p.split("/")[-2]) for p in paths]
+    pred = [r["top"][0]["index"] for r in cnnlab.classify(backbone, paths, topk=1).results]
+    return float(np.mean(np.array(pred) == np.array(truth)))
+
+
+@pytest.mark.parametrize("head,finetune", [("linear", "none"), ("mlp", "last:2")])
+def test_a_trained_run_is_a_backbone_every_command_takes(strokes, tmp_path, capsys, head, finetune):
+    run = tmp_path / "run"
+    res = cnnlab.transfer(strokes, model="mnist_cnn", split="random:6", head=head, finetune=finetune, epochs=3,
+                          workers=0)
+    res.save(run)
+    model = cnnlab.load_model(str(run))
+    assert model.labels == ("bar", "pole", "ring") and model.spec == str(run)
+    # read back, the classifier scores on the test split what the run reported
+    assert _accuracy(model, res.split["test"]) == pytest.approx(res.selected["test_accuracy"])
+    image = res.split["test"][0]
+    assert main(["classify", image, "--backbone", str(run), "--json", "--quiet"]) == 0
+    top = json.loads(capsys.readouterr().out)["results"][0]["top"][0]
+    assert top["label"] in model.labels
+    assert main(["classify", image, "--model", str(run), "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["top"][0]["label"] == top["label"]
+    assert main(["explain", "saliency", image, "--backbone", str(run), "--method", "gradcam", "--json", "--quiet",
+                 "--out", str(tmp_path / "sal")]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["target"] == top["index"]
+
+
+def test_fine_tuning_trains_only_what_it_says_with_lower_rates_below():
+    model = cnnlab.load_model("mnist_cnn")
+    assert parse_finetune("all", 4) == 4 and parse_finetune("none", 4) == 0
+    with pytest.raises(cnnlab.CnnlabError, match="last:N with 1 ≤ N ≤ 4"):
+        parse_finetune("last:9", 4)
+    groups = param_groups(model, 1, Recipe(lr=1e-3, layer_decay=0.5))
+    assert [(g["unit"], g["lr"]) for g in groups] == [("fc", 1e-3), ("hidden", 5e-4)]
+    trainable = {n for n, p in model.net.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.net.named_parameters() if n.split(".")[0] in ("fc", "hidden")}
+
+
+def test_fine_tuning_killed_with_sigkill_resumes_to_the_same_weights(strokes, tmp_path):
+    args = ["transfer", "--data", str(strokes), "--backbone", "mnist_cnn", "--split", "random:6", "--head", "linear",
+            "--finetune", "all", "--epochs", "6", "--workers", "0", "--quiet"]
+    full = subprocess.run([sys.executable, "-m", "cnnlab", *args, "--out", str(tmp_path / "full")], env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-1500:]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", *args, "--out", str(killed)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = killed / CHECKPOINT
+    t0 = time.time()
+    while not (ckpt.is_file() and torch.load(ckpt, weights_only=True)["state"]["epoch"] >= 2):
+        assert proc.poll() is None and time.time() - t0 < 300, "finished (or timed out) before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped = torch.load(ckpt, weights_only=True)["state"]["epoch"]
+    assert 2 <= stopped < 6
+    resumed = subprocess.run([sys.executable, "-m", "cnnlab", *args, "--out", str(killed), "--resume"], env=ENV,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-1500:]
+    a = torch.load(tmp_path / "full" / MODEL_WEIGHTS, weights_only=True)
+    b = torch.load(killed / MODEL_WEIGHTS, weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
