@@ -151,3 +151,20 @@ def test_iterated_gradcam_with_candidates_removes_what_lowers_the_probability_fi
     plain = METHODS["iterated-gradcam"](["conv"], stages=4, blur_sigma=3.0, candidates=0).attribute(model, x, [0])[0]
     picked = METHODS["iterated-gradcam"](["conv"], stages=4, blur_sigma=3.0, candidates=49).attribute(model, x, [0])[0]
     assert plain[7, 7] > plain[0, 0] and picked[0, 0] == picked.max()
+
+
+def test_gradcam_plus_plus_keeps_to_layers_whose_activations_are_non_negative():
+    """Its α weights assume activations ≥ 0: a default layer with negative ones (a linear bottleneck) is left out,
+    and a layer the user names there gets a warning."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    model = cnnlab.wrap(net, mean=(0.5,) * 3, std=(0.5,) * 3, input_size=4)
+    model.cam_layers = ("1", "0")  # after the ReLU, and the convolution before it (negative values)
+    x, targets = torch.rand(2, 3, 4, 4), [0, 2]
+    torch.testing.assert_close(METHODS["gradcam++"]().attribute(model, x, targets),
+                               METHODS["gradcam++"](["1"]).attribute(model, x, targets))
+    with pytest.warns(UserWarning, match="gradcam\\+\\+ assumes non-negative activations; .* of 0's are negative"):
+        METHODS["gradcam++"](["0"]).attribute(model, x, targets)
+    # Grad-CAM, which makes no such assumption, reads both
+    assert not torch.equal(METHODS["gradcam"]().attribute(model, x, targets),
+                           METHODS["gradcam"](["1"]).attribute(model, x, targets))

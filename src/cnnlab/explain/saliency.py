@@ -291,13 +291,26 @@ class _LayerCam(_Layered):
     image, several summed after scaling each to max 1 (as Grad-CAM's)."""
 
     needs_gradients = True
+    # the method's weights assume activations ≥ 0 (after a ReLU): at a layer where more than this share is negative
+    # (a linear bottleneck) a default layer is left out, and a layer the user names gets a warning
+    nonnegative: ClassVar[bool] = False
+    NEGATIVE_SHARE: ClassVar[float] = 0.01
 
     def _maps(self, backbone, x, targets):
+        import warnings
+
         names = self.layer_names or cam_layers(backbone)
         backbone.check_layers(names)
         maps = []
-        for layer in names:
+        for i, layer in enumerate(names):
             acts, grads = activations_and_gradients(backbone, x, targets, layer, self.needs_gradients)
+            negative = float((acts < 0).float().mean()) if self.nonnegative else 0.0
+            if negative > self.NEGATIVE_SHARE:
+                if not self.layer_names and (maps or i < len(names) - 1):
+                    continue  # a default layer where the method does not hold: the others suffice
+                warnings.warn(f"{self.name} assumes non-negative activations; {negative:.0%} of {layer}'s are "
+                              "negative, so its weights there are not meaningful (use a layer after a ReLU)",
+                              stacklevel=2)
             cam = self._cam(backbone, x, targets, acts, grads).clamp(min=0)
             maps.append(F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0])
         return maps[0] if len(maps) == 1 else sum(unit(m) for m in maps)
@@ -310,7 +323,9 @@ class _LayerCam(_Layered):
 @register
 class GradCamPlusPlus(_LayerCam):
     name = "gradcam++"
-    help = "Grad-CAM++ (Chattopadhay et al. 2018): positive gradients weighted per position (--layer as gradcam)"
+    help = ("Grad-CAM++ (Chattopadhay et al. 2018): positive gradients weighted per position (--layer as gradcam; "
+            "the model's layers with non-negative activations only)")
+    nonnegative = True
 
     def _cam(self, backbone, x, targets, acts, grads):
         g2 = grads ** 2
