@@ -100,3 +100,22 @@ def test_fine_tuning_killed_with_sigkill_resumes_to_the_same_weights(strokes, tm
     a = torch.load(tmp_path / "full" / MODEL_WEIGHTS, weights_only=True)
     b = torch.load(killed / MODEL_WEIGHTS, weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_torchrun_processes_fine_tune_the_same_model_as_one(strokes, tmp_path):
+    """Each process takes its half of every global batch and DDP averages the gradients: in fp32 the weights agree
+    to summation order (atol 1e-5; this network has no BatchNorm, whose batch statistics would differ; under bf16
+    each process rounds its own partial gradient sums, and Adam magnifies that where gradients are near 0)."""
+    from .conftest import one_and_two_processes
+
+    one_and_two_processes(["transfer", "--data", str(strokes), "--backbone", "mnist_cnn", "--split", "random:6",
+                           "--head", "linear", "--finetune", "last:3", "--epochs", "3", "--batch-size", "4",
+                           "--precision", "fp32", "--workers", "0", "--quiet"], tmp_path, port=29587)
+    a = torch.load(tmp_path / "one" / MODEL_WEIGHTS, weights_only=True)
+    b = torch.load(tmp_path / "two" / MODEL_WEIGHTS, weights_only=True)
+    assert a.keys() == b.keys()
+    moved = torch.load(tmp_path / "one" / MODEL_WEIGHTS, weights_only=True)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    base = cnnlab.load_model("mnist_cnn").net.state_dict()
+    assert any(not torch.equal(moved[k], base[k]) for k in base if k in moved and moved[k].shape == base[k].shape)

@@ -111,10 +111,13 @@ def train_head(X: np.ndarray, y: np.ndarray, val: np.ndarray, n_classes: int, ki
 # --------------------------------------------------------------------------------------------- fine-tuning
 class _Images(torch.utils.data.Dataset):
     """Files → float (3,S,S) in [0,1]: random resized crops and flips for training, the model's own resize and
-    center crop otherwise."""
+    center crop otherwise. Image i's crop in epoch e is drawn from seed (seed, e, i): the same whichever process or
+    worker reads it, so a resumed run or one shared out over processes sees the same images."""
 
-    def __init__(self, paths: Sequence[Path], labels: np.ndarray, backbone: Backbone, train: bool):
+    def __init__(self, paths: Sequence[Path], labels: np.ndarray, backbone: Backbone, train: bool, seed: int = 0,
+                 epoch: int = 0):
         self.paths, self.labels, self.prep, self.train = list(paths), np.asarray(labels), backbone.preprocess, train
+        self.seed, self.epoch = seed, epoch
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -129,11 +132,19 @@ class _Images(torch.utils.data.Dataset):
         x = pil_to_tensor(load_image(self.paths[i], min_side=self.prep.resize_size))
         aug = v2.Compose([v2.RandomResizedCrop(self.prep.input_size, scale=(0.35, 1.0), antialias=True),
                           v2.RandomHorizontalFlip()])
-        return aug(x), int(self.labels[i])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_033 + i)
+            return aug(x), int(self.labels[i])
 
 
-def _seed_worker(worker_id: int) -> None:
-    torch.manual_seed(torch.initial_seed() % 2 ** 32)
+def _shards(n: int, batch: int, gen: torch.Generator, rank: int, world: int) -> list[list[int]]:
+    """This process's share of each global batch of a seeded permutation (every process draws the same one), full
+    batches only when there is more than one."""
+    order = torch.randperm(n, generator=gen).tolist()
+    batches = [order[i:i + batch] for i in range(0, n, batch)]
+    if len(batches) > 1 and len(batches[-1]) < batch:
+        batches.pop()
+    return [b[rank::world] for b in batches]
 
 
 def param_groups(backbone: Backbone, n_unfrozen: int, recipe: Recipe) -> list[dict]:
@@ -178,7 +189,12 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
     TensorBoard scalars. Returns the history (one dict per epoch)."""
     from tqdm.auto import tqdm
 
+    from ..core.runner import barrier, distributed
+
     device = backbone.device
+    rank, world = distributed(device)
+    if recipe.batch_size % world:
+        raise CnnlabError(f"--batch-size {recipe.batch_size} must be a multiple of the {world} processes")
     precision = resolve_precision(recipe.precision, device)
     groups = param_groups(backbone, n_unfrozen, recipe)
     opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != "unit"} for g in groups],
@@ -198,22 +214,26 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
         state = saved["state"]
     val_loader = torch.utils.data.DataLoader(_Images([paths[i] for i in val], labels[val], backbone, False),
                                              batch_size=recipe.batch_size, num_workers=recipe.workers)
+    net = backbone
+    if world > 1:  # gradients averaged over the processes' shards of each global batch
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(backbone, device_ids=[device.index] if device.type == "cuda" else None)
     writer = None
-    if run is not None:
+    if run is not None and rank == 0:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run / "tensorboard"))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     bar = tqdm(range(state["epoch"], recipe.epochs), initial=state["epoch"], total=recipe.epochs, desc="fine-tune",
-               unit="epoch", disable=not progress)
+               unit="epoch", disable=not progress or rank != 0)
     for epoch in bar:
         if state["stale"] >= recipe.patience:
             break
-        gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)  # batches and crops: (seed, epoch)
-        loader = torch.utils.data.DataLoader(_Images([paths[i] for i in train], labels[train], backbone, True),
-                                             batch_size=recipe.batch_size, shuffle=True, generator=gen,
-                                             num_workers=recipe.workers, worker_init_fn=_seed_worker,
-                                             drop_last=len(train) > recipe.batch_size)
+        gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)  # the batches: (seed, epoch)
+        images = _Images([paths[i] for i in train], labels[train], backbone, True, recipe.seed, epoch)
+        loader = torch.utils.data.DataLoader(images, batch_sampler=_shards(len(train), recipe.batch_size, gen, rank,
+                                                                           world), num_workers=recipe.workers)
         _train_mode(backbone, groups)
         t0, total = time.perf_counter(), 0.0
         with torch.random.fork_rng(devices=[]):
@@ -221,14 +241,14 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
             for x, y in loader:
                 with bf16_kernels(precision, device):
                     with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-                        loss = loss_fn(backbone(x.to(device)).float(), y.to(device))
+                        loss = loss_fn(net(x.to(device)).float(), y.to(device))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                 opt.step()
                 sched.step()
                 total += float(loss.detach()) * len(y)
         acc = accuracy(backbone, val_loader)
-        row = {"epoch": epoch + 1, "loss": total / len(train), "val_accuracy": acc,
+        row = {"epoch": epoch + 1, "loss": total * world / len(train), "val_accuracy": acc,
                "seconds": time.perf_counter() - t0}
         state["history"].append(row)
         if acc > state["best"]:
@@ -242,13 +262,14 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
             writer.add_scalar("loss/train", row["loss"], epoch + 1)
             writer.add_scalar("accuracy/val", acc, epoch + 1)
             writer.add_scalar("lr/head", opt.param_groups[0]["lr"], epoch + 1)
-        if ckpt is not None:
+        if ckpt is not None and rank == 0:
             from ..core.runs import atomic_path
 
             with atomic_path(ckpt) as tmp:
                 torch.save({"net": backbone.net.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "state": state, "recipe": recipe.to_dict(),
                             "n_unfrozen": n_unfrozen}, tmp)
+        barrier()
     if writer is not None:
         writer.close()
     if state["best_state"] is not None:
