@@ -126,6 +126,14 @@ def test_transfer_then_predict_in_one_session(client, app):
     assert answer["label"] == "red"
 
 
+def test_transfer_with_a_linear_head_shows_its_validation_curve(client, app):
+    text, table, plot = client.predict("colours", "efficientnet_lite0", 8, "linear", api_name="/transfer")
+    assert "linear head" in text and "chosen on the validation split" in text
+    assert [row[0] for row in table["data"]][:2] == ["epoch 1", "epoch 2"]
+    red = app[1] / "colours" / "red" / "0.png"
+    assert client.predict(gradio_client.handle_file(str(red)), api_name="/transfer_predict")["label"] == "red"
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda c, tmp: c.predict("../..", "efficientnet_lite0", 8, api_name="/transfer"),
      "is not a dataset under the data root"),

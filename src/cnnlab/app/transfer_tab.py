@@ -1,5 +1,6 @@
 """The Transfer tab: pick a class-per-folder dataset under --data-root (nothing outside it is reachable), train the
-SVM pipeline, see the layer × C table and the confusion matrix, then classify an upload with the trained classifier.
+SVM pipeline (or a linear / MLP head), see the layer × C table (or the head's validation curve, epoch by epoch) and
+the confusion matrix, then classify an upload with the trained classifier.
 Endpoints: /transfer (trains; the classifier stays in the page's state), /transfer_predict."""
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from ..core.errors import CnnlabError
 from ..jobs.transfer import transfer
+from ..transfer.finetune import HEADS
 from .state import AppModels, friendly, inside, read_upload
 
 
@@ -33,6 +35,8 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
                                    allow_custom_value=False)
                 model = gr.Dropdown(models.specs, value=models.specs[0], label="backbone")
                 per_class = gr.Slider(4, 200, value=20, step=2, label="images per class (half for training)")
+                head = gr.Dropdown(list(HEADS), value=HEADS[0], label="classifier (svm: the layer × C grid; "
+                                   "linear / mlp: a head trained by gradient)")
                 go = gr.Button("Train", variant="primary", elem_id="transfer-go")
                 photo = gr.Image(type="filepath", label="then: a photo to classify", sources=["upload", "clipboard"])
                 predict = gr.Button("Classify with the trained classifier")
@@ -44,17 +48,22 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
         classifier = gr.State(None)
 
     @friendly
-    def train_fn(name, spec, n, progress=gr.Progress(track_tqdm=True)):
+    def train_fn(name, spec, n, kind="svm", progress=gr.Progress(track_tqdm=True)):
         folder = inside(root, name, "a dataset", "to train on a dataset")
         n = int(n)
         result = transfer(folder, models.get(spec), split=f"random:{max(2, n // 2)}", limit_per_class=n,
                           layers=[models.get(spec).default_layer], Cs=[1.0, 0.1, 0.01], folds=min(3, max(2, n // 4)),
-                          workers=0, cache=False, progress=True)
+                          head=kind or "svm", workers=0, cache=False, progress=True)
         s = result.summary()
-        rows = [[g["layer"], g["C"], round(g["cv_accuracy"], 4), round(g["test_accuracy"], 4)] for g in s["grid"]]
+        sel = s["selected"]
+        if s["grid"]:
+            rows = [[g["layer"], g["C"], round(g["cv_accuracy"], 4), round(g["test_accuracy"], 4)] for g in s["grid"]]
+            how = f"selected {sel['layer']}, C = {sel['C']:g}"
+        else:  # a head: its validation curve (epoch, loss, validation accuracy)
+            rows = [[f"epoch {h['epoch']}", round(h["loss"], 4), round(h["val_accuracy"], 4), ""] for h in s["history"]]
+            how = f"{sel['head']} head, epoch {sel['epoch']} chosen on the validation split"
         text = (f"**{name}**: {s['n_train']} training / {s['n_test']} test images, {len(s['classes'])} classes; "
-                f"selected {s['selected']['layer']}, C = {s['selected']['C']:g}: test accuracy "
-                f"**{s['selected']['test_accuracy']:.3f}**.")
+                f"{how}: test accuracy **{sel['test_accuracy']:.3f}**.")
         return text, rows, result.figure(), result.classifier
 
     @friendly
@@ -65,6 +74,6 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
         results, _ = clf.top({"photo": x}, k=5)
         return {t["label"]: t["prob"] for t in results[0]["top"]}
 
-    go.click(train_fn, [data, model, per_class], [text, table, confusion, classifier], api_name="transfer",
+    go.click(train_fn, [data, model, per_class, head], [text, table, confusion, classifier], api_name="transfer",
              preprocess=False)
     predict.click(predict_fn, [photo, classifier], answer, api_name="transfer_predict", preprocess=False)
