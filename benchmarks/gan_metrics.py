@@ -8,7 +8,7 @@
 and FD's small-sample floor (two disjoint sets of real test digits, when there are enough).
 
     python benchmarks/gan_metrics.py --data-root ../shared/data --sizes 1000,2000,5000,10000
-    python benchmarks/gan_metrics.py --data-root ../shared/data --sizes 20000 --reference train --kid-only 20 \
+    python benchmarks/gan_metrics.py --data-root ../shared/data --sizes 20000,30000 --reference train --kid-only 20 \
         --generators real,shipped
 """
 from __future__ import annotations
