@@ -192,7 +192,7 @@ class TransferClassifier:
         if backbones == [bow.NAME]:
             vocabulary = np.load(folder / VOCABULARY_FILE, allow_pickle=False)
             return BowClassifier(estimator, meta["classes"], meta["layer"], vocabulary,
-                                 bow.BowSettings(**meta["bow"]), meta["scaling"])
+                                 bow.BowSettings.from_dict(meta["bow"]), meta["scaling"])
         return cls(estimator, meta["classes"], meta["layer"], backbones, meta["weights"], meta["pool"], meta["flip"],
                    meta["scaling"], meta["precision"], device)
 
