@@ -169,7 +169,7 @@ def test_classviz_raises_the_target_probability(lite0):
 
 def test_explain_cli_json(tmp_path, capsys, photo_files):
     npz = str(shared("imagenet", "imagenet_val_25.npz"))
-    assert main(["explain", "saliency", npz, "--limit", "2", "--method", "gradcam", "--metrics", "--out",
+    assert main(["explain", "saliency", npz, "--limit", "2", "--method", "gradcam", "--metrics", "--random-orders", "1", "--out",
                  str(tmp_path / "s"), "--quiet", "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert set(s["summary"]) >= {"n", "deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc"}
