@@ -11,7 +11,7 @@ from cnnlab.report.reproduce import reproduce, select
 from .conftest import chromium_path, launch_chromium, shared
 
 REQUIRED_IDS = [
-    "transfer/Q1.1", "transfer/Q1.3", "transfer/Q2-4.12",
+    "transfer/Q1.1", "transfer/Q1.3", "transfer/Q2-3.10", "transfer/Q2-3.11", "transfer/Q2-4.12",
     "explain/Q1.1", "explain/Q1.4", "explain/trust", "explain/Q2.5", "explain/Q2.7", "explain/Q3.8", "explain/Q3.9", "explain/Q3.10",
     "explain/Q3.11",
     "gan/Q1-2.4", "gan/Q1-2.5", "gan/Q2-2.10", "gan/Q2-2.11", "gan/Q2-3.12",
@@ -35,7 +35,7 @@ def test_list_covers_the_report_with_stable_ids(capsys):
 
 def test_selection_by_id_and_part_and_unknown_ids():
     assert [e.id for e in select("gan/Q2-2.11,transfer/Q1.1")] == ["transfer/Q1.1", "gan/Q2-2.11"]
-    assert [e.id for e in select("transfer")] == REQUIRED_IDS[:3]
+    assert [e.id for e in select("transfer")] == REQUIRED_IDS[:5]
     with pytest.raises(CnnlabError, match=r"did you mean .*gan/Q2-2\.10"):
         select("gan/Q2-2.1O")
 

@@ -301,7 +301,8 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
     val = _validation(y, split.train, cfg.val_fraction, cfg.seed)
     net = copy.deepcopy(base.net)
     head_at = set_head(net, len(ds.classes), head, seed=cfg.seed)
-    model = Backbone(base.name, net, base.preprocess, base.cut_points, base.weights, None, labels=list(ds.classes),
+    name = f"{base.name} + {head} head" + (f", fine-tuned {cfg.finetune}" if n_unfrozen else "")
+    model = Backbone(name, net, base.preprocess, base.cut_points, base.weights, None, labels=list(ds.classes),
                      spec=None, default_layer=base.default_layer, cam_layers=base.cam_layers).to(base.device).eval()
     paths = [ds.paths[i] for i in keep]
     if fs is not None:  # the head alone, on the cached frozen features

@@ -81,6 +81,89 @@ def top5(ctx: Context, s: dict) -> Outcome:
                                            rows)], figures, notes)
 
 
+def _classifier_runs(ctx: Context, s: dict, rows: list[str]) -> dict[str, list[dict]]:
+    """Each classifier of `rows` ('sift-bow', 'svm' on Lite0's frozen features, 'linear' / 'mlp' heads, 'last:N',
+    'all') over the setting's seeds, on the same splits; their summaries and the fitted results."""
+    data = ctx.data("15scene")
+    common = {"split": s["split"], "limit_per_class": s["limit_per_class"], "limit_seed": 0, "folds": s["folds"],
+              "cache_dir": str(ctx.cache_dir), "device": ctx.device, "data": str(data)}
+    out: dict[str, list[dict]] = {}
+    for row in rows:
+        for seed in s["seeds"]:
+            if row == "sift-bow":
+                cfg = TransferConfig(backbone="sift-bow", seed=seed, **common)
+            elif row == "svm":
+                cfg = TransferConfig(backbone="efficientnet_lite0", seed=seed, **common)
+            elif row in ("linear", "mlp"):
+                cfg = TransferConfig(backbone="efficientnet_lite0", head=row, epochs=s["epochs"], seed=seed, **common)
+            else:
+                cfg = TransferConfig(backbone="efficientnet_lite0", head="linear", finetune=row, epochs=s["epochs"],
+                                     seed=seed, **common)
+            r = transfer(config=cfg, progress=ctx.progress)
+            r.save(ctx.dir / f"{row.replace(':', '-')}-seed{seed}")
+            out.setdefault(row, []).append({"summary": r.summary(), "result": r})
+    return out
+
+
+def _accuracy_rows(runs: dict[str, list[dict]]) -> tuple[list[list[str]], dict]:
+    rows, metrics = [], {}
+    for name, rs in runs.items():
+        acc = [r["summary"]["selected"]["test_accuracy"] for r in rs]
+        secs = [r["summary"]["timing"]["extract_s"] + r["summary"]["timing"]["fit_s"] for r in rs]
+        metrics[name] = {"test_accuracy": acc, "seconds": secs}
+        rows.append([name, mean_sd(acc), f"{np.mean(secs):.0f}"])
+    return rows, metrics
+
+
+@experiment("transfer/Q2-3.10", "CNN features against SIFT + bag of words", SECTION,
+            "The CNN's features do slightly better than SIFT + bag of words (the report's remark; Lazebnik et al. 2006 "
+            "report 81.4 % on 15-Scene with a spatial pyramid and an intersection kernel).",
+            quick={"split": "random:25", "limit_per_class": 40, "seeds": [0], "folds": 3},
+            full={"split": "random:100", "limit_per_class": None, "seeds": [0, 1, 2], "folds": 5})
+def sift_bow(ctx: Context, s: dict) -> Outcome:
+    runs = _classifier_runs(ctx, s, ["sift-bow", "svm"])
+    rows, metrics = _accuracy_rows(runs)
+    gap = np.mean(metrics["svm"]["test_accuracy"]) - np.mean(metrics["sift-bow"]["test_accuracy"])
+    n = runs["svm"][0]["summary"]
+    result = (f"Over {len(s['seeds'])} split(s) ({n['n_train']} train / {n['n_test']} test images): SIFT + bag of "
+              f"words {rows[0][1]}, efficientnet_lite0 + LinearSVC {rows[1][1]}: the CNN's features lead by "
+              f"{100 * gap:.1f} points.")
+    return Outcome(result, metrics, [Table("Test accuracy (mean ± sd over splits) and seconds per split",
+                                           ["features", "test accuracy", "seconds"], rows)], [], [])
+
+
+@experiment("transfer/Q2-3.11", "The SVM replaced by a neural network, and fine-tuning", SECTION,
+            "The SVM could be replaced by a neural-network head, and the network's weights fine-tuned (at the risk of "
+            "forgetting what the early convolutions learned).",
+            quick={"split": "random:25", "limit_per_class": 40, "seeds": [0], "folds": 3, "epochs": 2,
+                   "rows": ["svm", "linear", "last:2"]},
+            full={"split": "random:100", "limit_per_class": None, "seeds": [0, 1, 2], "folds": 5, "epochs": 6,
+                  "rows": ["svm", "linear", "mlp", "last:3", "all"]})
+def heads(ctx: Context, s: dict) -> Outcome:
+    from ..core.figures import save_figure
+    from ..jobs.saliency import saliency
+
+    runs = _classifier_runs(ctx, s, s["rows"])
+    rows, metrics = _accuracy_rows(runs)
+    best = max(metrics, key=lambda k: np.mean(metrics[k]["test_accuracy"]))
+    result = (f"Test accuracy over {len(s['seeds'])} split(s), {s['epochs']} epoch(s) for the trained heads"
+              + (" (--quick: few images and epochs, not the full recipe)" if s["epochs"] < 6 else "")
+              + f": best {best} ({mean_sd(metrics[best]['test_accuracy'])}); "
+              + ", ".join(f"{r[0]} {r[1]}" for r in rows) + ".")
+    figures = []
+    tuned = [k for k in runs if k.startswith("last:") or k == "all"]
+    frozen = next((k for k in ("linear", "mlp") if k in runs), None)
+    if tuned and frozen:  # where each looks: Grad-CAM of a few test photos, frozen head against fine-tuned
+        photos = runs[frozen][0]["result"].split["test"][::max(1, len(runs[frozen][0]["result"].split["test"]) // 4)][:4]
+        for name in (frozen, tuned[-1]):
+            model = runs[name][0]["result"].classifier.backbone_model
+            fig = saliency(model, photos, method="gradcam").figure()
+            figures.append((save_figure(fig, ctx.dir / f"gradcam_{name.replace(':', '-')}.png"),
+                            f"Grad-CAM of the {name} model on 15-Scene test photos"))
+    return Outcome(result, metrics, [Table("Test accuracy (mean ± sd over splits) and seconds per split",
+                                           ["classifier", "test accuracy", "seconds"], rows)], figures, [])
+
+
 def _ablation_layers(name: str) -> list[str]:
     if "+" in name:  # several backbones concatenated: the default layers
         return TransferConfig().layers
