@@ -60,7 +60,7 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
             rows = [[g["layer"], g["C"], round(g["cv_accuracy"], 4), round(g["test_accuracy"], 4)] for g in s["grid"]]
             how = f"selected {sel['layer']}, C = {sel['C']:g}"
         else:  # a head: its validation curve (epoch, loss, validation accuracy)
-            rows = [[f"epoch {h['epoch']}", round(h["loss"], 4), round(h["val_accuracy"], 4), ""] for h in s["history"]]
+            rows = [[f"epoch {h['epoch']}", None if h["loss"] is None else round(h["loss"], 4), round(h["val_accuracy"], 4), ""] for h in s["history"]]
             how = f"{sel['head']} head, epoch {sel['epoch']} chosen on the validation split"
         text = (f"**{name}**: {s['n_train']} training / {s['n_test']} test images, {len(s['classes'])} classes; "
                 f"{how}: test accuracy **{sel['test_accuracy']:.3f}**.")

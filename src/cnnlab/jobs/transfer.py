@@ -253,16 +253,6 @@ def _transfer_bow(cfg: TransferConfig, progress: bool) -> TransferResult:
                 lambda layer, precision: BowClassifier(None, ds.classes, layer, vocabulary, settings, cfg.scaling))
 
 
-def _reads(path) -> bool:
-    from ..core.images import load_image
-
-    try:
-        load_image(path)
-        return True
-    except CnnlabError:
-        return False
-
-
 def _validation(y: np.ndarray, train: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Positions within `train` held out for model selection: a seeded share of each class (at least one)."""
     rng = np.random.default_rng(seed + 7919)
@@ -294,8 +284,8 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
                     seed=cfg.seed, precision=cfg.precision, workers=cfg.workers)
     ds, split = _dataset_and_split(cfg)
     t0 = time.perf_counter()
-    fs = _extract(cfg.replace(layers=["pre_logits"]), [base], ds.paths, progress) if not n_unfrozen else None
-    keep = fs.keep if fs is not None else np.array([i for i, p in enumerate(ds.paths) if _reads(p)], dtype=int)
+    fs = _extract(cfg.replace(layers=["pre_logits"]), [base], ds.paths, progress)
+    keep = fs.keep
     y = ds.labels[keep]
     split = _readable(split, keep) or random_split(y, parse_split(cfg.split)[1], cfg.seed)
     val = _validation(y, split.train, cfg.val_fraction, cfg.seed)
@@ -305,10 +295,11 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
     model = Backbone(name, net, base.preprocess, base.cut_points, base.weights, None, labels=list(ds.classes),
                      spec=None, default_layer=base.default_layer, cam_layers=base.cam_layers).to(base.device).eval()
     paths = [ds.paths[i] for i in keep]
-    if fs is not None:  # the head alone, on the cached frozen features
-        X = fs.features["pre_logits"]
-        trained, history = train_head(X[split.train], y[split.train], val, len(ds.classes), head, recipe)
-        net.get_submodule(head_at).load_state_dict(trained.state_dict())
+    # the head first, on the cached frozen features (fastai's fine_tune: a trained head before anything unfreezes)
+    X = fs.features["pre_logits"]
+    trained, history = train_head(X[split.train], y[split.train], val, len(ds.classes), head, recipe)
+    net.get_submodule(head_at).load_state_dict(trained.state_dict())
+    if not n_unfrozen:
         with torch.no_grad():
             test_pred = trained(torch.from_numpy(np.asarray(X[split.test], np.float32))).argmax(1).numpy()
     else:
@@ -329,13 +320,12 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
         "backbone": cfg.backbone, "weights": cfg.weights, "split": split.description, "seed": cfg.seed,
         "n_train": int(len(split.train) - len(val)), "n_val": int(len(val)), "n_test": int(len(split.test)),
         "grid": [], "selected": selected, "history": history, "head": head, "finetune": cfg.finetune,
-        "timing": {"extract_s": fs.timing["extract_s"] if fs else 0.0,
-                   "images_per_s": fs.timing["images_per_s"] if fs else None, "fit_s": fit_s},
+        "timing": {"extract_s": fs.timing["extract_s"], "images_per_s": fs.timing["images_per_s"], "fit_s": fit_s},
         "scaling": None, "classes": list(ds.classes),
         "per_class_accuracy": {c: float((test_pred[y_test == i] == i).mean()) for i, c in enumerate(ds.classes)
                                if (y_test == i).any()},
         "skipped": skip_reasons([ds.paths[i] for i in np.setdiff1d(np.arange(len(ds.paths)), keep)]),
-        "cached_layers": fs.timing["cached_layers"] if fs else [], "precision": recipe.precision,
+        "cached_layers": fs.timing["cached_layers"], "precision": recipe.precision,
     }
     summary["skipped_images"] = [s["image"] for s in summary["skipped"]]
     classifier = NetworkClassifier(model, {"base": base.spec, "head": head, "finetune": cfg.finetune,
@@ -410,7 +400,8 @@ def results_markdown(summary: dict) -> str:
                  f"split {summary['split']}, seed {summary['seed']}", "",
                  f"{summary['n_train']} training / {summary['n_val']} validation (from the training split) / "
                  f"{summary['n_test']} test images.", "", "| epoch | loss | validation accuracy |", "|---|---|---|"]
-        lines += [f"| {r['epoch']} | {r['loss']:.4f} | {r['val_accuracy']:.4f} |" for r in summary["history"]]
+        lines += [f"| {r['epoch']} | {'—' if r['loss'] is None else format(r['loss'], '.4f')} | "
+                  f"{r['val_accuracy']:.4f} |" for r in summary["history"]]
         lines += ["", f"Selected: epoch {sel['epoch']} (best validation accuracy): test accuracy "
                       f"**{sel['test_accuracy']:.4f}**.", "", "| class | test accuracy |", "|---|---|"]
         lines += [f"| {c} | {a:.4f} |" for c, a in summary["per_class_accuracy"].items()]

@@ -184,8 +184,8 @@ def accuracy(backbone: Backbone, loader) -> float:
 def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, train: np.ndarray, val: np.ndarray,
              n_unfrozen: int, recipe: Recipe, run: Path | None = None, resume: bool = False,
              progress: bool = False) -> list[dict]:
-    """Train `backbone` (its head already replaced) in place on `paths[train]`; the weights of the epoch with the
-    best accuracy on `paths[val]` are kept. With `run`, a checkpoint after each epoch (`resume` continues it) and
+    """Train `backbone` (its head already replaced, and best already trained) in place on `paths[train]`; the
+    weights of the epoch with the best accuracy on `paths[val]` are kept (epoch 0: as they came in). With `run`, a checkpoint after each epoch (`resume` continues it) and
     TensorBoard scalars. Returns the history (one dict per epoch)."""
     from tqdm.auto import tqdm
 
@@ -225,6 +225,10 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
 
         writer = SummaryWriter(str(run / "tensorboard"))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    if state["epoch"] == 0 and state["best_state"] is None:  # the starting point is a candidate too (epoch 0)
+        acc = accuracy(backbone, val_loader)
+        state.update(best=acc, best_state={k: v.detach().clone() for k, v in backbone.net.state_dict().items()})
+        state["history"].append({"epoch": 0, "loss": None, "val_accuracy": acc, "seconds": 0.0})
     bar = tqdm(range(state["epoch"], recipe.epochs), initial=state["epoch"], total=recipe.epochs, desc="fine-tune",
                unit="epoch", disable=not progress or rank != 0)
     for epoch in bar:
