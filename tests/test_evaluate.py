@@ -97,7 +97,8 @@ def test_deletion_ratio_is_a_ratio_of_means_and_randomization_is_the_last_cascad
     got, _ = Randomization(seed=3).score(model, x, targets, maps, method, {}, [0, 1, 2])
     cascade = model_randomization(model, x, targets, method, seed=3)
     torch.testing.assert_close(got["randomization_rank_corr"], cascade.rank_corr[-1])
-    assert set(METRICS) == {"deletion", "insertion", "road", "randomization"}
+    assert set(METRICS) == {"deletion", "insertion", "road", "randomization", "deletion-black", "insertion-black",
+                            "deletion-pixel", "insertion-pixel"}
     assert metric("road", noise=0.5, random_orders=3).noise == 0.5  # options a metric does not take are ignored
 
 
@@ -234,3 +235,37 @@ def test_saliency_metrics_score_the_target_the_map_was_made_for(images):
     assert float(mine.scores["deletion_auc"][0]) != pytest.approx(float(s.scores["deletion_auc"][0]))
     assert all(r["sanity"] in ("passes", "fails") for r in cnnlab.evaluate_saliency(
         model, images["rgb"][:3], methods=["vanilla"], metrics=["randomization"]).leaderboard)
+
+
+def test_the_faithfulness_panel_and_its_aggregate_rank(images):
+    """The panel varies what is removed (patches, pixels) and how (blur, black, ROAD's imputation); a method's
+    aggregate rank is its mean rank over the panel's columns, with an interval, and a method that queries the model
+    with the panel's own perturbation is marked."""
+    from cnnlab.explain.faithfulness import deletion_insertion
+
+    model = tiny_model(input_size=28)
+    panel = ["deletion", "insertion", "deletion-black", "insertion-black", "deletion-pixel", "insertion-pixel", "road"]
+    ev = cnnlab.evaluate_saliency(model, images["rgb"][:3], methods=["vanilla", "gradcam", "iterated-gradcam"],
+                                  metrics=panel, random_orders=1, batch_size=2, bootstrap=100, stages=3, candidates=0)
+    x = torch.stack([model.preprocess(torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1)
+                                      .float() / 255) for p in images["rgb"][:3]])
+    maps = make_method("gradcam").attribute(model, x, model(x).argmax(1))
+    for fill, patch, key in (("black", None, "deletion_black"), ("blur", 1, "deletion_pixel")):
+        direct = deletion_insertion(model, x, maps, model(x).argmax(1), patch, fill=fill, n_random=0,
+                                    kinds=("deletion",))["deletion_auc"]
+        np.testing.assert_allclose(ev.values("gradcam", f"{key}_auc"), direct.numpy(), rtol=1e-5)
+    cols = ["deletion_ratio", "insertion_ratio", "deletion_black_ratio", "insertion_black_ratio",
+            "deletion_pixel_ratio", "insertion_pixel_ratio", "road_morf", "road_lerf"]
+    by_hand = {}
+    for c in cols:  # rank of each method in the column, ties sharing the better rank
+        up = ev.columns[c]
+        for r in ev.leaderboard:
+            by_hand.setdefault(r["method"], []).append(1 + sum((o[c] > r[c]) if up else (o[c] < r[c])
+                                                               for o in ev.leaderboard))
+    for r in ev.leaderboard:
+        assert r["aggregate_over"] == cols
+        assert r["aggregate_rank"] == pytest.approx(np.mean(by_hand[r["method"]]))
+        lo, hi = r["ci"]["aggregate_rank"]
+        assert 1 <= lo <= hi <= 3
+        assert r["queries_panel"] == (r["method"] == "iterated-gradcam")
+    assert "iterated-gradcam †" in ev.markdown() and "aggregate_rank ↓" in ev.markdown()

@@ -18,6 +18,16 @@ from ..core.hooks import eval_mode
 from .saliency import blurred, patch_size
 
 
+FILLS = ("blur", "black")  # what a removed patch becomes: a strongly blurred copy of the image, or black
+
+
+def absent(x: torch.Tensor, fill: str, blur_sigma: float) -> torch.Tensor:
+    """The image with everything removed, for deletion's end and insertion's start."""
+    if fill not in FILLS:
+        raise CnnlabError(f"fill must be one of {', '.join(FILLS)}, not {fill!r}")
+    return blurred(x, blur_sigma) if fill == "blur" else torch.zeros_like(x)
+
+
 def patch_order(maps: torch.Tensor, patch: int) -> torch.Tensor:
     """(B,H,W) maps → (B,P) patch indices, most salient first."""
     scores = F.avg_pool2d(maps.unsqueeze(1), patch).flatten(1)
@@ -63,7 +73,7 @@ def random_orders(n_images: int, n_patches: int, k: int, seed: int = 0) -> torch
 def random_baseline(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | list[int], patch: int | None = None,
                     steps: int = 28, blur_sigma: float = 10.0, seed: int = 0, batch_size: int = 32,
                     n_random: int = 4, curves: bool = False,
-                    kinds: tuple[str, ...] = ("deletion", "insertion")) -> dict[str, torch.Tensor]:
+                    kinds: tuple[str, ...] = ("deletion", "insertion"), fill: str = "blur") -> dict[str, torch.Tensor]:
     """Per-image deletion/insertion AUC of random patch orders (seeded; mean over `n_random` orders). It does not
     depend on any map: compute it once when comparing several methods on the same images. With `curves`, also the
     mean curves themselves (B, steps+1). `kinds`: which of the two."""
@@ -72,7 +82,7 @@ def random_baseline(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | 
     x = x.detach().to(backbone.device)
     target = torch.as_tensor(target).long()
     patch = patch or patch_size(x)
-    base = blurred(x, blur_sigma)
+    base = absent(x, fill, blur_sigma)
     n_patches = (x.shape[-2] // patch) * (x.shape[-1] // patch)
     rand = random_orders(len(x), n_patches, n_random, seed)
     out = {}
@@ -89,13 +99,14 @@ def random_baseline(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | 
 def deletion_insertion(backbone: Backbone, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor | list[int],
                        patch: int | None = None, steps: int = 28, blur_sigma: float = 10.0, seed: int = 0,
                        batch_size: int = 32, n_random: int = 4, curves: bool = False,
-                       kinds: tuple[str, ...] = ("deletion", "insertion")) -> dict[str, torch.Tensor]:
+                       kinds: tuple[str, ...] = ("deletion", "insertion"), fill: str = "blur") -> dict[str, torch.Tensor]:
     """Per-image deletion/insertion AUC for `maps`, plus `random_baseline` unless n_random = 0; with `curves`, the
-    probability curves too (B, steps+1), for plotting. `kinds`: which of the two."""
+    probability curves too (B, steps+1), for plotting. `kinds`: which of the two; `fill`: what a removed patch
+    becomes (`FILLS`)."""
     x = x.detach().to(backbone.device)
     target = torch.as_tensor(target).long()
     patch = patch or patch_size(x)
-    base = blurred(x, blur_sigma)
+    base = absent(x, fill, blur_sigma)
     order = patch_order(maps.cpu().float(), patch)
     out = {}
     with eval_mode(backbone):
@@ -107,5 +118,5 @@ def deletion_insertion(backbone: Backbone, x: torch.Tensor, maps: torch.Tensor, 
                 out[f"{kind}_curve"] = c
     if n_random:
         out |= random_baseline(backbone, x, target, patch, steps, blur_sigma, seed, batch_size, n_random, curves,
-                               kinds)
+                               kinds, fill)
     return out

@@ -62,42 +62,47 @@ class Metric:
 
 
 class _PatchCurve(Metric):
-    """Deletion or insertion of patches (16×16 at 224 pixels), most salient first, against a blurred copy; the AUC is divided by
-    that of random patch orders (averaged over `random_orders`, seeded per image), computed once per image."""
+    """Deletion or insertion of patches (16×16 at 224 pixels; single pixels for the `-pixel` variants), most salient
+    first, against a blurred copy (black for `-black`); the AUC is divided by that of random orders (averaged over
+    `random_orders`, seeded per image), computed once per image. Its keys start with `key`."""
 
     kind: ClassVar[str] = ""
+    key: ClassVar[str] = ""
+    fill: ClassVar[str] = "blur"
+    pixels: ClassVar[bool] = False
 
     def __init__(self, random_orders: int = 4, patch: int | None = None, steps: int = 28, blur_sigma: float = 10.0,
                  batch_size: int = 32):
-        self.random_orders, self.patch, self.steps = random_orders, patch, steps
+        self.random_orders, self.patch, self.steps = random_orders, 1 if self.pixels else patch, steps
         self.blur_sigma, self.batch_size = blur_sigma, batch_size
 
     def prepare(self, backbone, x, targets, seeds):
         base = [random_baseline(backbone, x[i:i + 1], targets[i:i + 1], self.patch, self.steps, self.blur_sigma,
                                 seed, self.batch_size, self.random_orders, curves=True,
-                                kinds=(self.kind,))
+                                kinds=(self.kind,), fill=self.fill)
                 for i, seed in enumerate(seeds)]
         return {k: torch.cat([b[f"random_{self.kind}_{k}"] for b in base]) for k in ("auc", "curve")}
 
     def score(self, backbone, x, targets, maps, method, prepared, seeds):
         s = deletion_insertion(backbone, x, maps, targets, self.patch, self.steps, self.blur_sigma,
-                               batch_size=self.batch_size, n_random=0, curves=True, kinds=(self.kind,))
-        values = {f"{self.kind}_auc": s[f"{self.kind}_auc"], f"random_{self.kind}_auc": prepared["auc"]}
-        return values, {self.kind: s[f"{self.kind}_curve"], f"random_{self.kind}": prepared["curve"]}
+                               batch_size=self.batch_size, n_random=0, curves=True, kinds=(self.kind,),
+                               fill=self.fill)
+        values = {f"{self.key}_auc": s[f"{self.kind}_auc"], f"random_{self.key}_auc": prepared["auc"]}
+        return values, {self.key: s[f"{self.kind}_curve"], f"random_{self.key}": prepared["curve"]}
 
     def needs(self, column):
-        return [f"{self.kind}_auc", f"random_{self.kind}_auc"] if column.endswith("_ratio") else [column]
+        return [f"{self.key}_auc", f"random_{self.key}_auc"] if column.endswith("_ratio") else [column]
 
     def aggregate(self, column, values):
         if column.endswith("_ratio"):  # a ratio of means: the mean AUC against the mean random AUC
-            return values[f"{self.kind}_auc"].mean(-1) / np.maximum(values[f"random_{self.kind}_auc"].mean(-1),
-                                                                     1e-12)
+            return values[f"{self.key}_auc"].mean(-1) / np.maximum(values[f"random_{self.key}_auc"].mean(-1),
+                                                                    1e-12)
         return values[column].mean(-1)
 
 
 @register
 class Deletion(_PatchCurve):
-    name, kind = "deletion", "deletion"
+    name, kind, key = "deletion", "deletion", "deletion"
     columns: ClassVar[dict[str, bool]] = {"deletion_ratio": False, "deletion_auc": False}
     help = ("the class probability as 16×16 patches are blurred away, most salient first: its AUC over that of "
             "random orders (deletion_ratio, lower is better; Petsiuk et al. 2018)")
@@ -105,10 +110,44 @@ class Deletion(_PatchCurve):
 
 @register
 class Insertion(_PatchCurve):
-    name, kind = "insertion", "insertion"
+    name, kind, key = "insertion", "insertion", "insertion"
     columns: ClassVar[dict[str, bool]] = {"insertion_ratio": True, "insertion_auc": True}
     help = ("the class probability as patches are restored into a blurred copy, most salient first: AUC over "
             "random orders' (insertion_ratio, higher is better)")
+
+
+@register
+class DeletionBlack(_PatchCurve):
+    name, kind, key, fill = "deletion-black", "deletion", "deletion_black", "black"
+    columns: ClassVar[dict[str, bool]] = {"deletion_black_ratio": False}
+    help = "deletion with black patches instead of a blurred copy (deletion_black_ratio, lower is better)"
+
+
+@register
+class InsertionBlack(_PatchCurve):
+    name, kind, key, fill = "insertion-black", "insertion", "insertion_black", "black"
+    columns: ClassVar[dict[str, bool]] = {"insertion_black_ratio": True}
+    help = "insertion of patches into a black canvas (insertion_black_ratio, higher is better)"
+
+
+@register
+class DeletionPixel(_PatchCurve):
+    name, kind, key, pixels = "deletion-pixel", "deletion", "deletion_pixel", True
+    columns: ClassVar[dict[str, bool]] = {"deletion_pixel_ratio": False}
+    help = "deletion pixel by pixel into a blurred copy (deletion_pixel_ratio, lower is better)"
+
+
+@register
+class InsertionPixel(_PatchCurve):
+    name, kind, key, pixels = "insertion-pixel", "insertion", "insertion_pixel", True
+    columns: ClassVar[dict[str, bool]] = {"insertion_pixel_ratio": True}
+    help = "insertion pixel by pixel into a blurred copy (insertion_pixel_ratio, higher is better)"
+
+
+# The faithfulness panel: what is removed (patches, pixels) and how (blur, black, ROAD's imputation) differ, so that
+# no single perturbation decides; `aggregate_rank` is each method's mean rank over the columns of it that were run.
+PANEL = ("deletion_ratio", "insertion_ratio", "deletion_black_ratio", "insertion_black_ratio",
+         "deletion_pixel_ratio", "insertion_pixel_ratio", "road_morf", "road_lerf")
 
 
 @register

@@ -61,6 +61,8 @@ class SaliencyMethod:
 
     name: ClassVar[str] = ""
     help: ClassVar[str] = ""
+    # it queries the model with the faithfulness panel's own perturbation (blurred patches): marked on leaderboards
+    queries_panel: ClassVar[bool] = False
 
     @classmethod
     def from_options(cls, o: SaliencyOptions) -> "SaliencyMethod":
@@ -167,6 +169,7 @@ class GradCam(_Layered):
 
 @register
 class Occlusion(SaliencyMethod):
+    queries_panel = True  # it blurs patches and reads the class probability, as deletion does
     name = "occlusion"
     help = "score drop when 32×32 patches are replaced by a blurred copy (Zeiler & Fergus 2014)"
 
@@ -209,6 +212,7 @@ class SmoothGradGradCam(SaliencyMethod):
 
 @register
 class IteratedGradCam(GradCam):
+    queries_panel = True  # it blurs patches and reads the class probability, as deletion does
     name = "iterated-gradcam"
     help = ("Grad-CAM re-read as the evidence is removed: in --stages steps, the patches (a 14×14 grid) that a fresh "
             "Grad-CAM of what is left ranks highest are blurred away; a pixel's value is the step that removed its "

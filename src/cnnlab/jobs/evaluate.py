@@ -34,6 +34,8 @@ DEFAULT_METHODS = ("vanilla", "smoothgrad", "ig", "gradcam", "smoothgrad-gradcam
 SHOWN_STEPS_IMAGES = 1  # images whose maps the randomization figure shows
 
 
+
+DEFAULT_METRICS = ("deletion", "insertion", "road", "randomization")
 @dataclass
 class EvaluateSaliencyConfig(SaliencyOptions, ModelOptions):
     command = "explain evaluate"
@@ -41,8 +43,10 @@ class EvaluateSaliencyConfig(SaliencyOptions, ModelOptions):
     methods: list[str] = option(default_factory=lambda: list(DEFAULT_METHODS), choices=tuple(METHODS),
                                 help="saliency methods, comma-separated (default: every method but the slow "
                                      "occlusion, scorecam and rise)")
-    metrics: list[str] = option(default_factory=lambda: list(METRICS), choices=tuple(METRICS),
-                                help="metrics, comma-separated")
+    metrics: list[str] = option(default_factory=lambda: list(DEFAULT_METRICS), choices=tuple(METRICS),
+                                help="metrics, comma-separated (the faithfulness panel: add deletion-black, "
+                                     "insertion-black, deletion-pixel, insertion-pixel; aggregate_rank is the mean "
+                                     "rank over the panel's columns)")
     target: str = option("pred", help="'pred' (the model's prediction) or a class of the model (index or name)")
     random_orders: int = option(4, low=1, help="deletion/insertion: random patch orders averaged for the baseline")
     road_noise: float = option(0.01, low=0, help="ROAD: std of the noise added to imputed pixels ([0,1] units)")
@@ -86,7 +90,8 @@ class SaliencyEvaluation(PerImageResult):
     @property
     def columns(self) -> dict[str, bool]:
         """Leaderboard column → True where higher is better, in the order of the metrics asked."""
-        return {c: up for m in self.metrics.values() for c, up in m.columns.items()}
+        cols = {c: up for m in self.metrics.values() for c, up in m.columns.items()}
+        return cols | ({"aggregate_rank": False} if any("aggregate_rank" in r for r in self.leaderboard) else {})
 
     def values(self, method: str, key: str) -> np.ndarray:
         return np.array([r["scores"][method][key] for r in self.rows], dtype=float)
@@ -121,6 +126,8 @@ class SaliencyEvaluation(PerImageResult):
         lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
         note = (f"\n{self.config.backbone}, {len(self)} images; mean [95 % bootstrap interval over images, "
                 f"{self.config.bootstrap} resamples] #rank (↓ lower is better, ↑ higher is better)")
+        if any(r.get("queries_panel") for r in self.leaderboard):
+            note += "; † queries the model with the panel's own perturbation (blurred patches)"
         if any(r.get("sanity") == "fails" for r in self.leaderboard):
             note += (f"; ⚠ fails the model-randomization sanity check (rank correlation above its null by more "
                      f"than {MARGIN})")
@@ -192,7 +199,7 @@ def leaderboard(rows: list[dict], methods: Sequence[str], metrics: dict[str, Met
     n = len(rows)
     resamples = np.random.default_rng(seed).integers(0, n, (bootstrap, n)) if n else None
     values = lambda method, key: np.array([r["scores"][method][key] for r in rows], dtype=float)  # noqa: E731
-    board, columns = [], {c: up for m in metrics.values() for c, up in m.columns.items()}
+    board, columns, boots = [], {c: up for m in metrics.values() for c, up in m.columns.items()}, {}
     for method in methods:
         row: dict = {"method": method}
         ci, up_to = {}, {}
@@ -204,7 +211,10 @@ def leaderboard(rows: list[dict], methods: Sequence[str], metrics: dict[str, Met
                 row[column] = float(m.aggregate(column, {k: v[None] for k, v in vals.items()})[0])
                 boot = m.aggregate(column, {k: v[resamples] for k, v in vals.items()})
                 ci[column] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+                boots[method, column] = boot
         row["seconds_per_image"] = float(values(method, "seconds").mean())
+        cls = METHODS.get(method.split("=")[0])
+        row["queries_panel"] = bool(cls and cls.queries_panel)
         row["ci"], row["rank"] = ci, up_to
         board.append(row)
     for column, higher in columns.items():
@@ -212,6 +222,7 @@ def leaderboard(rows: list[dict], methods: Sequence[str], metrics: dict[str, Met
         for r in board:
             if column in r:
                 r["rank"][column] = ordered.index(r[column]) + 1
+    _aggregate_rank(board, boots, columns)
     from ..explain.sanity import MARGIN
 
     for r in board:
@@ -221,12 +232,37 @@ def leaderboard(rows: list[dict], methods: Sequence[str], metrics: dict[str, Met
     return board
 
 
+def _ranks(cells: np.ndarray, higher: bool) -> np.ndarray:
+    """Per column of `cells` (methods × R), each method's rank (1 = best; ties share the better rank)."""
+    v = -cells if higher else cells
+    return (v[None, :, :] < v[:, None, :]).sum(axis=1) + 1
+
+
+def _aggregate_rank(board: list[dict], boots: dict, columns: dict[str, bool]) -> None:
+    """`aggregate_rank`: each method's mean rank over the faithfulness panel's columns that every method of the
+    board has (at least two), with its 95 % interval over the same bootstrap resamples; it orders the board's
+    `rank["aggregate_rank"]`."""
+    from ..explain.metrics import PANEL
+
+    panel = [c for c in PANEL if c in columns and all(c in r for r in board)]
+    if len(panel) < 2 or len(board) < 2:
+        return
+    point = np.mean([_ranks(np.array([[r[c]] for r in board]), columns[c])[:, 0] for c in panel], axis=0)
+    boot = np.mean([_ranks(np.stack([boots[r["method"], c] for r in board]), columns[c]) for c in panel], axis=0)
+    ordered = sorted(set(point.tolist()))
+    for k, r in enumerate(board):
+        r["aggregate_rank"] = float(point[k])
+        r["ci"]["aggregate_rank"] = [float(np.percentile(boot[k], 2.5)), float(np.percentile(boot[k], 97.5))]
+        r["rank"]["aggregate_rank"] = ordered.index(point[k]) + 1
+        r["aggregate_over"] = panel
+
+
 def board_table(board: list[dict], columns: Sequence[str]) -> list[list[str]]:
     """A leaderboard as text cells: header, then one row per method (mean [low, high] #rank; '—' where a method's
     run did not measure the column; ⚠ after a method that fails the randomization check)."""
     rows = [["method", *columns, "seconds / image"]]
     for r in board:
-        cells = [r["method"] + (" ⚠" if r.get("sanity") == "fails" else "")]
+        cells = [r["method"] + (" ⚠" if r.get("sanity") == "fails" else "") + (" †" if r.get("queries_panel") else "")]
         cells += [f"{r[c]:.3f} [{r['ci'][c][0]:.3f}, {r['ci'][c][1]:.3f}] #{r['rank'][c]}" if c in r else "—"
                   for c in columns]
         rows.append([*cells, f"{r['seconds_per_image']:.2f}"])
