@@ -32,7 +32,7 @@ def run(row: str, data: str, seed: int, epochs: int, per_class: int) -> dict:
         res = cnnlab.transfer(data, model="efficientnet_lite0", head="linear", finetune=row, epochs=epochs, **options)
     s = res.summary()
     return {"row": row, "seed": seed, "test_accuracy": s["selected"]["test_accuracy"], "selected": s["selected"],
-            "n_train": s["n_train"], "n_test": s["n_test"]}
+            "n_train": s["n_train"], "n_test": s["n_test"], "history": s.get("history")}
 
 
 def table(path: str) -> None:
