@@ -29,7 +29,7 @@ from cnnlab.explain.attacks import attack
 from cnnlab.explain.targets import resolve_targets
 from cnnlab.explain.classviz import ClassVizOptions, visualize_class
 from cnnlab.explain.faithfulness import deletion_insertion, random_baseline
-from cnnlab.explain.saliency import SaliencyOptions, attribute, predicted
+from cnnlab.explain.saliency import attribute, predicted
 
 
 def main() -> None:
@@ -57,8 +57,7 @@ def main() -> None:
     out["random"] = {k: float(v.mean()) for k, v in baseline.items()}
     for spec in args.methods.split(","):
         method, _, suffix = spec.partition(":")  # e.g. gradcam:head+block6, ig:black
-        options = SaliencyOptions(ig_baseline=suffix or "blur") if method == "ig" else SaliencyOptions(
-            layer=suffix or None)
+        options = dict(ig_baseline=suffix or "blur") if method == "ig" else dict(layer=suffix or None)
         t0 = time.perf_counter()
         maps = torch.cat([attribute(b, x[i:i + 4], pred[i:i + 4], method, options) for i in range(0, len(x), 4)])
         secs = (time.perf_counter() - t0) / len(x)

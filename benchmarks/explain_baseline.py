@@ -20,7 +20,7 @@ from cnnlab.core.inputs import read_images
 from cnnlab.core.models import create_backbone
 from cnnlab.core.hooks import eval_mode, frozen
 from cnnlab.explain.faithfulness import deletion_insertion, random_baseline
-from cnnlab.explain.saliency import SaliencyOptions, attribute, blurred, predicted
+from cnnlab.explain.saliency import attribute, blurred, predicted
 
 
 def main() -> None:
@@ -56,7 +56,7 @@ def main() -> None:
     for baseline in ("black", "blur"):
         for steps in (16, 32):
             t0 = time.perf_counter()
-            o = SaliencyOptions(ig_baseline=baseline, ig_steps=steps)
+            o = dict(ig_baseline=baseline, ig_steps=steps)
             maps[f"IG {baseline} {steps} steps"] = torch.cat(
                 [attribute(b, x[i:i + 4], pred[i:i + 4], "ig", o) for i in range(0, len(x), 4)])
             print(f"IG {baseline} {steps}: {(time.perf_counter() - t0) / len(x):.2f} s/image", flush=True)

@@ -19,7 +19,9 @@ import torch
 from cnnlab.core.inputs import read_images
 from cnnlab.core.models import create_backbone
 from cnnlab.explain.faithfulness import deletion_insertion, random_baseline
-from cnnlab.explain.saliency import SaliencyOptions, method, predicted
+import json
+
+from cnnlab.explain.saliency import method, predicted
 
 
 def parse(spec: str):
@@ -27,8 +29,8 @@ def parse(spec: str):
     kwargs = {}
     for kv in filter(None, opts.split(";")):
         k, v = kv.split("=")
-        kwargs[k] = v.split("+") if k == "layer" else type(getattr(SaliencyOptions(), k))(v)
-    return method(name, SaliencyOptions(**kwargs))
+        kwargs[k] = v.split("+") if k == "layer" else json.loads(v)
+    return method(name, kwargs)
 
 
 def theirs(backbone, variant: str, layer: str = "head"):

@@ -19,7 +19,7 @@ import time
 
 import cnnlab
 from cnnlab.core.data import load_mnist
-from cnnlab.explain.saliency import METHODS, SaliencyOptions, method as make_method, predicted
+from cnnlab.explain.saliency import METHODS, method as make_method, predicted
 from cnnlab.explain.sanity import MARGIN, model_randomization
 
 SLOW = ("scorecam", "rise")  # one forward pass per channel / per mask, at every step: digits only by default
@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--write", action="store_true",
                     help="also write the outcome into src/cnnlab/assets/sanity.json (what --help and the app show)")
     args = ap.parse_args()
-    options = SaliencyOptions(smoothgrad_samples=8, ig_steps=16, rise_masks=500)
+    options = dict(smoothgrad_samples=8, ig_steps=16, rise_masks=500)
     models = args.models.split(",")
     result = {"date": time.strftime("%Y-%m-%d"), "margin": MARGIN, "n": args.n}
     if "efficientnet_lite0" in models:

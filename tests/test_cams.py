@@ -26,11 +26,11 @@ def test_layercam_and_gradcam_plus_plus_by_hand():
     targets = [0, 1]
     grads = torch.stack([head.weight[t].detach() / 16 for t in targets])[..., None, None]  # (2,2,1,1)
     layercam = (grads.clamp(min=0) * acts).sum(1).clamp(min=0)
-    torch.testing.assert_close(METHODS["layercam"](["0"]).attribute(model, x, targets), layercam)
+    torch.testing.assert_close(METHODS["layercam"](layer=["0"]).attribute(model, x, targets), layercam)
     g = grads.expand_as(acts)
     alpha = g ** 2 / (2 * g ** 2 + acts.sum((2, 3), keepdim=True) * g ** 3 + 1e-7)
     weights = (alpha * g.clamp(min=0)).sum((2, 3), keepdim=True)
-    torch.testing.assert_close(METHODS["gradcam++"](["0"]).attribute(model, x, targets),
+    torch.testing.assert_close(METHODS["gradcam++"](layer=["0"]).attribute(model, x, targets),
                                (weights * acts).sum(1).clamp(min=0))
 
 
@@ -41,7 +41,7 @@ def test_scorecam_weights_each_map_by_the_probability_of_the_image_it_masks():
     masks = (acts - acts.amin((2, 3), keepdim=True)) / (acts.amax((2, 3), keepdim=True) - acts.amin((2, 3), keepdim=True))
     with torch.no_grad():
         w = torch.stack([model(x * masks[:, k:k + 1]).softmax(1)[0, 1] for k in range(2)])
-    torch.testing.assert_close(METHODS["scorecam"](["0"], batch=1).attribute(model, x, [1]),
+    torch.testing.assert_close(METHODS["scorecam"](layer=["0"], internal_batch_size=1).attribute(model, x, [1]),
                                (w.view(1, 2, 1, 1) * acts).sum(1).clamp(min=0))
 
 
@@ -69,7 +69,7 @@ def test_guided_backprop_passes_only_positive_gradients_through_relu_and_relu6()
 
 
 def test_rise_is_the_probability_weighted_mean_of_its_masks():
-    rise = METHODS["rise"](masks=50, cells=3, p=0.5, seed=4, batch=16)
+    rise = METHODS["rise"](rise_masks=50, rise_cells=3, rise_p=0.5, noise_seed=4, internal_batch_size=16)
     constant = cnnlab.wrap(nn.Sequential(nn.Flatten(), nn.Linear(48, 2)), mean=(0.0,) * 3, std=(1.0,) * 3, input_size=4)
     with torch.no_grad():
         constant.net[1].weight.zero_()
@@ -88,7 +88,8 @@ def test_rise_finds_the_region_the_model_reads():
             return torch.stack([torch.zeros_like(s), s - 10], 1)
 
     model = cnnlab.wrap(TopLeft(), mean=(0.0,) * 3, std=(1.0,) * 3, input_size=16)
-    m = METHODS["rise"](masks=400, cells=4, batch=100).attribute(model, torch.ones(1, 3, 16, 16), [1])[0]
+    rise = METHODS["rise"](rise_masks=400, rise_cells=4, internal_batch_size=100)
+    m = rise.attribute(model, torch.ones(1, 3, 16, 16), [1])[0]
     assert m[:8, :8].mean() > m[8:, 8:].mean() + 0.1 and m[:8, :8].mean() > m[:8, 8:].mean() + 0.05
 
 
@@ -96,7 +97,8 @@ def test_rise_finds_the_region_the_model_reads():
 def test_every_method_on_the_shipped_digit_classifier(method):
     """mnist_cnn: 1-channel 28×28 inputs, smaller than occlusion's default patch."""
     digits = torch.rand(2, 1, 28, 28)
-    res = cnnlab.saliency("mnist_cnn", digits, method=method, rise_masks=64, smoothgrad_samples=2, ig_steps=4)
+    quick = {k: v for k, v in dict(rise_masks=64, smoothgrad_samples=2, ig_steps=4).items() if method in METHODS.takers(k)}
+    res = cnnlab.saliency("mnist_cnn", digits, method=method, **quick)
     assert res.maps.shape == (2, 28, 28) and (res.maps >= 0).all() and torch.isfinite(res.maps).all()
 
 
@@ -107,8 +109,8 @@ def test_iterated_gradcam_keeps_gradcams_order_when_patches_do_not_interact():
 
     model, _, _ = _cam_model()
     x = torch.rand(2, 3, 16, 16)
-    cam = METHODS["gradcam"](["0"]).attribute(model, x, [0, 1])
-    it = METHODS["iterated-gradcam"](["0"], stages=5, candidates=0).attribute(model, x, [0, 1])
+    cam = METHODS["gradcam"](layer=["0"]).attribute(model, x, [0, 1])
+    it = METHODS["iterated-gradcam"](layer=["0"], stages=5, candidates=0).attribute(model, x, [0, 1])
     for b in range(2):
         k = int((cam[b] > 0).sum())  # past the positive part, Grad-CAM's zeros tie
         assert k > 10 and torch.equal(patch_order(it[b:b + 1], 1)[0, :k], patch_order(cam[b:b + 1], 1)[0, :k])
@@ -148,8 +150,8 @@ def test_iterated_gradcam_with_candidates_removes_what_lowers_the_probability_fi
     model = cnnlab.wrap(Corner(), mean=(0.0,), std=(1.0,), input_size=14)
     x = torch.full((1, 1, 14, 14), 0.5)
     x[0, 0, 0, 0], x[0, 0, 7, 7] = 0.6, 1.0  # Grad-CAM's top pixel is (7, 7); the score hangs on (0, 0)
-    plain = METHODS["iterated-gradcam"](["conv"], stages=4, blur_sigma=3.0, candidates=0).attribute(model, x, [0])[0]
-    picked = METHODS["iterated-gradcam"](["conv"], stages=4, blur_sigma=3.0, candidates=49).attribute(model, x, [0])[0]
+    plain = METHODS["iterated-gradcam"](layer=["conv"], stages=4, blur_sigma=3.0, candidates=0).attribute(model, x, [0])[0]
+    picked = METHODS["iterated-gradcam"](layer=["conv"], stages=4, blur_sigma=3.0, candidates=49).attribute(model, x, [0])[0]
     assert plain[7, 7] > plain[0, 0] and picked[0, 0] == picked.max()
 
 
@@ -162,9 +164,9 @@ def test_gradcam_plus_plus_keeps_to_layers_whose_activations_are_non_negative():
     model.cam_layers = ("1", "0")  # after the ReLU, and the convolution before it (negative values)
     x, targets = torch.rand(2, 3, 4, 4), [0, 2]
     torch.testing.assert_close(METHODS["gradcam++"]().attribute(model, x, targets),
-                               METHODS["gradcam++"](["1"]).attribute(model, x, targets))
+                               METHODS["gradcam++"](layer=["1"]).attribute(model, x, targets))
     with pytest.warns(UserWarning, match="gradcam\\+\\+ assumes non-negative activations; .* of 0's are negative"):
-        METHODS["gradcam++"](["0"]).attribute(model, x, targets)
+        METHODS["gradcam++"](layer=["0"]).attribute(model, x, targets)
     # Grad-CAM, which makes no such assumption, reads both
     assert not torch.equal(METHODS["gradcam"]().attribute(model, x, targets),
-                           METHODS["gradcam"](["1"]).attribute(model, x, targets))
+                           METHODS["gradcam"](layer=["1"]).attribute(model, x, targets))

@@ -13,6 +13,7 @@ from PIL import Image
 from torch import nn
 
 import cnnlab
+from cnnlab.core.errors import CnnlabError
 from cnnlab.cli import main
 from cnnlab.explain.metrics import METRICS, Deletion, Randomization, metric, noisy_linear_imputation, road_curves
 from cnnlab.explain.saliency import method as make_method
@@ -94,12 +95,12 @@ def test_deletion_ratio_is_a_ratio_of_means_and_randomization_is_the_last_cascad
     x, targets = torch.rand(3, 1, 28, 28), torch.tensor([1, 4, 7])
     method = make_method("vanilla")  # (a random model's Grad-CAM of noise is constant: undefined)
     maps = method.attribute(model, x, targets)
-    got, _ = Randomization(seed=3).score(model, x, targets, maps, method, {}, [0, 1, 2])
+    got, _ = Randomization(randomization_seed=3).score(model, x, targets, maps, method, {}, [0, 1, 2])
     cascade = model_randomization(model, x, targets, method, seed=3)
     torch.testing.assert_close(got["randomization_rank_corr"], cascade.rank_corr[-1])
     assert set(METRICS) == {"deletion", "insertion", "road", "randomization", "deletion-black", "insertion-black",
                             "deletion-pixel", "insertion-pixel"}
-    assert metric("road", noise=0.5, random_orders=3).noise == 0.5  # options a metric does not take are ignored
+    assert metric("road", road_noise=0.5, random_orders=3).road_noise == 0.5  # options a metric does not take are ignored
 
 
 # ------------------------------------------------------------------------------------------------ the job
@@ -156,10 +157,13 @@ def test_a_rerun_reuses_parts_unless_an_option_the_methods_read_changed(images, 
     cnnlab.evaluate_saliency(tiny_model(input_size=28), images["rgb"], out=tmp_path / "r", **opts)
     stamps = lambda: {p.name: p.stat().st_mtime_ns for p in (tmp_path / "r" / "parts").glob("*")}  # noqa: E731
     before = stamps()
-    # options of methods not asked for, and the internal batch (memory only): every part is reused
-    cnnlab.evaluate_saliency(tiny_model(input_size=28), images["rgb"], out=tmp_path / "r", rise_masks=7,
-                             candidates=3, internal_batch_size=5, **opts)
+    # the internal batch (memory only): every part is reused
+    cnnlab.evaluate_saliency(tiny_model(input_size=28), images["rgb"], out=tmp_path / "r", internal_batch_size=5,
+                             **opts)
     assert stamps() == before
+    # an option of a method not asked for is refused (one policy), before any work
+    with pytest.raises(CnnlabError, match="--candidates is an option of iterated-gradcam, not of gradcam, deletion"):
+        cnnlab.evaluate_saliency(tiny_model(input_size=28), images["rgb"], out=tmp_path / "r", candidates=3, **opts)
     cnnlab.evaluate_saliency(tiny_model(input_size=28), images["rgb"], out=tmp_path / "r", random_orders=2,
                              **{k: v for k, v in opts.items() if k != "random_orders"})
     assert all(stamps()[name] != t for name, t in before.items())  # a metric's setting: every part redone

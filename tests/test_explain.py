@@ -15,7 +15,7 @@ from cnnlab.explain.targets import resolve_targets
 from cnnlab.explain.classviz import ClassVizOptions, class_probability, visualize_class
 from cnnlab.explain.faithfulness import auc, deletion_insertion, random_orders
 from cnnlab.core.inputs import read_images
-from cnnlab.explain.saliency import SaliencyOptions, attribute, blurred, predicted
+from cnnlab.explain.saliency import BLUR_SIGMA, attribute, blurred, predicted
 
 from .conftest import shared
 
@@ -92,8 +92,8 @@ def test_deletion_of_salient_patches_beats_random_order(lite0, lab_images):
 def test_multi_layer_gradcam_is_the_sum_of_max_scaled_maps(lite0, lab_images):
     x = lab_images[:2]
     target = predicted(lite0, x)
-    single = [attribute(lite0, x, target, "gradcam", SaliencyOptions(layer=l)) for l in ("head", "block6")]
-    both = attribute(lite0, x, target, "gradcam", SaliencyOptions(layer="head+block6"))
+    single = [attribute(lite0, x, target, "gradcam", dict(layer=l)) for l in ("head", "block6")]
+    both = attribute(lite0, x, target, "gradcam", dict(layer="head+block6"))
     expected = sum(m / m.flatten(1).amax(1).view(-1, 1, 1) for m in single)
     torch.testing.assert_close(both, expected)
     assert both.flatten(1).amax(1).max() <= 2 + 1e-5
@@ -102,7 +102,7 @@ def test_multi_layer_gradcam_is_the_sum_of_max_scaled_maps(lite0, lab_images):
 def test_smoothgrad_gradcam_is_the_product_of_max_scaled_maps(lite0, lab_images):
     x = lab_images[:2]
     target = predicted(lite0, x)
-    o = SaliencyOptions(smoothgrad_samples=4)
+    o = dict(smoothgrad_samples=4)
     sg = attribute(lite0, x, target, "smoothgrad", o)  # SmoothGrad's noise is seeded (noise_seed)
     cam = attribute(lite0, x, target, "gradcam", o)
     state = torch.get_rng_state()
@@ -118,13 +118,13 @@ def test_ig_of_a_linear_model_is_input_minus_baseline_times_weight():
     b = linear_backbone()
     x = torch.rand(2, 3, 4, 4)
     W = b.net[1].weight.detach().view(2, 3, 4, 4)
-    o = SaliencyOptions()
-    expected = ((x - blurred(x, o.blur_sigma)) * W[[1, 0]]).sum(dim=1).abs()
+    o = {}
+    expected = ((x - blurred(x, BLUR_SIGMA)) * W[[1, 0]]).sum(dim=1).abs()
     torch.testing.assert_close(attribute(b, x, [1, 0], "ig", o), expected)
-    black = attribute(b, x, [1, 0], "ig", SaliencyOptions(ig_baseline="black"))
+    black = attribute(b, x, [1, 0], "ig", dict(ig_baseline="black"))
     torch.testing.assert_close(black, (x * W[[1, 0]]).sum(dim=1).abs())
     with pytest.raises(CnnlabError, match="--ig-baseline 'white' is not one of: blur, black"):
-        attribute(b, x, [1, 0], "ig", SaliencyOptions(ig_baseline="white"))
+        attribute(b, x, [1, 0], "ig", dict(ig_baseline="white"))
 
 
 def test_random_baseline_is_the_mean_over_random_orders_computed_by_hand():

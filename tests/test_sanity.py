@@ -100,7 +100,9 @@ def test_a_constant_map_has_no_rank_correlation():
 
 def test_sampling_methods_draw_fresh_samples_for_the_randomized_model():
     rise = method("rise")
-    assert fresh_samples(rise).seed == rise.seed + 1 and rise.seed == 0  # a copy: the method itself is unchanged
+    assert fresh_samples(rise).noise_seed == rise.noise_seed + 1 and rise.noise_seed == 0  # a copy: unchanged
+    both = method("smoothgrad-gradcam")  # a sampling method inside another one draws fresh samples too
+    assert fresh_samples(both).noise_seed == 1 and fresh_samples(both).layer == both.layer
     gradcam = method("gradcam")
     assert fresh_samples(gradcam) is gradcam
 

@@ -100,7 +100,7 @@ def test_per_image_targets_in_saliency_and_fool(files):
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_saliency_method_is_one_registered_class(name):
     model, x = tiny_model(), torch.rand(2, 3, 16, 16)
-    m = METHODS[name](**{"occlusion": {"window": 8, "stride": 4}, "rise": {"masks": 64}}.get(name, {}))
+    m = METHODS[name](**{"occlusion": {"occlusion_window": 8, "occlusion_stride": 4}, "rise": {"rise_masks": 64}}.get(name, {}))
     mode = model.training
     maps = m.attribute(model, x, [0, 3])
     assert maps.shape == (2, 16, 16) and (maps >= 0).all() and torch.isfinite(maps).all() and maps.sum() > 0
@@ -215,3 +215,51 @@ def test_concatenated_cut_points_are_a_list_in_the_api(tmp_path):
     listed = cnnlab.transfer(tmp_path, tiny_model(), layers=[["3", "pre_logits"]], **common)
     spelled = cnnlab.transfer(tmp_path, tiny_model(), layers=["3+pre_logits"], **common)
     assert listed.grid == spelled.grid and listed.selected["layer"] == "3+pre_logits"
+
+
+def test_a_method_registered_at_run_time_is_in_the_cli_the_api_and_the_app(tmp_path, capsys):
+    """Adding a saliency method with two options is one class: the CLI's choices, flags and --help, the API's
+    keyword arguments and the app's list find it in the registry."""
+    import inspect
+    from dataclasses import dataclass
+
+    from cnnlab.app.explain_tab import method_choices
+    from cnnlab.cli import build_parser
+    from cnnlab.core.config import option
+    from cnnlab.explain.saliency import SaliencyMethod, register
+
+    @dataclass
+    class Toy(SaliencyMethod):
+        name, help = "toy-brightness", "a toy: the grey level to the power --toy-power, times --toy-gain"
+        toy_power: float = option(2.0, low=0, help="toy: exponent of the grey level")
+        toy_gain: float = option(1.0, low=0, low_open=True, help="toy: gain")
+
+        def _maps(self, backbone, x, targets):
+            return self.toy_gain * x.detach().mean(1) ** self.toy_power
+
+    register(Toy)
+    try:
+        sub = build_parser()._subparsers._group_actions[0].choices["explain"]._subparsers._group_actions[0]
+        text = sub.choices["saliency"].format_help()
+        assert "toy-brightness" in text and "--toy-power" in text and "--toy-gain" in text and "a toy:" in text
+        assert {"toy_power", "toy_gain"} <= set(inspect.signature(cnnlab.saliency).parameters)
+        assert "toy-brightness" in [name for _, name in method_choices()]
+        model, x = tiny_model(), torch.rand(2, 3, 16, 16)
+        r = cnnlab.saliency(model, x, method="toy-brightness", toy_power=3.0, toy_gain=2.0)
+        torch.testing.assert_close(r.maps, 2 * x.mean(1) ** 3)
+        with pytest.raises(CnnlabError, match="--toy-power is an option of toy-brightness, not of vanilla"):
+            cnnlab.saliency(model, x, method="vanilla", toy_power=3.0)
+        png = tmp_path / "digit.png"
+        Image.fromarray((np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)).save(png)
+        assert main(["explain", "saliency", str(png), "--backbone", "mnist_cnn", "--method", "toy-brightness",
+                     "--toy-power", "1", "--out", str(tmp_path / "run"), "--json", "--quiet"]) == 0
+        assert '"method": "toy-brightness"' in capsys.readouterr().out
+        assert main(["explain", "saliency", str(png), "--backbone", "mnist_cnn", "--toy-gain", "2"]) == 2
+        assert capsys.readouterr().err.strip() == "cnnlab: error: --toy-gain is an option of toy-brightness, not of " \
+                                                  "vanilla"
+        assert main(["explain", "saliency", str(png), "--backbone", "mnist_cnn", "--method", "toy-brightness",
+                     "--toy-gain", "-1"]) == 2
+        assert capsys.readouterr().err.strip() == "cnnlab: error: --toy-gain must be > 0, got -1.0"
+    finally:
+        METHODS.unregister("toy-brightness")
+    assert "toy_power" not in inspect.signature(cnnlab.saliency).parameters

@@ -170,7 +170,7 @@ GROUP_TEXT = {"explain": "Explain a classifier (the report's part 2).",
 
 # ------------------------------------------------------------------------------------------------------ parser
 def _add_command(sub, cmd: Command, config_cls: type[Config]) -> None:
-    doc = (config_cls.__doc__ or cmd.help).strip()
+    doc = (config_cls.description() or cmd.help).strip()
     p = sub.add_parser(cmd.name.split()[-1], help=cmd.help, description=_dedent(doc),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(command=cmd)

@@ -29,7 +29,7 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str], root: Pat
                                  sources=["upload", "clipboard"])
                 gr.Examples(list(samples.values()), inputs=image, label="sample photos")
                 model = gr.Dropdown(models.specs, value=models.specs[0], label="model", elem_id="explain-model")
-                methods = gr.CheckboxGroup([(_label(m), m) for m in METHODS], value=["vanilla", RECOMMENDED],
+                methods = gr.CheckboxGroup(method_choices(), value=["vanilla", RECOMMENDED],
                                            label="methods (★ the most faithful measured; ⚠: fails the "
                                                  "model-randomization sanity check)")
                 curves = gr.Checkbox(False, label="deletion / insertion curves vs random (slower)")
@@ -73,13 +73,13 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str], root: Pat
         x = read_upload(image, max_pixels)
         maps = []
         for method in chosen:
-            r = saliency(backbone, {"image": x}, method=method, smoothgrad_samples=8)
+            r = saliency(backbone, {"image": x}, method=method, **METHODS.quick([method]))
             label = r.class_names[r.targets[0]].split(",")[0]
             maps.append((to_image_array(overlay(r.images[0], r.maps[0])), f"{method}: {label}"))
         if not with_curves:
             return maps, "", None
         ev = evaluate_saliency(backbone, {"image": x}, methods=chosen, metrics=["deletion", "insertion"],
-                               random_orders=2, smoothgrad_samples=8)
+                               random_orders=2, **METHODS.quick(chosen))
         lines = [f"- **{r['method']}**: deletion ratio {r['deletion_ratio']:.2f}, insertion ratio "
                  f"{r['insertion_ratio']:.2f} (against random patch orders)" for r in ev.leaderboard]
         return maps, "\n".join(lines), ev.figure()
@@ -89,7 +89,7 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str], root: Pat
         if not chosen:
             raise ValueError("choose at least one method")
         ev = evaluate_saliency(models.get(spec), {"image": read_upload(image, max_pixels)}, methods=chosen,
-                               metrics=["randomization"], smoothgrad_samples=8, rise_masks=200)
+                               metrics=["randomization"], **METHODS.quick(chosen))
         lines = [f"- **{r['method']}**: rank correlation with the trained model's map once every layer is random "
                  f"{r['randomization_rank_corr']:.2f} — {r['sanity']}" for r in ev.leaderboard]
         return "\n".join(lines), ev.figures()["randomization.png"]
@@ -98,8 +98,9 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str], root: Pat
     def board_fn(name, spec, chosen, metrics, n, progress=gr.Progress(track_tqdm=True)):
         if not chosen or not metrics:
             raise ValueError("choose at least one method and one metric")
-        ev = evaluate_saliency(models.get(spec), [str(inside(root, name, "an image folder", "to evaluate over a folder"))], methods=chosen, metrics=metrics,
-                               limit=int(n), smoothgrad_samples=8, rise_masks=200, figure_steps=False, progress=True)
+        folder = str(inside(root, name, "an image folder", "to evaluate over a folder"))
+        ev = evaluate_saliency(models.get(spec), [folder], methods=chosen, metrics=metrics, limit=int(n),
+                               figure_steps=False, progress=True, **METHODS.quick(chosen))
         return ev.markdown(), ev.figure()
 
     go.click(classify_fn, [image, model], top, api_name="classify", preprocess=False).then(
@@ -120,6 +121,11 @@ def image_sets(root: Path | None) -> list[str]:
                 f.suffix.lower() in IMAGE_EXTENSIONS for f in p.iterdir()):
             found.append(str(p.relative_to(root)))
     return found
+
+
+def method_choices() -> list[tuple[str, str]]:
+    """(label, name) of every registered method, as the tab lists them."""
+    return [(_label(m), m) for m in METHODS]
 
 
 def _label(method: str) -> str:

@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 from .errors import CnnlabError
 
@@ -39,7 +39,8 @@ def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING,
     env       an environment variable the CLI reads when the option is not given.
     required  the CLI refuses to run without it (the API checks its own inputs).
     """
-    meta = {_KEY: dict(help=help, choices=tuple(choices) if choices is not None else None, flag=flag, short=short,
+    choices = choices if isinstance(choices, Registry) or choices is None else tuple(choices)
+    meta = {_KEY: dict(help=help, choices=choices, flag=flag, short=short,
                        low=low, high=high, low_open=low_open, positional=positional, append=append, negate=negate,
                        consts=dict(consts) if consts else None, env=env, required=required, metavar=metavar,
                        default_help=default_help, cli=cli, sep=sep)}
@@ -49,16 +50,29 @@ def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING,
 
 
 class Registry(dict):
-    """Named parts of one kind (saliency methods, attacks, metrics, parameterizations): `@REG.register` on a class
-    with a `name`, `REG.lookup(name)` with a did-you-mean error, `REG.help()` for a command's --help."""
+    """Named parts of one kind (backbones, saliency methods, attacks, metrics, parameterizations, objectives):
+    `@REG.register` on a class with a `name` (and, for a `Part`, its options as fields), `REG.lookup(name)` with a
+    did-you-mean error, `REG.help()` for a command's --help, `REG.build(name, options)` to make one."""
 
     def __init__(self, kind: str):
         super().__init__()
         self.kind = kind
+        self._watchers: list = []  # called after each registration (e.g. to refresh a job's signature)
 
     def register(self, cls: type) -> type:
+        for f in part_fields(cls):  # an option two parts share is one field (a mixin), so its default is one
+            other = self.option_fields().get(f.name, (None,))[0]
+            if other is not None and (flag_of(other), other.default) != (flag_of(f), f.default):
+                raise TypeError(f"{cls.__name__}.{f.name} differs from the {self.kind} option of that name")
         self[cls.name] = cls
+        for watch in self._watchers:
+            watch()
         return cls
+
+    def unregister(self, name: str) -> None:
+        del self[name]
+        for watch in self._watchers:
+            watch()
 
     def lookup(self, name: str) -> Any:
         if name in self:
@@ -69,6 +83,56 @@ class Registry(dict):
 
     def help(self, width: int = 116) -> str:
         return registry_help(self, width)
+
+    # ------------------------------------------------------------------------------------------ parts' options
+    def option_fields(self) -> dict[str, tuple[dataclasses.Field, Any]]:
+        """Every registered part's options, by config key → (field, type): the union, what the CLI offers."""
+        out: dict[str, tuple[dataclasses.Field, Any]] = {}
+        for cls in self.values():
+            hints = typing.get_type_hints(cls)
+            out.update({f.name: (f, hints[f.name]) for f in part_fields(cls) if f.name not in out})
+        return out
+
+    def takers(self, key: str) -> list[str]:
+        return [name for name, cls in self.items() if key in {f.name for f in part_fields(cls)}]
+
+    def quick(self, names: Sequence[str]) -> dict:
+        """The `quick` options of the parts named (for an interactive page)."""
+        return {k: v for name in names for k, v in getattr(self.lookup(name), "quick", {}).items()}
+
+    def build(self, name: str, options: Mapping[str, Any] | None = None) -> Any:
+        """The part `name` with the options it takes (`options` may hold other parts' too; `check_options` says
+        whether they apply)."""
+        cls = self.lookup(name)
+        mine = {f.name for f in part_fields(cls)}
+        return cls(**{k: v for k, v in (options or {}).items() if k in mine})
+
+
+@dataclass
+class Part:
+    """A named, registered piece of a job (a saliency method, an attack, a metric, ...): its options are its
+    dataclass fields, declared with `option()` like a config's, validated on construction. `cost` says whether it
+    is quick enough for interactive defaults ("fast") or not ("slow")."""
+
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+    cost: ClassVar[str] = "fast"
+    quick: ClassVar[dict] = {}  # options that make it quick enough for an interactive page (the app)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def options(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in part_fields(type(self))}
+
+
+def part_fields(cls: type) -> list[dataclasses.Field]:
+    """A part's options: its dataclass fields declared with `option()`."""
+    return [f for f in fields(cls) if _KEY in f.metadata] if dataclasses.is_dataclass(cls) else []
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
 
 
 def registry_help(registry: Mapping[str, Any], width: int = 116) -> str:
@@ -82,7 +146,7 @@ def registry_help(registry: Mapping[str, Any], width: int = 116) -> str:
                      for name, entry in registry.items())
 
 
-def _meta(f: dataclasses.Field) -> dict:
+def option_meta(f: dataclasses.Field) -> dict:
     return f.metadata.get(_KEY, {"help": "", "cli": False})
 
 
@@ -98,7 +162,7 @@ def _unwrap(tp) -> tuple[type, bool, bool]:
 
 
 def flag_of(f: dataclasses.Field) -> str:
-    m = _meta(f)
+    m = option_meta(f)
     return m.get("negate") or m.get("flag") or "--" + f.name.replace("_", "-")
 
 
@@ -130,7 +194,7 @@ class Config:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise CnnlabError(f"unknown option {unknown[0]!r} for {cls.command or cls.__name__}{hint}")
         hints = typing.get_type_hints(cls)
-        seps = {f.name: _meta(f).get("sep", ",") for f in fields(cls)}
+        seps = {f.name: option_meta(f).get("sep", ",") for f in fields(cls)}
         return cls(**{k: _coerce(v, hints[k], k, seps[k]) for k, v in values.items()})
 
     def replace(self, **changes) -> "Config":
@@ -159,6 +223,93 @@ class Config:
     @classmethod
     def options(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    @classmethod
+    def description(cls) -> str | None:
+        """The command's --help text (a config whose text lists registered parts builds it when asked)."""
+        return cls.__doc__
+
+
+@dataclass
+class WithParts(Config):
+    """A job config that chooses registered parts: `parts` maps the field that names them (one name, or a list) to
+    their registry. The chosen parts' options live in `part_options`; in config.json, the CLI and the API's keyword
+    arguments they are spelled flat, as the parts' own fields (`--samples`, `smoothgrad_samples=`), and read back
+    as attributes (`config.smoothgrad_samples`)."""
+
+    parts: ClassVar[dict[str, Registry]] = {}
+    part_options: dict = option(default_factory=dict, cli=False, help="the chosen parts' options (spelled flat)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        known = self.part_option_fields()
+        for key, value in list(self.part_options.items()):
+            if key not in known:
+                close = difflib.get_close_matches(key, list(known) + [f.name for f in fields(self)], n=1)
+                raise CnnlabError(f"unknown option {key!r} for {self.command or type(self).__name__}"
+                                  + (f" (did you mean {close[0]!r}?)" if close else ""))
+            f, tp = known[key]
+            value = self.part_options[key] = _coerce(value, tp, key, option_meta(f).get("sep", ","))
+            elem, is_list, _ = _unwrap(tp)
+            for v in (value if is_list else [value]) if value is not None else []:
+                _check_value(f, option_meta(f), v, elem)  # a value no part could take is said first
+        for key, value in self.part_options.items():  # one policy: an option no chosen part takes is refused
+            takers = {n for field_name, reg in self.parts.items() for n in reg.takers(key)}
+            if value != field_default(known[key][0]) and not takers & set(self.chosen()):
+                raise CnnlabError(f"{flag_of(known[key][0])} is an option of {', '.join(sorted(takers))}, not of "
+                                  f"{', '.join(self.chosen())}")
+        for field_name in self.parts:  # each chosen part checks its own values (types, ranges)
+            for name in self._names(field_name):
+                self.build(field_name, name)
+
+    @classmethod
+    def part_option_fields(cls) -> dict[str, tuple[dataclasses.Field, Any]]:
+        out: dict[str, tuple[dataclasses.Field, Any]] = {}
+        for reg in cls.parts.values():
+            out.update({k: v for k, v in reg.option_fields().items() if k not in out})
+        return out
+
+    def _names(self, field_name: str) -> list[str]:
+        value = getattr(self, field_name)
+        return list(value) if isinstance(value, (list, tuple)) else [value]
+
+    def chosen(self) -> list[str]:
+        return [n for f in self.parts for n in self._names(f)]
+
+    def build(self, field_name: str, name: str | None = None) -> Any:
+        """The chosen part of `field_name` (or the part `name` among those chosen), made with its options."""
+        return self.parts[field_name].build(name or getattr(self, field_name), self.part_options)
+
+    def resolved_options(self) -> dict:
+        """The chosen parts' options as they run (defaults filled in), then any other given."""
+        out = {}
+        for field_name, reg in self.parts.items():
+            for name in self._names(field_name):
+                out.update(self.build(field_name, name).options())
+        return {**self.part_options, **out}
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_") or key == "part_options":
+            raise AttributeError(key)
+        known = type(self).part_option_fields()
+        if key not in known:
+            raise AttributeError(f"{type(self).__name__} has no option {key!r}")
+        return self.part_options.get(key, field_default(known[key][0]))
+
+    def to_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        values.pop("part_options")
+        return {**values, **self.resolved_options()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "Config":
+        values = dict(values)
+        parts = {k: values.pop(k) for k in list(values) if k in cls.part_option_fields()}
+        parts.update(values.pop("part_options", None) or {})
+        config = super().from_dict(values)
+        if parts:
+            config = dataclasses.replace(config, part_options={**config.part_options, **parts})
+        return config
 
 
 def _coerce(value: Any, tp, name: str, sep: str = ",") -> Any:
@@ -203,7 +354,7 @@ def validate(config: Config) -> None:
     """Types, choices and ranges of every field: one line naming the option and what it allows."""
     hints = typing.get_type_hints(type(config))
     for f in fields(config):
-        m, value = _meta(f), getattr(config, f.name)
+        m, value = option_meta(f), getattr(config, f.name)
         elem, is_list, optional = _unwrap(hints[f.name])
         if value is None:
             if not optional:
@@ -244,7 +395,7 @@ def _range_text(m: dict) -> str:
 def check_required(config: Config) -> None:
     """Options the CLI cannot run without (the API checks its own inputs where it takes them as arguments)."""
     for f in fields(config):
-        m, value = _meta(f), getattr(config, f.name)
+        m, value = option_meta(f), getattr(config, f.name)
         if m.get("required") and (value is None or value == [] or value == ""):
             what = (m.get("metavar") or f.name.upper()) if m.get("positional") else flag_of(f)
             raise CnnlabError(f"{what} is required")
@@ -277,49 +428,65 @@ def _parser_for(elem, is_list: bool, sep: str | None):
 
 
 def add_options(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
-    """One argparse option per CLI field; every default is SUPPRESS so that only what was typed is read."""
+    """One argparse option per CLI field, then one per option of the parts the config chooses from (their
+    registries as they are now); every default is SUPPRESS so that only what was typed is read."""
     hints = typing.get_type_hints(cls)
-    for f in fields(cls):
-        m = _meta(f)
-        if not m.get("cli"):
-            continue
-        elem, is_list, _ = _unwrap(hints[f.name])
-        default = _default_text(f, m)
-        help_ = m["help"] + (f" (default: {default})" if default and not m.get("negate") else "")
-        help_ = help_.replace("%", "%%")
-        metavar = m.get("metavar") or ("{" + "|".join(map(str, m["choices"])) + "}" if m.get("choices") else None)
-        kw: dict[str, Any] = dict(default=argparse.SUPPRESS, help=help_)
-        if m.get("positional"):
-            parser.add_argument(f.name, nargs="*", metavar=metavar or f.name.upper(), type=_parser_for(elem, False, None),
-                                **kw)
-        elif m.get("consts"):
-            group = parser.add_mutually_exclusive_group()
-            for flag, value in m["consts"].items():
-                group.add_argument(flag, dest=f.name, action="store_const", const=value,
-                                   help=f"{m['help']}: {value}" + (" (the default)" if value == f.default else ""),
-                                   default=argparse.SUPPRESS)
-        elif elem is bool:
-            action = "store_false" if m.get("negate") else "store_true"
-            parser.add_argument(flag_of(f), dest=f.name, action=action, **kw)
-        else:
-            flags = [flag_of(f)] + ([m["short"]] if m.get("short") else [])
-            sep = None if m.get("append") else m.get("sep", ",")
-            parser.add_argument(*flags, dest=f.name, type=_parser_for(elem, is_list, sep),
-                                action="append" if m.get("append") else "store", metavar=metavar, **kw)
+    entries = [(f, hints[f.name]) for f in fields(cls)]
+    if issubclass(cls, WithParts):
+        entries += list(cls.part_option_fields().values())
+    for f, tp in entries:
+        m = option_meta(f)
+        if m.get("cli"):
+            _add_option(parser, f, m, tp)
+
+
+def _add_option(parser: argparse.ArgumentParser, f: dataclasses.Field, m: dict, tp) -> None:
+    elem, is_list, _ = _unwrap(tp)
+    default = _default_text(f, m)
+    help_ = m["help"] + (f" (default: {default})" if default and not m.get("negate") else "")
+    help_ = help_.replace("%", "%%")
+    metavar = m.get("metavar") or ("{" + "|".join(map(str, m["choices"])) + "}" if m.get("choices") else None)
+    kw: dict[str, Any] = dict(default=argparse.SUPPRESS, help=help_)
+    if m.get("positional"):
+        parser.add_argument(f.name, nargs="*", metavar=metavar or f.name.upper(), type=_parser_for(elem, False, None),
+                            **kw)
+    elif m.get("consts"):
+        group = parser.add_mutually_exclusive_group()
+        for flag, value in m["consts"].items():
+            group.add_argument(flag, dest=f.name, action="store_const", const=value,
+                               help=f"{m['help']}: {value}" + (" (the default)" if value == f.default else ""),
+                               default=argparse.SUPPRESS)
+    elif elem is bool:
+        action = "store_false" if m.get("negate") else "store_true"
+        parser.add_argument(flag_of(f), dest=f.name, action=action, **kw)
+    else:
+        flags = [flag_of(f)] + ([m["short"]] if m.get("short") else [])
+        sep = None if m.get("append") else m.get("sep", ",")
+        parser.add_argument(*flags, dest=f.name, type=_parser_for(elem, is_list, sep),
+                            action="append" if m.get("append") else "store", metavar=metavar, **kw)
 
 
 def from_cli(cls: type[Config], namespace: argparse.Namespace, env: Mapping[str, str],
              base: Mapping[str, Any] | None = None) -> Config:
     """The config: its defaults, then `base` (a --config file), then the environment for options not given,
     then the options typed on the command line."""
-    given = {f.name: getattr(namespace, f.name) for f in fields(cls) if hasattr(namespace, f.name)}
+    names = [f.name for f in fields(cls)] + (list(cls.part_option_fields()) if issubclass(cls, WithParts) else [])
+    given = {name: getattr(namespace, name) for name in names if hasattr(namespace, name)}
     values = dict(base or {})
     for f in fields(cls):
-        var = _meta(f).get("env")
+        var = option_meta(f).get("env")
         if var and f.name not in given and f.name not in values and env.get(var):
             values[f.name] = env[var]
     for name, value in given.items():  # repeated flags of an append list add to, not replace, the base
         values[name] = value
+    if issubclass(cls, WithParts) and base:  # the file's options of parts no longer chosen went with those parts
+        chosen = set()
+        for name, reg in cls.parts.items():
+            value = values.get(name, field_default(next(f for f in fields(cls) if f.name == name)))
+            chosen |= set(value.split(",") if isinstance(value, str) else value)
+        for key in set(values) & set(cls.part_option_fields()) - set(given):
+            if not {n for reg in cls.parts.values() for n in reg.takers(key)} & chosen:
+                del values[key]
     config = cls.from_dict(values)
     check_required(config)
     return config

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Sequence, TypeVar
 
 from torch import nn
 
 from .backbones import Backbone
-from .config import Config, option
+from .config import Config, WithParts, option_meta, field_default, option
 from .errors import CnnlabError
 from .models import DEFAULT_BACKBONE, load_model
 
@@ -80,21 +80,32 @@ def configure(cls: type[C], config: C | None, options: dict) -> C:
 
 
 def with_options(cls: type[Config]) -> Callable:
-    """Give a job function a signature that lists its config's options (for help(), IDEs and notebooks), keeping
-    the config's defaults as the single source."""
+    """Give a job function a signature that lists its config's options and its parts' options (for help(), IDEs
+    and notebooks), keeping the config's defaults as the single source; a part registered later joins it."""
     def decorate(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
-        params = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
-        taken = {p.name for p in params}
-        for f in fields(cls):
-            if f.name in taken:
-                continue
-            default = f.default_factory() if f.default_factory is not MISSING else f.default
-            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default))
-        fn.__signature__ = sig.replace(parameters=params)
-        lines = [f"    {f.name}: {f.metadata.get('cnnlab', {}).get('help', '')}" for f in fields(cls)
-                 if f.name not in taken]
-        fn.__doc__ = (fn.__doc__ or "") + f"\n\n    Options ({cls.__name__}):\n" + "\n".join(lines) + "\n"
+        base = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+        taken = {p.name for p in base}
+
+        def entries() -> list[tuple[str, Any, str]]:
+            out = [(f.name, field_default(f), option_meta(f).get("help", "")) for f in fields(cls)
+                   if f.name not in taken and f.name != "part_options"]
+            if issubclass(cls, WithParts):
+                out += [(k, field_default(f), option_meta(f).get("help", "")) for k, (f, _) in cls.part_option_fields().items()
+                        if k not in taken and k not in {f.name for f in fields(cls)}]
+            return out
+
+        def refresh() -> None:
+            found = entries()
+            fn.__signature__ = sig.replace(parameters=base + [
+                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default) for name, default, _ in found])
+            fn.__doc__ = doc + f"\n\n    Options ({cls.__name__}):\n" + "\n".join(
+                f"    {name}: {text}" for name, _, text in found) + "\n"
+
+        doc = fn.__doc__ or ""
+        refresh()
+        for reg in getattr(cls, "parts", {}).values():
+            reg._watchers.append(refresh)
         fn.config_class = cls
         return fn
     return decorate

@@ -101,6 +101,19 @@ class PerImageResult(Result):
     def column(self, key: str) -> list:
         return [r[key] for r in self.rows]
 
+    file_key: str | None = None  # the per-image file a row names (its path, once the run directory exists)
+
+    def file_name(self, position: int) -> str:
+        raise NotImplementedError
+
+    def image_rows(self) -> list[dict]:
+        """One dict per image: what the JSON's `results` lists (and results.jsonl, one line each)."""
+        rows = [dict(r) for r in self.rows]
+        if self.run_dir and self.file_key:
+            for r, p in zip(rows, self.positions):
+                r[self.file_key] = self.path(self.file_name(p))
+        return rows
+
     def written(self, folder: Path) -> bool:
         """Whether the per-image files are in `folder` already (streamed there)."""
         return self.sink.on_disk and Path(folder).resolve() == Path(self.sink.root).resolve()

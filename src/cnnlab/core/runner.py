@@ -277,3 +277,26 @@ class Runner:
                 self.sink.commit(k, worker(items[r.start:r.stop], r.start))
                 bar.update(len(r))
         return self.sink.finish(len(self.chunks), self.rank)
+
+
+def run_per_image(items: Sequence, worker: Callable[[Sequence, int], Part], *, settings: Any, out: Any,
+                  chunk_size: int, device: Any = "cpu", progress: bool = False, desc: str = "images",
+                  readable: bool = True) -> tuple[Sink, float] | None:
+    """The one path of every per-image job: its worker over the inputs, chunk by chunk, into memory (`out` None) or
+    streamed into the run directory `out` (resumable: a rerun with the same `settings` and files skips what is
+    committed; under torchrun each process takes its share). Returns (sink, seconds), or None in the torchrun
+    processes that do not assemble the result. `readable`: refuse a run in which no input could be read."""
+    import time
+
+    inputs = files_tag(s.path or s.name for s in items) if items and hasattr(items[0], "name") else list(items)
+    tag = settings_tag(settings, inputs)
+    sink: Sink = MemorySink() if out is None else RunDirSink(out, tag)
+    t0 = time.perf_counter()
+    if not Runner(sink, len(items), chunk_size, device).run(items, worker, progress, desc):
+        return None
+    if readable:
+        rows = sink.rows()
+        if not any("error" not in r for r in rows):
+            first = next((r["error"] for r in rows if "error" in r), None)
+            raise CnnlabError("no readable input images" + (f" ({first})" if first else ""))
+    return sink, time.perf_counter() - t0

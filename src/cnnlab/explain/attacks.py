@@ -9,14 +9,14 @@ until that is true or the budget runs out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
 
 from torch import nn
 
-from ..core.config import Registry
+from ..core.config import Part, Registry, option
 from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode, frozen
 from ..core.images import quantize
@@ -57,9 +57,13 @@ def _grad(model, x, target, original, kind: str = "ce", transform=None):
     return g, logits.detach()
 
 
-def _fooled(logits: torch.Tensor, target: torch.Tensor | None, original: torch.Tensor) -> torch.Tensor:
-    pred = logits.argmax(dim=1)
+def fooled(pred: torch.Tensor, target: torch.Tensor | None, original: torch.Tensor) -> torch.Tensor:
+    """The one success test: the prediction is the target (targeted), or is no longer the original class."""
     return pred == target if target is not None else pred != original
+
+
+def _fooled(logits: torch.Tensor, target: torch.Tensor | None, original: torch.Tensor) -> torch.Tensor:
+    return fooled(logits.argmax(dim=1), target, original)
 
 
 def _project(x0: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor:
@@ -81,21 +85,12 @@ def _step(g: torch.Tensor, alpha: torch.Tensor, norm: str) -> torch.Tensor:
     return alpha.view(-1, 1, 1, 1) * g / g.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
 
 
-class Attack:
-    """An attack: its options in the constructor, one call `attack(model, x, target, seed) -> AttackResult`.
-    `model` maps images in [0,1] to logits; `target` is one class per image, or None (untargeted)."""
+@dataclass
+class Attack(Part):
+    """An attack, its options its fields: one call `attack(model, x, target, seed) -> AttackResult`. `model` maps
+    images in [0,1] to logits; `target` is one class per image, or None (untargeted)."""
 
-    name: ClassVar[str] = ""
-    help: ClassVar[str] = ""
     needs_target: ClassVar[bool] = False
-
-    @classmethod
-    def from_config(cls, c) -> "Attack":
-        """From a `FoolConfig`: the constructor's options that the config names (the same names)."""
-        import inspect
-
-        names = [n for n in inspect.signature(cls.__init__).parameters if n != "self" and hasattr(c, n)]
-        return cls(**{n: getattr(c, n) for n in names})
 
     def __call__(self, model: nn.Module, x: torch.Tensor, target, seed: int = 0) -> AttackResult:
         if self.needs_target and target is None:
@@ -110,11 +105,41 @@ class Attack:
             with torch.no_grad():
                 adv = quantize(adv)
                 pred = model(adv).argmax(dim=1)
-        success = pred == tgt if tgt is not None else pred != original
+        success = fooled(pred, tgt, original)
         return AttackResult(adv.detach(), success.cpu(), iters.cpu(), original.cpu(), pred.cpu(), x0.detach())
 
     def _run(self, model, x0, tgt, original, seed) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------- options several attacks take
+@dataclass
+class Iterations(Attack):
+    max_iters: int = option(100, low=1, help="gradient steps at most (transfer: exactly)")
+
+
+@dataclass
+class Stepped(Attack):
+    step: float | None = option(None, low=0, low_open=True,
+                                help="step size in pixel units (default: minimal 0.25/255, pgd eps/4, transfer 2/255)")
+
+
+@dataclass
+class Bounded(Attack):
+    eps: float | None = option(None, low=0, low_open=True,
+                               help="fgsm/pgd/transfer bound in [0,1] pixel units (default 8/255 for L∞, 1.0 for L2; "
+                                    "transfer 16/255)")
+    loss: str | None = option(None, choices=LOSSES, help="pgd/fgsm/transfer objective (default: ce; logit for transfer)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if getattr(self, "norm", "linf") == "linf" and self.eps is not None and self.eps > 1:
+            raise CnnlabError(f"--eps must be in (0, 1] for the L∞ norm (pixel units), got {self.eps}")
+
+
+@dataclass
+class Normed(Attack):
+    norm: str = option("linf", choices=NORMS, help="fgsm/pgd norm")
 
 
 ATTACKS = Registry("attack")
@@ -122,17 +147,15 @@ register = ATTACKS.register
 
 
 @register
-class Minimal(Attack):
+@dataclass
+class Minimal(Iterations, Stepped):
     name = "minimal"
     help = "sign steps inside an L∞ ball that grows 1/255 at a time: the smallest 8-bit change"
-
-    def __init__(self, max_iters: int = 100, step: float | None = None, patience: int = 15):
-        self.max_iters, self.step, self.patience = max_iters, step or 0.25 / 255, patience
-
+    patience: int = 15  # steps without success before the ball grows
 
     def _run(self, model, x0, tgt, original, seed):
         B = len(x0)
-        alpha = torch.full((B,), self.step, device=x0.device)
+        alpha = torch.full((B,), self.step or 0.25 / 255, device=x0.device)
         radius = torch.full((B,), 1 / 255, device=x0.device)
         x, best = x0.clone(), x0.clone()
         done = torch.zeros(B, dtype=torch.bool, device=x0.device)
@@ -142,11 +165,11 @@ class Minimal(Attack):
             g, _ = _grad(model, x, tgt, original)
             x = _project(x0, x - _step(g, alpha, "linf"), radius, "linf")
             with torch.no_grad():
-                fooled = _fooled(model(quantize(x)), tgt, original)
-            new = fooled & ~done
+                now = _fooled(model(quantize(x)), tgt, original)
+            new = now & ~done
             best[new] = x[new]
             iters[new.cpu()] = it + 1
-            done |= fooled
+            done |= now
             if done.all():
                 break
             stuck = torch.where(done, stuck, stuck + 1)
@@ -159,14 +182,12 @@ class Minimal(Attack):
 
 
 @register
-class Ascent(Attack):
+@dataclass
+class Ascent(Iterations):
     name = "ascent"
     help = "the report's normalized gradient ascent on the target score (--lr)"
     needs_target = True
-
-    def __init__(self, max_iters: int = 100, lr: float = 1.0):
-        self.max_iters, self.lr = max_iters, lr
-
+    lr: float = option(1.0, low=0, low_open=True, help="ascent step (L2 norm, pixel units)")
 
     def _run(self, model, x0, tgt, original, seed):
         B = len(x0)
@@ -175,9 +196,9 @@ class Ascent(Attack):
         iters = torch.full((B,), self.max_iters, dtype=torch.long)
         for it in range(self.max_iters + 1):
             with torch.no_grad():
-                fooled = _fooled(model(quantize(x)), tgt, original)
-            iters[(fooled & ~done).cpu()] = it
-            done |= fooled
+                now = _fooled(model(quantize(x)), tgt, original)
+            iters[(now & ~done).cpu()] = it
+            done |= now
             if done.all() or it == self.max_iters:
                 break
             xg = x.detach().requires_grad_(True)
@@ -187,77 +208,73 @@ class Ascent(Attack):
         return x, iters
 
 
+def _pgd(model, x0, tgt, original, eps: float, step: float, iterations: int, norm: str, loss: str):
+    """`iterations` projected steps of size `step` in the `eps` ball, each image stopping once it is fooled."""
+    B = len(x0)
+    eps_t = torch.full((B,), float(eps), device=x0.device)
+    alpha = torch.full((B,), float(step), device=x0.device)
+    x = x0.clone()
+    done = torch.zeros(B, dtype=torch.bool, device=x0.device)
+    iters = torch.full((B,), iterations, dtype=torch.long)
+    for it in range(iterations):
+        g, _ = _grad(model, x, tgt, original, loss)
+        x = torch.where(done.view(-1, 1, 1, 1), x, _project(x0, x - _step(g, alpha, norm), eps_t, norm))
+        with torch.no_grad():
+            now = _fooled(model(quantize(x)), tgt, original)
+        iters[(now & ~done).cpu()] = it + 1
+        done |= now
+        if done.all():
+            break
+    return x, iters
+
+
 @register
-class PGD(Attack):
+@dataclass
+class PGD(Iterations, Stepped, Bounded, Normed):
     name = "pgd"
     help = "--max-iters projected steps in the --eps ball (Madry et al. 2018)"
 
-    def __init__(self, max_iters: int = 100, eps: float | None = None, norm: str = "linf", step: float | None = None,
-                 loss: str | None = None):
-        if norm not in NORMS:
-            raise CnnlabError(f"unknown norm {norm!r}; choose from {', '.join(NORMS)}")
-        if (loss or "ce") not in LOSSES:
-            raise CnnlabError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
-        self.max_iters, self.norm, self.loss = max_iters, norm, loss or "ce"
-        self.eps = eps if eps is not None else (8 / 255 if norm == "linf" else 1.0)
-        self.step = step or self.eps / 4
-
-
     def _run(self, model, x0, tgt, original, seed):
-        B = len(x0)
-        eps_t = torch.full((B,), float(self.eps), device=x0.device)
-        alpha = torch.full((B,), float(self.step), device=x0.device)
-        x = x0.clone()
-        done = torch.zeros(B, dtype=torch.bool, device=x0.device)
-        iters = torch.full((B,), self.max_iters, dtype=torch.long)
-        for it in range(self.max_iters):
-            g, _ = _grad(model, x, tgt, original, self.loss)
-            x = torch.where(done.view(-1, 1, 1, 1), x, _project(x0, x - _step(g, alpha, self.norm), eps_t, self.norm))
-            with torch.no_grad():
-                fooled = _fooled(model(quantize(x)), tgt, original)
-            iters[(fooled & ~done).cpu()] = it + 1
-            done |= fooled
-            if done.all():
-                break
-        return x, iters
+        eps = self.eps if self.eps is not None else (8 / 255 if self.norm == "linf" else 1.0)
+        return _pgd(model, x0, tgt, original, eps, self.step or eps / 4, self.max_iters, self.norm, self.loss or "ce")
 
 
 @register
-class FGSM(PGD):
+@dataclass
+class FGSM(Bounded, Normed):
     name = "fgsm"
     help = "one signed step of size --eps (Goodfellow et al. 2015)"
 
-    def __init__(self, eps: float | None = None, norm: str = "linf", loss: str | None = None):
-        super().__init__(1, eps, norm, None, loss)
-        self.step = self.eps
+    def _run(self, model, x0, tgt, original, seed):
+        eps = self.eps if self.eps is not None else (8 / 255 if self.norm == "linf" else 1.0)
+        return _pgd(model, x0, tgt, original, eps, eps, 1, self.norm, self.loss or "ce")
 
 
 @register
-class Transfer(Attack):
+@dataclass
+class Transfer(Iterations, Stepped, Bounded):
     name = "transfer"
     help = ("made to fool other models: --max-iters L∞ steps in the --eps ball (default 16/255) with the logit loss, "
             "momentum, input diversity and translation-invariant gradients (--loss, --momentum, --diversity, "
             "--ti-kernel; 0 turns one off)")
-
-    def __init__(self, max_iters: int = 100, eps: float | None = None, step: float | None = None,
-                 loss: str | None = None, momentum: float = 1.0, diversity: float = 0.7, ti_kernel: int = 5):
-        if (loss or "logit") not in LOSSES:
-            raise CnnlabError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
-        self.max_iters, self.eps, self.step = max_iters, eps if eps is not None else 16 / 255, step or 2 / 255
-        self.loss, self.momentum, self.diversity, self.ti_kernel = loss or "logit", momentum, diversity, ti_kernel
+    momentum: float = option(1.0, low=0, help="transfer: momentum of the gradient (MI-FGSM; 0 = off)")
+    diversity: float = option(0.7, low=0, high=1, help="transfer: probability of a random shrink-and-pad per step "
+                                                       "(input diversity; 0 = off)")
+    ti_kernel: int = option(5, low=0, help="transfer: side of the Gaussian that smooths the gradient (translation "
+                                           "invariance; 0 = off)")
 
 
     def _run(self, model, x0, tgt, original, seed):
         B, C = len(x0), x0.shape[1]
-        eps_t = torch.full((B,), float(self.eps), device=x0.device)
-        alpha = torch.full((B,), float(self.step), device=x0.device)
+        eps_t = torch.full((B,), float(self.eps if self.eps is not None else 16 / 255), device=x0.device)
+        alpha = torch.full((B,), float(self.step or 2 / 255), device=x0.device)
         g = torch.Generator().manual_seed(seed)
         k = self.ti_kernel
         kernel = _gaussian_kernel(k, C).to(x0) if k > 1 else None
         x, velocity = x0.clone(), torch.zeros_like(x0)
         for _ in range(self.max_iters):
             transform = _diverse(g) if self.diversity > 0 and torch.rand((), generator=g) < self.diversity else None
-            grad, _ = _grad(model, x, tgt, original, self.loss, transform)
+            grad, _ = _grad(model, x, tgt, original, self.loss or "logit", transform)
             if kernel is not None:  # translation invariance: the gradient of a shifted image, averaged over shifts
                 grad = F.conv2d(grad, kernel, padding=k // 2, groups=C)
             scale = grad.abs().flatten(1).mean(1).clamp(min=1e-12).view(-1, 1, 1, 1)
@@ -270,15 +287,9 @@ METHODS = tuple(ATTACKS)
 
 
 def attack(model: nn.Module, x: torch.Tensor, target, method: str = "minimal", seed: int = 0,
-           **options) -> AttackResult:
-    """`ATTACKS[method](**options)(model, x, target, seed)`: one call for a registered attack and its options."""
-    if method not in ATTACKS:
-        raise CnnlabError(f"unknown attack {method!r}; choose from {', '.join(ATTACKS)}")
-    try:
-        attacker = ATTACKS[method](**options)
-    except TypeError as exc:
-        raise CnnlabError(f"attack {method}: {exc}") from None
-    return attacker(model, x, target, seed)
+           options: Mapping | None = None, **kw) -> AttackResult:
+    """`ATTACKS.build(method, options)(model, x, target, seed)`: one call for a registered attack and its options."""
+    return ATTACKS.build(method, {**(options or {}), **kw})(model, x, target, seed)
 
 
 def _gaussian_kernel(size: int, channels: int) -> torch.Tensor:

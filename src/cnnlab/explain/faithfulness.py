@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..core.backbones import Backbone
 from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode
-from .saliency import blurred, patch_size
+from .saliency import BLUR_SIGMA, blurred, patch_size
 
 
 FILLS = ("blur", "black")  # what a removed patch becomes: a strongly blurred copy of the image, or black
@@ -71,7 +71,7 @@ def random_orders(n_images: int, n_patches: int, k: int, seed: int = 0) -> torch
 
 
 def random_baseline(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | list[int], patch: int | None = None,
-                    steps: int = 28, blur_sigma: float = 10.0, seed: int = 0, batch_size: int = 32,
+                    steps: int = 28, blur_sigma: float = BLUR_SIGMA, seed: int = 0, batch_size: int = 32,
                     n_random: int = 4, curves: bool = False,
                     kinds: tuple[str, ...] = ("deletion", "insertion"), fill: str = "blur") -> dict[str, torch.Tensor]:
     """Per-image deletion/insertion AUC of random patch orders (seeded; mean over `n_random` orders). It does not
@@ -97,7 +97,7 @@ def random_baseline(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | 
 
 
 def deletion_insertion(backbone: Backbone, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor | list[int],
-                       patch: int | None = None, steps: int = 28, blur_sigma: float = 10.0, seed: int = 0,
+                       patch: int | None = None, steps: int = 28, blur_sigma: float = BLUR_SIGMA, seed: int = 0,
                        batch_size: int = 32, n_random: int = 4, curves: bool = False,
                        kinds: tuple[str, ...] = ("deletion", "insertion"), fill: str = "blur") -> dict[str, torch.Tensor]:
     """Per-image deletion/insertion AUC for `maps`, plus `random_baseline` unless n_random = 0; with `curves`, the

@@ -12,18 +12,18 @@ baseline); the leaderboard (jobs/evaluate.py) bootstraps it over images.
 """
 from __future__ import annotations
 
-import copy
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 import torch
 
 from ..core.backbones import Backbone
-from ..core.config import Registry
-from ..core.errors import CnnlabError
+from ..core.config import Part, Registry, option
 from ..core.hooks import eval_mode
 from .faithfulness import deletion_insertion, random_baseline
-from .saliency import SaliencyMethod
+from .saliency import BLUR_SIGMA, SaliencyMethod
+from .saliency.base import BatchedOption
 
 METRICS = Registry("saliency metric")
 register = METRICS.register
@@ -34,11 +34,10 @@ NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 
               ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6))
 
 
-class Metric:
-    """A saliency metric. `columns`: leaderboard column → True if higher is better."""
+@dataclass
+class Metric(Part):
+    """A saliency metric, its options its fields. `columns`: leaderboard column → True if higher is better."""
 
-    name: ClassVar[str] = ""
-    help: ClassVar[str] = ""
     columns: ClassVar[dict[str, bool]] = {}
 
     def prepare(self, backbone: Backbone, x: torch.Tensor, targets: torch.Tensor, seeds: list[int]) -> dict:
@@ -61,7 +60,8 @@ class Metric:
         return [column]
 
 
-class _PatchCurve(Metric):
+@dataclass
+class _PatchCurve(Metric, BatchedOption):
     """Deletion or insertion of patches (16×16 at 224 pixels; single pixels for the `-pixel` variants), most salient
     first, against a blurred copy (black for `-black`); the AUC is divided by that of random orders (averaged over
     `random_orders`, seeded per image), computed once per image. Its keys start with `key`."""
@@ -71,21 +71,25 @@ class _PatchCurve(Metric):
     fill: ClassVar[str] = "blur"
     pixels: ClassVar[bool] = False
 
-    def __init__(self, random_orders: int = 4, patch: int | None = None, steps: int = 28, blur_sigma: float = 10.0,
-                 batch_size: int = 32):
-        self.random_orders, self.patch, self.steps = random_orders, 1 if self.pixels else patch, steps
-        self.blur_sigma, self.batch_size = blur_sigma, batch_size
+    random_orders: int = option(4, low=1, help="deletion/insertion: random patch orders averaged for the baseline")
+    patch: int | None = None  # side of the removed squares (None: a 14×14 grid; the `-pixel` variants: 1)
+    steps: int = 28
+    blur_sigma: float = BLUR_SIGMA
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.patch = 1 if self.pixels else self.patch
 
     def prepare(self, backbone, x, targets, seeds):
         base = [random_baseline(backbone, x[i:i + 1], targets[i:i + 1], self.patch, self.steps, self.blur_sigma,
-                                seed, self.batch_size, self.random_orders, curves=True,
+                                seed, self.internal_batch_size, self.random_orders, curves=True,
                                 kinds=(self.kind,), fill=self.fill)
                 for i, seed in enumerate(seeds)]
         return {k: torch.cat([b[f"random_{self.kind}_{k}"] for b in base]) for k in ("auc", "curve")}
 
     def score(self, backbone, x, targets, maps, method, prepared, seeds):
         s = deletion_insertion(backbone, x, maps, targets, self.patch, self.steps, self.blur_sigma,
-                               batch_size=self.batch_size, n_random=0, curves=True, kinds=(self.kind,),
+                               batch_size=self.internal_batch_size, n_random=0, curves=True, kinds=(self.kind,),
                                fill=self.fill)
         values = {f"{self.key}_auc": s[f"{self.kind}_auc"], f"random_{self.key}_auc": prepared["auc"]}
         return values, {self.key: s[f"{self.kind}_curve"], f"random_{self.key}": prepared["curve"]}
@@ -101,6 +105,7 @@ class _PatchCurve(Metric):
 
 
 @register
+@dataclass
 class Deletion(_PatchCurve):
     name, kind, key = "deletion", "deletion", "deletion"
     columns: ClassVar[dict[str, bool]] = {"deletion_ratio": False, "deletion_auc": False}
@@ -109,6 +114,7 @@ class Deletion(_PatchCurve):
 
 
 @register
+@dataclass
 class Insertion(_PatchCurve):
     name, kind, key = "insertion", "insertion", "insertion"
     columns: ClassVar[dict[str, bool]] = {"insertion_ratio": True, "insertion_auc": True}
@@ -117,6 +123,7 @@ class Insertion(_PatchCurve):
 
 
 @register
+@dataclass
 class DeletionBlack(_PatchCurve):
     name, kind, key, fill = "deletion-black", "deletion", "deletion_black", "black"
     columns: ClassVar[dict[str, bool]] = {"deletion_black_ratio": False}
@@ -124,6 +131,7 @@ class DeletionBlack(_PatchCurve):
 
 
 @register
+@dataclass
 class InsertionBlack(_PatchCurve):
     name, kind, key, fill = "insertion-black", "insertion", "insertion_black", "black"
     columns: ClassVar[dict[str, bool]] = {"insertion_black_ratio": True}
@@ -131,6 +139,7 @@ class InsertionBlack(_PatchCurve):
 
 
 @register
+@dataclass
 class DeletionPixel(_PatchCurve):
     name, kind, key, pixels = "deletion-pixel", "deletion", "deletion_pixel", True
     columns: ClassVar[dict[str, bool]] = {"deletion_pixel_ratio": False}
@@ -138,6 +147,7 @@ class DeletionPixel(_PatchCurve):
 
 
 @register
+@dataclass
 class InsertionPixel(_PatchCurve):
     name, kind, key, pixels = "insertion-pixel", "insertion", "insertion_pixel", True
     columns: ClassVar[dict[str, bool]] = {"insertion_pixel_ratio": True}
@@ -151,28 +161,30 @@ PANEL = ("deletion_ratio", "insertion_ratio", "deletion_black_ratio", "insertion
 
 
 @register
-class Road(Metric):
+@dataclass
+class Road(Metric, BatchedOption):
     name = "road"
     help = ("ROAD (Rong et al. 2022): the class probability with 10…90 % of the pixels replaced by noisy linear "
             "imputation from their neighbours, most relevant first (road_morf, lower is better) and least relevant "
             "first (road_lerf, higher is better); the imputation does not leak the removed region's shape")
     columns: ClassVar[dict[str, bool]] = {"road_morf": False, "road_lerf": True}
 
-    def __init__(self, noise: float = 0.01, percentages: tuple[int, ...] = ROAD_PERCENTAGES, batch_size: int = 32):
-        self.noise, self.percentages, self.batch_size = noise, tuple(percentages), batch_size
+    road_noise: float = option(0.01, low=0, help="ROAD: std of the noise added to imputed pixels ([0,1] units)")
+    percentages: tuple[int, ...] = ROAD_PERCENTAGES
 
     def score(self, backbone, x, targets, maps, method, prepared, seeds):
         values, curves = {}, {}
         for order in ("morf", "lerf"):
             probs, hits = road_curves(backbone, x, maps, targets, most_relevant_first=order == "morf",
-                                      percentages=self.percentages, noise=self.noise, seeds=seeds,
-                                      batch_size=self.batch_size)
+                                      percentages=self.percentages, noise=self.road_noise, seeds=seeds,
+                                      batch_size=self.internal_batch_size)
             values[f"road_{order}"], values[f"road_{order}_accuracy"] = probs.mean(1), hits.float().mean(1)
             curves[f"road_{order}"], curves[f"road_{order}_accuracy"] = probs, hits.float()
         return values, curves
 
 
 @register
+@dataclass
 class Randomization(Metric):
     name = "randomization"
     help = ("the model-randomization sanity check (Adebayo et al. 2018): rank correlation (and SSIM) of each map "
@@ -183,9 +195,8 @@ class Randomization(Metric):
     columns: ClassVar[dict[str, bool]] = {"randomization_rank_corr": False, "randomization_ssim": False,
                                           "randomization_null": False}
 
-    def __init__(self, seed: int = 0):
-        self.seed = seed
-        self._random: tuple[int, Backbone] | None = None
+    randomization_seed: int = option(0, help="randomization: seed of the re-drawn weights")
+    _random: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @staticmethod
     def aggregate(column: str, values: dict[str, np.ndarray]) -> np.ndarray:
@@ -197,12 +208,12 @@ class Randomization(Metric):
             return np.nanmean(values[column], axis=-1)
 
     def random_model(self, backbone: Backbone, x: torch.Tensor) -> Backbone:
-        """`sanity.randomized_copy(backbone, seed=self.seed)`, made once per model and checked alive on the first
-        images it meets (`sanity.check_alive`)."""
+        """`sanity.randomized_copy(backbone, seed=self.randomization_seed)`, made once per model and checked alive on
+        the first images it meets (`sanity.check_alive`)."""
         from .sanity import check_alive, randomized_copy
 
         if self._random is None or self._random[0] != id(backbone):
-            model = randomized_copy(backbone, seed=self.seed)
+            model = randomized_copy(backbone, seed=self.randomization_seed)
             check_alive(backbone, model, x)
             self._random = (id(backbone), model)
         return self._random[1]
@@ -221,13 +232,7 @@ class Randomization(Metric):
 
 def metric(name: str, **options) -> Metric:
     """The registered metric `name` with the options it takes (others are ignored)."""
-    import inspect
-
-    if name not in METRICS:
-        raise CnnlabError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}")
-    cls = METRICS[name]
-    accepted = inspect.signature(cls.__init__).parameters
-    return cls(**{k: v for k, v in options.items() if k in accepted})
+    return METRICS.build(name, options)
 
 
 # ------------------------------------------------------------------------------------ ROAD: noisy linear imputation

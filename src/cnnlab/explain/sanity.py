@@ -7,6 +7,7 @@ not depend on what the model learned. The model given is never modified: a copy 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -205,14 +206,12 @@ def check_alive(trained: Backbone, randomized: Backbone, x: torch.Tensor) -> flo
 
 
 def fresh_samples(method: SaliencyMethod) -> SaliencyMethod:
-    """The method with other random draws (a sampling method's `seed` moved on by one), so that the randomized
+    """The method with other random draws (a sampling method's `noise_seed` moved on by one), so that the randomized
     model is not explained with the very masks or noise of the trained one: shared masks make RISE's randomized map
     its masks' coverage, as alike as the masks are. Methods without a seed come back as they are."""
-    if not hasattr(method, "seed"):
+    if not hasattr(method, "noise_seed"):
         return method
-    fresh = copy.copy(method)
-    fresh.seed = method.seed + 1
-    return fresh
+    return dataclasses.replace(method, noise_seed=method.noise_seed + 1)
 
 
 def model_randomization(backbone: Backbone, x: torch.Tensor, targets, saliency: SaliencyMethod | str,

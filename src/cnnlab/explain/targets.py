@@ -48,9 +48,12 @@ def per_image_targets(options: dict) -> dict:
     return options
 
 
-def check_targets(targets: Sequence[str] | None, n: int) -> None:
+def check_target_classes(backbone: Backbone, target: str | None, targets: Sequence[str] | None, n: int) -> None:
+    """Before any work: one class per image when given per image, and every class named is one of the model's."""
     if targets is not None and len(targets) != n:
         raise CnnlabError(f"target: {len(targets)} classes given for {n} input images (one per image)")
+    for t in targets or ([] if target in (None, "pred", "random", "none") else [target]):
+        backbone.class_index(t)
 
 
 def short_name(labels: Sequence[str], index: int) -> str:

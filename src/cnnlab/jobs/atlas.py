@@ -25,7 +25,7 @@ from ..core.images import save_png, tensor_to_uint8
 from ..core.inputs import ImagesLike, batch_rows, sources
 from ..core.jobs import ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
 from ..core.results import Result
-from ..core.runner import MemorySink, Part, Runner, RunDirSink, files_tag, launched, settings_tag
+from ..core.runner import Part, launched, run_per_image
 from ..core.runs import atomic_path
 from ..explain import objectives
 from ..explain.dream import RenderOptions, activations, objective_values, render
@@ -196,14 +196,13 @@ def _width(backbone: Backbone, layer: str) -> int:
     return t[layer].shape[1]
 
 
-def _sink(out, sub: str, tag: str):
-    return MemorySink() if out is None else RunDirSink(Path(out) / sub, tag)
+def _folder(out, sub: str) -> Path | None:
+    return None if out is None else Path(out) / sub
 
 
 def _draw(backbone: Backbone, cfg: AtlasConfig, channels: list[int], out, progress: bool):
     """(images, diverse, values) of every channel, drawn chunk by chunk on the runner."""
     render_keys = {k: v for k, v in cfg.to_dict().items() if k not in ("data", "top", "batch_size", "chunk_size")}
-    sink = _sink(out, "channels", settings_tag(render_keys, channels))
 
     def work(chunk: list[int], first: int) -> Part:
         opts = cfg.replace(seed=cfg.seed + first)  # a chunk's drawing does not depend on who draws it
@@ -217,8 +216,12 @@ def _draw(backbone: Backbone, cfg: AtlasConfig, channels: list[int], out, progre
                 opts, batch=cfg.diverse)[0])) for c in chunk])
         return Part([{"channel": c, "objective": float(v)} for c, v in zip(chunk, values)], arrays)
 
-    if not Runner(sink, len(channels), cfg.channel_batch, backbone.device).run(channels, work, progress, "channels"):
+    ran = run_per_image(channels, work, settings=render_keys, out=_folder(out, "channels"),
+                        chunk_size=cfg.channel_batch, device=backbone.device, progress=progress, desc="channels",
+                        readable=False)
+    if ran is None:
         return None
+    sink = ran[0]
     diverse = _floats(sink.array("diverse")) if cfg.diverse else None
     return _floats(sink.array("images")), diverse, np.asarray(sink.array("values"), np.float64)
 
@@ -226,8 +229,6 @@ def _draw(backbone: Backbone, cfg: AtlasConfig, channels: list[int], out, progre
 def _top_images(backbone: Backbone, cfg: AtlasConfig, channels: list[int], inputs, out, progress: bool):
     """(names, skipped, top (n, k), top values (n, k), patches) from one streamed pass over the dataset."""
     items, prepared = sources(inputs)
-    sink = _sink(out, "data", settings_tag(backbone.spec, backbone.weights_id, cfg.layer, channels, cfg.batch_size,
-                                           files_tag(s.path or s.name for s in items)))
     index = torch.as_tensor(channels)
 
     def work(chunk: list, first: int) -> Part:
@@ -246,12 +247,13 @@ def _top_images(backbone: Backbone, cfg: AtlasConfig, channels: list[int], input
         all_rows = batch_rows(chunk, backbone.preprocess, prepared, cfg.batch_size, first, rows)
         return Part(all_rows, {"means": np.concatenate(means), "peaks": np.concatenate(peaks)} if means else {})
 
-    if not Runner(sink, len(items), cfg.chunk_size, backbone.device).run(items, work, progress, "images"):
+    ran = run_per_image(items, work, settings=[backbone.spec, backbone.weights_id, cfg.layer, channels, cfg.batch_size],
+                        out=_folder(out, "data"), chunk_size=cfg.chunk_size, device=backbone.device,
+                        progress=progress, desc="images")
+    if ran is None:
         return None
-    every = sink.rows()
-    positions = [p for p, r in enumerate(every) if "error" not in r]
-    if not positions:
-        raise CnnlabError(f"no readable image in {cfg.data or 'the data given'}")
+    sink = ran[0]
+    positions = [p for p, r in enumerate(sink.rows()) if "error" not in r]
     means, peaks = np.asarray(sink.array("means")), np.asarray(sink.array("peaks"))
     k = min(cfg.top, len(positions))
     top = np.argsort(-means, axis=0, kind="stable")[:k].T  # (n, k)

@@ -17,7 +17,7 @@ from ..core.hooks import eval_mode
 from ..core.inputs import ImagesLike, batch_rows, sources
 from ..core.jobs import ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
 from ..core.results import PerImageResult
-from ..core.runner import MemorySink, Part, Runner, RunDirSink, files_tag, settings_tag
+from ..core.runner import Part, run_per_image
 from ..transfer.classifier import TransferClassifier
 from .saliency import CHUNK_HELP
 
@@ -107,12 +107,9 @@ def classify(model: ModelLike | TransferClassifier = None, images: ImagesLike | 
         cfg = recorded(cfg, backbone)
         name, label, device = cfg.backbone, None, backbone.device
         worker, preprocess = _worker(backbone, cfg, prepared), backbone.preprocess
-    sink = MemorySink() if out is None else RunDirSink(out, settings_tag(cfg.to_dict(), files_tag(
-        s.path or s.name for s in items)))
-    t0 = time.perf_counter()
-    if not Runner(sink, len(items), cfg.chunk_size, device).run(items, worker, progress, "classify"):
-        return None  # another torchrun process assembles
-    return ClassifyResult(cfg, sink, items, prepared, time.perf_counter() - t0, name, preprocess, label)
+    ran = run_per_image(items, worker, settings=cfg.to_dict(), out=out, chunk_size=cfg.chunk_size, device=device,
+                        progress=progress, desc="classify", readable=False)
+    return None if ran is None else ClassifyResult(cfg, ran[0], items, prepared, ran[1], name, preprocess, label)
 
 
 def _refuse_ignored(cfg: ClassifyConfig) -> None:

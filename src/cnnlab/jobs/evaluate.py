@@ -15,42 +15,45 @@ import numpy as np
 import torch
 
 from ..core.backbones import Backbone
-from ..core.config import option, registry_help
+from ..core.config import WithParts, option, registry_help
 from ..core.errors import CnnlabError
 from ..core.figures import heat, image_grid
 from ..core.inputs import ImagesLike, batch_rows, sources
 from ..core.jobs import ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
 from ..core.results import PerImageResult
-from ..core.runner import MemorySink, Part, Runner, RunDirSink, files_tag, settings_tag
+from ..core.runner import Part, run_per_image
 from ..core.runs import write_text
-from ..explain.metrics import METRICS, Metric, metric as make_metric
+from ..explain.metrics import METRICS, Metric
 from ..explain.sanity import MARGIN
-from ..explain.saliency import METHODS, SaliencyOptions, method as make_method, predicted, result_settings
+from ..explain.saliency import METHODS, predicted, result_settings
 from ..explain.targets import resolve_targets
 from .saliency import CHUNK_HELP, INPUTS_HELP
 
 DEFAULT_METHODS = ("vanilla", "smoothgrad", "ig", "gradcam", "smoothgrad-gradcam", "gradcam++", "layercam",
-                   "input-x-gradient", "guided-backprop", "iterated-gradcam")  # seconds per image, not minutes
+                   "input-x-gradient", "guided-backprop", "iterated-gradcam")
+DEFAULT_METRICS = ("deletion", "insertion", "road", "randomization")
 SHOWN_STEPS_IMAGES = 1  # images whose maps the randomization figure shows
 
 
-
-DEFAULT_METRICS = ("deletion", "insertion", "road", "randomization")
 @dataclass
-class EvaluateSaliencyConfig(SaliencyOptions, ModelOptions):
+class EvaluateSaliencyConfig(WithParts, ModelOptions):
+    """Saliency methods × metrics over a set of images: a leaderboard with 95 % bootstrap
+intervals and each method's rank per column, per-image rows (results.jsonl), curves, and the model-randomization
+figure. Metrics:
+{metrics}
+Writes leaderboard.md, leaderboard.csv, metrics.json, curves.png and (with randomization) randomization.png."""
+
     command = "explain evaluate"
+    parts = {"methods": METHODS, "metrics": METRICS}
     inputs: list[str] = option(default_factory=list, positional=True, required=True, metavar="INPUTS", help=INPUTS_HELP)
-    methods: list[str] = option(default_factory=lambda: list(DEFAULT_METHODS), choices=tuple(METHODS),
+    methods: list[str] = option(default_factory=lambda: list(DEFAULT_METHODS), choices=METHODS,
                                 help="saliency methods, comma-separated (default: every method but the slow "
                                      "occlusion, scorecam and rise)")
-    metrics: list[str] = option(default_factory=lambda: list(DEFAULT_METRICS), choices=tuple(METRICS),
+    metrics: list[str] = option(default_factory=lambda: list(DEFAULT_METRICS), choices=METRICS,
                                 help="metrics, comma-separated (the faithfulness panel: add deletion-black, "
                                      "insertion-black, deletion-pixel, insertion-pixel; aggregate_rank is the mean "
                                      "rank over the panel's columns)")
     target: str = option("pred", help="'pred' (the model's prediction) or a class of the model (index or name)")
-    random_orders: int = option(4, low=1, help="deletion/insertion: random patch orders averaged for the baseline")
-    road_noise: float = option(0.01, low=0, help="ROAD: std of the noise added to imputed pixels ([0,1] units)")
-    randomization_seed: int = option(0, help="randomization: seed of the re-drawn weights")
     bootstrap: int = option(1000, low=10, help="bootstrap resamples of the images for the 95 %% intervals")
     seed: int = option(0, help="seed of the bootstrap resampling")
     figure_steps: bool = option(True, negate="--no-figure-steps",
@@ -60,18 +63,13 @@ class EvaluateSaliencyConfig(SaliencyOptions, ModelOptions):
     batch_size: int = option(8, low=1, help="images per batch")
     chunk_size: int = option(8, low=1, help=CHUNK_HELP)  # the progress bar moves once per chunk
 
-
-EvaluateSaliencyConfig.__doc__ = f"""Saliency methods × metrics over a set of images: a leaderboard with 95 % bootstrap
-intervals and each method's rank per column, per-image rows (results.jsonl), curves, and the model-randomization
-figure. Metrics:
-{registry_help(METRICS)}
-Writes leaderboard.md, leaderboard.csv, metrics.json, curves.png and (with randomization) randomization.png."""
+    @classmethod
+    def description(cls) -> str:
+        return cls.__doc__.replace("{metrics}", registry_help(METRICS))
 
 
 def metric_objects(cfg: EvaluateSaliencyConfig) -> dict[str, Metric]:
-    return {name: make_metric(name, random_orders=cfg.random_orders, noise=cfg.road_noise,
-                              seed=cfg.randomization_seed, batch_size=cfg.internal_batch_size)
-            for name in cfg.metrics}
+    return {name: cfg.build("metrics", name) for name in cfg.metrics}
 
 
 class SaliencyEvaluation(PerImageResult):
@@ -282,7 +280,7 @@ def evaluate_saliency(model: ModelLike = None, images: ImagesLike | None = None,
         raise CnnlabError("name at least one method and one metric")
     backbone = load_backbone(model, cfg)
     cfg = recorded(cfg, backbone)
-    methods = {name: make_method(name, cfg) for name in cfg.methods}
+    methods = {name: cfg.build("methods", name) for name in cfg.methods}
     for m in methods.values():
         backbone.check_layers(list(m.layers()))
     if cfg.target not in ("pred",):
@@ -290,17 +288,13 @@ def evaluate_saliency(model: ModelLike = None, images: ImagesLike | None = None,
     metrics = metric_objects(cfg)
     items, prepared = sources(images if images is not None else cfg.inputs)
     items = items[:cfg.limit] if cfg.limit else items
-    settings = result_settings(cfg, list(methods.values()), drop=("bootstrap", "seed", "figure_steps"))
-    sink = MemorySink() if out is None else RunDirSink(out, settings_tag(settings, files_tag(
-        s.path or s.name for s in items)))
-    runner = Runner(sink, len(items), max(cfg.batch_size, cfg.chunk_size // cfg.batch_size * cfg.batch_size),
-                    backbone.device)
-    t0 = time.perf_counter()
-    if not runner.run(items, _worker(backbone, methods, metrics, cfg, prepared), progress, "evaluate"):
-        return None  # another torchrun process assembles
-    seconds = time.perf_counter() - t0
-    if not any("error" not in r for r in sink.rows()):
-        raise CnnlabError("no readable input images")
+    settings = result_settings(cfg.to_dict(), list(methods.values()), drop=("bootstrap", "seed", "figure_steps"))
+    ran = run_per_image(items, _worker(backbone, methods, metrics, cfg, prepared), settings=settings, out=out,
+                        chunk_size=max(cfg.batch_size, cfg.chunk_size // cfg.batch_size * cfg.batch_size),
+                        device=backbone.device, progress=progress, desc="evaluate")
+    if ran is None:
+        return None
+    sink, seconds = ran
     steps = _randomization_steps(backbone, methods, metrics, cfg, items, prepared, sink)
     return SaliencyEvaluation(cfg, sink, items, prepared, seconds, metrics, steps)
 

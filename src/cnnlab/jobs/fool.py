@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 
 from ..core.backbones import Backbone
-from ..core.config import option, registry_help
+from ..core.config import WithParts, option, registry_help
 from ..core.errors import CnnlabError
 from ..core.figures import image_grid
 from ..core.hooks import eval_mode
@@ -24,10 +23,10 @@ from ..core.inputs import ImagesLike, Source, sources
 from ..core.jobs import ModelLike, ModelOptions, configure, load_backbones, with_options
 from ..core.models import load_model
 from ..core.results import PerImageResult
-from ..core.runner import MemorySink, Part, Runner, RunDirSink, files_tag, settings_tag
+from ..core.runner import Part, run_per_image
 from ..core.runs import atomic_path, write_text
-from ..explain.attacks import ATTACKS, LOSSES, NORMS, Attack
-from ..explain.targets import SHOWN, check_targets, per_image_targets, resolve_targets, short_name
+from ..explain.attacks import ATTACKS, Attack, fooled
+from ..explain.targets import SHOWN, check_target_classes, per_image_targets, resolve_targets, short_name
 from ..explain.views import ImageModel, same_classes
 from .saliency import CHUNK_HELP, INPUTS_HELP
 
@@ -35,29 +34,25 @@ PIXEL_BUDGET = 2 ** 24  # pixels of the images held at once (at their own size) 
 
 
 @dataclass
-class FoolConfig(ModelOptions):
+class FoolConfig(WithParts, ModelOptions):
+    """Adversarial images in [0,1] pixel space, made on the image itself: the perturbation lives at the
+input's own size and the model sees it through its own preprocessing (the resize and crop that classify reads files
+with). Success is judged on the saved file: the 8-bit PNG, read back by the normal reading path, must give the target.
+{attacks}
+--backbone a+b attacks the ensemble (mean of logits, each model through its own preprocessing); --eval-on B2,B3
+reads every saved image through other models and reports the targeted and untargeted transfer rates.
+Writes fooling.png (original | adversarial | magnified difference), the adversarial PNGs (at the input's size)
+and, with --eval-on, transfer.md."""
+
     command = "explain fool"
+    parts = {"method": ATTACKS}
     inputs: list[str] = option(default_factory=list, positional=True, required=True, metavar="INPUTS", help=INPUTS_HELP)
     backbone: str = option("efficientnet_lite0", help="the model attacked, or several joined by '+' (an ensemble)")
     target: str | None = option(None, required=True,
                                 help="a class of the model (index or name), 'random' (seeded), or 'none' (untargeted)")
     targets: list[str] | None = option(None, cli=False, help="one class per input image (the API's target=[...])")
     seed: int = option(0, help="seed for random targets and input diversity")
-    method: str = option("minimal", choices=tuple(ATTACKS), help="attack")
-    max_iters: int = option(100, low=1, help="gradient steps at most (transfer: exactly)")
-    lr: float = option(1.0, low=0, low_open=True, help="ascent step (L2 norm, pixel units)")
-    eps: float | None = option(None, low=0, low_open=True,
-                               help="fgsm/pgd/transfer bound in [0,1] pixel units (default 8/255 for L∞, 1.0 for L2; "
-                                    "transfer 16/255)")
-    norm: str = option("linf", choices=NORMS, help="fgsm/pgd norm")
-    step: float | None = option(None, low=0, low_open=True,
-                                help="step size in pixel units (default: minimal 0.25/255, pgd eps/4, transfer 2/255)")
-    loss: str | None = option(None, choices=LOSSES, help="pgd/fgsm/transfer objective (default: ce; logit for transfer)")
-    momentum: float = option(1.0, low=0, help="transfer: momentum of the gradient (MI-FGSM; 0 = off)")
-    diversity: float = option(0.7, low=0, high=1, help="transfer: probability of a random shrink-and-pad per step "
-                                                       "(input diversity; 0 = off)")
-    ti_kernel: int = option(5, low=0, help="transfer: side of the Gaussian that smooths the gradient (translation "
-                                           "invariance; 0 = off)")
+    method: str = option("minimal", choices=ATTACKS, help="attack")
     eval_on: list[str] = option(default_factory=list, metavar="B2[,B3]",
                                 help="models (not attacked) that read every saved image: targeted and untargeted "
                                      "transfer rates")
@@ -66,15 +61,9 @@ class FoolConfig(ModelOptions):
     chunk_size: int = option(256, low=1, help=CHUNK_HELP)
     magnify: float = option(10.0, low=0, low_open=True, help="how much the figure magnifies the difference")
 
-
-FoolConfig.__doc__ = """Adversarial images in [0,1] pixel space, made on the image itself: the perturbation lives at the
-input's own size and the model sees it through its own preprocessing (the resize and crop that classify reads files
-with). Success is judged on the saved file: the 8-bit PNG, read back by the normal reading path, must give the target.
-""" + registry_help(ATTACKS) + """
---backbone a+b attacks the ensemble (mean of logits, each model through its own preprocessing); --eval-on B2,B3
-reads every saved image through other models and reports the targeted and untargeted transfer rates.
-Writes fooling.png (original | adversarial | magnified difference), the adversarial PNGs (at the input's size)
-and, with --eval-on, transfer.md."""
+    @classmethod
+    def description(cls) -> str:
+        return cls.__doc__.replace("{attacks}", registry_help(ATTACKS))
 
 
 class FoolResult(PerImageResult):
@@ -130,13 +119,10 @@ class FoolResult(PerImageResult):
                     "pred_after": [r["transfer"][m]["pred_after"] for r in self.rows]}
                 for m, rate in self.transfer_rates().items()}
 
-    def image_rows(self) -> list[dict]:
-        """One dict per image: what the JSON's `results` lists (and results.jsonl, one line each)."""
-        rows = [dict(r) for r in self.rows]
-        if self.run_dir:
-            for r, p in zip(rows, self.positions):
-                r["png"] = self.path(png_file(p))
-        return rows
+    file_key = "png"
+
+    def file_name(self, position: int) -> str:
+        return png_file(position)
 
     def transfer_rates(self) -> dict[str, dict]:
         """Per --eval-on model: how often the target is its top-1, how often its top-1 moved."""
@@ -234,9 +220,7 @@ def fool(model: ModelLike | Sequence[Backbone] = None, images: ImagesLike | None
     cfg = configure(FoolConfig, config, per_image_targets(options))
     if cfg.target is None and cfg.targets is None:
         raise CnnlabError("--target is required: a class, 'random' or 'none'")
-    if cfg.method in ("fgsm", "pgd", "transfer") and cfg.norm == "linf" and cfg.eps is not None and cfg.eps > 1:
-        raise CnnlabError(f"--eps must be in (0, 1] for the L∞ norm (pixel units), got {cfg.eps}")
-    attacker = ATTACKS[cfg.method].from_config(cfg)
+    attacker = cfg.build("method")
     models = load_backbones(model, cfg)
     if model is not None:
         cfg = cfg.replace(backbone="+".join(b.spec or f"<wrapped {b.name}>" for b in models))
@@ -245,19 +229,11 @@ def fool(model: ModelLike | Sequence[Backbone] = None, images: ImagesLike | None
     same_classes(models + list(judges.values()))
     items, prepared = sources(images if images is not None else cfg.inputs)
     items = items[:cfg.limit] if cfg.limit else items
-    check_targets(cfg.targets, len(items))
-    for t in cfg.targets or ([] if cfg.target in (None, "pred", "random", "none") else [cfg.target]):
-        models[0].class_index(t)  # an unknown class is said before any work
-    sink = MemorySink() if out is None else RunDirSink(out, settings_tag(cfg.to_dict(), files_tag(
-        s.path or s.name for s in items)))
-    runner = Runner(sink, len(items), cfg.chunk_size, models[0].device)
-    t0 = time.perf_counter()
-    if not runner.run(items, _worker(models, judges, attacker, cfg, prepared), progress, f"fool {cfg.method}"):
-        return None  # another torchrun process assembles
-    result = FoolResult(cfg, sink, items, prepared, time.perf_counter() - t0, models[0].labels)
-    if not len(result):
-        raise CnnlabError("no readable input images" + (f" ({result.skipped[0]['error']})" if result.skipped else ""))
-    return result
+    check_target_classes(models[0], cfg.target, cfg.targets, len(items))
+    ran = run_per_image(items, _worker(models, judges, attacker, cfg, prepared), settings=cfg.to_dict(), out=out,
+                        chunk_size=cfg.chunk_size, device=models[0].device, progress=progress,
+                        desc=f"fool {cfg.method}")
+    return None if ran is None else FoolResult(cfg, ran[0], items, prepared, ran[1], models[0].labels)
 
 
 def _windows(chunk: list[Source], batch_size: int) -> list[list[int]]:
@@ -342,7 +318,7 @@ def _worker(models: list[Backbone], judges: dict[str, Backbone], attacker: Attac
                 delta = (adversarial[j] - originals[j]).flatten()
                 row = {"image": chunk[i].name, "target": target, "pred_before": int(before[j]),
                        "pred_after": int(after[j]),
-                       "success": bool(after[j] == target) if target is not None else bool(after[j] != before[j]),
+                       "success": bool(fooled(after[j], target, before[j])),
                        "iterations": iterations[j], "linf": float(delta.abs().max()), "l2": float(delta.norm()),
                        "size": list(adversarial[j].shape[-2:])}
                 if transfer:

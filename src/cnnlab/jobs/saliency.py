@@ -1,9 +1,9 @@
-"""The saliency job: `cnnlab.saliency` / `cnnlab explain saliency`. Methods live in `explain/saliency.py` (one class
-each), the faithfulness metric in `explain/faithfulness.py`."""
+"""The saliency job: `cnnlab.saliency` / `cnnlab explain saliency`. Methods live in `explain/saliency/` (one class
+each), the faithfulness metrics in `explain/metrics.py` (the same registered deletion and insertion as `explain
+evaluate`)."""
 from __future__ import annotations
 
 import io
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,18 +12,17 @@ import numpy as np
 import torch
 
 from ..core.backbones import Backbone
-from ..core.config import option
+from ..core.config import WithParts, option
 from ..core.errors import CnnlabError
 from ..core.figures import heat, image_grid, overlay
 from ..core.inputs import ImagesLike, batch_rows, sources
 from ..core.jobs import ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
 from ..core.results import PerImageResult
-from ..core.runner import MemorySink, Part, Runner, RunDirSink, files_tag, settings_tag
+from ..core.runner import Part, run_per_image
 from ..core.runs import atomic_path
-from ..explain.faithfulness import deletion_insertion
-from ..explain.saliency import (METHODS, SaliencyMethod, SaliencyOptions, method as make_method, methods_help, predicted,
-                                result_settings)
-from ..explain.targets import SHOWN, check_targets, per_image_targets, resolve_targets, short_name
+from ..explain.metrics import METRICS
+from ..explain.saliency import METHODS, SaliencyMethod, methods_help, predicted, result_settings
+from ..explain.targets import SHOWN, check_target_classes, per_image_targets, resolve_targets, short_name
 
 INPUTS_HELP = "image files, folders, or an .npz with X (N,H,W,3) uint8 and y (the labs' imagenet_val_25.npz)"
 CHUNK_HELP = "images per committed chunk (what a rerun skips, what a torchrun process takes; memory)"
@@ -31,10 +30,16 @@ METRIC_KEYS = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_i
 
 
 @dataclass
-class SaliencyConfig(SaliencyOptions, ModelOptions):
+class SaliencyConfig(WithParts, ModelOptions):
+    """Saliency maps for one target per image, through Captum:
+{methods}
+--metrics adds deletion/insertion AUC (Petsiuk et al. 2018) with 16×16 patches and a blurred baseline, plus the
+same for random patch orders (--random-orders). Writes saliency.png (image, overlay, map) and one PNG per map."""
+
     command = "explain saliency"
+    parts = {"method": METHODS}
     inputs: list[str] = option(default_factory=list, positional=True, required=True, metavar="INPUTS", help=INPUTS_HELP)
-    method: str = option("vanilla", choices=tuple(METHODS), help="attribution method")
+    method: str = option("vanilla", choices=METHODS, help="attribution method")
     target: str = option("pred", help="'pred' (the model's prediction) or a class of the model (index or name)")
     targets: list[str] | None = option(None, cli=False, help="one class per input image (the API's target=[...])")
     metrics: bool = option(False, help="deletion/insertion AUC vs a random patch order")
@@ -43,11 +48,9 @@ class SaliencyConfig(SaliencyOptions, ModelOptions):
     batch_size: int = option(8, low=1, help="images per batch")
     chunk_size: int = option(256, low=1, help=CHUNK_HELP)
 
-
-SaliencyConfig.__doc__ = f"""Saliency maps for one target per image, through Captum:
-{methods_help()}
---metrics adds deletion/insertion AUC (Petsiuk et al. 2018) with 16×16 patches and a blurred baseline, plus the
-same for random patch orders (--random-orders). Writes saliency.png (image, overlay, map) and one PNG per map."""
+    @classmethod
+    def description(cls) -> str:
+        return cls.__doc__.replace("{methods}", methods_help())
 
 
 class SaliencyResult(PerImageResult):
@@ -79,13 +82,10 @@ class SaliencyResult(PerImageResult):
     def images(self) -> torch.Tensor:
         return torch.stack([self.image(i) for i in range(len(self))])
 
-    def image_rows(self) -> list[dict]:
-        """One dict per image: what the JSON's `results` lists (and results.jsonl, one line each)."""
-        rows = [dict(r) for r in self.rows]
-        if self.run_dir:
-            for r, p in zip(rows, self.positions):
-                r["map"] = self.path(map_file(p))
-        return rows
+    file_key = "map"
+
+    def file_name(self, position: int) -> str:
+        return map_file(position)
 
     def summary(self) -> dict:
         per_image = self.image_rows()
@@ -154,24 +154,15 @@ def saliency(model: ModelLike = None, images: ImagesLike | None = None, *, confi
         raise CnnlabError("saliency needs a target: 'pred' or a class of the model ('none' is for explain fool)")
     backbone = load_backbone(model, cfg)
     cfg = recorded(cfg, backbone)
-    attributor = make_method(cfg.method, cfg)
+    attributor = cfg.build("method")
     backbone.check_layers(list(attributor.layers()))  # a wrong layer is said before any work
     items, prepared = sources(images if images is not None else cfg.inputs)
     items = items[:cfg.limit] if cfg.limit else items
-    check_targets(cfg.targets, len(items))
-    for t in cfg.targets or ([] if cfg.target in (None, "pred", "random", "none") else [cfg.target]):
-        backbone.class_index(t)  # an unknown class is said before any work
-    sink = MemorySink() if out is None else RunDirSink(out, settings_tag(result_settings(cfg, [attributor]), files_tag(
-        s.path or s.name for s in items)))
-    runner = Runner(sink, len(items), _chunk_size(cfg), backbone.device)
-    t0 = time.perf_counter()
-    worker = _worker(backbone, attributor, cfg, prepared, sink.on_disk)
-    if not runner.run(items, worker, progress, f"saliency {cfg.method}"):
-        return None  # another torchrun process assembles
-    result = SaliencyResult(cfg, sink, items, prepared, time.perf_counter() - t0, backbone)
-    if not len(result):
-        raise CnnlabError("no readable input images" + (f" ({result.skipped[0]['error']})" if result.skipped else ""))
-    return result
+    check_target_classes(backbone, cfg.target, cfg.targets, len(items))
+    ran = run_per_image(items, _worker(backbone, attributor, cfg, prepared, out is not None),
+                        settings=result_settings(cfg.to_dict(), [attributor]), out=out, chunk_size=_chunk_size(cfg),
+                        device=backbone.device, progress=progress, desc=f"saliency {cfg.method}")
+    return None if ran is None else SaliencyResult(cfg, ran[0], items, prepared, ran[1], backbone)
 
 
 def _chunk_size(cfg) -> int:
@@ -180,6 +171,8 @@ def _chunk_size(cfg) -> int:
 
 
 def _worker(backbone: Backbone, attributor: SaliencyMethod, cfg: SaliencyConfig, prepared: bool, files: bool):
+    metrics = [METRICS.build(name, {"random_orders": cfg.random_orders}) for name in ("deletion", "insertion")]
+
     def work(chunk: list, first: int) -> Part:
         maps, pngs = [], {}
 
@@ -187,8 +180,11 @@ def _worker(backbone: Backbone, attributor: SaliencyMethod, cfg: SaliencyConfig,
             preds = predicted(backbone, x).cpu()
             targets = resolve_targets(cfg.target, preds, backbone, positions=positions, per_image=cfg.targets)
             m = attributor.attribute(backbone, x, targets).float().cpu()
-            scores = deletion_insertion(backbone, x, m, torch.as_tensor(targets), n_random=cfg.random_orders,
-                                        seed=positions[0]) if cfg.metrics else None
+            scores = {}
+            for metric in metrics if cfg.metrics else ():  # scored for each map's own target
+                t = torch.as_tensor(targets)
+                shared = metric.prepare(backbone, x, t, positions)
+                scores |= metric.score(backbone, x, t, m, attributor, shared, positions)[0]
             maps.append(m.numpy())
             out = []
             for j, (source, p) in enumerate(zip(items, positions)):
@@ -196,7 +192,7 @@ def _worker(backbone: Backbone, attributor: SaliencyMethod, cfg: SaliencyConfig,
                        "target_label": backbone.labels[targets[j]]}
                 if source.label is not None:
                     row["label"] = source.label
-                if scores is not None:
+                if scores:
                     row.update({k: float(scores[k][j]) for k in METRIC_KEYS})
                 if files:
                     pngs[map_file(p)] = map_png(m[j])

@@ -1,0 +1,59 @@
+"""Saliency methods, one registered class each (Captum's shape): a method is a dataclass whose fields are its
+options, and `attribute(backbone, x, targets) -> maps (B,H,W) ≥ 0` per call. `METHODS` (the registry) is what the
+CLI's choices and flags, the app's list, the report and `--help` read: adding a method is one class in one file.
+
+- `gradients.py`: vanilla, SmoothGrad, Integrated Gradients, input × gradient, Guided Backprop, the edges control;
+- `cams.py`: one CAM engine — Grad-CAM, Grad-CAM++, LayerCAM, Score-CAM, SmoothGrad × Grad-CAM;
+- `perturbation.py`: occlusion, RISE, iterated Grad-CAM.
+
+Measured faithfulness and sanity of each: docs/benchmarks.md ("Explanations").
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from ...core.backbones import Backbone
+from ...core.config import registry_help
+from .base import (BLUR_SIGMA, METHODS, SaliencyMethod, blurred, cam_layers, patch_size, predicted, register, unit,
+                   upsampled)
+from .gradients import IG_BASELINES, guided_relus
+from .cams import activations_and_gradients, gradcam
+from . import perturbation  # noqa: F401  (registers its methods)
+
+# the default a user is offered first (docs/benchmarks.md, "How the recommended default was chosen")
+RECOMMENDED = "iterated-gradcam"
+
+__all__ = ["METHODS", "RECOMMENDED", "SaliencyMethod", "register", "method", "attribute", "methods_help",
+           "result_settings", "blurred", "cam_layers", "patch_size", "predicted", "unit", "upsampled", "gradcam",
+           "guided_relus", "activations_and_gradients", "IG_BASELINES", "BLUR_SIGMA"]
+
+
+def method(name: str, options: Mapping[str, Any] | None = None, **kw) -> SaliencyMethod:
+    """The registered method `name`, made with the options it takes (`options` may hold other methods' too)."""
+    return METHODS.build(name, {**(options or {}), **kw})
+
+
+def attribute(backbone: Backbone, x: torch.Tensor, target, name: str = "vanilla",
+              options: Mapping[str, Any] | None = None, **kw) -> torch.Tensor:
+    """Saliency maps (B,H,W) of images x (B,C,H,W) in [0,1], one target class per image."""
+    return method(name, options, **kw).attribute(backbone, x, target)
+
+
+def result_settings(job: Mapping[str, Any], methods: Sequence[SaliencyMethod], drop: Sequence[str] = ()) -> dict:
+    """A job's settings as far as its results depend on them: the methods' own settings instead of every method's
+    option, so that a rerun with another method's option changed still reuses the committed results."""
+    options = set(METHODS.option_fields()) | set(drop)
+    return {"job": {k: v for k, v in job.items() if k not in options}, "methods": [m.settings() for m in methods]}
+
+
+def methods_help() -> str:
+    """Each method's help, with the measured outcome of its sanity check (docs/benchmarks.md)."""
+    from ..sanity import verdict
+
+    def text(name: str, cls) -> str:
+        star = "★ RECOMMENDED (the most faithful measured on held-out photos). " if name == RECOMMENDED else ""
+        return f"{star}{cls.help}{'. ' + verdict(name) if verdict(name) else ''}"
+
+    return registry_help({name: text(name, cls) for name, cls in METHODS.items()})

@@ -1,0 +1,118 @@
+"""What every saliency method shares: the `SaliencyMethod` base (a registered `Part`), the registry `METHODS`,
+options that several methods take (each declared once, as a mixin), and small map helpers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ...core.backbones import Backbone
+from ...core.config import Part, Registry, option
+from ...core.hooks import eval_mode, frozen
+
+METHODS = Registry("saliency method")
+register = METHODS.register
+BLUR_SIGMA = 10.0  # σ of the blurred copy that stands for 'absent' (occlusion, IG, iterated-gradcam, deletion)
+
+
+@dataclass
+class SaliencyMethod(Part):
+    """A saliency method: `attribute(backbone, x (B,C,H,W) in [0,1], targets (B,)) -> (B,H,W) ≥ 0`. The backbone
+    comes back with its mode and requires_grad flags unchanged; x is not modified. Its options are its fields."""
+
+    # it queries the model with the faithfulness panel's own perturbation (blurred patches): marked on leaderboards
+    queries_panel: ClassVar[bool] = False
+    # options that change the cost but not the maps: left out of `settings`
+    MEMORY_ONLY: ClassVar[tuple[str, ...]] = ("internal_batch_size",)
+
+    def layers(self) -> Sequence[str]:
+        """Cut points the method reads (checked before any work)."""
+        return ()
+
+    def settings(self) -> dict:
+        """What its maps depend on."""
+        return {"name": self.name, **{k: v for k, v in sorted(self.options().items()) if k not in self.MEMORY_ONLY}}
+
+    def attribute(self, backbone: Backbone, x: torch.Tensor, targets) -> torch.Tensor:
+        x = x.detach().to(backbone.device).clone().requires_grad_(True)  # Captum warns otherwise
+        targets = torch.as_tensor(targets, device=backbone.device).long().view(-1)
+        with eval_mode(backbone), frozen(backbone):
+            return self._maps(backbone, x, targets).detach()
+
+    def _maps(self, backbone: Backbone, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------- options several methods take
+@dataclass
+class BatchedOption:
+    """Images per pass inside a part that runs the model many times (methods and metrics alike)."""
+
+    internal_batch_size: int = option(32, low=1, help="images per pass inside smoothgrad / ig / occlusion / scorecam "
+                                                      "/ rise (memory)")
+
+
+@dataclass
+class Batched(SaliencyMethod, BatchedOption):
+    pass
+
+
+@dataclass
+class Blurs(SaliencyMethod):
+    blur_sigma: float = option(BLUR_SIGMA, low=0, low_open=True,
+                               help="the 'absent' image of occlusion and IG: a blurred copy with this σ")
+
+
+@dataclass
+class Seeded(SaliencyMethod):
+    noise_seed: int = option(0, help="SmoothGrad: seed of its noise (the same maps on every run)")
+
+
+@dataclass
+class Layered(SaliencyMethod):
+    """A method that reads cut points (default: the model's own, from its registry entry)."""
+
+    layer: list[str] | None = option(None, sep="+", help="Grad-CAM cut point(s) or module path(s); 'a+b' sums "
+                                                         "several, each scaled to max 1 (default: the model's own, "
+                                                         "from its registry entry, else its last spatial map)")
+
+    def layers(self):
+        return self.layer or ()
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def cam_layers(backbone: Backbone) -> list[str]:
+    """Where Grad-CAM reads when not told: the model's registry entry, else the last spatial map of its pass."""
+    return list(backbone.cam_layers) if backbone.cam_layers else [backbone.last_spatial_layer()]
+
+
+def blurred(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
+    """A strongly blurred copy: the 'absent' image for occlusion and deletion/insertion metrics."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    k = int(2 * round(3 * sigma) + 1)
+    k = min(k, 2 * (min(x.shape[-2:]) // 2) - 1)
+    return gaussian_blur(x, [k, k], [sigma, sigma])
+
+
+def patch_size(x: torch.Tensor) -> int:
+    """The patch of a 14×14 grid over the image (16 pixels at 224, 2 on a 28-pixel digit): deletion's and
+    insertion's, and iterated-gradcam's."""
+    return max(1, round(min(x.shape[-2:]) / 14))
+
+
+def unit(m: torch.Tensor) -> torch.Tensor:
+    """Each map (B,H,W) scaled to max 1."""
+    return m / m.flatten(1).amax(dim=1).clamp(min=1e-12).view(-1, 1, 1)
+
+
+def upsampled(maps: torch.Tensor, size) -> torch.Tensor:
+    """(B,h,w) maps → (B,H,W), bilinear."""
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def predicted(backbone: Backbone, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad(), eval_mode(backbone):
+        return backbone(x.to(backbone.device)).argmax(dim=1)
