@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
 import json
 import os
 import types
@@ -58,6 +59,7 @@ class Registry(dict):
         super().__init__()
         self.kind = kind
         self._watchers: list = []  # called after each registration (e.g. to refresh a job's signature)
+        self._options: tuple[dict, dict] | None = None  # (option fields, takers), made once per registration
 
     def register(self, cls: type) -> type:
         for f in part_fields(cls):  # an option two parts share is one field (a mixin), so its default is one
@@ -65,14 +67,17 @@ class Registry(dict):
             if other is not None and (flag_of(other), other.default) != (flag_of(f), f.default):
                 raise TypeError(f"{cls.__name__}.{f.name} differs from the {self.kind} option of that name")
         self[cls.name] = cls
+        self._changed()
+        return cls
+
+    def _changed(self) -> None:
+        self._options = None
         for watch in self._watchers:
             watch()
-        return cls
 
     def unregister(self, name: str) -> None:
         del self[name]
-        for watch in self._watchers:
-            watch()
+        self._changed()
 
     def lookup(self, name: str) -> Any:
         if name in self:
@@ -87,14 +92,23 @@ class Registry(dict):
     # ------------------------------------------------------------------------------------------ parts' options
     def option_fields(self) -> dict[str, tuple[dataclasses.Field, Any]]:
         """Every registered part's options, by config key → (field, type): the union, what the CLI offers."""
-        out: dict[str, tuple[dataclasses.Field, Any]] = {}
-        for cls in self.values():
-            hints = typing.get_type_hints(cls)
-            out.update({f.name: (f, hints[f.name]) for f in part_fields(cls) if f.name not in out})
-        return out
+        return self._index()[0]
 
     def takers(self, key: str) -> list[str]:
-        return [name for name, cls in self.items() if key in {f.name for f in part_fields(cls)}]
+        """The parts that take the option `key`."""
+        return self._index()[1].get(key, [])
+
+    def _index(self) -> tuple[dict, dict]:
+        if self._options is None:
+            found: dict[str, tuple[dataclasses.Field, Any]] = {}
+            takers: dict[str, list[str]] = {}
+            for name, cls in self.items():
+                hints = type_hints(cls) if part_fields(cls) else {}
+                for f in part_fields(cls):
+                    found.setdefault(f.name, (f, hints[f.name]))
+                    takers.setdefault(f.name, []).append(name)
+            self._options = (found, takers)
+        return self._options
 
     def quick(self, names: Sequence[str]) -> dict:
         """The `quick` options of the parts named (for an interactive page)."""
@@ -146,6 +160,12 @@ def registry_help(registry: Mapping[str, Any], width: int = 116) -> str:
                      for name, entry in registry.items())
 
 
+@functools.lru_cache(maxsize=None)
+def type_hints(cls: type) -> dict:
+    """A class's resolved annotations (read once: configs and parts are validated often)."""
+    return typing.get_type_hints(cls)
+
+
 def option_meta(f: dataclasses.Field) -> dict:
     return f.metadata.get(_KEY, {"help": "", "cli": False})
 
@@ -193,7 +213,7 @@ class Config:
             close = difflib.get_close_matches(unknown[0], names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise CnnlabError(f"unknown option {unknown[0]!r} for {cls.command or cls.__name__}{hint}")
-        hints = typing.get_type_hints(cls)
+        hints = type_hints(cls)
         seps = {f.name: option_meta(f).get("sep", ",") for f in fields(cls)}
         return cls(**{k: _coerce(v, hints[k], k, seps[k]) for k, v in values.items()})
 
@@ -352,7 +372,7 @@ def _scalar(value: Any, tp) -> Any:
 # ----------------------------------------------------------------------------------------------------- checks
 def validate(config: Config) -> None:
     """Types, choices and ranges of every field: one line naming the option and what it allows."""
-    hints = typing.get_type_hints(type(config))
+    hints = type_hints(type(config))
     for f in fields(config):
         m, value = option_meta(f), getattr(config, f.name)
         elem, is_list, optional = _unwrap(hints[f.name])
@@ -430,7 +450,7 @@ def _parser_for(elem, is_list: bool, sep: str | None):
 def add_options(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
     """One argparse option per CLI field, then one per option of the parts the config chooses from (their
     registries as they are now); every default is SUPPRESS so that only what was typed is read."""
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     entries = [(f, hints[f.name]) for f in fields(cls)]
     if issubclass(cls, WithParts):
         entries += list(cls.part_option_fields().values())

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
+from .config import Registry
 from .errors import CnnlabError
 from .hooks import CutPoint
 from .preprocess import Preprocess
@@ -146,18 +147,19 @@ _SQUEEZE_POINTS = {
 # "-2" drops fc7 and relu7 (→ relu6), "-4" also drops dropout and relu6 (→ fc6).
 _VGG_ALIASES = {"cut-2": "relu6", "cut-4": "fc6"}
 
-REGISTRY: dict[str, BackboneEntry] = {
-    e.name: e
-    for e in [
-        _lite_entry(0), _lite_entry(1), _lite_entry(2),
-        _torchvision_entry("vgg16", "VGG16_Weights", "VGG16 (torchvision), the report's network", _VGG_POINTS,
-                           "relu7", "conv5_3", _VGG_ALIASES),
-        _torchvision_entry("squeezenet1_1", "SqueezeNet1_1_Weights", "SqueezeNet 1.1 (torchvision)", _SQUEEZE_POINTS,
-                           "fire9", "fire9"),
-        _torchvision_entry("resnet50", "ResNet50_Weights", "ResNet-50 (torchvision)", _RESNET_POINTS, "avgpool", "layer4"),
-        _torchvision_entry("alexnet", "AlexNet_Weights", "AlexNet (torchvision)", _ALEX_POINTS, "relu7", "pool5"),
-    ]
-}
+REGISTRY = Registry("backbone")
+for _entry in [
+    _lite_entry(0), _lite_entry(1), _lite_entry(2),
+    _torchvision_entry("vgg16", "VGG16_Weights", "VGG16 (torchvision), the report's network", _VGG_POINTS,
+                       "relu7", "conv5_3", _VGG_ALIASES),
+    _torchvision_entry("squeezenet1_1", "SqueezeNet1_1_Weights", "SqueezeNet 1.1 (torchvision)", _SQUEEZE_POINTS,
+                       "fire9", "fire9"),
+    _torchvision_entry("resnet50", "ResNet50_Weights", "ResNet-50 (torchvision)", _RESNET_POINTS, "avgpool", "layer4"),
+    _torchvision_entry("alexnet", "AlexNet_Weights", "AlexNet (torchvision)", _ALEX_POINTS, "relu7", "pool5"),
+]:
+    REGISTRY.register(_entry)
+
+
 def _mnist_entry() -> BackboneEntry:
     from .mnist import MNIST_MEAN, MNIST_STD, MnistNet, shipped_weights
 
@@ -173,7 +175,7 @@ def _mnist_entry() -> BackboneEntry:
                          weights, "pre_logits", labels=tuple(str(d) for d in range(10)), cam_layers=("block2",))
 
 
-REGISTRY[_mnist_entry().name] = _mnist_entry()
+REGISTRY.register(_mnist_entry())
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 

@@ -253,7 +253,8 @@ def _top_images(backbone: Backbone, cfg: AtlasConfig, channels: list[int], input
     if ran is None:
         return None
     sink = ran[0]
-    positions = [p for p, r in enumerate(sink.rows()) if "error" not in r]
+    every = sink.rows()
+    positions = [p for p, r in enumerate(every) if "error" not in r]
     means, peaks = np.asarray(sink.array("means")), np.asarray(sink.array("peaks"))
     k = min(cfg.top, len(positions))
     top = np.argsort(-means, axis=0, kind="stable")[:k].T  # (n, k)
