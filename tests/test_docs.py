@@ -36,10 +36,11 @@ def test_every_kind_of_part_is_one_registry():
     from cnnlab.core.registry import REGISTRY
     from cnnlab.explain.attacks import ATTACKS
     from cnnlab.explain.metrics import METRICS
+    from cnnlab.explain.objectives import SPELLINGS
     from cnnlab.explain.params import PARAMS
     from cnnlab.explain.saliency import METHODS
 
-    for reg in (REGISTRY, METHODS, ATTACKS, METRICS, PARAMS):
+    for reg in (REGISTRY, METHODS, ATTACKS, METRICS, PARAMS, SPELLINGS):
         assert type(reg) is Registry and all(reg.lookup(name).name == name for name in reg)
     with pytest.raises(CnnlabError, match="unknown saliency method 'gradcm'; did you mean 'gradcam'"):
         METHODS.lookup("gradcm")

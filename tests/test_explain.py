@@ -71,7 +71,7 @@ def lab_images(lite0):
 
 
 def test_fooling_succeeds_on_the_lab_images_after_quantization(lite0, lab_images):
-    x = lab_images[:10]
+    x = lab_images[:5]
     targets = resolve_targets("random", predicted(lite0, x), lite0, seed=0)
     r = attack(lite0, x, targets, "minimal", max_iters=200)
     assert r.success.all()

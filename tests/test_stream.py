@@ -33,30 +33,6 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_streaming_equals_the_run_in_memory(lite0, three, tmp_path):
-    common = dict(chunk_size=2, batch_size=2)
-    a = cnnlab.saliency(lite0, three, method="gradcam", metrics=True, random_orders=1, **common)
-    b = cnnlab.saliency(lite0, three, method="gradcam", metrics=True, random_orders=1, out=tmp_path / "s", **common)
-    assert torch.equal(a.maps, b.maps) and a.summary()["summary"] == b.summary()["summary"]
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "map"} for r in rows]  # noqa: E731
-    assert strip(a.image_rows()) == strip(b.image_rows()) == strip(_jsonl(tmp_path / "s" / "results.jsonl"))
-    assert sorted(p.name for p in (tmp_path / "s" / "parts").iterdir()) == [f"part-0000{k}.jsonl" for k in range(2)]
-
-    f1 = cnnlab.fool(lite0, three, target="random", max_iters=8, **common)
-    f2 = cnnlab.fool(lite0, three, target="random", max_iters=8, out=tmp_path / "f", **common)
-    assert f1.targets == [r["target"] for r in f2.image_rows()]  # random targets do not depend on the chunks
-    assert [{k: v for k, v in r.items() if k != "png"} for r in f1.image_rows()] == \
-        [{k: v for k, v in r.items() if k != "png"} for r in f2.image_rows()]
-    assert all(torch.equal(x, y) for x, y in zip(f1.adversarials, (cnnlab.read_images(r["png"]).pixels[0]
-                                                                    for r in f2.image_rows())))
-
-    c1 = cnnlab.classify(lite0, three, **common)
-    c2 = cnnlab.classify(lite0, three, out=tmp_path / "c", **common)
-    assert c1.results == c2.results == _jsonl(tmp_path / "c" / "results.jsonl")
-    c2.save(tmp_path / "c")
-    assert (tmp_path / "c" / "classify.png").is_file() and (tmp_path / "c" / "metrics.json").is_file()
-
-
 def test_two_torchrun_processes_equal_one(photos, tmp_path):
     one_and_two_processes(["explain", "saliency", *map(str, photos), "--method", "vanilla", "--chunk-size", "2",
                            "--batch-size", "2", "--quiet"], tmp_path, 29571)

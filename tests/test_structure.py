@@ -38,6 +38,12 @@ def files(tmp_path_factory):
     return paths
 
 
+def _jsonl(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def _fields(res, names):
     out = {}
     for name in names:
@@ -59,6 +65,10 @@ def test_saliency_streamed_equals_in_memory_field_by_field(files, tmp_path):
     assert torch.equal(a.images, b.images) and a.images.shape[0] == N - 1
     assert {k: v.tolist() for k, v in a.scores.items()} == {k: v.tolist() for k, v in b.scores.items()}
     assert a.summary()["summary"] == b.summary()["summary"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "map"} for r in rows]  # noqa: E731
+    readable = [r for r in _jsonl(tmp_path / "s" / "results.jsonl") if "error" not in r]
+    assert strip(a.image_rows()) == strip(b.image_rows()) == strip(readable)
+    assert sorted(p.name for p in (tmp_path / "s" / "parts").iterdir()) == [f"part-{k:05d}.jsonl" for k in range(5)]
     a.save(tmp_path / "a")  # the in-memory run writes the same per-image files as the streamed one
     assert sorted(p.name for p in (tmp_path / "a").glob("saliency_*.png")) == \
         sorted(p.name for p in (tmp_path / "s").glob("saliency_*.png"))
@@ -79,9 +89,13 @@ def test_fool_and_classify_streamed_equal_in_memory(files, tmp_path):
         after = [int(model(model.preprocess(x[None])).argmax()) for x in b.adversarials]
     assert after == b.pred_after.tolist() and b.success.tolist() == [p == t for p, t in zip(after, b.targets)]
 
+    assert b.targets == [r["target"] for r in _jsonl(tmp_path / "f" / "results.jsonl") if "error" not in r]
     c1 = cnnlab.classify(model, files, batch_size=2, chunk_size=4)
     c2 = cnnlab.classify(model, files, batch_size=2, chunk_size=4, out=tmp_path / "c")
     assert c1.results == c2.results and len(c1.results) == N - 1 and c1.skipped == c2.skipped
+    assert c1.results == [r for r in _jsonl(tmp_path / "c" / "results.jsonl") if "error" not in r]
+    c2.save(tmp_path / "c")
+    assert (tmp_path / "c" / "classify.png").is_file() and (tmp_path / "c" / "metrics.json").is_file()
 
 
 def test_per_image_targets_in_saliency_and_fool(files):

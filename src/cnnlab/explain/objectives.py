@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..core.config import Registry
 from ..core.errors import CnnlabError
 
 LOGITS = "logits"
@@ -156,9 +157,57 @@ def _channel(t: torch.Tensor, layer: str, c: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------- parsing
-_ATOM_HELP = ("class:NAME|INDEX, LAYER:CHANNEL, LAYER:CHANNEL@Y,X (or @centre), dream:LAYER, diversity:LAYER, "
-              "direction:LAYER=FILE.npy|FOLDER")
-SYNTAX = (f"terms {_ATOM_HELP}; combined with ' + ' and ' - ' (spaces around), each optionally scaled as "
+# The CLI's spellings, one registered function each: `fn(rest, context)` makes the objective of `KIND:REST`
+# (`context`: class_index, direction_from). `LAYER` reads any other kind as a layer name.
+SPELLINGS = Registry("objective")
+
+
+def spelling(name: str, text: str) -> Callable:
+    def register(fn: Callable) -> Callable:
+        fn.name, fn.help = name, text
+        return SPELLINGS.register(fn)
+    return register
+
+
+@spelling("class", "class:NAME|INDEX")
+def _class(rest: str, context: dict) -> Objective:
+    return class_logit(context["class_index"](rest) if context.get("class_index") else int(rest), rest)
+
+
+@spelling("LAYER", "LAYER:CHANNEL, LAYER:CHANNEL@Y,X (or @centre)")
+def _layer(rest: str, context: dict) -> Objective:
+    m = re.fullmatch(r"(\d+)(?:@(centre|center|(\d+),(\d+)))?", rest)
+    if not m:
+        raise CnnlabError(f"cannot read objective term {context['item']!r}: expected {atom_help()}")
+    c, layer = int(m.group(1)), context["kind"]
+    if m.group(2) is None:
+        return channel(layer, c)
+    return neuron(layer, c) if m.group(3) is None else neuron(layer, c, int(m.group(3)), int(m.group(4)))
+
+
+@spelling("dream", "dream:LAYER")
+def _dream(rest: str, context: dict) -> Objective:
+    return deepdream(rest)
+
+
+@spelling("diversity", "diversity:LAYER")
+def _diversity(rest: str, context: dict) -> Objective:
+    return diversity(rest)
+
+
+@spelling("direction", "direction:LAYER=FILE.npy|FOLDER")
+def _direction(rest: str, context: dict) -> Objective:
+    layer, _, source = rest.partition("=")
+    if not source or context.get("direction_from") is None:
+        raise CnnlabError(f"direction needs a source: direction:LAYER=FILE.npy|FOLDER, got {context['item']!r}")
+    return direction(layer, context["direction_from"](layer, source), label=source)
+
+
+def atom_help() -> str:
+    return ", ".join(fn.help for fn in SPELLINGS.values())
+
+
+SYNTAX = (f"terms {atom_help()}; combined with ' + ' and ' - ' (spaces around), each optionally scaled as "
           "'0.5*TERM'")
 
 
@@ -168,7 +217,7 @@ def parse(text: str, class_index: Callable[[str], int] | None = None,
     `class_index` resolves class names; `direction_from(layer, source)` loads a direction (a file or a folder)."""
     text = text.strip()
     if not text:
-        raise CnnlabError(f"an empty objective; give {_ATOM_HELP}")
+        raise CnnlabError(f"an empty objective; give {atom_help()}")
     pieces = re.split(r"\s+([+-])\s+", " " + text if text[0] in "+-" else text)
     signs, items = [1.0], []
     if pieces[0].strip() == "":
@@ -179,45 +228,23 @@ def parse(text: str, class_index: Callable[[str], int] | None = None,
     for op, item in zip(pieces[1::2], pieces[2::2]):
         signs.append(-1.0 if op == "-" else 1.0)
         items.append(item)
+    context = {"class_index": class_index, "direction_from": direction_from}
     total = None
     for sign, item in zip(signs, items):
-        term = _parse_term(item.strip(), class_index, direction_from) * sign
+        term = _parse_term(item.strip(), context) * sign
         total = term if total is None else total + term
     return total
 
 
-def _parse_term(item: str, class_index, direction_from) -> Objective:
+def _parse_term(item: str, context: dict) -> Objective:
     weight = 1.0
     m = re.fullmatch(r"(-?[0-9.]+(?:e-?\d+)?)\s*\*\s*(.+)", item)
     if m:
         weight, item = float(m.group(1)), m.group(2).strip()
     if item.startswith("-"):
         weight, item = -weight, item[1:].strip()
-    return _parse_atom(item, class_index, direction_from) * weight
-
-
-def _parse_atom(item: str, class_index, direction_from) -> Objective:
     kind, _, rest = item.partition(":")
     if not rest:
-        raise CnnlabError(f"cannot read objective term {item!r}: expected {_ATOM_HELP}")
-    if kind == "class":
-        index = class_index(rest) if class_index else int(rest)
-        return class_logit(index, rest)
-    if kind == "dream":
-        return deepdream(rest)
-    if kind == "diversity":
-        return diversity(rest)
-    if kind == "direction":
-        layer, _, source = rest.partition("=")
-        if not source or direction_from is None:
-            raise CnnlabError(f"direction needs a source: direction:LAYER=FILE.npy|FOLDER, got {item!r}")
-        return direction(layer, direction_from(layer, source), label=source)
-    m = re.fullmatch(r"(\d+)(?:@(centre|center|(\d+),(\d+)))?", rest)
-    if not m:
-        raise CnnlabError(f"cannot read objective term {item!r}: expected {_ATOM_HELP}")
-    c = int(m.group(1))
-    if m.group(2) is None:
-        return channel(kind, c)
-    if m.group(3) is None:
-        return neuron(kind, c)
-    return neuron(kind, c, int(m.group(3)), int(m.group(4)))
+        raise CnnlabError(f"cannot read objective term {item!r}: expected {atom_help()}")
+    fn = SPELLINGS.get(kind, SPELLINGS["LAYER"])
+    return fn(rest, {**context, "item": item, "kind": kind}) * weight
