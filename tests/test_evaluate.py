@@ -273,3 +273,17 @@ def test_the_faithfulness_panel_and_its_aggregate_rank(images):
         assert 1 <= lo <= hi <= 3
         assert r["queries_panel"] == (r["method"] == "iterated-gradcam")
     assert "iterated-gradcam †" in ev.markdown() and "aggregate_rank ↓" in ev.markdown()
+
+
+def test_the_recommended_method_passes_the_check_stays_cheap_and_does_not_query_the_panel():
+    from cnnlab.jobs.evaluate import recommended
+
+    def row(method, rank, sanity="passes", panel=False, seconds=0.2):
+        return {"method": method, "aggregate_rank": rank, "sanity": sanity, "queries_panel": panel,
+                "seconds_per_image": seconds}
+
+    board = [row("gamer", 1.0, panel=True), row("slow", 1.5, seconds=30.0), row("insane", 2.0, sanity="fails"),
+             row("constant", 2.2, sanity="undefined"), row("honest", 3.0), row("worse", 4.0)]
+    assert recommended(board)["method"] == "honest"
+    assert recommended(board, budget=60)["method"] == "slow"
+    assert recommended([row("insane", 1.0, sanity="fails")]) is None

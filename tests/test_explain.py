@@ -210,3 +210,16 @@ def test_explain_bad_input(argv, message, photo_files, tmp_path, capsys):
     assert main(argv + ["--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cnnlab: error:") and message in err and "\n" not in err
+
+
+def test_maps_are_shown_on_a_scale_that_keeps_sparse_maps_visible():
+    """Display scaling: the top 1 % of a map's values at full colour (as Captum scales), so a map whose mass is a few
+    pixels (vanilla gradients) is not a black image; a constant map shows as 0."""
+    from cnnlab.core.figures import scaled
+
+    m = torch.zeros(100, 100)
+    m[:50] = torch.linspace(0, 1, 50).view(-1, 1)  # the bulk
+    m[99, :10] = 100.0  # ten outliers: min-max scaling would put the bulk below 1 %
+    v = scaled(m)
+    assert v.max() == 1 and v[99, :10].min() == 1 and v[:50].mean() > 0.3
+    assert scaled(torch.full((4, 4), 3.0)).max() == 0

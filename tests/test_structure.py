@@ -258,6 +258,7 @@ def test_a_method_registered_at_run_time_is_in_the_cli_the_api_and_the_app(tmp_p
         assert "toy-brightness" in text and "--toy-power" in text and "--toy-gain" in text and "a toy:" in text
         assert {"toy_power", "toy_gain"} <= set(inspect.signature(cnnlab.saliency).parameters)
         assert "toy-brightness" in [name for _, name in method_choices()]
+        assert cnnlab.SaliencyConfig(method="toy-brightness", toy_power=3.0).toy_power == 3.0  # the config's too
         model, x = tiny_model(), torch.rand(2, 3, 16, 16)
         r = cnnlab.saliency(model, x, method="toy-brightness", toy_power=3.0, toy_gain=2.0)
         torch.testing.assert_close(r.maps, 2 * x.mean(1) ** 3)

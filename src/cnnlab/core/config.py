@@ -332,6 +332,23 @@ class WithParts(Config):
         return config
 
 
+def parts_dataclass(cls: type) -> type:
+    """`@dataclass` for a `WithParts` config whose constructor also takes its parts' options by name, as the API's
+    keyword arguments and config.json spell them (`SaliencyConfig(method="smoothgrad", smoothgrad_samples=8)`)."""
+    cls = dataclass(cls)
+    init, own = cls.__init__, {f.name for f in fields(cls)}
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        parts = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
+        if parts:
+            kwargs["part_options"] = {**kwargs.get("part_options", {}), **parts}
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
 def _coerce(value: Any, tp, name: str, sep: str = ",") -> Any:
     """JSON and Python values to the annotated type (ints for floats, lists for tuples; a string for a list is split
     at `sep`)."""

@@ -23,21 +23,27 @@ def hwc(x: torch.Tensor) -> np.ndarray:
     return a[..., 0] if a.shape[-1] == 1 else a
 
 
+def scaled(m: torch.Tensor | np.ndarray, outlier: float = 1.0) -> np.ndarray:
+    """A map (H,W) to [0,1] for display: its minimum at 0 and its top `outlier` % of values at 1 (as Captum's
+    visualization scales), so that a map whose mass sits in a few pixels (vanilla gradients) stays visible."""
+    v = np.asarray(m.detach().float().cpu() if isinstance(m, torch.Tensor) else m, dtype=np.float64)
+    v = v - v.min()
+    top = float(np.percentile(v, 100 - outlier))
+    return np.clip(v / top, 0, 1) if top > 0 else v / max(float(v.max()), 1e-12)
+
+
 def heat(m: torch.Tensor | np.ndarray, cmap: str = "hot") -> np.ndarray:
-    """A map (H,W), min-max scaled, through a colormap: (H,W,3) floats in [0,1]."""
+    """A map (H,W), `scaled`, through a colormap: (H,W,3) floats in [0,1]."""
     import matplotlib
 
-    v = np.asarray(m.detach().float().cpu() if isinstance(m, torch.Tensor) else m, dtype=np.float64)
-    v = (v - v.min()) / max(float(v.max() - v.min()), 1e-12)
-    return matplotlib.colormaps[cmap](v)[..., :3]
+    return matplotlib.colormaps[cmap](scaled(m))[..., :3]
 
 
 def overlay(image: torch.Tensor, m: torch.Tensor, alpha: float = 0.55, cmap: str = "jet") -> np.ndarray:
-    """A saliency map over its image: (H,W,3) floats, the map's colours weighted by its own strength."""
+    """A saliency map over its image: (H,W,3) floats, the map's colours (`scaled`) weighted by its own strength."""
     img = hwc(image)
     img = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
-    v = np.asarray(m.detach().float().cpu(), dtype=np.float64)
-    v = (v - v.min()) / max(float(v.max() - v.min()), 1e-12)
+    v = scaled(m)
     w = alpha * v[..., None]
     return (1 - w) * img + w * heat(v, cmap)
 

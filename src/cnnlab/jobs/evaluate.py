@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..core.backbones import Backbone
-from ..core.config import WithParts, option, registry_help
+from ..core.config import WithParts, option, parts_dataclass, registry_help
 from ..core.errors import CnnlabError
 from ..core.figures import heat, image_grid
 from ..core.inputs import ImagesLike, batch_rows, sources
@@ -33,9 +33,10 @@ DEFAULT_METHODS = ("vanilla", "smoothgrad", "ig", "gradcam", "smoothgrad-gradcam
                    "input-x-gradient", "guided-backprop", "iterated-gradcam")
 DEFAULT_METRICS = ("deletion", "insertion", "road", "randomization")
 SHOWN_STEPS_IMAGES = 1  # images whose maps the randomization figure shows
+DEFAULT_BUDGET = 1.0  # seconds per image (one CPU thread) a recommended default may cost: a map while one waits
 
 
-@dataclass
+@parts_dataclass
 class EvaluateSaliencyConfig(WithParts, ModelOptions):
     """Saliency methods × metrics over a set of images: a leaderboard with 95 % bootstrap
 intervals and each method's rank per column, per-image rows (results.jsonl), curves, and the model-randomization
@@ -106,6 +107,9 @@ class SaliencyEvaluation(PerImageResult):
         s = {"backbone": self.config.backbone, "n": len(self), "methods": list(self.config.methods),
              "metrics": list(self.config.metrics), "columns": self.columns, "leaderboard": self.leaderboard,
              "bootstrap": self.config.bootstrap, "seconds": self.seconds, "skipped": self.skipped}
+        best = recommended(self.leaderboard)
+        if best is not None:
+            s["recommended"] = best
         if self.steps is not None:
             s["randomization_steps"] = {k: v for k, v in self.steps.items() if k not in ("maps", "input")}
         if self.run_dir:
@@ -143,8 +147,13 @@ class SaliencyEvaluation(PerImageResult):
         return buf.getvalue()
 
     def text(self) -> str:
+        best = recommended(self.leaderboard)
+        pick = (f"\nrecommended here: {best['method']} (best aggregate rank {best['aggregate_rank']:.2f} among the "
+                f"methods that pass the sanity check, do not query the panel's perturbation and cost ≤ "
+                f"{best['budget_seconds']:g} s per image; it took {best['seconds_per_image']:.2f} s)") if best else ""
         return (f"{len(self)} images × {len(self.config.methods)} methods × {len(self.config.metrics)} metrics in "
-                f"{self.seconds:.1f} s" + (f" → {self.run_dir}" if self.run_dir else "") + "\n" + self.markdown())
+                f"{self.seconds:.1f} s" + (f" → {self.run_dir}" if self.run_dir else "") + "\n" + self.markdown()
+                + pick)
 
     def figures(self) -> dict:
         figs = {self.figure_name: self._curves_figure()}
@@ -234,6 +243,19 @@ def _ranks(cells: np.ndarray, higher: bool) -> np.ndarray:
     """Per column of `cells` (methods × R), each method's rank (1 = best; ties share the better rank)."""
     v = -cells if higher else cells
     return (v[None, :, :] < v[:, None, :]).sum(axis=1) + 1
+
+
+def recommended(board: list[dict], budget: float = DEFAULT_BUDGET) -> dict | None:
+    """The method a leaderboard recommends: the best `aggregate_rank` (the faithfulness panel) among the methods
+    that pass the randomization check against its null, do not query the model with the panel's own perturbation,
+    and cost at most `budget` seconds per image (a default must stay interactive). None without such a method."""
+    fair = [r for r in board if "aggregate_rank" in r and r.get("sanity") == "passes" and not r.get("queries_panel")
+            and r["seconds_per_image"] <= budget]
+    if not fair:
+        return None
+    best = min(fair, key=lambda r: r["aggregate_rank"])
+    return {"method": best["method"], "aggregate_rank": best["aggregate_rank"],
+            "seconds_per_image": best["seconds_per_image"], "budget_seconds": budget}
 
 
 def _aggregate_rank(board: list[dict], boots: dict, columns: dict[str, bool]) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..core.backbones import Backbone
-from ..core.config import WithParts, option, registry_help
+from ..core.config import WithParts, option, parts_dataclass, registry_help
 from ..core.errors import CnnlabError
 from ..core.figures import image_grid
 from ..core.hooks import eval_mode
@@ -33,7 +33,7 @@ from .saliency import CHUNK_HELP, INPUTS_HELP
 PIXEL_BUDGET = 2 ** 24  # pixels of the images held at once (at their own size) by one process
 
 
-@dataclass
+@parts_dataclass
 class FoolConfig(WithParts, ModelOptions):
     """Adversarial images in [0,1] pixel space, made on the image itself: the perturbation lives at the
 input's own size and the model sees it through its own preprocessing (the resize and crop that classify reads files

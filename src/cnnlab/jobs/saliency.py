@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..core.backbones import Backbone
-from ..core.config import WithParts, option
+from ..core.config import WithParts, option, parts_dataclass
 from ..core.errors import CnnlabError
 from ..core.figures import heat, image_grid, overlay
 from ..core.inputs import ImagesLike, batch_rows, sources
@@ -29,7 +29,7 @@ CHUNK_HELP = "images per committed chunk (what a rerun skips, what a torchrun pr
 METRIC_KEYS = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")
 
 
-@dataclass
+@parts_dataclass
 class SaliencyConfig(WithParts, ModelOptions):
     """Saliency maps for one target per image, through Captum:
 {methods}
