@@ -30,7 +30,8 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str], root: Pat
                 gr.Examples(list(samples.values()), inputs=image, label="sample photos")
                 model = gr.Dropdown(models.specs, value=models.specs[0], label="model", elem_id="explain-model")
                 methods = gr.CheckboxGroup(method_choices(), value=["vanilla", RECOMMENDED],
-                                           label="methods (★ the most faithful measured; ⚠: fails the "
+                                           label="methods (★ recommended: the best faithfulness-panel rank among "
+                                                 "cheap methods that pass the sanity check; ⚠: fails the "
                                                  "model-randomization sanity check)")
                 curves = gr.Checkbox(False, label="deletion / insertion curves vs random (slower)")
                 go = gr.Button("Explain", variant="primary", elem_id="explain-go")

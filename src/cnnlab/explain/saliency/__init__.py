@@ -22,8 +22,9 @@ from .gradients import IG_BASELINES, guided_relus
 from .cams import activations_and_gradients, gradcam
 from . import perturbation  # noqa: F401  (registers its methods)
 
-# the default a user is offered first (docs/benchmarks.md, "How the recommended default was chosen")
-RECOMMENDED = "iterated-gradcam"
+# the method a user is offered first: what `jobs.evaluate.recommended` chose over the faithfulness panel on the tuning
+# photos (docs/benchmarks.md, "The faithfulness panel and the recommended method")
+RECOMMENDED = "gradcam"
 
 __all__ = ["METHODS", "RECOMMENDED", "SaliencyMethod", "register", "method", "attribute", "methods_help",
            "result_settings", "blurred", "cam_layers", "patch_size", "predicted", "unit", "upsampled", "gradcam",
@@ -53,7 +54,8 @@ def methods_help() -> str:
     from ..sanity import verdict
 
     def text(name: str, cls) -> str:
-        star = "★ RECOMMENDED (the most faithful measured on held-out photos). " if name == RECOMMENDED else ""
+        star = ("★ RECOMMENDED (the best faithfulness-panel rank among the methods that pass the sanity check and cost "
+                "at most 1 s per image; docs/benchmarks.md). " if name == RECOMMENDED else "")
         return f"{star}{cls.help}{'. ' + verdict(name) if verdict(name) else ''}"
 
     return registry_help({name: text(name, cls) for name, cls in METHODS.items()})
