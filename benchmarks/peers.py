@@ -38,7 +38,8 @@ def peer(ours: str, theirs: str) -> type[SaliencyMethod]:
             maps = []
             for layer in self.layer or cam_layers(backbone):
                 with getattr(pgc, theirs)(model=backbone, target_layers=[modules[backbone.resolve(layer).module]]) as c:
-                    m = c(input_tensor=x.detach().clone(), targets=[ClassifierOutputTarget(int(t)) for t in targets])
+                    m = c(input_tensor=x.detach().clone().requires_grad_(True),  # the weights are frozen
+                          targets=[ClassifierOutputTarget(int(t)) for t in targets])
                 maps.append(F.interpolate(torch.from_numpy(m)[:, None], size=x.shape[-2:], mode="bilinear",
                                           align_corners=False)[:, 0].to(x.device))
             return maps[0] if len(maps) == 1 else sum(unit(m) for m in maps)
