@@ -19,8 +19,6 @@ import torch
 from cnnlab.core.inputs import read_images
 from cnnlab.core.models import create_backbone
 from cnnlab.explain.faithfulness import deletion_insertion, random_baseline
-import json
-
 from cnnlab.explain.saliency import method, predicted
 
 

@@ -115,8 +115,8 @@ class Registry(dict):
         return {k: v for name in names for k, v in getattr(self.lookup(name), "quick", {}).items()}
 
     def build(self, name: str, options: Mapping[str, Any] | None = None) -> Any:
-        """The part `name` with the options it takes (`options` may hold other parts' too; `check_options` says
-        whether they apply)."""
+        """The part `name` with the options it takes (`options` may hold other parts' too: whether those apply is
+        the config's policy, `WithParts`)."""
         cls = self.lookup(name)
         mine = {f.name for f in part_fields(cls)}
         return cls(**{k: v for k, v in (options or {}).items() if k in mine})
@@ -274,7 +274,7 @@ class WithParts(Config):
             for v in (value if is_list else [value]) if value is not None else []:
                 _check_value(f, option_meta(f), v, elem)  # a value no part could take is said first
         for key, value in self.part_options.items():  # one policy: an option no chosen part takes is refused
-            takers = {n for field_name, reg in self.parts.items() for n in reg.takers(key)}
+            takers = {n for reg in self.parts.values() for n in reg.takers(key)}
             if value != field_default(known[key][0]) and not takers & set(self.chosen()):
                 raise CnnlabError(f"{flag_of(known[key][0])} is an option of {', '.join(sorted(takers))}, not of "
                                   f"{', '.join(self.chosen())}")

@@ -3,7 +3,6 @@ transfer run learned (`--model RUN_DIR`)."""
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence

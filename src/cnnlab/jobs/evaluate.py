@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
