@@ -4,6 +4,10 @@ weights fine-tuned): every classifier `cnnlab transfer` offers, on the same spli
     python benchmarks/transfer_heads.py --data ../shared/data/15scene --seeds 0,1,2 \
         --rows sift-bow,svm,linear,mlp,last:3,all --epochs 6 --out heads.jsonl
     python benchmarks/transfer_heads.py --table heads.jsonl
+    python benchmarks/transfer_heads.py --export-mnist ../shared/data digits200   # the second dataset
+
+`--export-mnist ROOT DEST` writes 200 MNIST test digits per class as PNG class folders (a seeded draw): a second
+dataset for the same table, far from ImageNet's photos (28×28 grey strokes), read as `--data DEST`.
 
 Each row: test accuracy (the 15-Scene protocol: 100 training images per class, the rest for test) and wall time.
 `svm`, `linear` and `mlp` read Lite0's frozen features (cached after the first extraction: their time is the fit);
@@ -35,6 +39,22 @@ def run(row: str, data: str, seed: int, epochs: int, per_class: int) -> dict:
             "n_train": s["n_train"], "n_test": s["n_test"], "history": s.get("history")}
 
 
+def export_mnist(root: str, dest: str, per_class: int = 200, seed: int = 0) -> None:
+    import numpy as np
+    from pathlib import Path
+    from PIL import Image
+
+    from cnnlab.core.data import load_mnist
+
+    images, labels = load_mnist(root, train=False)
+    rng = np.random.default_rng(seed)
+    for digit in range(10):
+        folder = Path(dest) / str(digit)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in rng.permutation(np.flatnonzero(labels.numpy() == digit))[:per_class]:
+            Image.fromarray(images[i, 0].numpy()).save(folder / f"{int(i):05d}.png")
+
+
 def table(path: str) -> None:
     rows = [json.loads(line) for line in open(path) if line.strip()]
     print("| classifier | splits | test accuracy, mean ± sd | per split | seconds per split |")
@@ -56,7 +76,10 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=100)
     ap.add_argument("--out", default="heads.jsonl")
     ap.add_argument("--table", metavar="JSONL")
+    ap.add_argument("--export-mnist", nargs=2, metavar=("ROOT", "DEST"))
     args = ap.parse_args()
+    if args.export_mnist:
+        return export_mnist(*args.export_mnist)
     if args.table:
         return table(args.table)
     for row in args.rows.split(","):

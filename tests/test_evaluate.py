@@ -216,6 +216,10 @@ def test_cli_json_keys_and_two_torchrun_processes_equal_one(images, tmp_path, ca
     assert main(["explain", "evaluate", str(images["grey"][0]), "--backbone", "mnist_cnn", "--metrics",
                  "deletoin"]) == 2
     assert "deletion" in capsys.readouterr().err  # the suggestion
+    assert main(["explain", "saliency", *map(str, images["grey"][:2]), "--backbone", "mnist_cnn", "--method", "gradcam",
+                 "--metrics", "--random-orders", "1", "--quiet", "--json", "--out", str(tmp_path / "s")]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert set(s["summary"]) >= {"n", "deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc"}
 
 
 def test_a_registry_model_on_real_photos(photo_files):

@@ -84,7 +84,7 @@ def test_fooling_succeeds_on_the_lab_images_after_quantization(lite0, lab_images
 def test_deletion_of_salient_patches_beats_random_order(lite0, lab_images):
     x = lab_images[:4]
     pred = predicted(lite0, x)
-    scores = deletion_insertion(lite0, x, attribute(lite0, x, pred, "gradcam"), pred, steps=14)
+    scores = deletion_insertion(lite0, x, attribute(lite0, x, pred, "gradcam"), pred, steps=14, n_random=1)
     assert scores["deletion_auc"].mean() < scores["random_deletion_auc"].mean()
     assert scores["insertion_auc"].mean() > scores["random_insertion_auc"].mean()
 
@@ -169,10 +169,10 @@ def test_classviz_raises_the_target_probability(lite0):
 
 def test_explain_cli_json(tmp_path, capsys, photo_files):
     npz = str(shared("imagenet", "imagenet_val_25.npz"))
-    assert main(["explain", "saliency", npz, "--limit", "2", "--method", "gradcam", "--metrics", "--random-orders", "1", "--out",
-                 str(tmp_path / "s"), "--quiet", "--json"]) == 0
+    assert main(["explain", "saliency", npz, "--limit", "2", "--method", "gradcam", "--out", str(tmp_path / "s"),
+                 "--quiet", "--json"]) == 0  # --metrics' keys: test_evaluate (a small model makes them quick)
     s = json.loads(capsys.readouterr().out)
-    assert set(s["summary"]) >= {"n", "deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc"}
+    assert len(s["results"]) == 2 and "deletion_auc" not in s["results"][0] and "summary" not in s
     assert (tmp_path / "s" / "saliency.png").is_file() and (tmp_path / "s" / "saliency_001.png").is_file()
 
     assert main(["explain", "fool", str(photo_files["coffee"]), "--target", "tarantula", "--out", str(tmp_path / "f"),

@@ -128,7 +128,7 @@ def test_a_feature_store_round_trips_and_feeds_transfer(tiny_scenes, tmp_path, c
     fresh = cnnlab.features("efficientnet_lite0", tiny_scenes, layers=["block7", "pre_logits"], precision="fp32",
                             cache=False, workers=0)
     assert loaded.paths == [str(p) for p in ds.paths] and loaded.labels.tolist() == ds.labels.tolist()
-    np.testing.assert_allclose(loaded["pre_logits"], fresh.features["pre_logits"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded["pre_logits"], fresh.features["pre_logits"], rtol=1e-4, atol=1e-5)  # other batches
     fresh.save(tmp_path / "small.npz")  # the .npz reads the same way
     np.testing.assert_array_equal(cnnlab.load_features(tmp_path / "small.npz")["block7"], fresh.features["block7"])
     again = cnnlab.features("efficientnet_lite0", tiny_scenes, layers=["block7", "pre_logits"], precision="fp32",

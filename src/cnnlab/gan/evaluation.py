@@ -6,6 +6,7 @@ per-class Fréchet distance, and CAS (a fresh classifier trained on generated di
 generators (dcgan): the metrics in an ImageNet backbone's features (default Lite0 pre_logits)."""
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -211,9 +212,17 @@ def _conditional_scores(G, gan: dict, config: EvaluateConfig) -> dict:
     if config.cas:
         cas_labels = torch.arange(config.cas_n) % 10
         generated = torch.cat([generate(G, gan, lab, seed + 1000 + i) for i, lab in enumerate(cas_labels.split(500))])
-        Xtr, ytr = load_mnist(config.data_root, train=True)
-        pick = torch.randperm(len(Xtr), generator=torch.Generator().manual_seed(seed + 1))[:config.cas_n]
         scores["cas"] = cas(generated, cas_labels, Xt, yt, config.cas_epochs, seed)
-        scores["cas_real"] = cas(Xtr[pick], ytr[pick], Xt, yt, config.cas_epochs, seed)
+        scores["cas_real"] = _cas_real(config.data_root, config.cas_n, config.cas_epochs, seed)
         scores["cas_n"] = config.cas_n
     return scores
+
+
+@functools.lru_cache(maxsize=8)
+def _cas_real(data_root: str | None, n: int, epochs: int, seed: int) -> float:
+    """CAS's reference: the same recipe trained on `n` real training digits (seeded, so one training serves every
+    generator evaluated with these settings)."""
+    Xt, yt = load_mnist(data_root, train=False)
+    Xtr, ytr = load_mnist(data_root, train=True)
+    pick = torch.randperm(len(Xtr), generator=torch.Generator().manual_seed(seed + 1))[:n]
+    return cas(Xtr[pick], ytr[pick], Xt, yt, epochs, seed)
