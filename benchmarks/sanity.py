@@ -1,10 +1,10 @@
 """Model-randomization sanity checks (Adebayo et al. 2018) for every saliency method: the Spearman rank correlation
 of each method's maps with the trained model's after cascading randomization of all units (logits down to the input),
-and after each step, beside the mismatched-image null (the trained map of image i against the randomized map of
-image i+1). A method whose same-image correlation exceeds the null by more than `sanity.MARGIN` at the end fails:
-its maps do not depend on what the model learned.
+and after each step, beside the mismatched-image null (the randomized map of image i against the trained maps of
+every other image). A method whose same-image correlation exceeds the null by more than `sanity.MARGIN` at the end
+fails: its maps do not depend on what the model learned.
 
-    python benchmarks/sanity.py --images ../shared/data/imagenet/foolbox20 --n 5 --data-root ../shared/data
+    python benchmarks/sanity.py --images ../shared/data/imagenet/foolbox20 --n 10 --data-root ../shared/data
     python benchmarks/sanity.py --images ... --models efficientnet_lite0 --methods scorecam,rise --write
 
 --write merges the outcome into src/cnnlab/assets/sanity.json (other models and methods are kept).
@@ -34,15 +34,16 @@ def run(model, x, methods, options) -> dict:
         out[name] = model_randomization(model, x, targets.tolist(), method).summary()
         out[name]["seconds"] = time.perf_counter() - t0
         o = out[name]
-        print(model.name, name, f"same {o['final_rank_corr']:.3f} null {o['null_rank_corr']:.3f} undefined "
-              f"{o['undefined']}", "passes" if o["passes"] else "FAILS", flush=True)
+        print(model.name, name, f"same {o['final_rank_corr']:.3f} null {o['null_rank_corr']:.3f} excess "
+              f"[{o['excess_ci'][0]:.3f}, {o['excess_ci'][1]:.3f}] undefined {o['undefined']} {o['seconds']:.0f} s",
+              "passes" if o["passes"] else "FAILS", flush=True)
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", required=True)
-    ap.add_argument("--n", type=int, default=5)
+    ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--slow-on-photos", action="store_true", help="also Score-CAM and RISE on the photos")
     ap.add_argument("--models", default="efficientnet_lite0,mnist_cnn", help="which of the two models")

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
-# the cores shared between pytest-xdist's workers (2 threads each would oversubscribe them)
+# pytest-xdist's workers share the cores: each worker, and each process a test starts (CLI, torchrun, a notebook
+# kernel), gets its share of threads; more would oversubscribe the cores (OpenMP threads spinning against each other)
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _CORES // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # the tests' subprocesses (CLI, torchrun) inherit it
+if "PYTEST_XDIST_WORKER" in os.environ:  # a worker inherits the controller's environment: set, not setdefault
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _CORES // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", _CORES)))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CNNLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -100,3 +102,15 @@ def chromium_path() -> str | None:
 
 def launch_chromium(pw):
     return pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+
+
+# pytest-xdist gives a whole module to a worker, in collection order: the long end-to-end modules go first, so that
+# the short ones fill the end of both workers' queues instead of one long module running alone at the end
+LONG_FIRST = ("test_gan_metrics", "test_faults", "test_gan", "test_finetune", "test_app", "test_explain", "test_notebook",
+              "test_stream", "test_sanity", "test_reproduce", "test_evaluate", "test_features", "test_featureviz",
+              "test_demo")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: k for k, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).stem, len(rank)))  # stable: a module keeps its order

@@ -30,7 +30,7 @@ MEASURED = "assets/sanity.json"  # each method's measured outcome, written by be
 class Randomization:
     """`steps[s]`: the unit randomized at step s (cascading: it and every step before it); `rank_corr` and `ssim`
     (S,B) against the trained model's maps (NaN where a map is constant: undefined); `null_rank_corr` (S,B): the
-    trained map of image i against the randomized map of image i+1 (mod B; NaN with one image); `maps`
+    randomized map of image i against the trained maps of the other images (`mismatched_null`); `maps`
     (S+1,B,H,W): the trained model's, then one per step."""
 
     steps: list[str]
@@ -219,7 +219,7 @@ def model_randomization(backbone: Backbone, x: torch.Tensor, targets, saliency: 
                         check: bool = True) -> Randomization:
     """Maps of `saliency` for images x (B,C,H,W) in [0,1] and their targets as the model is randomized step by step
     (`cascading`: each step adds one unit; otherwise each step randomizes its unit alone), each randomized map also
-    set against the next image's trained map (the null). `check`: refuse (CnnlabError) when the fully randomized
+    set against the other images' trained maps (the null). `check`: refuse (CnnlabError) when the fully randomized
     copy's logits do not vary with the input."""
     attributor = make_method(saliency) if isinstance(saliency, str) else saliency
     steps = steps or randomization_steps(backbone)
@@ -236,18 +236,35 @@ def model_randomization(backbone: Backbone, x: torch.Tensor, targets, saliency: 
         m = fresh.attribute(model, x, targets).float().cpu()
         maps.append(m)
         corr.append(rank_correlation(trained, m))
-        null.append(rank_correlation(trained.roll(-1, 0), m) if len(x) > 1 else torch.full((len(x),), float("nan")))
+        null.append(mismatched_null(trained, m))
         ssim.append(map_ssim(trained, m))
     return Randomization(steps, torch.stack(corr), torch.stack(ssim), torch.stack(maps), cascading, torch.stack(null))
+
+
+def mismatched_null(trained: torch.Tensor, randomized: torch.Tensor) -> torch.Tensor:
+    """Per image i: the mean over every other image j of the rank correlation of j's trained map with i's randomized
+    map (B-1 pairings, so the null's noise shrinks with the batch instead of resting on one neighbour); NaN with one
+    image."""
+    every = _centred_ranks(trained) @ _centred_ranks(randomized).T  # [j, i]: trained map j against randomized map i
+    every.fill_diagonal_(float("nan"))
+    defined = ~every.isnan()
+    return torch.where(defined.any(0), every.nan_to_num().sum(0) / defined.sum(0).clamp(min=1),
+                       torch.full((len(trained),), float("nan")))
 
 
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation of the absolute maps, per image: (B,H,W), (B,H,W) → (B,); NaN where either map is
     constant (no ranking: undefined, not 0)."""
-    ra, rb = _ranks(a.abs().flatten(1)), _ranks(b.abs().flatten(1))
-    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
-    norm = ra.norm(dim=1) * rb.norm(dim=1)
-    return torch.where(norm > 1e-12, (ra * rb).sum(1) / norm.clamp(min=1e-12), torch.full_like(norm, float("nan")))
+    return (_centred_ranks(a) * _centred_ranks(b)).sum(1)
+
+
+def _centred_ranks(m: torch.Tensor) -> torch.Tensor:
+    """The absolute maps' ranks, centred and scaled to unit norm per image (B, H·W), so that a dot product is a
+    Spearman correlation; NaN rows for constant maps."""
+    r = _ranks(m.abs().flatten(1).double())
+    r = r - r.mean(1, keepdim=True)
+    norm = r.norm(dim=1, keepdim=True)
+    return torch.where(norm > 1e-9, r / norm.clamp(min=1e-12), torch.full_like(r, float("nan"))).float()
 
 
 def map_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -258,16 +275,18 @@ def map_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _ranks(v: torch.Tensor) -> torch.Tensor:
-    """Ranks along the last dimension, ties given their mean rank (as scipy's spearmanr)."""
-    order = v.argsort(dim=1)
-    ranks = torch.empty_like(v)
-    ranks.scatter_(1, order, torch.arange(v.shape[1], dtype=v.dtype).expand_as(v).contiguous())
-    out = torch.empty_like(v)
-    for i in range(len(v)):  # mean rank of each group of equal values
-        _, inverse, counts = torch.unique(v[i], return_inverse=True, return_counts=True)
-        sums = torch.zeros(len(counts), dtype=v.dtype).scatter_add_(0, inverse, ranks[i])
-        out[i] = (sums / counts)[inverse]
-    return out
+    """Ranks along the last dimension, ties given their mean rank (as scipy's spearmanr): one sort, each run of equal
+    values found from its first and last position in sorted order."""
+    sv, order = v.sort(dim=1)
+    n = v.shape[1]
+    pos = torch.arange(n).expand_as(sv)
+    starts = torch.ones_like(sv, dtype=torch.bool)
+    starts[:, 1:] = sv[:, 1:] != sv[:, :-1]
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, pos, 0).cummax(1).values
+    last = torch.where(ends, pos, n).flip(1).cummin(1).values.flip(1)
+    return torch.empty_like(v).scatter_(1, order, (first + last).to(v.dtype) / 2)
 
 
 def _unit_range(m: torch.Tensor) -> torch.Tensor:
