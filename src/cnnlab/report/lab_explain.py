@@ -94,32 +94,45 @@ def saliency_backbones(ctx: Context, s: dict) -> Outcome:
                    notes)
 
 
+PANEL = ["deletion", "insertion", "deletion-black", "insertion-black", "deletion-pixel", "insertion-pixel", "road",
+         "randomization"]
+
+
 @experiment("explain/trust", "Beyond the report: can these maps be trusted?", SECTION,
             "(Not in the report.) Adebayo et al. (2018): several popular methods give nearly the same map once the "
             "model's weights are random — they explain the image, not the model. Rong et al. (2022): deletion "
             "metrics leak the shape of what is removed; ROAD imputes it from its neighbours instead.",
             quick={"backbone": "efficientnet_lite0", "limit": 4, "random_orders": 1,
-                   "methods": ["vanilla", "gradcam", "smoothgrad-gradcam", "guided-backprop", "iterated-gradcam"],
-                   "metrics": ["deletion", "randomization"]},
+                   "methods": ["vanilla", "gradcam", "layercam", "guided-backprop", "edges"],
+                   "metrics": ["deletion", "insertion", "randomization"]},
             full={"backbone": "efficientnet_lite0", "limit": None, "random_orders": 4,
                   "methods": ["vanilla", "smoothgrad", "ig", "gradcam", "smoothgrad-gradcam", "gradcam++", "layercam",
-                              "input-x-gradient", "guided-backprop", "iterated-gradcam", "scorecam", "rise"],
-                  "metrics": ["deletion", "insertion", "road", "randomization"]})
+                              "input-x-gradient", "guided-backprop", "iterated-gradcam", "scorecam", "rise", "edges"],
+                  "metrics": PANEL})
 def trust(ctx: Context, s: dict) -> Outcome:
-    """The methods × metrics leaderboard on the lab images, and the maps of one image as the model is randomized."""
+    """The methods × metrics leaderboard on the lab images (the image's edge map as the control the randomization
+    check must fail), the method it recommends, and the maps of one image as the model is randomized."""
+    from ..explain.sanity import MARGIN
+    from ..jobs.evaluate import recommended
+
     npz = str(ctx.data(*LAB_IMAGES))
     r = evaluate_saliency(s["backbone"], [npz], methods=s["methods"], metrics=s["metrics"], limit=s["limit"],
                           random_orders=s["random_orders"], device=ctx.device, progress=ctx.progress)
     r.save(ctx.dir)
     table = r.table()
-    failing = [row["method"] for row in r.leaderboard if row.get("sanity") == "fails"]
-    best = min(r.leaderboard, key=lambda row: row["deletion_ratio"])["method"] if "deletion" in s["metrics"] else None
     text = f"{len(r)} lab images, {s['backbone']}: {len(s['methods'])} methods × {len(s['metrics'])} metrics."
-    if best:
-        text += f" Most faithful by deletion: {best}."
+    ranked = [row for row in r.leaderboard if "aggregate_rank" in row]
+    if ranked:
+        best = min(ranked, key=lambda row: row["aggregate_rank"])
+        text += f" Best mean rank over the faithfulness panel: {best['method']} ({best['aggregate_rank']:.2f})."
     if "randomization" in s["metrics"]:
-        text += (" Fail the randomization check (rank correlation > 0.3 with the trained model's map): "
-                 + (", ".join(failing) if failing else "none") + ".")
+        failing = [row["method"] for row in r.leaderboard if row.get("sanity") == "fails"]
+        text += (f" Fail the randomization check (the same-image rank correlation above the mismatched-image null by "
+                 f"more than {MARGIN}): " + (", ".join(failing) if failing else "none") + ".")
+    pick = recommended(r.leaderboard)
+    if pick:
+        text += (f" Recommended here: {pick['method']} (passes the check, costs {pick['seconds_per_image']:.2f} s per "
+                 "image).")
     figures = [(ctx.dir / "leaderboard.png", "mean curves per method (the dashed line: random patch orders)")]
     if (ctx.dir / "randomization.png").is_file():
         figures.append((ctx.dir / "randomization.png", "one image's maps as the model is randomized, from the "
