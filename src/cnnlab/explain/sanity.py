@@ -275,18 +275,10 @@ def map_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _ranks(v: torch.Tensor) -> torch.Tensor:
-    """Ranks along the last dimension, ties given their mean rank (as scipy's spearmanr): one sort, each run of equal
-    values found from its first and last position in sorted order."""
-    sv, order = v.sort(dim=1)
-    n = v.shape[1]
-    pos = torch.arange(n).expand_as(sv)
-    starts = torch.ones_like(sv, dtype=torch.bool)
-    starts[:, 1:] = sv[:, 1:] != sv[:, :-1]
-    ends = torch.ones_like(starts)
-    ends[:, :-1] = starts[:, 1:]
-    first = torch.where(starts, pos, 0).cummax(1).values
-    last = torch.where(ends, pos, n).flip(1).cummin(1).values.flip(1)
-    return torch.empty_like(v).scatter_(1, order, (first + last).to(v.dtype) / 2)
+    """Ranks along the last dimension, ties given their mean rank (SciPy's `rankdata`, as `spearmanr` ranks)."""
+    from scipy.stats import rankdata
+
+    return torch.from_numpy(rankdata(v.cpu().numpy(), axis=1)).to(v.dtype)
 
 
 def _unit_range(m: torch.Tensor) -> torch.Tensor:
