@@ -127,9 +127,13 @@ def test_transfer_then_predict_in_one_session(client, app):
 
 
 def test_transfer_with_a_linear_head_shows_its_validation_curve(client, app):
-    text, table, plot = client.predict("colours", "efficientnet_lite0", 8, "linear", api_name="/transfer")
+    job = client.submit("colours", "efficientnet_lite0", 8, "linear", api_name="/transfer")
+    text, table, plot = job.result()
     assert "linear head" in text and "chosen on the validation split" in text
     assert [row[0] for row in table["data"]][:2] == ["epoch 1", "epoch 2"]
+    streamed = [out[1]["data"] for out in job.outputs()[:-1]]  # the curve as it trained, one epoch more each time
+    assert len(streamed) == len(table["data"]) and [len(rows) for rows in streamed] == list(range(1, len(streamed) + 1))
+    assert streamed[-1] == table["data"]
     red = app[1] / "colours" / "red" / "0.png"
     assert client.predict(gradio_client.handle_file(str(red)), api_name="/transfer_predict")["label"] == "red"
 

@@ -47,8 +47,10 @@ def _accuracy(backbone, paths):
 @pytest.mark.parametrize("head,finetune", [("linear", "none"), ("mlp", "last:2")])
 def test_a_trained_run_is_a_backbone_every_command_takes(strokes, tmp_path, capsys, head, finetune):
     run = tmp_path / "run"
+    seen = []
     res = cnnlab.transfer(strokes, model="mnist_cnn", split="random:6", head=head, finetune=finetune, epochs=3,
-                          workers=0)
+                          workers=0, on_epoch=seen.append)
+    assert seen == res.summary()["history"]  # the validation curve, each epoch as it was done
     res.save(run)
     model = cnnlab.load_model(str(run))
     assert model.labels == ("bar", "pole", "ring") and model.spec == str(run)

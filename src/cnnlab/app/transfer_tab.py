@@ -1,9 +1,13 @@
 """The Transfer tab: pick a class-per-folder dataset under --data-root (nothing outside it is reachable), train the
-SVM pipeline (or a linear / MLP head), see the layer × C table (or the head's validation curve, epoch by epoch) and
-the confusion matrix, then classify an upload with the trained classifier.
-Endpoints: /transfer (trains; the classifier stays in the page's state), /transfer_predict."""
+SVM pipeline (or a linear / MLP head), see the layer × C table (or the head's validation curve, growing epoch by
+epoch as it trains) and the confusion matrix, then classify an upload with the trained classifier.
+Endpoints: /transfer (trains; streams the validation curve of a head; the classifier stays in the page's state),
+/transfer_predict."""
 from __future__ import annotations
 
+import contextvars
+import queue
+import threading
 from pathlib import Path
 
 from ..core.errors import CnnlabError
@@ -51,20 +55,40 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
     def train_fn(name, spec, n, kind="svm", progress=gr.Progress(track_tqdm=True)):
         folder = inside(root, name, "a dataset", "to train on a dataset")
         n = int(n)
-        result = transfer(folder, models.get(spec), split=f"random:{max(2, n // 2)}", limit_per_class=n,
-                          layers=[models.get(spec).default_layer], Cs=[1.0, 0.1, 0.01], folds=min(3, max(2, n // 4)),
-                          head=kind or "svm", workers=0, cache=False, progress=True)
+        epochs: queue.Queue = queue.Queue()
+        done: dict = {}
+
+        def run():
+            try:
+                done["result"] = transfer(
+                    folder, models.get(spec), split=f"random:{max(2, n // 2)}", limit_per_class=n,
+                    layers=[models.get(spec).default_layer], Cs=[1.0, 0.1, 0.01], folds=min(3, max(2, n // 4)),
+                    head=kind or "svm", workers=0, cache=False, progress=True, on_epoch=epochs.put)
+            except Exception as exc:  # noqa: BLE001 — handed to the page below
+                done["error"] = exc
+            epochs.put(None)
+
+        # the caller's context goes with the thread, so the page's progress bar still follows tqdm
+        threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True).start()
+        curve = []
+        while (row := epochs.get()) is not None:  # a head's validation curve as it trains
+            curve.append(row)
+            yield (f"training the {kind} head: epoch {row['epoch']}, validation accuracy "
+                   f"{row['val_accuracy']:.3f}", _curve_rows(curve), gr.skip(), gr.skip())
+        if "error" in done:
+            raise done["error"]
+        result = done["result"]
         s = result.summary()
         sel = s["selected"]
         if s["grid"]:
             rows = [[g["layer"], g["C"], round(g["cv_accuracy"], 4), round(g["test_accuracy"], 4)] for g in s["grid"]]
             how = f"selected {sel['layer']}, C = {sel['C']:g}"
-        else:  # a head: its validation curve (epoch, loss, validation accuracy)
-            rows = [[f"epoch {h['epoch']}", None if h["loss"] is None else round(h["loss"], 4), round(h["val_accuracy"], 4), ""] for h in s["history"]]
+        else:
+            rows = _curve_rows(s["history"])
             how = f"{sel['head']} head, epoch {sel['epoch']} chosen on the validation split"
         text = (f"**{name}**: {s['n_train']} training / {s['n_test']} test images, {len(s['classes'])} classes; "
                 f"{how}: test accuracy **{sel['test_accuracy']:.3f}**.")
-        return text, rows, result.figure(), result.classifier
+        yield text, rows, result.figure(), result.classifier
 
     @friendly
     def predict_fn(image, clf):
@@ -77,3 +101,9 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
     go.click(train_fn, [data, model, per_class, head], [text, table, confusion, classifier], api_name="transfer",
              preprocess=False)
     predict.click(predict_fn, [photo, classifier], answer, api_name="transfer_predict", preprocess=False)
+
+
+def _curve_rows(history: list[dict]) -> list[list]:
+    """A head's validation curve as table rows: epoch, training loss, validation accuracy."""
+    return [[f"epoch {h['epoch']}", None if h["loss"] is None else round(h["loss"], 4), round(h["val_accuracy"], 4),
+             ""] for h in history]

@@ -8,7 +8,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -171,12 +171,13 @@ def _extract(config: TransferConfig, backbones: list[Backbone], paths, progress:
 @with_options(TransferConfig)
 def transfer(data: str | os.PathLike | None = None, model: ModelLike | Sequence[Backbone] = None, *,
              config: TransferConfig | None = None, progress: bool = False, out: str | os.PathLike | None = None,
-             **options) -> TransferResult:
+             on_epoch: Callable[[dict], None] | None = None, **options) -> TransferResult:
     """The report's transfer experiment on a class-per-folder dataset: features → (layer × C) grid of LinearSVCs,
     selection by cross-validation on the training split only, one score on test; returns the fitted classifier.
     `layers` lists the candidates; a candidate that is itself a list (`[["pre_logits", "block5"]]`, the CLI's
     `pre_logits+block5`) concatenates those cut points. `model` may be a list of models: their features are
-    concatenated."""
+    concatenated. With a trained head (`head` linear|mlp, or `finetune`), `on_epoch` sees each epoch's row of the
+    validation curve as it is done."""
     if data is not None:
         options["data"] = str(data)
     if isinstance(options.get("layers"), (list, tuple)):  # a list inside the list: cut points concatenated
@@ -192,7 +193,7 @@ def transfer(data: str | os.PathLike | None = None, model: ModelLike | Sequence[
     if model is not None:
         cfg = cfg.replace(backbone="+".join(b.spec or f"<wrapped {b.name}>" for b in backbones))
     if cfg.head != "svm" or cfg.finetune != "none":
-        return _transfer_network(cfg, backbones, progress, Path(out) if out else None)
+        return _transfer_network(cfg, backbones, progress, Path(out) if out else None, on_epoch)
     ds, split = _dataset_and_split(cfg)
     fs = _extract(cfg, backbones, ds.paths, progress)
     split = _readable(split, fs.keep)
@@ -261,7 +262,8 @@ def _validation(y: np.ndarray, train: np.ndarray, fraction: float, seed: int) ->
     return np.sort(np.concatenate(val))
 
 
-def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: bool, out: Path | None):
+def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: bool, out: Path | None,
+                      on_epoch: Callable[[dict], None] | None = None):
     """A linear or MLP head (on frozen, cached features; or with the last units fine-tuned on augmented images),
     chosen on a validation split carved from the training split, scored once on test."""
     import copy
@@ -297,7 +299,8 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
     paths = [ds.paths[i] for i in keep]
     # the head first, on the cached frozen features (fastai's fine_tune: a trained head before anything unfreezes)
     X = fs.features["pre_logits"]
-    trained, history = train_head(X[split.train], y[split.train], val, len(ds.classes), head, recipe)
+    trained, history = train_head(X[split.train], y[split.train], val, len(ds.classes), head, recipe,
+                                  on_epoch=None if n_unfrozen else on_epoch)
     net.get_submodule(head_at).load_state_dict(trained.state_dict())
     if not n_unfrozen:
         with torch.no_grad():
@@ -306,7 +309,7 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
         history = finetune(model, [paths[i] for i in split.train], y[split.train], np.setdiff1d(
-            np.arange(len(split.train)), val), val, n_unfrozen, recipe, out, cfg.resume, progress)
+            np.arange(len(split.train)), val), val, n_unfrozen, recipe, out, cfg.resume, progress, on_epoch)
         loader = torch.utils.data.DataLoader(_Images([paths[i] for i in split.test], y[split.test], model, False),
                                              batch_size=cfg.batch_size, num_workers=cfg.workers)
         with torch.inference_mode():

@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -71,9 +71,10 @@ def _schedule(opt: torch.optim.Optimizer, warmup: int, total: int):
 
 # -------------------------------------------------------------------------------------------- head on features
 def train_head(X: np.ndarray, y: np.ndarray, val: np.ndarray, n_classes: int, kind: str, recipe: Recipe,
-               hidden: int = 512) -> tuple[nn.Module, list[dict]]:
+               hidden: int = 512, on_epoch: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
     """A `linear` or `mlp` head fitted by AdamW on frozen features X (N,D) (rows `val` held out for selection):
-    the epoch with the best validation accuracy is kept. Returns the head (eval mode) and the history."""
+    the epoch with the best validation accuracy is kept. Returns the head (eval mode) and the history; `on_epoch`
+    sees each epoch's row as it is done."""
     train = np.setdiff1d(np.arange(len(X)), val)
     Xt, yt = torch.from_numpy(np.asarray(X, np.float32)), torch.from_numpy(np.asarray(y)).long()
     g = torch.Generator().manual_seed(recipe.seed)
@@ -102,6 +103,8 @@ def train_head(X: np.ndarray, y: np.ndarray, val: np.ndarray, n_classes: int, ki
         with torch.no_grad():
             acc = float((head(Xt[val]).argmax(1) == yt[val]).float().mean()) if len(val) else float("nan")
         history.append({"epoch": epoch + 1, "loss": float(loss.detach()), "val_accuracy": acc})
+        if on_epoch is not None:
+            on_epoch(history[-1])
         if acc > best:
             best, best_state = acc, copy.deepcopy(head.state_dict())
     head.load_state_dict(best_state)
@@ -183,10 +186,11 @@ def accuracy(backbone: Backbone, loader) -> float:
 
 def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, train: np.ndarray, val: np.ndarray,
              n_unfrozen: int, recipe: Recipe, run: Path | None = None, resume: bool = False,
-             progress: bool = False) -> list[dict]:
+             progress: bool = False, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Train `backbone` (its head already replaced, and best already trained) in place on `paths[train]`; the
-    weights of the epoch with the best accuracy on `paths[val]` are kept (epoch 0: as they came in). With `run`, a checkpoint after each epoch (`resume` continues it) and
-    TensorBoard scalars. Returns the history (one dict per epoch)."""
+    weights of the epoch with the best accuracy on `paths[val]` are kept (epoch 0: as they came in). With `run`, a
+    checkpoint after each epoch (`resume` continues it) and TensorBoard scalars. Returns the history (one dict per
+    epoch); `on_epoch` sees each row as it is done (in the process of rank 0)."""
     from tqdm.auto import tqdm
 
     from ..core.runner import barrier, distributed
@@ -229,6 +233,8 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
         acc = accuracy(backbone, val_loader)
         state.update(best=acc, best_state={k: v.detach().clone() for k, v in backbone.net.state_dict().items()})
         state["history"].append({"epoch": 0, "loss": None, "val_accuracy": acc, "seconds": 0.0})
+        if on_epoch is not None and rank == 0:
+            on_epoch(state["history"][-1])
     bar = tqdm(range(state["epoch"], recipe.epochs), initial=state["epoch"], total=recipe.epochs, desc="fine-tune",
                unit="epoch", disable=not progress or rank != 0)
     for epoch in bar:
@@ -262,6 +268,8 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
             state["stale"] += 1
         state["epoch"] = epoch + 1
         bar.set_postfix(val_accuracy=f"{acc:.3f}", best=f"{state['best']:.3f}")
+        if on_epoch is not None and rank == 0:
+            on_epoch(row)
         if writer is not None:
             writer.add_scalar("loss/train", row["loss"], epoch + 1)
             writer.add_scalar("accuracy/val", acc, epoch + 1)
