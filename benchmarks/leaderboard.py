@@ -7,6 +7,11 @@ intervals taken over the joined table, exactly as one run computes them (`cnnlab
 Each argument is a run folder (every method in it) or `RUN:METHOD[=NAME]` (one method, renamed). The runs must have
 scored the same images in the same order with the same random baselines (checked: the deletion ratio divides by
 them); a method missing a metric (RISE run with deletion and insertion only) has those cells empty.
+
+    python benchmarks/leaderboard.py --concat RUN_FIRST_10 RUN_NEXT_10 --out table.md
+
+`--concat`: the runs scored the same methods and metrics on different images (a set measured in parts): one board over
+all their images. The table ends with the method the board recommends (`cnnlab.jobs.evaluate.recommended`).
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import sys
 from pathlib import Path
 
 from cnnlab.explain.metrics import METRICS, metric
-from cnnlab.jobs.evaluate import board_table, leaderboard
+from cnnlab.jobs.evaluate import board_table, leaderboard, recommended
 
 BASELINES = ("random_deletion_auc", "random_insertion_auc")
 
@@ -62,6 +67,20 @@ def join(specs: list[str]) -> tuple[list[dict], list[str], dict[str, str]]:
     return rows or [], names, sources
 
 
+def concat(runs: list[str]) -> tuple[list[dict], list[str], dict[str, str]]:
+    """The rows of runs over different images with the same methods, one after the other."""
+    rows: list[dict] = []
+    for run in runs:
+        theirs = [json.loads(line) for line in (Path(run) / "results.jsonl").read_text().splitlines()]
+        if rows and list(theirs[0]["scores"]) != list(rows[0]["scores"]):
+            sys.exit(f"{run}: not the same methods as the runs before it")
+        if {_same(r["image"]) for r in theirs} & {_same(r["image"]) for r in rows}:
+            sys.exit(f"{run}: an image the runs before it scored already")
+        rows += theirs
+    names = list(rows[0]["scores"]) if rows else []
+    return rows, names, {n: n for n in names}
+
+
 def marked(board: list[dict], sources: dict[str, str], model: str) -> None:
     """Methods whose runs did not measure randomization get the verdict cnnlab ships (`assets/sanity.json`)."""
     from cnnlab.explain.sanity import measured
@@ -85,6 +104,7 @@ def markdown(board: list[dict], columns: dict[str, bool]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="RUN or RUN:METHOD[=NAME]")
+    ap.add_argument("--concat", action="store_true", help="the runs scored different images: join their rows")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="write the markdown table here (default: print it)")
@@ -92,17 +112,21 @@ def main() -> None:
     ap.add_argument("--model", default="efficientnet_lite0", help="whose shipped sanity verdicts mark the methods "
                                                                   "whose runs did not measure randomization")
     args = ap.parse_args()
-    rows, names, sources = join(args.runs)
+    rows, names, sources = (concat if args.concat else join)(args.runs)
     metrics = {name: metric(name) for name in METRICS}
     board = leaderboard(rows, names, metrics, args.bootstrap, args.seed)
     marked(board, sources, args.model)
     if args.json:
-        print(json.dumps({"n": len(rows), "leaderboard": board}, indent=1))
+        print(json.dumps({"n": len(rows), "leaderboard": board, "recommended": recommended(board)}, indent=1))
         return
     text = markdown(board, {c: up for m in metrics.values() for c, up in m.columns.items()})
     text += f"\n{len(rows)} images; mean [95 % bootstrap interval, {args.bootstrap} resamples] #rank\n"
     if any("sanity_from" in r for r in board):
         text += f"¹ sanity verdict from cnnlab's measured sanity.json ({args.model}), not from this run\n"
+    best = recommended(board)
+    text += ("recommended: none passes the rule\n" if best is None else
+             f"recommended: {best['method']} (aggregate rank {best['aggregate_rank']:.3f}, "
+             f"{best['seconds_per_image']:.2f} s per image, budget {best['budget_seconds']:g} s)\n")
     if args.out:
         Path(args.out).write_text(text)
     print(text)
