@@ -5,7 +5,10 @@ every other image). A method whose same-image correlation exceeds the null by mo
 fails: its maps do not depend on what the model learned.
 
     python benchmarks/sanity.py --images ../shared/data/imagenet/foolbox20 --n 10 --data-root ../shared/data
-    python benchmarks/sanity.py --images ... --models efficientnet_lite0 --methods scorecam,rise --write
+    python benchmarks/sanity.py --images ... --models efficientnet_lite0 --methods scorecam,rise --final-only --write
+
+--final-only computes the cascade's last step alone (the same fully randomized copy, so the same verdict) without
+the steps between: one randomized map per image, for the methods that cost a forward pass per channel or mask.
 
 --write merges the outcome into src/cnnlab/assets/sanity.json (other models and methods are kept).
 """
@@ -25,13 +28,13 @@ from cnnlab.explain.sanity import MARGIN, model_randomization
 SLOW = ("scorecam", "rise")  # one forward pass per channel / per mask, at every step: digits only by default
 
 
-def run(model, x, methods, options) -> dict:
+def run(model, x, methods, options, final_only: bool = False) -> dict:
     targets = predicted(model, x)
     out = {}
     for name in methods:
         t0 = time.perf_counter()
         method = make_method(name, options)
-        out[name] = model_randomization(model, x, targets.tolist(), method).summary()
+        out[name] = model_randomization(model, x, targets.tolist(), method, final_only=final_only).summary()
         out[name]["seconds"] = time.perf_counter() - t0
         o = out[name]
         print(model.name, name, f"same {o['final_rank_corr']:.3f} null {o['null_rank_corr']:.3f} excess "
@@ -48,6 +51,7 @@ def main() -> None:
     ap.add_argument("--slow-on-photos", action="store_true", help="also Score-CAM and RISE on the photos")
     ap.add_argument("--models", default="efficientnet_lite0,mnist_cnn", help="which of the two models")
     ap.add_argument("--methods", default=None, help="comma-separated (default: every registered method)")
+    ap.add_argument("--final-only", action="store_true", help="only the cascade's last step (the verdict)")
     ap.add_argument("--write", action="store_true",
                     help="also write the outcome into src/cnnlab/assets/sanity.json (what --help and the app show)")
     args = ap.parse_args()
@@ -59,11 +63,12 @@ def main() -> None:
         photos = cnnlab.read_images([args.images], args.n).batch(lite.preprocess)
         chosen = args.methods.split(",") if args.methods else [m for m in METHODS
                                                                  if args.slow_on_photos or m not in SLOW]
-        result["efficientnet_lite0"] = run(lite, photos, chosen, options)
+        result["efficientnet_lite0"] = run(lite, photos, chosen, options, args.final_only)
     if "mnist_cnn" in models:
         digits, _ = load_mnist(args.data_root, train=False)
         result["mnist_cnn"] = run(cnnlab.load_model("mnist_cnn"), digits[:args.n].float().div(255),
-                                  args.methods.split(",") if args.methods else list(METHODS), options)
+                                  args.methods.split(",") if args.methods else list(METHODS), options,
+                                  args.final_only)
     print(json.dumps(result, indent=2))
     if args.write:
         write_asset(result, " ".join(sys.argv))

@@ -216,29 +216,34 @@ def fresh_samples(method: SaliencyMethod) -> SaliencyMethod:
 
 def model_randomization(backbone: Backbone, x: torch.Tensor, targets, saliency: SaliencyMethod | str,
                         cascading: bool = True, steps: list[str] | None = None, seed: int = 0,
-                        check: bool = True) -> Randomization:
+                        check: bool = True, final_only: bool = False) -> Randomization:
     """Maps of `saliency` for images x (B,C,H,W) in [0,1] and their targets as the model is randomized step by step
     (`cascading`: each step adds one unit; otherwise each step randomizes its unit alone), each randomized map also
-    set against the other images' trained maps (the null). `check`: refuse (CnnlabError) when the fully randomized
-    copy's logits do not vary with the input."""
+    set against the other images' trained maps (the null). `final_only`: the cascade's last step alone (the same
+    fully randomized copy, `randomized_copy`; one map per image instead of one per unit: the verdict of the slow
+    methods). `check`: refuse (CnnlabError) when the fully randomized copy's logits do not vary with the input."""
     attributor = make_method(saliency) if isinstance(saliency, str) else saliency
-    steps = steps or randomization_steps(backbone)
+    steps = ["every unit"] if final_only else steps or randomization_steps(backbone)
     trained = attributor.attribute(backbone, x, targets).float().cpu()
     maps, corr, null, ssim = [trained], [], [], []
     fresh = fresh_samples(attributor)
     model = copy.deepcopy(backbone)
     for k, name in enumerate(steps):
-        if not cascading:
-            model = copy.deepcopy(backbone)
-        randomize(model.net.get_submodule(name), seed + k)
-        if check and cascading and k == len(steps) - 1:
+        if final_only:
+            model = randomized_copy(backbone, seed=seed)
+        else:
+            if not cascading:
+                model = copy.deepcopy(backbone)
+            randomize(model.net.get_submodule(name), seed + k)
+        if check and (cascading or final_only) and k == len(steps) - 1:
             check_alive(backbone, model, x)
         m = fresh.attribute(model, x, targets).float().cpu()
         maps.append(m)
         corr.append(rank_correlation(trained, m))
         null.append(mismatched_null(trained, m))
         ssim.append(map_ssim(trained, m))
-    return Randomization(steps, torch.stack(corr), torch.stack(ssim), torch.stack(maps), cascading, torch.stack(null))
+    return Randomization(steps, torch.stack(corr), torch.stack(ssim), torch.stack(maps), cascading or final_only,
+                         torch.stack(null))
 
 
 def mismatched_null(trained: torch.Tensor, randomized: torch.Tensor) -> torch.Tensor:
