@@ -92,8 +92,9 @@ def marked(board: list[dict], sources: dict[str, str], model: str) -> None:
             r["sanity"], r["sanity_from"] = ("passes" if shipped[name]["passes"] else "fails"), "sanity.json"
 
 
-def markdown(board: list[dict], columns: dict[str, bool]) -> str:
-    used = [c for c in columns if any(c in r for r in board)]
+def markdown(board: list[dict], columns: dict[str, bool], only: list[str] | None = None) -> str:
+    columns = columns | {"aggregate_rank": False}
+    used = [c for c in columns if any(c in r for r in board) and (not only or c in only)]
     head, *rows = board_table(board, used)
     head = [head[0], *[f"{c} {'↑' if columns[c] else '↓'}" for c in used], head[-1]]
     for cells, r in zip(rows, board):
@@ -108,6 +109,7 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="write the markdown table here (default: print it)")
+    ap.add_argument("--columns", help="only these columns in the table (comma-separated; default: every one)")
     ap.add_argument("--json", action="store_true", help="print the board as JSON")
     ap.add_argument("--model", default="efficientnet_lite0", help="whose shipped sanity verdicts mark the methods "
                                                                   "whose runs did not measure randomization")
@@ -119,7 +121,8 @@ def main() -> None:
     if args.json:
         print(json.dumps({"n": len(rows), "leaderboard": board, "recommended": recommended(board)}, indent=1))
         return
-    text = markdown(board, {c: up for m in metrics.values() for c, up in m.columns.items()})
+    text = markdown(board, {c: up for m in metrics.values() for c, up in m.columns.items()},
+                    args.columns.split(",") if args.columns else None)
     text += f"\n{len(rows)} images; mean [95 % bootstrap interval, {args.bootstrap} resamples] #rank\n"
     if any("sanity_from" in r for r in board):
         text += f"¹ sanity verdict from cnnlab's measured sanity.json ({args.model}), not from this run\n"
