@@ -54,7 +54,9 @@ def test_cascading_randomization_leaves_the_model_alone_and_catches_a_map_of_the
     final = model_randomization(model, x, [1, 2, 3], "gradcam", final_only=True)  # the last step alone, the same
     assert final.steps == ["every unit"] and final.maps.shape == (2, 3, 28, 28)
     torch.testing.assert_close(final.maps[-1], real.maps[-1], rtol=0, atol=0)
-    assert final.summary()["excess_ci"] == real.summary()["excess_ci"] and final.passes == real.passes
+    for key in ("rank_corr", "null_rank_corr"):  # NaN where a map is constant (random digits can kill the ReLUs)
+        torch.testing.assert_close(getattr(final, key)[-1], getattr(real, key)[-1], rtol=0, atol=0, equal_nan=True)
+    assert final.passes == real.passes
 
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "hubble_deep_field", "immunohistochemistry", "retina")
