@@ -51,7 +51,7 @@ def test_cascading_randomization_leaves_the_model_alone_and_catches_a_map_of_the
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # a copy was randomized
     one = model_randomization(model, x, [1, 2, 3], "vanilla", cascading=False)
     assert not one.cascading and one.rank_corr.shape == (5, 3)
-    final = model_randomization(model, x, [1, 2, 3], "gradcam", final_only=True)  # the last step alone, the same
+    final = model_randomization(model, x, [1, 2, 3], "gradcam", final_only=True)  # the cascade's end alone
     assert final.steps == ["every unit"] and final.maps.shape == (2, 3, 28, 28)
     torch.testing.assert_close(final.maps[-1], real.maps[-1], rtol=0, atol=0)
     for key in ("rank_corr", "null_rank_corr"):  # NaN where a map is constant (random digits can kill the ReLUs)

@@ -221,17 +221,16 @@ def model_randomization(backbone: Backbone, x: torch.Tensor, targets, saliency: 
     (`cascading`: each step adds one unit; otherwise each step randomizes its unit alone), each randomized map also
     set against the other images' trained maps (the null). `final_only`: the cascade's last step alone (the same
     fully randomized copy, `randomized_copy`; one map per image instead of one per unit: the verdict of the slow
-    methods). `check`: refuse (CnnlabError) when the fully randomized copy's logits do not vary with the input."""
+    methods; `steps` and `cascading` do not apply). `check`: refuse (CnnlabError) when the fully randomized copy's
+    logits do not vary with the input."""
     attributor = make_method(saliency) if isinstance(saliency, str) else saliency
     steps = ["every unit"] if final_only else steps or randomization_steps(backbone)
     trained = attributor.attribute(backbone, x, targets).float().cpu()
     maps, corr, null, ssim = [trained], [], [], []
     fresh = fresh_samples(attributor)
-    model = copy.deepcopy(backbone)
+    model = randomized_copy(backbone, seed=seed) if final_only else copy.deepcopy(backbone)
     for k, name in enumerate(steps):
-        if final_only:
-            model = randomized_copy(backbone, seed=seed)
-        else:
+        if not final_only:
             if not cascading:
                 model = copy.deepcopy(backbone)
             randomize(model.net.get_submodule(name), seed + k)
