@@ -70,15 +70,29 @@ def join(specs: list[str]) -> tuple[list[dict], list[str], dict[str, str]]:
 def concat(runs: list[str]) -> tuple[list[dict], list[str], dict[str, str]]:
     """The rows of runs over different images with the same methods, one after the other."""
     rows: list[dict] = []
+    first: dict | None = None
     for run in runs:
+        if ":" in run:
+            sys.exit(f"{run}: --concat joins whole runs (RUN, not RUN:METHOD)")
+        settings = _settings(Path(run))
+        if first is not None and settings != first:
+            sys.exit(f"{run}: not the same settings (methods, metrics, options) as the runs before it")
+        first = settings
         theirs = [json.loads(line) for line in (Path(run) / "results.jsonl").read_text().splitlines()]
-        if rows and list(theirs[0]["scores"]) != list(rows[0]["scores"]):
-            sys.exit(f"{run}: not the same methods as the runs before it")
         if {_same(r["image"]) for r in theirs} & {_same(r["image"]) for r in rows}:
             sys.exit(f"{run}: an image the runs before it scored already")
         rows += theirs
     names = list(rows[0]["scores"]) if rows else []
     return rows, names, {n: n for n in names}
+
+
+def _settings(run: Path) -> dict:
+    """A run's config without what may differ between parts of one image set (the inputs, how many were read)."""
+    try:
+        config = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        sys.exit(f"{run}: no readable config.json ({exc})")
+    return {k: v for k, v in config.items() if k not in ("inputs", "limit", "cnnlab_version")}
 
 
 def marked(board: list[dict], sources: dict[str, str], model: str) -> None:
