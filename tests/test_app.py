@@ -126,10 +126,10 @@ def test_transfer_then_predict_in_one_session(client, app):
     assert answer["label"] == "red"
 
 
-def test_transfer_with_a_linear_head_shows_its_validation_curve(client, app):
-    job = client.submit("colours", "efficientnet_lite0", 8, "linear", api_name="/transfer")
+def test_transfer_with_an_mlp_head_shows_its_validation_curve(client, app):
+    job = client.submit("colours", "efficientnet_lite0", 8, "mlp", api_name="/transfer")
     text, table, plot = job.result()
-    assert "linear head" in text and "chosen on the validation split" in text
+    assert "mlp head" in text and "(last epoch)" in text
     assert [row[0] for row in table["data"]][:2] == ["epoch 1", "epoch 2"]
     streamed = [out[1]["data"] for out in job.outputs()[:-1]]  # the curve as it trained, one epoch more each time
     assert len(streamed) == len(table["data"]) and [len(rows) for rows in streamed] == list(range(1, len(streamed) + 1))

@@ -111,7 +111,7 @@ def test_two_torchrun_processes_fine_tune_the_same_model_as_one(strokes, tmp_pat
     from .conftest import one_and_two_processes
 
     one_and_two_processes(["transfer", "--data", str(strokes), "--backbone", "mnist_cnn", "--split", "random:6",
-                           "--head", "linear", "--finetune", "last:3", "--epochs", "3", "--batch-size", "4",
+                           "--head", "linear", "--finetune", "last:3", "--epochs", "3", "--train-batch-size", "4",
                            "--precision", "fp32", "--workers", "0", "--quiet"], tmp_path, port=29587)
     a = torch.load(tmp_path / "one" / MODEL_WEIGHTS, weights_only=True)
     b = torch.load(tmp_path / "two" / MODEL_WEIGHTS, weights_only=True)
@@ -121,3 +121,84 @@ def test_two_torchrun_processes_fine_tune_the_same_model_as_one(strokes, tmp_pat
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
     base = cnnlab.load_model("mnist_cnn").net.state_dict()
     assert any(not torch.equal(moved[k], base[k]) for k in base if k in moved and moved[k].shape == base[k].shape)
+
+
+def _tiny_bn_backbone(seed: int = 0):
+    """A 3-class conv net with BatchNorm, wrapped like any user's module: units body.0, body.1 (BatchNorm), mid.0,
+    mid.1 (BatchNorm) and the head fc."""
+    from torch import nn
+
+    torch.manual_seed(seed)
+    net = nn.Sequential()
+    net.add_module("body", nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                         nn.AdaptiveAvgPool2d(4), nn.Flatten()))
+    net.add_module("mid", nn.Sequential(nn.Linear(128, 16), nn.BatchNorm1d(16), nn.ReLU()))
+    net.add_module("fc", nn.Linear(16, 3))
+    return cnnlab.wrap(net.eval(), mean=[0.5] * 3, std=[0.25] * 3, input_size=28, labels=["bar", "pole", "ring"])
+
+
+def _paths(strokes):
+    paths = sorted(strokes.glob("*/*.png"))
+    return paths, np.array([("bar", "pole", "ring").index(p.parent.name) for p in paths])
+
+
+def test_the_kept_weights_are_the_last_trained_and_batchnorm_stays_frozen(strokes):
+    from cnnlab.transfer.finetune import finetune
+
+    paths, labels = _paths(strokes)
+    val, train = np.arange(0, 30, 5), np.setdiff1d(np.arange(30), np.arange(0, 30, 5))
+    model = _tiny_bn_backbone()
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    history, kept = finetune(model, paths, labels, train, val, 4, Recipe(epochs=4, lr=0.05, workers=0))
+    after = model.net.state_dict()
+    assert kept == 4 and [r["epoch"] for r in history] == [0, 1, 2, 3, 4]
+    assert history[-1]["val_loss"] < history[0]["val_loss"]  # training improved the validation loss...
+    assert not torch.equal(after["fc.weight"], before["fc.weight"])  # ...and its weights are the ones returned
+    for k in ("body.1.running_mean", "body.1.running_var", "mid.1.running_mean"):  # ImageNet-style statistics kept
+        assert torch.equal(after[k], before[k]), k
+    assert not model.training and all(p.is_contiguous() for p in model.net.parameters())
+    # the final weights score the last row's validation loss (they are that epoch's, not a copy of an earlier one)
+    from cnnlab.transfer.finetune import Images, evaluate
+
+    loader = torch.utils.data.DataLoader(Images([paths[i] for i in val], labels[val], model, False), batch_size=8)
+    assert evaluate(model, loader)[0] == pytest.approx(history[-1]["val_loss"], rel=1e-5)
+    trained = _tiny_bn_backbone()
+    finetune(trained, paths, labels, train, val, 4, Recipe(epochs=1, lr=0.05, batchnorm="train", workers=0))
+    assert not torch.equal(trained.net.state_dict()["body.1.running_mean"], before["body.1.running_mean"])
+
+
+def test_select_best_takes_the_lowest_validation_loss_and_ties_go_to_the_later_epoch(strokes):
+    from cnnlab.transfer.finetune import finetune
+
+    paths, labels = _paths(strokes)
+    val, train = np.arange(0, 30, 5), np.setdiff1d(np.arange(30), np.arange(0, 30, 5))
+    # a learning rate too small to move any weight: every epoch ties the starting point, and the later one is kept
+    history, kept = finetune(_tiny_bn_backbone(), paths, labels, train, val, 2,
+                             Recipe(epochs=3, lr=1e-30, weight_decay=0, select="best", workers=0))
+    assert len({r["val_loss"] for r in history}) == 1 and kept == 3
+    model = _tiny_bn_backbone()
+    history, kept = finetune(model, paths, labels, train, val, 2,
+                             Recipe(epochs=4, lr=0.05, select="best", workers=0))
+    best = min(r["val_loss"] for r in history)
+    assert kept == max(r["epoch"] for r in history if r["val_loss"] == best) and kept > 0
+    with pytest.raises(cnnlab.CnnlabError, match="needs --select best"):
+        Recipe(patience=2)
+
+
+def test_a_linear_head_is_a_logistic_regression_fitted_to_convergence():
+    """The head-only path equals scikit-learn's logistic regression at the C it chose by cross-validation."""
+    from sklearn.linear_model import LogisticRegression
+
+    from cnnlab.transfer.finetune import train_head
+
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(90, 5)) + np.repeat(np.eye(3, 5) * 2, 30, axis=0)).astype(np.float32)
+    y = np.repeat(np.arange(3), 30)
+    val = np.arange(0, 90, 10)
+    head, history, kept = train_head(X, y, val, 3, "linear", Recipe())
+    C, train = history[0]["C"], np.setdiff1d(np.arange(90), val)
+    ref = LogisticRegression(C=C, max_iter=2000, tol=1e-6).fit(X[train], y[train])
+    with torch.no_grad():
+        probs = torch.softmax(head(torch.from_numpy(X)), 1).numpy()
+    np.testing.assert_allclose(probs, ref.predict_proba(X), atol=1e-5)
+    assert kept == 1 and history[0]["val_accuracy"] == pytest.approx((ref.predict(X[val]) == y[val]).mean())

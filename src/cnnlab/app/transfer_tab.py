@@ -40,7 +40,7 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
                 model = gr.Dropdown(models.specs, value=models.specs[0], label="backbone")
                 per_class = gr.Slider(4, 200, value=20, step=2, label="images per class (half for training)")
                 head = gr.Dropdown(list(HEADS), value=HEADS[0], label="classifier (svm: the layer × C grid; "
-                                   "linear / mlp: a head trained by gradient)")
+                                   "linear: a logistic regression; mlp: a head trained by gradient)")
                 go = gr.Button("Train", variant="primary", elem_id="transfer-go")
                 photo = gr.Image(type="filepath", label="then: a photo to classify", sources=["upload", "clipboard"])
                 predict = gr.Button("Classify with the trained classifier")
@@ -73,8 +73,8 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
         curve = []
         while (row := epochs.get()) is not None:  # a head's validation curve as it trains
             curve.append(row)
-            yield (f"training the {kind} head: epoch {row['epoch']}, validation accuracy "
-                   f"{row['val_accuracy']:.3f}", _curve_rows(curve), gr.skip(), gr.skip())
+            yield (f"training the {kind} head: epoch {row['epoch']}, validation loss {row['val_loss']:.3f}, "
+                   f"accuracy {row['val_accuracy']:.3f}", _curve_rows(curve), gr.skip(), gr.skip())
         if "error" in done:
             raise done["error"]
         result = done["result"]
@@ -85,7 +85,8 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
             how = f"selected {sel['layer']}, C = {sel['C']:g}"
         else:
             rows = _curve_rows(s["history"])
-            how = f"{sel['head']} head, epoch {sel['epoch']} chosen on the validation split"
+            how = (f"a logistic regression (C = {s['history'][0]['C']:g}, fitted to convergence)" if sel["head"] ==
+                   "linear" else f"{sel['head']} head, weights of epoch {sel['epoch']} ({sel['rule']})")
         text = (f"**{name}**: {s['n_train']} training / {s['n_test']} test images, {len(s['classes'])} classes; "
                 f"{how}: test accuracy **{sel['test_accuracy']:.3f}**.")
         yield text, rows, result.figure(), result.classifier
@@ -104,6 +105,6 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
 
 
 def _curve_rows(history: list[dict]) -> list[list]:
-    """A head's validation curve as table rows: epoch, training loss, validation accuracy."""
-    return [[f"epoch {h['epoch']}", None if h["loss"] is None else round(h["loss"], 4), round(h["val_accuracy"], 4),
-             ""] for h in history]
+    """A head's validation curve as table rows: epoch, training loss, validation accuracy, validation loss."""
+    num = lambda v: None if v is None or v != v else round(v, 4)  # noqa: E731  (None, NaN: not measured)
+    return [[f"epoch {h['epoch']}", num(h["loss"]), num(h["val_accuracy"]), num(h.get("val_loss"))] for h in history]

@@ -22,7 +22,7 @@ from ..core.results import Result
 from ..core.runs import default_cache_dir, write_json, write_text
 from ..transfer import bow
 from ..transfer.classifier import BowClassifier, NetworkClassifier, TransferClassifier, expand_layer
-from ..transfer.finetune import HEADS
+from ..transfer.finetune import BATCHNORM, HEADS, OPTIMIZERS, SELECTIONS
 from ..transfer.features import ExtractionOptions, FeatureSet, extract_features
 from ..transfer.store import FeatureStore, load_features
 from ..transfer.svm import SCALINGS, run_grid
@@ -68,20 +68,42 @@ class TransferConfig(ExtractionOptions):
                                        "instead of extracting them; --data is then not read")
     limit_seed: int | None = option(None, cli=False, help="seed of that subset (default: --seed); fix it to vary "
                                                           "splits over cached features")
-    head: str = option("svm", choices=HEADS, help="the classifier on the features: the linear SVM grid, or a "
-                                                  "linear layer / an MLP trained by gradient (a network every "
-                                                  "command takes: --backbone RUN_DIR)")
+    head: str = option("svm", choices=HEADS, help="the classifier on the features: the linear SVM grid; linear: "
+                                                  "a logistic regression fitted to convergence (C by "
+                                                  "cross-validation), a layer of the network; mlp: a hidden "
+                                                  "layer trained by gradient (both give a network every command "
+                                                  "takes: --backbone RUN_DIR)")
     finetune: str = option("none", metavar="none|last:N|all",
                            help="also train the backbone's last N units (or all), lower learning rates for "
                                 "earlier ones; none: the head on frozen (cached) features")
-    epochs: int = option(8, low=1, help="head / fine-tuning: epochs (early stopping on the validation split)")
-    lr: float = option(1e-3, low=0, low_open=True, help="head / fine-tuning: the head's AdamW learning rate; "
-                                                        "unit k below it gets lr × --layer-decay^k")
+    epochs: int = option(8, low=1, help="mlp head / fine-tuning: epochs of the fixed schedule (a warm-up epoch, then "
+                                         "cosine to 0 at the last step; the mlp head on cached features: 10× as many); "
+                                         "the final weights are kept unless "
+                                         "--select best")
+    lr: float | None = option(None, low=0, low_open=True, default_help="0.01 with sgd, 0.001 with adamw",
+                              help="mlp head / fine-tuning: the head's peak learning rate; unit k below it gets lr × "
+                                   "--layer-decay^k")
     layer_decay: float = option(0.7, low=0, low_open=True, high=1, help="fine-tuning: learning-rate factor per "
                                                                         "unit of depth")
-    val_fraction: float = option(0.1, low=0, low_open=True, high=0.5,
-                                 help="head / fine-tuning: share of each class's training images held out for "
-                                      "model selection and early stopping (never the test split)")
+    optimizer: str = option("sgd", choices=OPTIMIZERS, help="fine-tuning: SGD with Nesterov momentum 0.9, or "
+                                                             "AdamW (the mlp head always trains with AdamW)")
+    batchnorm: str = option("frozen", choices=BATCHNORM, help="fine-tuning: BatchNorm keeps ImageNet's statistics "
+                                                              "(frozen), or learns them from the batches (train)")
+    train_batch_size: int = option(32, low=1, help="mlp head / fine-tuning: images per optimizer step "
+                                                   "(--batch-size is the extraction's)")
+    label_smoothing: float = option(0.1, low=0, high=0.99, help="mlp head / fine-tuning: label smoothing")
+    weight_decay: float = option(1e-4, low=0, help="fine-tuning: weight decay")
+    augment: bool = option(True, negate="--no-augment", help="fine-tuning: train on the model's center crop, "
+                                                             "without random resized crops and flips")
+    select: str = option("last", choices=SELECTIONS,
+                         help="head / fine-tuning: which weights are kept: the last epoch's (the schedule's end), "
+                              "or the epoch of lowest validation loss (ties to the later; epoch 0 is the head the "
+                              "fine-tuning starts from)")
+    patience: int | None = option(None, low=1, help="with --select best: stop after this many epochs without a "
+                                                    "lower validation loss")
+    val_fraction: float = option(0.1, low=0, high=0.5,
+                                 help="head / fine-tuning: share of each class's training images held out for the "
+                                      "validation curve (and --select best); never the test split; 0: none")
     resume: bool = option(False, help="fine-tuning: continue the checkpoint in --out")
 
 class TransferResult(Result):
@@ -272,7 +294,7 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
     import torch
 
     from ..core.models import set_head, units
-    from ..transfer.finetune import Recipe, accuracy, finetune, parse_finetune, train_head, _Images
+    from ..transfer.finetune import Images, Recipe, finetune, parse_finetune, train_head
 
     if len(backbones) != 1 or backbones[0].spec is None:
         raise CnnlabError("--head linear|mlp and --finetune train one backbone given by its spec (--backbone a+b is "
@@ -282,7 +304,9 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
     n_unfrozen = parse_finetune(cfg.finetune, len(units(base.net)) - 1)
     if cfg.resume and out is None:
         raise CnnlabError("--resume needs --out: the run directory whose checkpoint to continue")
-    recipe = Recipe(epochs=cfg.epochs, lr=cfg.lr, layer_decay=cfg.layer_decay, batch_size=cfg.batch_size,
+    recipe = Recipe(epochs=cfg.epochs, lr=cfg.lr, layer_decay=cfg.layer_decay, weight_decay=cfg.weight_decay,
+                    label_smoothing=cfg.label_smoothing, batch_size=cfg.train_batch_size, optimizer=cfg.optimizer,
+                    batchnorm=cfg.batchnorm, augment=cfg.augment, select=cfg.select, patience=cfg.patience,
                     seed=cfg.seed, precision=cfg.precision, workers=cfg.workers)
     ds, split = _dataset_and_split(cfg)
     t0 = time.perf_counter()
@@ -290,7 +314,7 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
     keep = fs.keep
     y = ds.labels[keep]
     split = _readable(split, keep) or random_split(y, parse_split(cfg.split)[1], cfg.seed)
-    val = _validation(y, split.train, cfg.val_fraction, cfg.seed)
+    val = _validation(y, split.train, cfg.val_fraction, cfg.seed) if cfg.val_fraction else np.array([], int)
     net = copy.deepcopy(base.net)
     head_at = set_head(net, len(ds.classes), head, seed=cfg.seed)
     name = f"{base.name} + {head} head" + (f", fine-tuned {cfg.finetune}" if n_unfrozen else "")
@@ -299,7 +323,7 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
     paths = [ds.paths[i] for i in keep]
     # the head first, on the cached frozen features (fastai's fine_tune: a trained head before anything unfreezes)
     X = fs.features["pre_logits"]
-    trained, history = train_head(X[split.train], y[split.train], val, len(ds.classes), head, recipe,
+    trained, history, chosen = train_head(X[split.train], y[split.train], val, len(ds.classes), head, recipe,
                                   on_epoch=None if n_unfrozen else on_epoch)
     net.get_submodule(head_at).load_state_dict(trained.state_dict())
     if not n_unfrozen:
@@ -308,17 +332,19 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
     else:
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-        history = finetune(model, [paths[i] for i in split.train], y[split.train], np.setdiff1d(
+        history, chosen = finetune(model, [paths[i] for i in split.train], y[split.train], np.setdiff1d(
             np.arange(len(split.train)), val), val, n_unfrozen, recipe, out, cfg.resume, progress, on_epoch)
-        loader = torch.utils.data.DataLoader(_Images([paths[i] for i in split.test], y[split.test], model, False),
+        loader = torch.utils.data.DataLoader(Images([paths[i] for i in split.test], y[split.test], model, False),
                                              batch_size=cfg.batch_size, num_workers=cfg.workers)
         with torch.inference_mode():
             test_pred = np.concatenate([model(x.to(model.device)).argmax(1).cpu().numpy() for x, _ in loader])
     fit_s = time.perf_counter() - t0
     y_test = y[split.test]
-    best = max(history, key=lambda r: r["val_accuracy"])
-    selected = {"layer": "pre_logits", "head": head, "finetune": cfg.finetune, "epoch": best["epoch"],
-                "val_accuracy": best["val_accuracy"], "test_accuracy": float((test_pred == y_test).mean())}
+    kept = next(r for r in history if r["epoch"] == chosen)  # the epoch whose weights the classifier holds
+    selected = {"layer": "pre_logits", "head": head, "finetune": cfg.finetune, "epoch": chosen,
+                "rule": "lowest validation loss" if cfg.select == "best" else "last epoch",
+                "val_loss": kept.get("val_loss"), "val_accuracy": kept["val_accuracy"],
+                "test_accuracy": float((test_pred == y_test).mean())}
     summary = {
         "backbone": cfg.backbone, "weights": cfg.weights, "split": split.description, "seed": cfg.seed,
         "n_train": int(len(split.train) - len(val)), "n_val": int(len(val)), "n_test": int(len(split.test)),
@@ -402,11 +428,13 @@ def results_markdown(summary: dict) -> str:
         lines = [f"# Transfer: {summary['backbone']}, {summary['head']} head, fine-tuning {summary['finetune']}, "
                  f"split {summary['split']}, seed {summary['seed']}", "",
                  f"{summary['n_train']} training / {summary['n_val']} validation (from the training split) / "
-                 f"{summary['n_test']} test images.", "", "| epoch | loss | validation accuracy |", "|---|---|---|"]
-        lines += [f"| {r['epoch']} | {'—' if r['loss'] is None else format(r['loss'], '.4f')} | "
-                  f"{r['val_accuracy']:.4f} |" for r in summary["history"]]
-        lines += ["", f"Selected: epoch {sel['epoch']} (best validation accuracy): test accuracy "
-                      f"**{sel['test_accuracy']:.4f}**.", "", "| class | test accuracy |", "|---|---|"]
+                 f"{summary['n_test']} test images.", "",
+                 "| epoch | training loss | validation loss | validation accuracy |", "|---|---|---|---|"]
+        num = lambda v: "—" if v is None or v != v else format(v, ".4f")  # noqa: E731  (None, NaN: not measured)
+        lines += [f"| {r['epoch']} | {num(r['loss'])} | {num(r.get('val_loss'))} | {num(r['val_accuracy'])} |"
+                  for r in summary["history"]]
+        lines += ["", f"Selected: epoch {sel['epoch']} ({sel.get('rule', 'best validation accuracy')}): test "
+                      f"accuracy **{sel['test_accuracy']:.4f}**.", "", "| class | test accuracy |", "|---|---|"]
         lines += [f"| {c} | {a:.4f} |" for c, a in summary["per_class_accuracy"].items()]
         return "\n".join(lines) + "\n"
     lines = [

@@ -137,7 +137,7 @@ def sift_bow(ctx: Context, s: dict) -> Outcome:
             "forgetting what the early convolutions learned).",
             quick={"split": "random:25", "limit_per_class": 40, "seeds": [0], "folds": 3, "epochs": 2,
                    "rows": ["svm", "linear", "last:2"]},
-            full={"split": "random:100", "limit_per_class": None, "seeds": [0, 1, 2], "folds": 5, "epochs": 6,
+            full={"split": "random:100", "limit_per_class": None, "seeds": [0, 1, 2], "folds": 5, "epochs": 8,
                   "rows": ["svm", "linear", "mlp", "last:3", "all"]})
 def heads(ctx: Context, s: dict) -> Outcome:
     from ..core.figures import save_figure
@@ -147,7 +147,7 @@ def heads(ctx: Context, s: dict) -> Outcome:
     rows, metrics = _accuracy_rows(runs)
     best = max(metrics, key=lambda k: np.mean(metrics[k]["test_accuracy"]))
     result = (f"Test accuracy over {len(s['seeds'])} split(s), {s['epochs']} epoch(s) for the trained heads"
-              + (" (--quick: few images and epochs, not the full recipe)" if s["epochs"] < 6 else "")
+              + (" (--quick: few images and epochs, not the full recipe)" if s["epochs"] < 8 else "")
               + f": best {best} ({mean_sd(metrics[best]['test_accuracy'])}); "
               + ", ".join(f"{r[0]} {r[1]}" for r in rows) + ".")
     figures = []

@@ -1,8 +1,10 @@
 """A neural-network head, and fine-tuning: the report's "replace the SVM by a neural network" (Q2-3.11) and "fine-tune
-the weights" (Q2-1.7), with the recipe practitioners use (timm's train.py, fastai's fine_tune): AdamW, a warm-up then
-cosine schedule, a learning rate per depth (lower for early units), random resized crops and flips, label smoothing,
-a validation split carved from the training split for model selection and early stopping, bf16 autocast where it is
-native, a checkpoint every epoch (`resume` continues it to the same weights), TensorBoard scalars.
+the weights" (Q2-1.7), with the recipe the field uses (timm's train.py, fastai's fine_tune): a head fitted first on the
+frozen features, then a fixed schedule — linear warm-up, cosine to 0 at the last optimizer step — whose final weights
+are kept; SGD with Nesterov momentum, a learning rate per depth (lower for early units), BatchNorm frozen at ImageNet's
+statistics, random resized crops and flips, label smoothing, channels-last tensors, bf16 autocast where it is native,
+a checkpoint every epoch (`resume` continues it to the same weights), TensorBoard scalars. A validation share of the
+training split draws the curve; it chooses among epochs (lowest loss, ties to the later) only when asked.
 
 `finetune` trains in place a `Backbone` whose head `core.models.set_head` replaced; `train_head` fits a head on frozen
 features (a matrix), which is the fast path of `--finetune none`.
@@ -27,7 +29,12 @@ from ..core.models import head_of, units
 from ..core.precision import bf16_kernels, resolve_precision
 
 HEADS = ("svm", "linear", "mlp")
+SELECTIONS = ("last", "best")  # the final weights (the schedule's end), or the epoch of lowest validation loss
+BATCHNORM = ("frozen", "train")
+OPTIMIZERS = ("sgd", "adamw")
+LR = {"sgd": 1e-2, "adamw": 1e-3}  # the head's peak learning rate when none is given
 CHECKPOINT = "finetune.pt"
+LINEAR_CS = (0.01, 0.1, 1.0, 10.0)  # the logistic-regression head's C, chosen by cross-validation on the training split
 
 
 def parse_finetune(spec: str, n_units: int) -> int:
@@ -44,53 +51,126 @@ def parse_finetune(spec: str, n_units: int) -> int:
 
 @dataclass(frozen=True)
 class Recipe:
+    """How a head is trained and a network fine-tuned. Every default is a measured choice (docs/benchmarks.md,
+    transfer (e)): a fixed schedule (warm-up, then cosine to 0 at the last step) whose final weights are kept."""
     epochs: int = 8
-    lr: float = 1e-3  # the head's; unit k below the head gets lr × layer_decay^k
+    lr: float | None = None  # the head's peak rate (None: the optimizer's, LR); unit k below gets lr × layer_decay^k
     layer_decay: float = 0.7
-    weight_decay: float = 0.05
+    weight_decay: float = 1e-4
     label_smoothing: float = 0.1
     warmup_epochs: float = 1.0
     batch_size: int = 32
-    patience: int = 3  # epochs without a better validation accuracy before stopping
+    optimizer: str = "sgd"  # SGD with Nesterov momentum 0.9, or AdamW
+    batchnorm: str = "frozen"  # frozen: BatchNorm keeps ImageNet's statistics and runs in eval mode
+    augment: bool = True  # random resized crops and flips; off: the model's center crop
+    select: str = "last"
+    patience: int | None = None  # with select='best': stop after this many epochs without a lower validation loss
     seed: int = 0
     precision: str = "auto"
     workers: int = 2
 
+    def __post_init__(self):
+        if self.select not in SELECTIONS or self.batchnorm not in BATCHNORM or self.optimizer not in OPTIMIZERS:
+            raise CnnlabError(f"select must be one of {SELECTIONS}, batchnorm of {BATCHNORM}, optimizer of "
+                              f"{OPTIMIZERS}")
+        if self.patience is not None and self.select != "best":
+            raise CnnlabError("--patience stops on the validation loss: it needs --select best (the default, "
+                              "'last', runs the whole schedule)")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def peak_lr(self, optimizer: str | None = None) -> float:
+        return self.lr if self.lr is not None else LR[optimizer or self.optimizer]
+
 
 def _schedule(opt: torch.optim.Optimizer, warmup: int, total: int):
-    """Linear warm-up, then cosine to 0, per step."""
+    """Linear warm-up over `warmup` steps, then cosine to exactly 0 at step `total` (stepped per optimizer step)."""
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step + 1 - warmup) / max(1, total - warmup))))
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def _optimizer(groups: list[dict], recipe: Recipe) -> torch.optim.Optimizer:
+    groups = [{k: v for k, v in g.items() if k != "unit"} for g in groups]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
+    return torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
+
+
+def _better(candidate: dict, best: dict | None) -> bool:
+    """The selection among epochs when asked (select='best'): the lower validation loss, ties to the later epoch."""
+    return best is None or candidate["val_loss"] <= best["val_loss"]
+
+
 # -------------------------------------------------------------------------------------------- head on features
+def _fit_logistic(X: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> tuple[nn.Linear, dict]:
+    """A multinomial logistic regression fitted to convergence (L-BFGS), its C chosen by cross-validation on these
+    rows; returned as the linear layer it is."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    folds = int(min(5, np.bincount(y, minlength=n_classes)[np.unique(y)].min()))
+    base = LogisticRegression(max_iter=2000, tol=1e-6)
+    if folds >= 2:
+        search = GridSearchCV(base, {"C": list(LINEAR_CS)}, cv=StratifiedKFold(folds, shuffle=True,
+                                                                                random_state=seed))
+        model = search.fit(X, y).best_estimator_
+        C = float(search.best_params_["C"])
+    else:  # one image of some class: nothing to cross-validate
+        C, model = 1.0, base.fit(X, y)
+    layer = nn.Linear(X.shape[1], n_classes)
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.fill_(-1e4)  # a class absent from the training rows is never predicted
+        coef = torch.from_numpy(np.asarray(model.coef_, np.float32))
+        icpt = torch.from_numpy(np.asarray(model.intercept_, np.float32))
+        if coef.shape[0] == 1:  # two classes: scikit-learn keeps one row (the second class's log-odds)
+            coef, icpt = torch.cat([-coef / 2, coef / 2]), torch.cat([-icpt / 2, icpt / 2])
+        layer.weight[model.classes_] = coef
+        layer.bias[model.classes_] = icpt
+    return layer, {"C": C, "iterations": int(np.max(model.n_iter_))}
+
+
+def _evaluate_rows(head: nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    with torch.no_grad():
+        logits = head(X)
+        return float(nn.functional.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
+
+
 def train_head(X: np.ndarray, y: np.ndarray, val: np.ndarray, n_classes: int, kind: str, recipe: Recipe,
-               hidden: int = 512, on_epoch: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
-    """A `linear` or `mlp` head fitted by AdamW on frozen features X (N,D) (rows `val` held out for selection):
-    the epoch with the best validation accuracy is kept. Returns the head (eval mode) and the history; `on_epoch`
-    sees each epoch's row as it is done."""
+               hidden: int = 512, on_epoch: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict], int]:
+    """A head on frozen features X (N,D), rows `val` held out to report (and, with select='best', choose):
+    `linear` is a logistic regression fitted to convergence (one row of history); `mlp` is trained by the
+    recipe's optimizer over a warm-up + cosine schedule, its final weights kept unless select='best'. Returns the
+    head (eval mode), the history and the selected epoch; `on_epoch` sees each row as it is done."""
     train = np.setdiff1d(np.arange(len(X)), val)
     Xt, yt = torch.from_numpy(np.asarray(X, np.float32)), torch.from_numpy(np.asarray(y)).long()
+    has_val = len(val) > 0
+    if kind == "linear":
+        head, info = _fit_logistic(np.asarray(X, np.float32)[train], np.asarray(y)[train], n_classes, recipe.seed)
+        loss, _ = _evaluate_rows(head, Xt[train], yt[train])
+        val_loss, acc = _evaluate_rows(head, Xt[val], yt[val]) if has_val else (float("nan"), float("nan"))
+        row = {"epoch": 1, "loss": loss, "val_loss": val_loss, "val_accuracy": acc, **info}
+        if on_epoch is not None:
+            on_epoch(row)
+        return head.eval(), [row], 1
     g = torch.Generator().manual_seed(recipe.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        head = (nn.Linear(X.shape[1], n_classes) if kind == "linear" else
-                nn.Sequential(nn.Linear(X.shape[1], hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, n_classes)))
+        head = nn.Sequential(nn.Linear(X.shape[1], hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, n_classes))
     epochs = recipe.epochs * 10  # a head on cached features costs little per epoch: more of them
     steps = math.ceil(len(train) / recipe.batch_size)
-    opt = torch.optim.AdamW(head.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    opt = torch.optim.AdamW(head.parameters(), lr=recipe.peak_lr("adamw"), weight_decay=0.05)
     sched = _schedule(opt, steps * max(1, round(recipe.warmup_epochs)), steps * epochs)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    best, best_state, history = -1.0, None, []
+    best, best_state, history = None, None, []
     for epoch in range(epochs):
         head.train()
         order = torch.from_numpy(train)[torch.randperm(len(train), generator=g)]
+        total = 0.0
         for idx in order.split(recipe.batch_size):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(recipe.seed * 100_003 + epoch * 1009 + int(idx[0]))  # dropout, seeded
@@ -99,23 +179,26 @@ def train_head(X: np.ndarray, y: np.ndarray, val: np.ndarray, n_classes: int, ki
             loss.backward()
             opt.step()
             sched.step()
+            total += float(loss.detach()) * len(idx)
         head.eval()
-        with torch.no_grad():
-            acc = float((head(Xt[val]).argmax(1) == yt[val]).float().mean()) if len(val) else float("nan")
-        history.append({"epoch": epoch + 1, "loss": float(loss.detach()), "val_accuracy": acc})
+        val_loss, acc = _evaluate_rows(head, Xt[val], yt[val]) if has_val else (float("nan"), float("nan"))
+        history.append({"epoch": epoch + 1, "loss": total / len(train), "val_loss": val_loss, "val_accuracy": acc})
         if on_epoch is not None:
             on_epoch(history[-1])
-        if acc > best:
-            best, best_state = acc, copy.deepcopy(head.state_dict())
-    head.load_state_dict(best_state)
-    return head.eval(), history
+        if recipe.select == "best" and _better(history[-1], best):
+            best, best_state = history[-1], copy.deepcopy(head.state_dict())
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    return head.eval(), history, (best or history[-1])["epoch"]
 
 
 # --------------------------------------------------------------------------------------------- fine-tuning
-class _Images(torch.utils.data.Dataset):
+class Images(torch.utils.data.Dataset):
     """Files → float (3,S,S) in [0,1]: random resized crops and flips for training, the model's own resize and
-    center crop otherwise. Image i's crop in epoch e is drawn from seed (seed, e, i): the same whichever process or
-    worker reads it, so a resumed run or one shared out over processes sees the same images."""
+    center crop otherwise. Decoded at the network's scale (JPEG draft mode, then an 8-bit resize of the shorter
+    side to the model's resize size) before any float tensor exists. Image i's crop in epoch e is drawn from seed
+    (seed, e, i): the same whichever process or worker reads it, so a resumed run or one shared out over processes
+    sees the same images."""
 
     def __init__(self, paths: Sequence[Path], labels: np.ndarray, backbone: Backbone, train: bool, seed: int = 0,
                  epoch: int = 0):
@@ -130,11 +213,18 @@ class _Images(torch.utils.data.Dataset):
 
         if not self.train:
             return self.prep.read(self.paths[i]), int(self.labels[i])
-        from ..core.images import load_image, pil_to_tensor
+        from PIL import Image
 
-        x = pil_to_tensor(load_image(self.paths[i], min_side=self.prep.resize_size))
+        from ..core.images import load_image
+
+        img = load_image(self.paths[i], min_side=self.prep.resize_size)
+        scale = self.prep.resize_size / min(img.size)
+        if scale < 1:
+            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                             Image.Resampling.BILINEAR, reducing_gap=2.0)
+        x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)  # uint8 (3,H,W)
         aug = v2.Compose([v2.RandomResizedCrop(self.prep.input_size, scale=(0.35, 1.0), antialias=True),
-                          v2.RandomHorizontalFlip()])
+                          v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True)])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_033 + i)
             return aug(x), int(self.labels[i])
@@ -150,47 +240,71 @@ def _shards(n: int, batch: int, gen: torch.Generator, rank: int, world: int) -> 
     return [b[rank::world] for b in batches]
 
 
+def steps_per_epoch(n: int, batch: int) -> int:
+    """The optimizer steps `_shards` makes of n images: what the schedule counts."""
+    return max(1, n // batch)
+
+
 def param_groups(backbone: Backbone, n_unfrozen: int, recipe: Recipe) -> list[dict]:
-    """The head at `lr`, and the last `n_unfrozen` units below it at lr × layer_decay^depth; everything else is
-    frozen (no gradient, and kept in eval mode so that its BatchNorm statistics stay the pretrained ones)."""
+    """The head at the peak rate, and the last `n_unfrozen` units below it at lr × layer_decay^depth; everything
+    else is frozen (no gradient, and kept in eval mode so that its BatchNorm statistics stay the pretrained ones)."""
     head = head_of(backbone.net)
     body = [u for u in units(backbone.net) if u != head and not u.startswith(head + ".")
             and not head.startswith(u + ".")]
     trainable = body[len(body) - n_unfrozen:] if n_unfrozen else []
     for p in backbone.net.parameters():
         p.requires_grad_(False)
-    groups = [{"params": list(backbone.net.get_submodule(head).parameters()), "lr": recipe.lr, "unit": head}]
+    lr = recipe.peak_lr()
+    groups = [{"params": list(backbone.net.get_submodule(head).parameters()), "lr": lr, "unit": head}]
     for depth, unit in enumerate(reversed(trainable), 1):
         groups.append({"params": list(backbone.net.get_submodule(unit).parameters()),
-                       "lr": recipe.lr * recipe.layer_decay ** depth, "unit": unit})
+                       "lr": lr * recipe.layer_decay ** depth, "unit": unit})
     for g in groups:
         for p in g["params"]:
             p.requires_grad_(True)
     return groups
 
 
-def _train_mode(backbone: Backbone, groups: list[dict]) -> None:
+def _train_mode(backbone: Backbone, groups: list[dict], batchnorm: str) -> None:
+    """The trained units in train mode (dropout on); their BatchNorm layers too only with batchnorm='train'."""
     backbone.eval()
     for g in groups:
-        backbone.net.get_submodule(g["unit"]).train()
+        unit = backbone.net.get_submodule(g["unit"])
+        unit.train()
+        if batchnorm == "frozen":
+            for m in unit.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+
+def evaluate(backbone: Backbone, loader) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `backbone` over a loader of (images, labels)."""
+    loss = correct = total = 0
+    with torch.inference_mode(), eval_mode(backbone):
+        for x, y in loader:
+            logits = backbone(x.to(backbone.device)).float().cpu()
+            loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            total += len(y)
+    return loss / max(total, 1), correct / max(total, 1)
 
 
 def accuracy(backbone: Backbone, loader) -> float:
-    correct = total = 0
-    with torch.inference_mode(), eval_mode(backbone):
-        for x, y in loader:
-            correct += int((backbone(x.to(backbone.device)).argmax(1).cpu() == y).sum())
-            total += len(y)
-    return correct / max(total, 1)
+    return evaluate(backbone, loader)[1]
+
+
+def _snapshot(net: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
 def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, train: np.ndarray, val: np.ndarray,
              n_unfrozen: int, recipe: Recipe, run: Path | None = None, resume: bool = False,
-             progress: bool = False, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
-    """Train `backbone` (its head already replaced, and best already trained) in place on `paths[train]`; the
-    weights of the epoch with the best accuracy on `paths[val]` are kept (epoch 0: as they came in). With `run`, a
-    checkpoint after each epoch (`resume` continues it) and TensorBoard scalars. Returns the history (one dict per
-    epoch); `on_epoch` sees each row as it is done (in the process of rank 0)."""
+             progress: bool = False, on_epoch: Callable[[dict], None] | None = None) -> tuple[list[dict], int]:
+    """Train `backbone` (its head already replaced, and best already trained) in place on `paths[train]` over the
+    recipe's fixed schedule. Kept: the final weights (select='last'), or with select='best' the epoch of lowest
+    loss on `paths[val]` (ties to the later; epoch 0 is the weights as they came in). With `run`, a checkpoint
+    after each epoch (`resume` continues it) and TensorBoard scalars. Returns the history (one dict per epoch) and
+    the epoch whose weights the backbone now holds; `on_epoch` sees each row as it is done (in rank 0)."""
     from tqdm.auto import tqdm
 
     from ..core.runner import barrier, distributed
@@ -198,15 +312,16 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
     device = backbone.device
     rank, world = distributed(device)
     if recipe.batch_size % world:
-        raise CnnlabError(f"--batch-size {recipe.batch_size} must be a multiple of the {world} processes")
+        raise CnnlabError(f"--train-batch-size {recipe.batch_size} must be a multiple of the {world} processes")
+    if recipe.select == "best" and not len(val):
+        raise CnnlabError("--select best chooses on the validation split: give --val-fraction > 0")
     precision = resolve_precision(recipe.precision, device)
     groups = param_groups(backbone, n_unfrozen, recipe)
-    opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != "unit"} for g in groups],
-                            weight_decay=recipe.weight_decay)
+    opt = _optimizer(groups, recipe)
     paths = [Path(p) for p in paths]
-    steps = math.ceil(len(train) / recipe.batch_size)
-    sched = _schedule(opt, steps * max(1, round(recipe.warmup_epochs)), steps * recipe.epochs)
-    state = {"epoch": 0, "history": [], "best": -1.0, "best_state": None, "stale": 0}
+    steps = steps_per_epoch(len(train), recipe.batch_size)
+    sched = _schedule(opt, round(steps * recipe.warmup_epochs), steps * recipe.epochs)
+    state = {"epoch": 0, "history": [], "best": None, "best_state": None, "stale": 0}
     ckpt = run / CHECKPOINT if run else None
     if resume and ckpt is not None and ckpt.is_file():
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -216,8 +331,9 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         state = saved["state"]
-    val_loader = torch.utils.data.DataLoader(_Images([paths[i] for i in val], labels[val], backbone, False),
+    val_loader = torch.utils.data.DataLoader(Images([paths[i] for i in val], labels[val], backbone, False),
                                              batch_size=recipe.batch_size, num_workers=recipe.workers)
+    backbone.net.to(memory_format=torch.channels_last)  # convolutions' fast layout on CPUs and GPUs alike
     net = backbone
     if world > 1:  # gradients averaged over the processes' shards of each global batch
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -229,49 +345,53 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
 
         writer = SummaryWriter(str(run / "tensorboard"))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    if state["epoch"] == 0 and state["best_state"] is None:  # the starting point is a candidate too (epoch 0)
-        acc = accuracy(backbone, val_loader)
-        state.update(best=acc, best_state={k: v.detach().clone() for k, v in backbone.net.state_dict().items()})
-        state["history"].append({"epoch": 0, "loss": None, "val_accuracy": acc, "seconds": 0.0})
+
+    def record(row: dict) -> None:
+        state["history"].append(row)
+        if recipe.select == "best":
+            if _better(row, state["best"]):
+                state.update(best=row, stale=0, best_state=_snapshot(backbone.net))
+            else:
+                state["stale"] += 1
         if on_epoch is not None and rank == 0:
-            on_epoch(state["history"][-1])
+            on_epoch(row)
+
+    if state["epoch"] == 0 and not state["history"]:  # the starting point: epoch 0 of the curve (and a candidate)
+        val_loss, acc = evaluate(backbone, val_loader) if len(val) else (float("nan"), float("nan"))
+        record({"epoch": 0, "loss": None, "val_loss": val_loss, "val_accuracy": acc, "seconds": 0.0})
     bar = tqdm(range(state["epoch"], recipe.epochs), initial=state["epoch"], total=recipe.epochs, desc="fine-tune",
                unit="epoch", disable=not progress or rank != 0)
     for epoch in bar:
-        if state["stale"] >= recipe.patience:
+        if recipe.patience is not None and state["stale"] >= recipe.patience:
             break
         gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)  # the batches: (seed, epoch)
-        images = _Images([paths[i] for i in train], labels[train], backbone, True, recipe.seed, epoch)
+        images = Images([paths[i] for i in train], labels[train], backbone, recipe.augment, recipe.seed, epoch)
         loader = torch.utils.data.DataLoader(images, batch_sampler=_shards(len(train), recipe.batch_size, gen, rank,
                                                                            world), num_workers=recipe.workers)
-        _train_mode(backbone, groups)
-        t0, total = time.perf_counter(), 0.0
+        _train_mode(backbone, groups, recipe.batchnorm)
+        t0, total, seen = time.perf_counter(), 0.0, 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(recipe.seed * 1_000_003 + epoch)  # dropout, seeded per epoch
             for x, y in loader:
+                x = x.to(device).contiguous(memory_format=torch.channels_last)
                 with bf16_kernels(precision, device):
                     with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-                        loss = loss_fn(net(x.to(device)).float(), y.to(device))
+                        loss = loss_fn(net(x).float(), y.to(device))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                 opt.step()
                 sched.step()
-                total += float(loss.detach()) * len(y)
-        acc = accuracy(backbone, val_loader)
-        row = {"epoch": epoch + 1, "loss": total * world / len(train), "val_accuracy": acc,
-               "seconds": time.perf_counter() - t0}
-        state["history"].append(row)
-        if acc > state["best"]:
-            state.update(best=acc, stale=0, best_state={k: v.detach().clone() for k, v in
-                                                        backbone.net.state_dict().items()})
-        else:
-            state["stale"] += 1
+                total, seen = total + float(loss.detach()) * len(y), seen + len(y)
+        seconds = time.perf_counter() - t0
+        val_loss, acc = evaluate(backbone, val_loader) if len(val) else (float("nan"), float("nan"))
+        row = {"epoch": epoch + 1, "loss": total / max(seen, 1), "val_loss": val_loss, "val_accuracy": acc,
+               "seconds": seconds, "lr": sched.get_last_lr()[0]}
         state["epoch"] = epoch + 1
-        bar.set_postfix(val_accuracy=f"{acc:.3f}", best=f"{state['best']:.3f}")
-        if on_epoch is not None and rank == 0:
-            on_epoch(row)
+        record(row)
+        bar.set_postfix(val_loss=f"{val_loss:.3f}", val_accuracy=f"{acc:.3f}")
         if writer is not None:
             writer.add_scalar("loss/train", row["loss"], epoch + 1)
+            writer.add_scalar("loss/val", val_loss, epoch + 1)
             writer.add_scalar("accuracy/val", acc, epoch + 1)
             writer.add_scalar("lr/head", opt.param_groups[0]["lr"], epoch + 1)
         if ckpt is not None and rank == 0:
@@ -286,7 +406,9 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
         writer.close()
     if state["best_state"] is not None:
         backbone.net.load_state_dict(state["best_state"])
+    selected = state["best"]["epoch"] if state["best"] is not None else state["history"][-1]["epoch"]
+    backbone.net.to(memory_format=torch.contiguous_format)
     for p in backbone.net.parameters():
         p.requires_grad_(True)
     backbone.eval()
-    return state["history"]
+    return state["history"], selected
