@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from cnnlab.explain.metrics import METRICS, metric
+from cnnlab.explain.metrics import CONTROLS, METRICS, metric
 from cnnlab.jobs.evaluate import board_table, leaderboard, recommended
 
 BASELINES = ("random_deletion_auc", "random_insertion_auc")
@@ -110,7 +110,7 @@ def markdown(board: list[dict], columns: dict[str, bool], only: list[str] | None
     columns = columns | {"aggregate_rank": False}
     used = [c for c in columns if any(c in r for r in board) and (not only or c in only)]
     head, *rows = board_table(board, used)
-    head = [head[0], *[f"{c} {'↑' if columns[c] else '↓'}" for c in used], head[-1]]
+    head = [head[0], *[f"{c} {'(control)' if c in CONTROLS else '↑' if columns[c] else '↓'}" for c in used], *head[-2:]]
     for cells, r in zip(rows, board):
         cells[0] += "¹" if "sanity_from" in r else ""
     return "\n".join("| " + " | ".join(line) + " |" for line in [head, ["---"] * len(head), *rows]) + "\n"
@@ -130,7 +130,7 @@ def main() -> None:
     args = ap.parse_args()
     rows, names, sources = (concat if args.concat else join)(args.runs)
     metrics = {name: metric(name) for name in METRICS}
-    board = leaderboard(rows, names, metrics, args.bootstrap, args.seed)
+    board = leaderboard(rows, names, metrics, args.bootstrap, args.seed, model=args.model)
     marked(board, sources, args.model)
     if args.json:
         print(json.dumps({"n": len(rows), "leaderboard": board, "recommended": recommended(board)}, indent=1))
@@ -142,8 +142,7 @@ def main() -> None:
         text += f"¹ sanity verdict from cnnlab's measured sanity.json ({args.model}), not from this run\n"
     best = recommended(board)
     text += ("recommended: none passes the rule\n" if best is None else
-             f"recommended: {best['method']} (aggregate rank {best['aggregate_rank']:.3f}, "
-             f"{best['seconds_per_image']:.2f} s per image, budget {best['budget_seconds']:g} s)\n")
+             f"recommended: {best['why']} ({best['seconds_per_image']:.2f} s per image here)\n")
     if args.out:
         Path(args.out).write_text(text)
     print(text)

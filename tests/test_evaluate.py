@@ -124,16 +124,20 @@ def test_the_leaderboard_streamed_equals_in_memory_with_intervals_and_ranks(imag
         assert "insertion_ratio" not in row  # not asked
         for col, (lo, hi) in row["ci"].items():
             assert lo <= row[col] + 1e-9 and row[col] <= hi + 1e-9
-        assert row["sanity"] in ("passes", "fails")
-    for col, higher in a.columns.items():  # rank 1 is the best value of the column
+        # 8 images: under the check's minimum, no verdict, and it says so (the test model has no shipped one)
+        assert row["sanity"] == "no verdict" and row["verdict"].startswith("no verdict on 8 images")
+        # one forward and one backward pass per image (Grad-CAM also probes its layer once per batch)
+        assert row["passes_per_image"] == 2 or row["method"] == "gradcam" and 2 < row["passes_per_image"] <= 3
+    assert a.summary().get("recommended") is None and "no ★ on 8 images" in a.text()
+    for col, higher in a.columns.items():  # rank 1 is the best value of the column; a control is not ranked
         best = (max if higher else min)(a.leaderboard, key=lambda r: r[col])
-        assert best["rank"][col] == 1
+        assert best["rank"][col] == 1 if col != "randomization_null" else col not in best["rank"]
     # the per-image numbers are the metric's own on the same maps
     ratio = a.values("gradcam", "deletion_auc").mean() / a.values("gradcam", "random_deletion_auc").mean()
     assert a.leaderboard[1]["deletion_ratio"] == pytest.approx(ratio)
     run = b.save(tmp_path / "e")
-    for name in ("leaderboard.md", "leaderboard.csv", "metrics.json", "leaderboard.png", "randomization.png",
-                 "results.jsonl", "config.json"):
+    for name in ("leaderboard.md", "leaderboard.csv", "metrics.json", "leaderboard.png", "results.jsonl",
+                 "config.json"):
         assert (run / name).is_file(), name
     assert (run / "leaderboard.md").read_text().startswith("| method | deletion_ratio ↓")
 
@@ -241,7 +245,7 @@ def test_saliency_metrics_score_the_target_the_map_was_made_for(images):
         assert float(s.scores[key][0]) == pytest.approx(e.rows[0]["scores"]["gradcam"][key])
     mine = cnnlab.saliency(model, one, method="gradcam", metrics=True, random_orders=1)  # the predicted class's
     assert float(mine.scores["deletion_auc"][0]) != pytest.approx(float(s.scores["deletion_auc"][0]))
-    assert all(r["sanity"] in ("passes", "fails") for r in cnnlab.evaluate_saliency(
+    assert all(r["sanity"] == "no verdict" for r in cnnlab.evaluate_saliency(  # 3 images: 2 pairings for the null
         model, images["rgb"][:3], methods=["vanilla"], metrics=["randomization"]).leaderboard)
 
 
@@ -282,12 +286,45 @@ def test_the_faithfulness_panel_and_its_aggregate_rank(images):
 def test_the_recommended_method_passes_the_check_stays_cheap_and_does_not_query_the_panel():
     from cnnlab.jobs.evaluate import recommended
 
-    def row(method, rank, sanity="passes", panel=False, seconds=0.2):
+    def row(method, rank, sanity="passes", panel=False, passes=2):
         return {"method": method, "aggregate_rank": rank, "sanity": sanity, "queries_panel": panel,
-                "seconds_per_image": seconds}
+                "seconds_per_image": 0.2, "passes_per_image": passes}
 
-    board = [row("gamer", 1.0, panel=True), row("slow", 1.5, seconds=30.0), row("insane", 2.0, sanity="fails"),
-             row("constant", 2.2, sanity="undefined"), row("honest", 3.0), row("worse", 4.0)]
+    board = [row("gamer", 1.0, panel=True), row("slow", 1.5, passes=64), row("insane", 2.0, sanity="fails"),
+             row("constant", 2.2, sanity="undefined"), row("few", 2.5, sanity="no verdict"), row("honest", 3.0),
+             row("worse", 4.0)]
     assert recommended(board)["method"] == "honest"
-    assert recommended(board, budget=60)["method"] == "slow"
+    assert recommended(board, budget=64)["method"] == "slow"
     assert recommended([row("insane", 1.0, sanity="fails")]) is None
+
+
+def test_the_star_reads_counted_passes_not_the_clock():
+    """A loaded machine multiplies every method's seconds: the ★ stays where it was. A better-ranked method over the
+    pass budget, or failing the check, is passed over and the reason is given."""
+    from cnnlab.jobs.evaluate import DEFAULT_BUDGET, recommended
+
+    def row(method, rank, passes, seconds, sanity="passes"):
+        return {"method": method, "aggregate_rank": rank, "passes_per_image": passes, "seconds_per_image": seconds,
+                "sanity": sanity, "verdict": f"{sanity} on these 12 images", "queries_panel": False}
+
+    quiet = [row("smoothgrad-gradcam", 1.5, 34, 4.4), row("gradcam", 2.0, 2, 0.12), row("layercam", 2.5, 2, 0.11),
+             row("vanilla", 1.0, 2, 0.05, sanity="fails")]
+    loaded = [dict(r, seconds_per_image=r["seconds_per_image"] * 14) for r in quiet]
+    loaded[1]["seconds_per_image"] = 1.70  # Grad-CAM slowed past the former 1 s budget by other work
+    a, b = recommended(quiet), recommended(loaded)
+    assert a["method"] == b["method"] == "gradcam" and a["why"] == b["why"]
+    assert "vanilla (fails on these 12 images)" in a["why"] and "smoothgrad-gradcam (34 passes per image)" in a["why"]
+    assert recommended(quiet, budget=34)["method"] == "smoothgrad-gradcam" and DEFAULT_BUDGET < 34
+
+
+def test_below_the_minimum_of_images_every_face_says_no_verdict_and_shows_the_shipped_one():
+    from cnnlab.explain.sanity import MIN_VERDICT_IMAGES, board_verdict, shipped
+
+    few = board_verdict("layercam", 0.0, MIN_VERDICT_IMAGES - 1, "mnist_cnn")
+    assert few["sanity"] == "no verdict" and few["verdict"].startswith(f"no verdict on {MIN_VERDICT_IMAGES - 1} images")
+    ship = shipped("mnist_cnn", "layercam")
+    assert ship is not None and few["shipped"] == ship
+    assert ("shipped: passes" if ship["passes"] else "shipped: FAILS") in few["verdict"]
+    enough = board_verdict("layercam", 0.5, MIN_VERDICT_IMAGES, "mnist_cnn")
+    assert enough["sanity"] == "fails" and enough["verdict"].startswith(f"FAILS on these {MIN_VERDICT_IMAGES} images")
+    assert board_verdict("layercam", 0.05, MIN_VERDICT_IMAGES, None)["sanity"] == "passes"

@@ -57,9 +57,12 @@ def test_a_run_killed_mid_way_resumes_without_redoing_finished_chunks(photos, tm
     proc.wait()
     done = {p.name: p.stat().st_mtime_ns for p in (out / "parts").iterdir() if p.suffix == ".jsonl"}
     assert 2 <= len(done) < 6 and not (out / "results.jsonl").exists()
-    assert subprocess.run(argv, env=ENV, capture_output=True, timeout=600).returncode == 0
+    reused = sum(json.loads((out / "parts" / name).read_text().splitlines()[0])["seconds"] for name in done)
+    resumed = subprocess.run(argv + ["--json"], env=ENV, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0
     after = {p.name: p.stat().st_mtime_ns for p in (out / "parts").iterdir()}
     assert all(after[name] == mtime for name, mtime in done.items())  # committed chunks were not computed again
+    assert reused > 0 and json.loads(resumed.stdout)["seconds"] >= reused  # the time of the work it reused too
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the subprocess ran: the same summation order, the same numbers
     try:

@@ -31,8 +31,9 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str], root: Pat
                 model = gr.Dropdown(models.specs, value=models.specs[0], label="model", elem_id="explain-model")
                 methods = gr.CheckboxGroup(method_choices(), value=["vanilla", RECOMMENDED],
                                            label="methods (★ recommended: the best faithfulness-panel rank among "
-                                                 "cheap methods that pass the sanity check; ⚠: fails the "
-                                                 "model-randomization sanity check)")
+                                                 "cheap methods that pass the sanity check; ⚠ MODEL: fails the "
+                                                 "shipped model-randomization check on MODEL — the leaderboard "
+                                                 "below gives the verdict on your own images)")
                 curves = gr.Checkbox(False, label="deletion / insertion curves vs random (slower)")
                 go = gr.Button("Explain", variant="primary", elem_id="explain-go")
             with gr.Column(scale=2):
@@ -90,9 +91,9 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str], root: Pat
         if not chosen:
             raise ValueError("choose at least one method")
         ev = evaluate_saliency(models.get(spec), {"image": read_upload(image, max_pixels)}, methods=chosen,
-                               metrics=["randomization"], **METHODS.quick(chosen))
+                               metrics=["randomization"], figure_steps=True, **METHODS.quick(chosen))
         lines = [f"- **{r['method']}**: rank correlation with the trained model's map once every layer is random "
-                 f"{r['randomization_rank_corr']:.2f} — {r['sanity']}" for r in ev.leaderboard]
+                 f"{r['randomization_rank_corr']:.2f} — {r['verdict']}" for r in ev.leaderboard]
         return "\n".join(lines), ev.figures()["randomization.png"]
 
     @friendly
@@ -102,7 +103,7 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str], root: Pat
         folder = str(inside(root, name, "an image folder", "to evaluate over a folder"))
         ev = evaluate_saliency(models.get(spec), [folder], methods=chosen, metrics=metrics, limit=int(n),
                                figure_steps=False, progress=True, **METHODS.quick(chosen))
-        return ev.markdown(), ev.figure()
+        return ev.short_markdown() + "\n**Every column**\n\n" + ev.markdown(), ev.figure()
 
     go.click(classify_fn, [image, model], top, api_name="classify", preprocess=False).then(
         saliency_fn, [image, model, methods, curves], [gallery, text, plot], api_name="saliency", preprocess=False)
@@ -130,9 +131,10 @@ def method_choices() -> list[tuple[str, str]]:
 
 
 def _label(method: str) -> str:
-    """A method's name, marked where its measured sanity check failed (docs/benchmarks.md)."""
+    """A method's name, marked with the models on which its shipped sanity check failed (sanity.json)."""
     star = " ★" if method == RECOMMENDED else ""
-    return f"{method}{star} ⚠" if verdict(method).startswith("FAILS") else f"{method}{star}"
+    said = verdict(method)
+    return f"{method}{star} ⚠ {said.rsplit(' on ', 1)[1]}" if said.startswith("FAILS") else f"{method}{star}"
 
 
 def to_image_array(a):

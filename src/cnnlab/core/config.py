@@ -490,8 +490,9 @@ def _add_option(parser: argparse.ArgumentParser, f: dataclasses.Field, m: dict, 
     elif m.get("consts"):
         group = parser.add_mutually_exclusive_group()
         for flag, value in m["consts"].items():
+            shown = ("on" if value else "off") if isinstance(value, bool) else value
             group.add_argument(flag, dest=f.name, action="store_const", const=value,
-                               help=f"{m['help']}: {value}" + (" (the default)" if value == f.default else ""),
+                               help=f"{m['help']}: {shown}" + (" (the default)" if value == f.default else ""),
                                default=argparse.SUPPRESS)
     elif elem is bool:
         action = "store_false" if m.get("negate") else "store_true"

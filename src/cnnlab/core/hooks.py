@@ -82,3 +82,36 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
+
+
+@dataclass
+class Passes:
+    """Image-passes through a module: `forward` (images in every forward call) and `backward` (images whose gradient
+    flowed back through its output). A cost that does not depend on the machine or its load."""
+
+    forward: int = 0
+    backward: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.forward + self.backward
+
+
+@contextmanager
+def count_passes(model: nn.Module) -> Iterator[Passes]:
+    """Count the image-passes through `model` inside the block (a stopped-early pass counts as one)."""
+    passes = Passes()
+
+    def backward(grad: torch.Tensor) -> None:
+        passes.backward += grad.shape[0] if grad.dim() else 1
+
+    def forward(module, args, out) -> None:
+        passes.forward += args[0].shape[0] if args and isinstance(args[0], torch.Tensor) and args[0].dim() else 1
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            out.register_hook(backward)
+
+    handle = model.register_forward_hook(forward)
+    try:
+        yield passes
+    finally:
+        handle.remove()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -87,6 +88,7 @@ class Part:
     rows: list[dict]  # one per input of the chunk, in order; an unreadable one has "error" and no array entry
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # each (number of readable inputs, ...)
     files: dict[str, bytes] = field(default_factory=dict)  # per-image files, by name inside the run
+    seconds: float = 0.0  # the time its worker took (recorded with it, so a resumed run counts the work it reuses)
 
 
 class Sink:
@@ -107,6 +109,11 @@ class Sink:
     def read_part(self, k: int) -> Part | None:
         """A committed part (arrays memory-mapped where on disk), or None."""
         raise NotImplementedError
+
+    def seconds(self, k: int) -> float:
+        """The time the worker took to make committed part k (0 where not recorded)."""
+        part = self.read_part(k)
+        return part.seconds if part is not None else 0.0
 
     def rows(self) -> list[dict]:
         raise NotImplementedError
@@ -190,7 +197,7 @@ class RunDirSink(Sink):
             arrays = {name: np.load(self.root / name / f"part-{k:05d}.npy", mmap_mode="r") for name in header["arrays"]}
         except (OSError, ValueError):  # an array removed or damaged after the commit: the part is redone
             return None
-        return Part(rows, arrays)
+        return Part(rows, arrays, seconds=header.get("seconds", 0.0))
 
     def commit(self, k: int, part: Part) -> None:
         for name, a in part.arrays.items():
@@ -199,7 +206,7 @@ class RunDirSink(Sink):
         for name, data in part.files.items():
             with atomic_path(self.root / name) as tmp:
                 tmp.write_bytes(data)
-        header = {"settings": self.tag, "part": k, "arrays": sorted(part.arrays)}
+        header = {"settings": self.tag, "part": k, "arrays": sorted(part.arrays), "seconds": part.seconds}
         text = "".join(json.dumps(r, default=_plain) + "\n" for r in [header] + part.rows)
         with atomic_path(self._rows_file(k)) as tmp:  # last: the part's commit mark
             tmp.write_text(text)
@@ -271,10 +278,16 @@ class Runner:
         from tqdm.auto import tqdm
 
         todo = self.todo()
+        waiting = {k for k, _ in todo}
+        self.reused_seconds = sum(self.sink.seconds(k) for k, _ in list(enumerate(self.chunks))[self.rank::self.world]
+                                  if k not in waiting)
         total = sum(len(r) for _, r in todo)
         with tqdm(total=total, desc=desc, unit="img", disable=not progress or self.rank != 0) as bar:
             for k, r in todo:
-                self.sink.commit(k, worker(items[r.start:r.stop], r.start))
+                t0 = time.perf_counter()
+                part = worker(items[r.start:r.stop], r.start)
+                part.seconds = time.perf_counter() - t0
+                self.sink.commit(k, part)
                 bar.update(len(r))
         return self.sink.finish(len(self.chunks), self.rank)
 
@@ -285,18 +298,18 @@ def run_per_image(items: Sequence, worker: Callable[[Sequence, int], Part], *, s
     """The one path of every per-image job: its worker over the inputs, chunk by chunk, into memory (`out` None) or
     streamed into the run directory `out` (resumable: a rerun with the same `settings` and files skips what is
     committed; under torchrun each process takes its share). Returns (sink, seconds), or None in the torchrun
-    processes that do not assemble the result. `readable`: refuse a run in which no input could be read."""
-    import time
-
+    processes that do not assemble the result; the seconds count the work of the parts a resumed run reused.
+    `readable`: refuse a run in which no input could be read."""
     inputs = files_tag(s.path or s.name for s in items) if items and hasattr(items[0], "name") else list(items)
     tag = settings_tag(settings, inputs)
     sink: Sink = MemorySink() if out is None else RunDirSink(out, tag)
     t0 = time.perf_counter()
-    if not Runner(sink, len(items), chunk_size, device).run(items, worker, progress, desc):
+    runner = Runner(sink, len(items), chunk_size, device)
+    if not runner.run(items, worker, progress, desc):
         return None
     if readable:
         rows = sink.rows()
         if not any("error" not in r for r in rows):
             first = next((r["error"] for r in rows if "error" in r), None)
             raise CnnlabError("no readable input images" + (f" ({first})" if first else ""))
-    return sink, time.perf_counter() - t0
+    return sink, time.perf_counter() - t0 + runner.reused_seconds

@@ -156,6 +156,8 @@ class InsertionPixel(_PatchCurve):
 
 # The faithfulness panel: what is removed (patches, pixels) and how (blur, black, ROAD's imputation) differ, so that
 # no single perturbation decides; `aggregate_rank` is each method's mean rank over the columns of it that were run.
+# columns that are controls for another column (a null), shown but never ranked
+CONTROLS = ("randomization_null",)
 PANEL = ("deletion_ratio", "insertion_ratio", "deletion_black_ratio", "insertion_black_ratio",
          "deletion_pixel_ratio", "insertion_pixel_ratio", "road_morf", "road_lerf")
 
@@ -189,9 +191,10 @@ class Randomization(Metric):
     name = "randomization"
     help = ("the model-randomization sanity check (Adebayo et al. 2018): rank correlation (and SSIM) of each map "
             "with the map of the same method once every unit is re-drawn (`sanity.randomized_copy`, fresh samples "
-            "for sampling methods), beside its null: the same trained map against the randomized map of the image "
-            "turned by 180° (what a map keeps whatever the image, such as a centre bias). A method fails when the "
-            "first exceeds the null by more than sanity.MARGIN (lower is better)")
+            "for sampling methods), beside its null: each image's trained map against the randomized maps of every "
+            "other image (what a map keeps whatever the image, such as a centre bias; a control, not ranked). A "
+            "method fails when the first exceeds the null by more than sanity.MARGIN (lower is better); no verdict "
+            "below sanity.MIN_VERDICT_IMAGES images")
     columns: ClassVar[dict[str, bool]] = {"randomization_rank_corr": False, "randomization_ssim": False,
                                           "randomization_null": False}
 

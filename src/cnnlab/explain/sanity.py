@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -24,6 +25,9 @@ FAILS_ABOVE = 0.3  # the former verdict: rank correlation above this after full 
 # the resemblance counts; 0.1 is a weak correlation on Cohen's scale, so a pass allows no more than that.
 MARGIN = 0.1
 MEASURED = "assets/sanity.json"  # each method's measured outcome, written by benchmarks/sanity.py --write
+# The null pairs each image with the B-1 others; from 10 images on its noise no longer decides a verdict
+# (docs/benchmarks.md, sanity checks); with fewer, no verdict is given.
+MIN_VERDICT_IMAGES = 10
 
 
 @dataclass
@@ -107,6 +111,42 @@ def measured() -> dict:
         return json.loads(resources.files("cnnlab").joinpath(MEASURED).read_text())["models"]
     except (OSError, ValueError, KeyError):
         return {}
+
+
+def shipped(model: str, method: str) -> dict | None:
+    """The shipped measurement of `method` on `model` (sanity.json) with the photo set it was made on, or None."""
+    import json
+    import re
+    from importlib import resources
+
+    try:
+        data = json.loads(resources.files("cnnlab").joinpath(MEASURED).read_text())
+        entry = data["models"][model][method]
+    except (OSError, ValueError, KeyError):
+        return None
+    sets = {Path(m.group(1)).name for c in data.get("commands", []) if (m := re.search(r"--images (\S+)", c))}
+    return {"passes": entry["passes"], "n_images": data.get("n_images"), "photos": ", ".join(sorted(sets)) or None}
+
+
+def board_verdict(method: str, excess: float, n_images: int, model: str | None = None) -> dict:
+    """The one randomization verdict every face shows (CLI, API, app, report): measured on the images at hand when
+    there are at least MIN_VERDICT_IMAGES, else "no verdict" — with the shipped verdict for this model, marked as
+    shipped, where one exists. `excess`: the mean same-image rank correlation minus the mismatched-image null.
+    Returns {"sanity": passes|fails|undefined|no verdict, "verdict": one line, "shipped": dict or None}."""
+    ship = shipped(model, method) if model else None
+    if n_images < MIN_VERDICT_IMAGES:
+        line = f"no verdict on {n_images} image{'s' * (n_images != 1)} (the check needs ≥ {MIN_VERDICT_IMAGES})"
+        if ship is not None and ship["passes"] is not None:
+            line += (f"; shipped: {'passes' if ship['passes'] else 'FAILS'} on {model}, {ship['n_images']} "
+                     f"{ship['photos'] or ''} photos".replace("  ", " "))
+        return {"sanity": "no verdict", "verdict": line, "shipped": ship}
+    if excess != excess:  # NaN: every randomized map constant
+        return {"sanity": "undefined", "verdict": f"undefined on {n_images} images (its randomized maps are "
+                                                  "constant)", "shipped": ship}
+    status = "fails" if excess > MARGIN else "passes"
+    return {"sanity": status, "verdict": f"{'FAILS' if status == 'fails' else 'passes'} on these {n_images} images "
+                                         f"(same-image rank correlation {excess:+.3f} above its null; fails above "
+                                         f"{MARGIN})", "shipped": ship}
 
 
 def verdict(method: str) -> str:

@@ -22,8 +22,9 @@ from ..core.jobs import ModelLike, ModelOptions, configure, load_backbone, recor
 from ..core.results import PerImageResult
 from ..core.runner import Part, run_per_image
 from ..core.runs import write_text
-from ..explain.metrics import METRICS, Metric
-from ..explain.sanity import MARGIN
+from ..core.hooks import count_passes
+from ..explain.metrics import CONTROLS, METRICS, Metric
+from ..explain.sanity import MIN_VERDICT_IMAGES, board_verdict
 from ..explain.saliency import METHODS, predicted, result_settings
 from ..explain.targets import resolve_targets
 from .saliency import CHUNK_HELP, INPUTS_HELP
@@ -32,7 +33,9 @@ DEFAULT_METHODS = ("vanilla", "smoothgrad", "ig", "gradcam", "smoothgrad-gradcam
                    "input-x-gradient", "guided-backprop", "iterated-gradcam")
 DEFAULT_METRICS = ("deletion", "insertion", "road", "randomization")
 SHOWN_STEPS_IMAGES = 1  # images whose maps the randomization figure shows
-DEFAULT_BUDGET = 1.0  # seconds per image (one CPU thread) a recommended default may cost: a map while one waits
+# forward + backward image-passes a recommended default may cost per image: a map while one waits (what the former
+# 1 s budget allowed on the reference CPU: docs/benchmarks.md). Counted, so the same images give the same ★ anywhere.
+DEFAULT_BUDGET = 16
 
 
 @parts_dataclass
@@ -41,24 +44,26 @@ class EvaluateSaliencyConfig(WithParts, ModelOptions):
 intervals and each method's rank per column, per-image rows (results.jsonl), curves, and the model-randomization
 figure. Metrics:
 {metrics}
-Writes leaderboard.md, leaderboard.csv, metrics.json, curves.png and (with randomization) randomization.png."""
+Prints a short table (aggregate rank, verdict, passes per image, where the ★ went and why); writes the full one to
+leaderboard.md and leaderboard.csv, metrics.json, the curves in leaderboard.png and (with randomization and
+--figure-steps) randomization.png."""
 
     command = "explain evaluate"
     parts = {"methods": METHODS, "metrics": METRICS}
     inputs: list[str] = option(default_factory=list, positional=True, required=True, metavar="INPUTS", help=INPUTS_HELP)
     methods: list[str] = option(default_factory=lambda: list(DEFAULT_METHODS), choices=METHODS,
-                                help="saliency methods, comma-separated (default: every method but the slow "
-                                     "occlusion, scorecam and rise)")
+                                default_help="every method but the slow occlusion, scorecam and rise, and the "
+                                             "edges control", help="saliency methods, comma-separated")
     metrics: list[str] = option(default_factory=lambda: list(DEFAULT_METRICS), choices=METRICS,
                                 help="metrics, comma-separated (the faithfulness panel: add deletion-black, "
                                      "insertion-black, deletion-pixel, insertion-pixel; aggregate_rank is the mean "
                                      "rank over the panel's columns)")
     target: str = option("pred", help="'pred' (the model's prediction) or a class of the model (index or name)")
-    bootstrap: int = option(1000, low=10, help="bootstrap resamples of the images for the 95 %% intervals")
+    bootstrap: int = option(1000, low=10, help="bootstrap resamples of the images for the 95 % intervals")
     seed: int = option(0, help="seed of the bootstrap resampling")
-    figure_steps: bool = option(True, negate="--no-figure-steps",
-                                help="randomization: draw the maps of the first image at every cascading step "
-                                     "(Adebayo et al.'s figure; one map per method and step)")
+    figure_steps: bool = option(False, consts={"--figure-steps": True, "--no-figure-steps": False},
+                                help="randomization: Adebayo et al.'s figure, the maps of the first image at every "
+                                     "cascading step (one map per method and step: as many maps again as the check)")
     limit: int | None = option(None, low=1, help="only the first N images")
     batch_size: int = option(8, low=1, help="images per batch")
     chunk_size: int = option(8, low=1, help=CHUNK_HELP)  # the progress bar moves once per chunk
@@ -100,7 +105,8 @@ class SaliencyEvaluation(PerImageResult):
         return np.asarray(self.sink.array(f"curves/{method}/{name}"))
 
     def _leaderboard(self) -> list[dict]:
-        return leaderboard(self.rows, self.config.methods, self.metrics, self.config.bootstrap, self.config.seed)
+        return leaderboard(self.rows, self.config.methods, self.metrics, self.config.bootstrap, self.config.seed,
+                           model=self.config.backbone)
 
     def summary(self) -> dict:
         s = {"backbone": self.config.backbone, "n": len(self), "methods": list(self.config.methods),
@@ -120,19 +126,57 @@ class SaliencyEvaluation(PerImageResult):
         return board_table(self.leaderboard, self.columns)
 
     def markdown(self) -> str:
+        """The full leaderboard: every column's mean [95 % interval] #rank, controls marked and not ranked, then each
+        method's randomization verdict."""
         rows = self.table()
-        arrows = ["", *[("↑" if up else "↓") for up in self.columns.values()], ""]
+        arrows = ["", *[("(control)" if c in CONTROLS else "↑" if up else "↓") for c, up in self.columns.items()],
+                  "", ""]
         head = [f"{h} {a}".strip() for h, a in zip(rows[0], arrows)]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
         note = (f"\n{self.config.backbone}, {len(self)} images; mean [95 % bootstrap interval over images, "
-                f"{self.config.bootstrap} resamples] #rank (↓ lower is better, ↑ higher is better)")
+                f"{self.config.bootstrap} resamples] #rank (↓ lower is better, ↑ higher is better; a control is "
+                f"not ranked); passes: forward + backward image-passes per image")
         if any(r.get("queries_panel") for r in self.leaderboard):
             note += "; † queries the model with the panel's own perturbation (blurred patches)"
         if any(r.get("sanity") == "fails" for r in self.leaderboard):
-            note += (f"; ⚠ fails the model-randomization sanity check (rank correlation above its null by more "
-                     f"than {MARGIN})")
-        return "\n".join(lines) + note + "\n"
+            note += "; ⚠ fails the model-randomization sanity check"
+        verdicts = [f"- {r['method']}: {r['verdict']}" for r in self.leaderboard if r.get("verdict")]
+        return "\n".join(lines) + note + "\n" + ("\nRandomization check:\n" + "\n".join(verdicts) + "\n"
+                                                   if verdicts else "") + self._star_line()
+
+    def short_markdown(self) -> str:
+        """What a person reads first: per method (best first) the aggregate rank [95 % interval], the verdict,
+        passes and seconds per image; then where the ★ went and why."""
+        board = sorted(self.leaderboard, key=lambda r: r.get("aggregate_rank", float("inf")))
+        ranked = any("aggregate_rank" in r for r in board)
+        head = ["method", *(["aggregate rank ↓"] if ranked else []), "randomization check", "passes / image",
+                "seconds / image"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in board:
+            cells = [r["method"] + (" ★" if self._star() and r["method"] == self._star()["method"] else "")]
+            if ranked:
+                cells.append(f"{r['aggregate_rank']:.2f} [{r['ci']['aggregate_rank'][0]:.2f}, "
+                             f"{r['ci']['aggregate_rank'][1]:.2f}]" if "aggregate_rank" in r else "—")
+            cells += [r.get("verdict", "not measured"),
+                      "—" if r.get("passes_per_image") is None else f"{r['passes_per_image']:g}",
+                      f"{r['seconds_per_image']:.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n" + self._star_line()
+
+    def _star(self) -> dict | None:
+        return recommended(self.leaderboard)
+
+    def _star_line(self) -> str:
+        best = self._star()
+        if best is not None:
+            return f"\n★ {best['why']}.\n"
+        if not any("aggregate_rank" in r for r in self.leaderboard):
+            return "\nno ★: the recommendation needs at least two faithfulness-panel columns\n"
+        if len(self) < MIN_VERDICT_IMAGES and any("randomization_rank_corr" in r for r in self.leaderboard):
+            return (f"\nno ★ on {len(self)} images: the randomization check gives a verdict from "
+                    f"{MIN_VERDICT_IMAGES} images on\n")
+        return "\nno ★: no method passes the randomization check within the budget\n"
 
     def csv(self) -> str:
         buf = io.StringIO()
@@ -141,18 +185,15 @@ class SaliencyEvaluation(PerImageResult):
         w.writerow(["method", *[x for c in cols for x in (c, f"{c}_low", f"{c}_high", f"{c}_rank")],
                     "seconds_per_image"])
         for r in self.leaderboard:
-            w.writerow([r["method"], *[x for c in cols for x in (r[c], *r["ci"][c], r["rank"][c])],
+            w.writerow([r["method"], *[x for c in cols for x in (r.get(c), *r["ci"].get(c, ["", ""]),
+                                                                  r["rank"].get(c, ""))],
                         r["seconds_per_image"]])
         return buf.getvalue()
 
     def text(self) -> str:
-        best = recommended(self.leaderboard)
-        pick = (f"\nrecommended here: {best['method']} (best aggregate rank {best['aggregate_rank']:.2f} among the "
-                f"methods that pass the sanity check, do not query the panel's perturbation and cost ≤ "
-                f"{best['budget_seconds']:g} s per image; it took {best['seconds_per_image']:.2f} s)") if best else ""
+        where = f" → {self.run_dir} (full table: leaderboard.md)" if self.run_dir else ""
         return (f"{len(self)} images × {len(self.config.methods)} methods × {len(self.config.metrics)} metrics in "
-                f"{self.seconds:.1f} s" + (f" → {self.run_dir}" if self.run_dir else "") + "\n" + self.markdown()
-                + pick)
+                f"{self.seconds:.1f} s{where}\n" + self.short_markdown())
 
     def figures(self) -> dict:
         figs = {self.figure_name: self._curves_figure()}
@@ -197,11 +238,14 @@ class SaliencyEvaluation(PerImageResult):
 
 
 def leaderboard(rows: list[dict], methods: Sequence[str], metrics: dict[str, Metric], bootstrap: int = 1000,
-                seed: int = 0) -> list[dict]:
+                seed: int = 0, model: str | None = None) -> list[dict]:
     """One dict per method from per-image rows (`results.jsonl`'s): each column's mean, `ci` its 95 % bootstrap
-    interval over the images, `rank` (1 = best; ties share the better rank), `seconds_per_image`, and `sanity` where
-    randomization was measured. Rows of several runs over the same images can be joined into one board: a column a
-    method's rows lack (a metric its run did not ask for) is left out of its row and of the ranks."""
+    interval over the images, `rank` (1 = best; ties share the better rank; controls are not ranked),
+    `seconds_per_image`, `passes_per_image` (forward + backward image-passes; None for rows that did not count
+    them), and where randomization was measured `sanity` and `verdict` (`explain.sanity.board_verdict`: none below
+    its minimum of images; `model` names the shipped verdict shown then). Rows of several runs over the same images
+    can be joined into one board: a column a method's rows lack (a metric its run did not ask for) is left out of
+    its row and of the ranks."""
     n = len(rows)
     resamples = np.random.default_rng(seed).integers(0, n, (bootstrap, n)) if n else None
     values = lambda method, key: np.array([r["scores"][method][key] for r in rows], dtype=float)  # noqa: E731
@@ -219,22 +263,23 @@ def leaderboard(rows: list[dict], methods: Sequence[str], metrics: dict[str, Met
                 ci[column] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
                 boots[method, column] = boot
         row["seconds_per_image"] = float(values(method, "seconds").mean())
+        counted = all("passes" in r["scores"][method] for r in rows) and n
+        row["passes_per_image"] = float(values(method, "passes").mean()) if counted else None
         cls = METHODS.get(method.split("=")[0])
         row["queries_panel"] = bool(cls and cls.queries_panel)
         row["ci"], row["rank"] = ci, up_to
         board.append(row)
     for column, higher in columns.items():
+        if column in CONTROLS:
+            continue
         ordered = sorted({r[column] for r in board if column in r}, reverse=higher)
         for r in board:
             if column in r:
                 r["rank"][column] = ordered.index(r[column]) + 1
     _aggregate_rank(board, boots, columns)
-    from ..explain.sanity import MARGIN
-
     for r in board:
         if "randomization_rank_corr" in r and "randomization_null" in r:
-            excess = r["randomization_rank_corr"] - r["randomization_null"]
-            r["sanity"] = "undefined" if excess != excess else "fails" if excess > MARGIN else "passes"  # NaN: constant maps
+            r.update(board_verdict(r["method"], r["randomization_rank_corr"] - r["randomization_null"], n, model))
     return board
 
 
@@ -245,16 +290,41 @@ def _ranks(cells: np.ndarray, higher: bool) -> np.ndarray:
 
 
 def recommended(board: list[dict], budget: float = DEFAULT_BUDGET) -> dict | None:
-    """The method a leaderboard recommends: the best `aggregate_rank` (the faithfulness panel) among the methods
-    that pass the randomization check against its null, do not query the model with the panel's own perturbation,
-    and cost at most `budget` seconds per image (a default must stay interactive). None without such a method."""
-    fair = [r for r in board if "aggregate_rank" in r and r.get("sanity") == "passes" and not r.get("queries_panel")
-            and r["seconds_per_image"] <= budget]
-    if not fair:
+    """The method a leaderboard recommends: the best `aggregate_rank` (the faithfulness panel; ties to the cheaper)
+    among the methods that pass the randomization check on these images, do not query the model with the panel's
+    own perturbation, and cost at most `budget` forward + backward passes per image (a default must stay
+    interactive). Counted passes, not seconds: the same images give the same ★ on any machine under any load. None
+    without such a method; `why` says where the ★ went and why any better-ranked method was passed over."""
+    ranked = sorted((r for r in board if "aggregate_rank" in r), key=lambda r: r["aggregate_rank"])
+    passed_over, best = [], None
+    for r in ranked:
+        reason = _excluded(r, budget)
+        if reason is None:
+            best = r
+            break
+        passed_over.append(f"{r['method']} ({reason})")
+    if best is None:
         return None
-    best = min(fair, key=lambda r: r["aggregate_rank"])
+    why = (f"{best['method']}: the best aggregate rank ({best['aggregate_rank']:.2f}) among the methods that pass the "
+           f"randomization check, do not query the panel's perturbation and cost ≤ {budget:g} passes per image")
+    if passed_over:
+        why += "; passed over: " + ", ".join(passed_over)
     return {"method": best["method"], "aggregate_rank": best["aggregate_rank"],
-            "seconds_per_image": best["seconds_per_image"], "budget_seconds": budget}
+            "seconds_per_image": best["seconds_per_image"], "passes_per_image": best["passes_per_image"],
+            "budget_passes": budget, "budget_seconds": None, "why": why}
+
+
+def _excluded(row: dict, budget: float) -> str | None:
+    """Why a leaderboard row cannot be recommended, or None."""
+    if row.get("sanity") != "passes":
+        return row.get("verdict") or "no randomization check"
+    if row.get("queries_panel"):
+        return "queries the panel's own perturbation"
+    if row.get("passes_per_image") is None:
+        return "its passes were not counted"
+    if row["passes_per_image"] > budget:
+        return f"{row['passes_per_image']:g} passes per image"
+    return None
 
 
 def _aggregate_rank(board: list[dict], boots: dict, columns: dict[str, bool]) -> None:
@@ -277,14 +347,15 @@ def _aggregate_rank(board: list[dict], boots: dict, columns: dict[str, bool]) ->
 
 
 def board_table(board: list[dict], columns: Sequence[str]) -> list[list[str]]:
-    """A leaderboard as text cells: header, then one row per method (mean [low, high] #rank; '—' where a method's
-    run did not measure the column; ⚠ after a method that fails the randomization check)."""
-    rows = [["method", *columns, "seconds / image"]]
+    """A leaderboard as text cells: header, then one row per method (mean [low, high] #rank, no rank for a control;
+    '—' where a method's run did not measure the column; ⚠ after a method that fails the randomization check)."""
+    rows = [["method", *columns, "passes / image", "seconds / image"]]
     for r in board:
         cells = [r["method"] + (" ⚠" if r.get("sanity") == "fails" else "") + (" †" if r.get("queries_panel") else "")]
-        cells += [f"{r[c]:.3f} [{r['ci'][c][0]:.3f}, {r['ci'][c][1]:.3f}] #{r['rank'][c]}" if c in r else "—"
-                  for c in columns]
-        rows.append([*cells, f"{r['seconds_per_image']:.2f}"])
+        cells += [f"{r[c]:.3f} [{r['ci'][c][0]:.3f}, {r['ci'][c][1]:.3f}]"
+                  + (f" #{r['rank'][c]}" if c in r["rank"] else "") if c in r else "—" for c in columns]
+        passes = r.get("passes_per_image")
+        rows.append([*cells, "—" if passes is None else f"{passes:g}", f"{r['seconds_per_image']:.2f}"])
     return rows
 
 
@@ -333,9 +404,11 @@ def _worker(backbone: Backbone, methods: dict, metrics: dict[str, Metric], cfg: 
             scores: list[dict] = [{} for _ in items]
             for name, method in methods.items():
                 t = time.perf_counter()
-                maps = method.attribute(backbone, x, targets).float().cpu()
+                with count_passes(backbone.net) as passes:
+                    maps = method.attribute(backbone, x, targets).float().cpu()
                 per_image = (time.perf_counter() - t) / len(x)
-                values = {"seconds": torch.full((len(x),), per_image)}
+                values = {"seconds": torch.full((len(x),), per_image),
+                          "passes": torch.full((len(x),), passes.total / len(x))}
                 for mname, m in metrics.items():
                     v, curves = m.score(backbone, x, targets, maps, method, shared[mname], positions)
                     values |= v

@@ -117,7 +117,8 @@ def trust(ctx: Context, s: dict) -> Outcome:
 
     npz = str(ctx.data(*LAB_IMAGES))
     r = evaluate_saliency(s["backbone"], [npz], methods=s["methods"], metrics=s["metrics"], limit=s["limit"],
-                          random_orders=s["random_orders"], device=ctx.device, progress=ctx.progress)
+                          random_orders=s["random_orders"], device=ctx.device, progress=ctx.progress,
+                          figure_steps=True)
     r.save(ctx.dir)
     table = r.table()
     text = f"{len(r)} lab images, {s['backbone']}: {len(s['methods'])} methods × {len(s['metrics'])} metrics."
@@ -131,8 +132,7 @@ def trust(ctx: Context, s: dict) -> Outcome:
                  f"more than {MARGIN}): " + (", ".join(failing) if failing else "none") + ".")
     pick = recommended(r.leaderboard)
     if pick:
-        text += (f" Recommended here: {pick['method']} (passes the check, costs {pick['seconds_per_image']:.2f} s per "
-                 "image).")
+        text += f" Recommended here: {pick['why']}."
     figures = [(ctx.dir / "leaderboard.png", "mean curves per method (the dashed line: random patch orders)")]
     if (ctx.dir / "randomization.png").is_file():
         figures.append((ctx.dir / "randomization.png", "one image's maps as the model is randomized, from the "
