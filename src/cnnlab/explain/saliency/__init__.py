@@ -55,7 +55,7 @@ def methods_help() -> str:
 
     def text(name: str, cls) -> str:
         star = ("★ RECOMMENDED (the best faithfulness-panel rank among the methods that pass the sanity check and cost "
-                "at most 1 s per image; docs/benchmarks.md). " if name == RECOMMENDED else "")
+                "at most 16 forward + backward passes per image; docs/benchmarks.md). " if name == RECOMMENDED else "")
         return f"{star}{cls.help}{'. ' + verdict(name) if verdict(name) else ''}"
 
     return registry_help({name: text(name, cls) for name, cls in METHODS.items()})
