@@ -172,3 +172,20 @@ def test_a_bad_option_is_one_line_and_exit_2(argv, message, photo_files, tiny_sc
     assert main([subst.get(a, a) for a in argv], env={}) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cnnlab: error:") and message in err and "\n" not in err, err
+
+
+def test_messages_point_to_what_the_user_meant(tmp_path, capsys):
+    from cnnlab.cli import main
+
+    photo = tmp_path / "a.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    assert main(["classify", str(photo), "--backbone", "resnet18"]) != 0
+    assert "did you mean 'torchvision:resnet18'" in capsys.readouterr().err
+    assert main(["classify", str(photo), "--model", "resnet18"]) != 0
+    assert "use --backbone resnet18" in capsys.readouterr().err
+    for c in ("a", "b"):
+        for part in ("train", "test"):
+            (tmp_path / "set" / part / c).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / "set" / part / c / "0.png")
+    assert main(["transfer", "--data", str(tmp_path / "set"), "--split", "folders", "--limit-per-class", "3"]) != 0
+    assert "--limit-per-class draws a subset" in capsys.readouterr().err

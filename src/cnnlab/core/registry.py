@@ -305,9 +305,25 @@ def get_entry(name: str) -> BackboneEntry:
 
         close = difflib.get_close_matches(name, list(REGISTRY), n=2)
         hint = f"did you mean {close[0]!r}? " if close else ""
+        elsewhere = _known_elsewhere(name)
+        if elsewhere:
+            hint = f"did you mean {elsewhere!r}? "
         raise CnnlabError(f"unknown backbone {name!r}; {hint}available: {', '.join(REGISTRY)}, timm:<name>, "
                           "torchvision:<name> or path/to/file.py:factory")
     return REGISTRY[name]
+
+
+def _known_elsewhere(name: str) -> str | None:
+    """`torchvision:NAME` or `timm:NAME` where one of those libraries has a model of that exact name."""
+    import torchvision.models as tvm
+
+    if name in tvm.list_models(module=tvm):
+        return f"torchvision:{name}"
+    try:
+        import timm
+    except ImportError:
+        return None
+    return f"timm:{name}" if name in timm.list_models() else None
 
 
 def list_backbones() -> list[str]:

@@ -152,6 +152,9 @@ class TransferResult(Result):
 def _dataset_and_split(config: TransferConfig):
     kind, k = parse_split(config.split)
     if kind == "folders":
+        if config.limit_per_class:
+            raise CnnlabError("--limit-per-class draws a subset of one class-per-folder set; --split folders uses "
+                              "train/ and test/ whole: drop one of them")
         return folder_split(Path(config.data))
     ds = ImageFolder.scan(config.data)
     if config.limit_per_class:

@@ -163,6 +163,9 @@ class TransferClassifier:
         if is_model_dir(folder):  # a trained head or a fine-tuned network
             return NetworkClassifier(load_model(str(folder), device=device))
         meta_path, est_path = folder / META_FILE, folder / ESTIMATOR_FILE
+        if not folder.exists():
+            raise CnnlabError(f"no run directory {str(folder)!r}: --model takes what `cnnlab transfer` saved; to "
+                              f"classify with a network by name, use --backbone {folder}")
         if not meta_path.is_file() or not est_path.is_file():
             raise CnnlabError(f"{folder} holds no saved classifier (expected {META_FILE} and {ESTIMATOR_FILE} from "
                               "`cnnlab transfer`)")
