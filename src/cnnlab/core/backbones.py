@@ -12,6 +12,7 @@ from torch import nn
 
 from .errors import CnnlabError
 from .hooks import CutPoint, capture, run_until_captured
+from .layout import Layout
 from .preprocess import Preprocess
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -104,26 +105,49 @@ class Backbone(nn.Module):
             run_until_captured(self.net, self.normalize(x))
         return {layer: pool_features(store[layer], pool) for layer in layers}
 
-    def last_spatial_layer(self) -> str:
-        """The module path of the last (B,C,H,W) map with H, W > 1 in a forward pass: where Grad-CAM reads when
-        nothing says otherwise (pytorch-grad-cam's users' most common question is which layer to pick)."""
+    def image_layouts(self) -> dict[str, "Layout"]:
+        """Every module (outside attention) whose output has an image layout (`core.layout`), in the order of one
+        forward pass of a blank image at the input size."""
         from .hooks import eval_mode
+        from .layout import inside_attention, layout_of
 
-        found: list[str] = []
-        hooks = [m.register_forward_hook(lambda m, a, out, n=n: found.append(n)
-                                         if isinstance(out, torch.Tensor) and out.ndim == 4 and min(out.shape[-2:]) > 1
-                                         else None)
-                 for n, m in self.net.named_modules() if n]
         size = self.preprocess.input_size
+        found: dict[str, object] = {}
+        modules = {n: m for n, m in self.net.named_modules() if n and not inside_attention(n, self.net)}
+
+        def hook(name):
+            def record(module, args, out):
+                layout = layout_of(out, (size, size), self.net, module, batch=1)
+                if layout is not None:
+                    found.pop(name, None)
+                    found[name] = layout
+            return record
+
+        hooks = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
         try:
             with torch.no_grad(), eval_mode(self):
                 self(torch.zeros(1, self.in_channels, size, size, device=self.device))
         finally:
             for h in hooks:
                 h.remove()
-        if not found:
-            raise CnnlabError(f"{self.name} has no spatial feature map for Grad-CAM: pass --layer MODULE_PATH")
-        return found[-1]
+        return found
+
+    def last_spatial_layer(self) -> str:
+        """Where Grad-CAM reads when nothing says otherwise (pytorch-grad-cam's users' most common question). A
+        transformer: the first norm of its last block (`norm1`, `ln_1`), whose tokens still feed attention and so
+        carry the class's gradient (the final norm's patch tokens get none: a flat map); pytorch-grad-cam's choice
+        for ViT and Swin. Otherwise the last output laid on the image with a grid of more than one cell."""
+        layouts = self.image_layouts()
+        norms = [n for n, lay in layouts.items() if lay.kind != "nchw" and n.rsplit(".", 1)[-1] in ("norm1", "ln_1")]
+        if norms:
+            return norms[-1]
+        # else the last laid on the image, a transformer's final norm (whose patch tokens the head does not read) aside
+        last = [n for n, lay in layouts.items()
+                if lay.kind == "nchw" or n.rsplit(".", 1)[-1] not in ("norm", "fc_norm", "head", "head_drop")]
+        if last:
+            return last[-1]
+        raise CnnlabError(f"{self.name} has no layer laid on the image (maps or patch tokens) for Grad-CAM: pass "
+                          "--layer MODULE_PATH")
 
     def class_index(self, query: str | int) -> int:
         """A class by index, or by name (ImageNet: also synset ids and substrings, with suggestions)."""

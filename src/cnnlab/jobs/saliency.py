@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -59,8 +60,9 @@ class SaliencyResult(PerImageResult):
 
     kind, figure_name = "saliency", "saliency.png"
 
-    def __init__(self, config, sink, items, prepared, seconds, backbone: Backbone):
+    def __init__(self, config, sink, items, prepared, seconds, backbone: Backbone, layers: Sequence[str] = ()):
         super().__init__(config, sink, items, prepared, seconds)
+        self.layer = "+".join(layers) or None  # the layer(s) the method read, defaults resolved
         self.class_names, self._preprocess = backbone.labels, backbone.preprocess
         self.targets, self.preds = self.column("target"), self.column("pred")
         self.labels = [r.get("label") for r in self.rows]
@@ -88,8 +90,8 @@ class SaliencyResult(PerImageResult):
 
     def summary(self) -> dict:
         per_image = self.image_rows()
-        s = {"backbone": self.config.backbone, "method": self.config.method, "results": per_image,
-             "seconds": self.seconds, "skipped": self.skipped}
+        s = {"backbone": self.config.backbone, "method": self.config.method, "layer": self.layer,
+             "results": per_image, "seconds": self.seconds, "skipped": self.skipped}
         if self.config.metrics and per_image:
             m = {"n": len(per_image), **{k: float(np.mean([r[k] for r in per_image])) for k in METRIC_KEYS}}
             m["deletion_ratio"] = m["deletion_auc"] / max(m["random_deletion_auc"], 1e-12)
@@ -116,8 +118,10 @@ class SaliencyResult(PerImageResult):
             x, m = self.image(i), torch.from_numpy(np.array(maps[i]))
             rows.append((short_name(self.class_names, self.targets[i]), [x, overlay(x, m), heat(m)]))
         more = f", the first {n} of {len(self)}" if len(self) > n else ""
+        at = f" at {self.layer}" if self.layer else ""
         return {self.figure_name: image_grid(rows, ["image", "overlay", f"{self.config.method} map"],
-                                             title=f"{self.config.backbone} (rows: the class explained{more})")}
+                                             title=f"{self.config.backbone}, {self.config.method}{at} (rows: the class "
+                                                   f"explained{more})")}
 
     def write_files(self, folder: Path) -> None:
         if self.written(folder):
@@ -161,7 +165,8 @@ def saliency(model: ModelLike = None, images: ImagesLike | None = None, *, confi
     ran = run_per_image(items, _worker(backbone, attributor, cfg, prepared, out is not None),
                         settings=result_settings(cfg.to_dict(), [attributor]), out=out, chunk_size=_chunk_size(cfg),
                         device=backbone.device, progress=progress, desc=f"saliency {cfg.method}")
-    return None if ran is None else SaliencyResult(cfg, ran[0], items, prepared, ran[1], backbone)
+    return None if ran is None else SaliencyResult(cfg, ran[0], items, prepared, ran[1], backbone,
+                                                   attributor.used_layers(backbone))
 
 
 def _chunk_size(cfg) -> int:

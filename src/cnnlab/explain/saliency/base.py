@@ -31,6 +31,10 @@ class SaliencyMethod(Part):
         """Cut points the method reads (checked before any work)."""
         return ()
 
+    def used_layers(self, backbone: Backbone) -> list[str]:
+        """The layers it reads on this model, defaults resolved: what a result records ([] for none)."""
+        return list(self.layers())
+
     def settings(self) -> dict:
         """What its maps depend on."""
         return {"name": self.name, **{k: v for k, v in sorted(self.options().items()) if k not in self.MEMORY_ONLY}}
@@ -80,6 +84,9 @@ class Layered(SaliencyMethod):
 
     def layers(self):
         return self.layer or ()
+
+    def used_layers(self, backbone: Backbone) -> list[str]:
+        return list(self.layer or cam_layers(backbone))
 
 
 # ------------------------------------------------------------------------------------------------- helpers

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from ...core.backbones import Backbone
 from ...core.errors import CnnlabError
 from ...core.hooks import capture, run_until_captured
+from ...core.layout import layout_of
 from .base import Batched, Layered, cam_layers, register, unit, upsampled
 from .gradients import SmoothGrad
 
@@ -27,6 +28,7 @@ class Cam(Layered):
     # (a linear bottleneck) a default layer is left out, and a layer the user names gets a warning
     nonnegative: ClassVar[bool] = False
     NEGATIVE_SHARE: ClassVar[float] = 0.01
+    warn_flat: ClassVar[bool] = True  # a map flat for every image is said, never returned silently
 
     def _maps(self, backbone, x, targets):
         names = self.layer or cam_layers(backbone)
@@ -41,7 +43,12 @@ class Cam(Layered):
                 warnings.warn(f"{self.name} assumes non-negative activations; {negative:.0%} of {layer}'s are "
                               "negative, so its weights there are not meaningful (use a layer after a ReLU)",
                               stacklevel=2)
-            maps.append(upsampled(self._cam(backbone, x, targets, acts, grads).clamp(min=0), x.shape[-2:]))
+            cam = self._cam(backbone, x, targets, acts, grads).clamp(min=0)
+            if self.warn_flat and bool((cam.flatten(1).amax(1) - cam.flatten(1).amin(1) <= 1e-12 *
+                                        cam.abs().flatten(1).amax(1).clamp(min=1e-30)).all()):
+                warnings.warn(f"{self.name}: the map at {layer} is flat for every image (its gradients or activations "
+                              f"carry nothing there): pass --layer with another block's output", stacklevel=2)
+            maps.append(upsampled(cam, x.shape[-2:]))
         return maps[0] if len(maps) == 1 else sum(unit(m) for m in maps)
 
     def _cam(self, backbone, x, targets, acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
@@ -130,15 +137,21 @@ def gradcam(backbone: Backbone, x: torch.Tensor, targets: torch.Tensor, layers: 
 def activations_and_gradients(backbone: Backbone, x: torch.Tensor, targets: torch.Tensor, layer: str,
                               gradients: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A cut point's activations (B,K,h,w) and (with `gradients`) those of each image's target score with respect
-    to them."""
-    with capture(backbone.net, {"a": backbone.resolve(layer)}, stop_early=not gradients) as store:
+    to them, read through the layer's image layout (`core.layout`: channels-last maps and patch tokens too)."""
+    point = backbone.resolve(layer)
+    with capture(backbone.net, {"a": point}, stop_early=not gradients) as store:
         if gradients:
             score = backbone(x).gather(1, targets.view(-1, 1)).sum()
         else:
             with torch.no_grad():
                 run_until_captured(backbone.net, backbone.normalize(x))
-    acts = store["a"]
-    if acts.ndim != 4:
-        raise CnnlabError(f"a class activation map needs a spatial layer; {layer} gives {tuple(acts.shape)}")
-    grads = torch.autograd.grad(score, acts)[0].detach() if gradients else None
-    return acts.detach(), grads
+    raw = store["a"]
+    layout = layout_of(raw, tuple(x.shape[-2:]), backbone.net, backbone.net.get_submodule(point.module),
+                       batch=len(x))
+    if layout is None:
+        shape = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
+        raise CnnlabError(f"a class activation map needs a layer laid on the image (maps, or patch tokens); {layer} "
+                          f"gives {shape}: pass --layer with a block's output or its first norm (e.g. "
+                          f"{backbone.last_spatial_layer()})")
+    grads = layout.to_nchw(torch.autograd.grad(score, raw)[0].detach()) if gradients else None
+    return layout.to_nchw(raw.detach()), grads

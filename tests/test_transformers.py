@@ -1,0 +1,92 @@
+"""Transformers and channels-last models (random weights: the structure is what is checked): the default Grad-CAM
+layer is where the literature and pytorch-grad-cam put it, its map is not flat, the result names the layer, and at
+the peers' layer cnnlab's Grad-CAM equals pytorch-grad-cam's with its documented reshape_transform."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import cnnlab
+from cnnlab.core.layout import Layout, layout_of
+
+pytest.importorskip("timm")
+
+# model → (the default layer, pytorch-grad-cam's reshape_transform for it: tokens without their prefix, or NHWC)
+MODELS = {
+    "timm:vit_tiny_patch16_224": ("blocks.11.norm1", 1),
+    "timm:deit_tiny_distilled_patch16_224": ("blocks.11.norm1", 2),
+    "timm:swin_tiny_patch4_window7_224": ("layers.3.blocks.1.norm1", "nhwc"),
+    "torchvision:vit_b_16": ("encoder.layers.encoder_layer_11.ln_1", 1),
+    "torchvision:swin_t": ("features.7.1.norm1", "nhwc"),
+    "timm:convnext_atto": ("norm_pre", None),
+    # architectures no test was tuned on
+    "timm:eva02_tiny_patch14_224": ("blocks.11.norm1", 1),
+    "timm:vit_small_patch14_reg4_dinov2": ("blocks.11.norm1", 5),
+}
+
+
+def _theirs_reshape(kind):
+    if kind is None:
+        return None
+    if kind == "nhwc":
+        return lambda t: t.permute(0, 3, 1, 2)
+
+    def tokens(t):  # pytorch-grad-cam's vit_example.py, with the prefix tokens the model has
+        n = t.shape[1] - kind
+        side = int(n ** 0.5)
+        return t[:, kind:, :].reshape(t.size(0), side, side, t.size(2)).permute(0, 3, 1, 2)
+    return tokens
+
+
+@pytest.mark.parametrize("spec", list(MODELS))
+def test_default_gradcam_reads_the_peers_layer_is_not_flat_and_equals_pytorch_grad_cam(spec):
+    cam = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    layer, kind = MODELS[spec]
+    model = cnnlab.load_model(spec, weights="random")
+    size = model.preprocess.input_size
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    if spec == "torchvision:vit_b_16":  # its head starts at zero: every gradient is 0, and cnnlab says the map is flat
+        with pytest.warns(UserWarning, match="the map at encoder.layers.encoder_layer_11.ln_1 is flat"):
+            cnnlab.saliency(model, x[:1], method="gradcam")
+        with torch.no_grad():  # a trained head is not zero
+            model.net.heads.head.weight.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a flat map would warn: here that fails the test
+        res = cnnlab.saliency(model, x, method="gradcam")
+    assert res.summary()["layer"] == layer
+    maps = res.maps
+    assert (maps.flatten(1).amax(1) - maps.flatten(1).amin(1) > 0).all()
+    targets = res.targets
+    with cam.GradCAM(model=model, target_layers=[model.net.get_submodule(layer)],
+                     reshape_transform=_theirs_reshape(kind)) as other:
+        theirs = other(input_tensor=x.clone(), targets=[ClassifierOutputTarget(int(t)) for t in targets])
+    for a, b in zip(maps.numpy(), theirs):
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] >= 0.95
+
+
+def test_layouts_read_tokens_and_channels_last_and_refuse_attention_internals():
+    net = torch.nn.Module()
+    net.num_prefix_tokens = 2
+    tokens = torch.arange(2 * 6 * 3, dtype=torch.float).view(2, 6, 3)  # 2 prefix tokens + a 2×2 grid, 3 channels
+    lay = layout_of(tokens, (32, 32), net, batch=2)
+    assert lay == Layout("tokens", (2, 2), 2)
+    torch.testing.assert_close(lay.to_nchw(tokens)[1, :, 1, 0], tokens[1, 2 + 2])  # row 1, column 0: token 2+2
+    nhwc = torch.rand(1, 7, 7, 96)
+    norm = torch.nn.LayerNorm(96)
+    assert layout_of(nhwc, (224, 224), net, norm).kind == "nhwc"
+    assert layout_of(torch.rand(1, 96, 7, 7), (224, 224), net).kind == "nchw"
+    # a (B, heads, N, head_dim) query and a (B, heads, N, N) attention matrix are not laid on the image
+    assert layout_of(torch.rand(1, 3, 197, 64), (224, 224), net) is None
+    assert layout_of(torch.rand(4, 96, 7, 7), (224, 224), net, batch=1) is None  # windows stacked on the batch
+
+
+def test_a_layer_with_no_image_layout_is_refused_in_one_line():
+    model = cnnlab.load_model("timm:vit_tiny_patch16_224", weights="random")
+    with pytest.raises(cnnlab.CnnlabError, match=r"head gives \(1, 1000\): pass --layer .* blocks.11.norm1"):
+        cnnlab.saliency(model, torch.rand(1, 3, 224, 224), method="gradcam", layer="head")
+    # a token layer a user names is read on its grid (it was refused as 'not spatial')
+    res = cnnlab.saliency(model, torch.rand(1, 3, 224, 224), method="gradcam", layer="blocks.5.norm1")
+    assert res.summary()["layer"] == "blocks.5.norm1" and float(res.maps.max()) > 0
