@@ -49,7 +49,7 @@ def test_default_gradcam_reads_the_peers_layer_is_not_flat_and_equals_pytorch_gr
     size = model.preprocess.input_size
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     if spec == "torchvision:vit_b_16":  # its head starts at zero: every gradient is 0, and cnnlab says the map is flat
-        with pytest.warns(UserWarning, match="the map at encoder.layers.encoder_layer_11.ln_1 is flat"):
+        with pytest.warns(UserWarning, match="is flat at encoder.layers.encoder_layer_11.ln_1"):
             cnnlab.saliency(model, x[:1], method="gradcam")
         with torch.no_grad():  # a trained head is not zero
             model.net.heads.head.weight.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
@@ -90,3 +90,51 @@ def test_a_layer_with_no_image_layout_is_refused_in_one_line():
     # a token layer a user names is read on its grid (it was refused as 'not spatial')
     res = cnnlab.saliency(model, torch.rand(1, 3, 224, 224), method="gradcam", layer="blocks.5.norm1")
     assert res.summary()["layer"] == "blocks.5.norm1" and float(res.maps.max()) > 0
+
+
+def _small_vit():
+    """A 2-block ViT on 32-pixel images (patch 8: a 4×4 grid and a class token), wrapped like any user's module."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    net = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5)
+    return cnnlab.wrap(net.eval(), mean=(0.5,) * 3, std=(0.25,) * 3, input_size=32,
+                       labels=[f"c{k}" for k in range(5)])
+
+
+@pytest.mark.parametrize("kind", ["vit", "cnn"])
+def test_every_method_gives_a_map_that_varies_or_a_one_line_refusal(kind):
+    from cnnlab.core.config import part_fields
+    from cnnlab.explain.saliency import METHODS, FlatMapWarning
+
+    from .conftest import tiny_model
+
+    model = _small_vit() if kind == "vit" else tiny_model(input_size=32)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    fast = {"smoothgrad_samples": 2, "ig_steps": 4, "rise_masks": 16, "stages": 2, "candidates": 2}
+    refused, flat = {}, {}
+    for name in METHODS:
+        mine = {f.name for f in part_fields(METHODS[name])}
+        try:
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                res = cnnlab.saliency(model, x, method=name, **{k: v for k, v in fast.items() if k in mine})
+        except cnnlab.CnnlabError as exc:
+            assert "\n" not in str(exc), name
+            refused[name] = str(exc)
+            continue
+        maps = res.maps
+        spread = maps.flatten(1).amax(1) - maps.flatten(1).amin(1)
+        assert maps.shape == (2, 32, 32), name
+        if not (spread > 0).all():  # a flat map is only ever returned with a warning that names it
+            flat[name] = [str(w.message) for w in said if issubclass(w.category, FlatMapWarning)]
+            assert flat[name] and flat[name][0].startswith(f"{name}: the map of"), name
+    assert refused == {}
+    assert len(flat) <= 2, flat  # a random model may give no patch evidence for its class: said, and rare
+
+
+def test_classviz_draws_for_a_vit_at_its_input_size(tmp_path):
+    from cnnlab.cli import main
+
+    assert main(["explain", "classviz", "--backbone", "timm:vit_tiny_patch16_224", "--weights", "random", "--iters",
+                 "2", "--class", "1", "--quiet", "--out", str(tmp_path)]) == 0

@@ -136,7 +136,13 @@ class Backbone(nn.Module):
         """Where Grad-CAM reads when nothing says otherwise (pytorch-grad-cam's users' most common question). A
         transformer: the first norm of its last block (`norm1`, `ln_1`), whose tokens still feed attention and so
         carry the class's gradient (the final norm's patch tokens get none: a flat map); pytorch-grad-cam's choice
-        for ViT and Swin. Otherwise the last output laid on the image with a grid of more than one cell."""
+        for ViT and Swin. Otherwise the last output laid on the image with a grid of more than one cell. Found
+        once per model (one probing pass)."""
+        if "_last_spatial" not in self.__dict__:
+            self.__dict__["_last_spatial"] = self._find_last_spatial_layer()
+        return self.__dict__["_last_spatial"]
+
+    def _find_last_spatial_layer(self) -> str:
         layouts = self.image_layouts()
         norms = [n for n, lay in layouts.items() if lay.kind != "nchw" and n.rsplit(".", 1)[-1] in ("norm1", "ln_1")]
         if norms:
@@ -148,6 +154,22 @@ class Backbone(nn.Module):
             return last[-1]
         raise CnnlabError(f"{self.name} has no layer laid on the image (maps or patch tokens) for Grad-CAM: pass "
                           "--layer MODULE_PATH")
+
+    @property
+    def fixed_input_size(self) -> bool:
+        """Whether the network takes only its input size (a ViT's position embeddings, a Swin's windows): probed
+        once with a larger blank image."""
+        if "_fixed_input" not in self.__dict__:
+            from .hooks import eval_mode
+
+            size = self.preprocess.input_size + 32
+            try:
+                with torch.no_grad(), eval_mode(self):
+                    self(torch.zeros(1, self.in_channels, size, size, device=self.device))
+                self.__dict__["_fixed_input"] = False
+            except Exception:  # noqa: BLE001 — any refusal of the size is the answer
+                self.__dict__["_fixed_input"] = True
+        return self.__dict__["_fixed_input"]
 
     def class_index(self, query: str | int) -> int:
         """A class by index, or by name (ImageNet: also synset ids and substrings, with suggestions)."""

@@ -129,7 +129,7 @@ def render(backbone: Backbone, objective: Objective, options: RenderOptions | No
     with eval_mode(backbone), frozen(backbone), redirected_relus(backbone):
         for it in range(1, o.iters + 1):
             image = param.image()
-            value = objective(activations(backbone, apply(image, o, g), layers), shape[0]).sum()
+            value = objective(activations(backbone, _sized(backbone, apply(image, o, g)), layers), shape[0]).sum()
             param.step(value, it)
             if it in o.frames:
                 frames[it] = _detached(param)
@@ -138,6 +138,15 @@ def render(backbone: Backbone, objective: Objective, options: RenderOptions | No
             if progress is not None:
                 progress.update(1)
     return _detached(param), frames
+
+
+def _sized(backbone: Backbone, views: torch.Tensor) -> torch.Tensor:
+    """The views at the network's input size where it takes no other (padding and jitter grow them)."""
+    size = backbone.preprocess.input_size
+    if tuple(views.shape[-2:]) == (size, size) or not backbone.fixed_input_size:
+        return views
+    return torch.nn.functional.interpolate(views, size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=True)
 
 
 def _detached(param) -> torch.Tensor:

@@ -191,8 +191,8 @@ class Randomization(Metric):
     name = "randomization"
     help = ("the model-randomization sanity check (Adebayo et al. 2018): rank correlation (and SSIM) of each map "
             "with the map of the same method once every unit is re-drawn (`sanity.randomized_copy`, fresh samples "
-            "for sampling methods), beside its null: each image's trained map against the randomized maps of every "
-            "other image (what a map keeps whatever the image, such as a centre bias; a control, not ranked). A "
+            "for sampling methods), beside its null: the same trained map against the randomized map of the image "
+            "turned by 180° (what a map keeps whatever the image, such as a centre bias; a control, not ranked). A "
             "method fails when the first exceeds the null by more than sanity.MARGIN (lower is better); no verdict "
             "below sanity.MIN_VERDICT_IMAGES images")
     columns: ClassVar[dict[str, bool]] = {"randomization_rank_corr": False, "randomization_ssim": False,
@@ -224,10 +224,16 @@ class Randomization(Metric):
     def score(self, backbone, x, targets, maps, method, prepared, seeds):
         from .sanity import fresh_samples, map_ssim, rank_correlation
 
+        import warnings
+
+        from .saliency import FlatMapWarning
+
         model = self.random_model(backbone, x)
         fresh = fresh_samples(method)
-        random_maps = fresh.attribute(model, x, targets).float().cpu()
-        turned = fresh.attribute(model, x.flip(-2, -1), targets).float().cpu()
+        with warnings.catch_warnings():  # a randomized model's flat maps are what the check measures
+            warnings.simplefilter("ignore", FlatMapWarning)
+            random_maps = fresh.attribute(model, x, targets).float().cpu()
+            turned = fresh.attribute(model, x.flip(-2, -1), targets).float().cpu()
         return {"randomization_rank_corr": rank_correlation(maps, random_maps),
                 "randomization_ssim": map_ssim(maps, random_maps),
                 "randomization_null": rank_correlation(maps, turned)}, {}

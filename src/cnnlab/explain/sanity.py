@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from ..core.backbones import Backbone
 from ..core.models import units
-from .saliency import SaliencyMethod, method as make_method
+from .saliency import FlatMapWarning, SaliencyMethod, method as make_method
 
 FAILS_ABOVE = 0.3  # the former verdict: rank correlation above this after full randomization (sanity.json's)
 # A method fails when, once every unit is re-drawn, its map of an image still resembles the trained map of that
@@ -25,8 +26,8 @@ FAILS_ABOVE = 0.3  # the former verdict: rank correlation above this after full 
 # the resemblance counts; 0.1 is a weak correlation on Cohen's scale, so a pass allows no more than that.
 MARGIN = 0.1
 MEASURED = "assets/sanity.json"  # each method's measured outcome, written by benchmarks/sanity.py --write
-# The null pairs each image with the B-1 others; from 10 images on its noise no longer decides a verdict
-# (docs/benchmarks.md, sanity checks); with fewer, no verdict is given.
+# A verdict compares a mean over the images with its null's mean; from 10 images on the noise of the two no longer
+# decides a verdict (docs/benchmarks.md, sanity checks); with fewer, no verdict is given.
 MIN_VERDICT_IMAGES = 10
 
 
@@ -276,7 +277,9 @@ def model_randomization(backbone: Backbone, x: torch.Tensor, targets, saliency: 
             randomize(model.net.get_submodule(name), seed + k)
         if check and (cascading or final_only) and k == len(steps) - 1:
             check_alive(backbone, model, x)
-        m = fresh.attribute(model, x, targets).float().cpu()
+        with warnings.catch_warnings():  # a randomized model's flat maps are what the check measures
+            warnings.simplefilter("ignore", FlatMapWarning)
+            m = fresh.attribute(model, x, targets).float().cpu()
         maps.append(m)
         corr.append(rank_correlation(trained, m))
         null.append(mismatched_null(trained, m))

@@ -16,7 +16,7 @@ import torch
 
 from ...core.backbones import Backbone
 from ...core.config import registry_help
-from .base import (BLUR_SIGMA, METHODS, SaliencyMethod, blurred, cam_layers, patch_size, predicted, register, unit,
+from .base import (BLUR_SIGMA, METHODS, FlatMapWarning, SaliencyMethod, blurred, cam_layers, patch_size, predicted, register, unit,
                    upsampled)
 from .gradients import IG_BASELINES, guided_relus
 from .cams import activations_and_gradients, gradcam
@@ -26,7 +26,7 @@ from . import perturbation  # noqa: F401  (registers its methods)
 # photos (docs/benchmarks.md, "The faithfulness panel and the recommended method")
 RECOMMENDED = "gradcam"
 
-__all__ = ["METHODS", "RECOMMENDED", "SaliencyMethod", "register", "method", "attribute", "methods_help",
+__all__ = ["METHODS", "RECOMMENDED", "FlatMapWarning", "SaliencyMethod", "register", "method", "attribute", "methods_help",
            "result_settings", "blurred", "cam_layers", "patch_size", "predicted", "unit", "upsampled", "gradcam",
            "guided_relus", "activations_and_gradients", "IG_BASELINES", "BLUR_SIGMA"]
 

@@ -2,6 +2,7 @@
 options that several methods take (each declared once, as a mixin), and small map helpers."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
@@ -13,6 +14,11 @@ from ...core.config import Part, Registry, option
 from ...core.hooks import eval_mode, frozen
 
 METHODS = Registry("saliency method")
+
+
+class FlatMapWarning(UserWarning):
+    """A saliency map came out constant: it says nothing about where the class is."""
+
 register = METHODS.register
 BLUR_SIGMA = 10.0  # σ of the blurred copy that stands for 'absent' (occlusion, IG, iterated-gradcam, deletion)
 
@@ -26,6 +32,7 @@ class SaliencyMethod(Part):
     queries_panel: ClassVar[bool] = False
     # options that change the cost but not the maps: left out of `settings`
     MEMORY_ONLY: ClassVar[tuple[str, ...]] = ("internal_batch_size",)
+    warn_flat: ClassVar[bool] = True  # a flat map is said (a warning naming the method and its layer), never silent
 
     def layers(self) -> Sequence[str]:
         """Cut points the method reads (checked before any work)."""
@@ -43,7 +50,15 @@ class SaliencyMethod(Part):
         x = x.detach().to(backbone.device).clone().requires_grad_(True)  # Captum warns otherwise
         targets = torch.as_tensor(targets, device=backbone.device).long().view(-1)
         with eval_mode(backbone), frozen(backbone):
-            return self._maps(backbone, x, targets).detach()
+            maps = self._maps(backbone, x, targets).detach()
+        flat = int((maps.flatten(1).amax(1) - maps.flatten(1).amin(1) <= 0).sum())
+        if flat and self.warn_flat:
+            layers = self.used_layers(backbone)
+            where = f" at {'+'.join(layers)}" if layers else ""
+            hint = ": pass --layer with another block's output" if layers else ""
+            warnings.warn(f"{self.name}: the map of {flat} of {len(maps)} image(s) is flat{where} (nothing there "
+                          f"supports the class){hint}", FlatMapWarning, stacklevel=2)
+        return maps
 
     def _maps(self, backbone: Backbone, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -28,7 +28,6 @@ class Cam(Layered):
     # (a linear bottleneck) a default layer is left out, and a layer the user names gets a warning
     nonnegative: ClassVar[bool] = False
     NEGATIVE_SHARE: ClassVar[float] = 0.01
-    warn_flat: ClassVar[bool] = True  # a map flat for every image is said, never returned silently
 
     def _maps(self, backbone, x, targets):
         names = self.layer or cam_layers(backbone)
@@ -43,12 +42,7 @@ class Cam(Layered):
                 warnings.warn(f"{self.name} assumes non-negative activations; {negative:.0%} of {layer}'s are "
                               "negative, so its weights there are not meaningful (use a layer after a ReLU)",
                               stacklevel=2)
-            cam = self._cam(backbone, x, targets, acts, grads).clamp(min=0)
-            if self.warn_flat and bool((cam.flatten(1).amax(1) - cam.flatten(1).amin(1) <= 1e-12 *
-                                        cam.abs().flatten(1).amax(1).clamp(min=1e-30)).all()):
-                warnings.warn(f"{self.name}: the map at {layer} is flat for every image (its gradients or activations "
-                              f"carry nothing there): pass --layer with another block's output", stacklevel=2)
-            maps.append(upsampled(cam, x.shape[-2:]))
+            maps.append(upsampled(self._cam(backbone, x, targets, acts, grads).clamp(min=0), x.shape[-2:]))
         return maps[0] if len(maps) == 1 else sum(unit(m) for m in maps)
 
     def _cam(self, backbone, x, targets, acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:

@@ -17,16 +17,21 @@ from .cams import GradCam, gradcam
 class Occlusion(Batched, Blurs):
     queries_panel = True  # it blurs patches and reads the class probability, as deletion does
     name = "occlusion"
-    help = "score drop when 32×32 patches are replaced by a blurred copy (Zeiler & Fergus 2014)"
+    help = ("score drop when patches (32×32 at 224 pixels, scaled with the image) are replaced by a blurred copy "
+            "(Zeiler & Fergus 2014)")
     cost = "slow"
-    occlusion_window: int = option(32, low=1, help="occlusion: patch side in pixels")
-    occlusion_stride: int = option(16, low=1, help="occlusion: patch stride in pixels")
+    occlusion_window: int | None = option(None, low=1, default_help="32 at 224 pixels, scaled with the image",
+                                          help="occlusion: patch side in pixels")
+    occlusion_stride: int | None = option(None, low=1, default_help="half the patch",
+                                          help="occlusion: patch stride in pixels")
 
     def _maps(self, backbone, x, targets):
         import captum.attr as ca
 
-        w = min(self.occlusion_window, *x.shape[-2:])  # a patch no larger than the image (a 28×28 digit, say)
-        s, c = min(self.occlusion_stride, w), x.shape[1]
+        side = min(x.shape[-2:])
+        w = self.occlusion_window or max(2, round(32 * side / 224))
+        w = min(w, max(1, side // 2))  # at least a 2×2 grid of patches: one patch over the image is a flat map
+        s, c = min(self.occlusion_stride or max(1, w // 2), w), x.shape[1]
         attr = ca.Occlusion(backbone).attribute(x, sliding_window_shapes=(c, w, w), strides=(c, s, s),
                                                 target=targets, baselines=blurred(x, self.blur_sigma),
                                                 perturbations_per_eval=self.internal_batch_size)
