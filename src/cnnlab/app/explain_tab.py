@@ -133,6 +133,7 @@ def method_choices() -> list[tuple[str, str]]:
 def _label(method: str) -> str:
     """A method's name, marked with the models on which its shipped sanity check failed (sanity.json)."""
     star = " ★" if method == RECOMMENDED else ""
+    star += " (transformers)" if METHODS[method].transformers_only else ""
     said = verdict(method)
     return f"{method}{star} ⚠ {said.rsplit(' on ', 1)[1]}" if said.startswith("FAILS") else f"{method}{star}"
 

@@ -375,6 +375,7 @@ def evaluate_saliency(model: ModelLike = None, images: ImagesLike | None = None,
     methods = {name: cfg.build("methods", name) for name in cfg.methods}
     for m in methods.values():
         backbone.check_layers(list(m.layers()))
+        m.check_model(backbone)
         m.used_layers(backbone)  # a default layer's one probing pass, made now: not counted in any method's passes
     if cfg.target not in ("pred",):
         backbone.class_index(cfg.target)

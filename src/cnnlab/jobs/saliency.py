@@ -159,6 +159,7 @@ def saliency(model: ModelLike = None, images: ImagesLike | None = None, *, confi
     cfg = recorded(cfg, backbone)
     attributor = cfg.build("method")
     backbone.check_layers(list(attributor.layers()))  # a wrong layer is said before any work
+    attributor.check_model(backbone)
     items, prepared = sources(images if images is not None else cfg.inputs)
     items = items[:cfg.limit] if cfg.limit else items
     check_target_classes(backbone, cfg.target, cfg.targets, len(items))

@@ -21,6 +21,7 @@ from .base import (BLUR_SIGMA, METHODS, FlatMapWarning, SaliencyMethod, blurred,
 from .gradients import IG_BASELINES, guided_relus
 from .cams import activations_and_gradients, gradcam
 from . import perturbation  # noqa: F401  (registers its methods)
+from . import attention  # noqa: F401  (registers its methods)
 
 # the method a user is offered first: what `jobs.evaluate.recommended` chose over the faithfulness panel on the tuning
 # photos (docs/benchmarks.md, "The faithfulness panel and the recommended method")

@@ -42,6 +42,12 @@ class SaliencyMethod(Part):
         """The layers it reads on this model, defaults resolved: what a result records ([] for none)."""
         return list(self.layers())
 
+    # it applies to transformers only (marked in --help and the app)
+    transformers_only: ClassVar[bool] = False
+
+    def check_model(self, backbone: Backbone) -> None:
+        """A one-line CnnlabError, before any work, where the method cannot apply to this model."""
+
     def settings(self) -> dict:
         """What its maps depend on."""
         return {"name": self.name, **{k: v for k, v in sorted(self.options().items()) if k not in self.MEMORY_ONLY}}
@@ -51,7 +57,8 @@ class SaliencyMethod(Part):
         targets = torch.as_tensor(targets, device=backbone.device).long().view(-1)
         with eval_mode(backbone), frozen(backbone):
             maps = self._maps(backbone, x, targets).detach()
-        flat = int((maps.flatten(1).amax(1) - maps.flatten(1).amin(1) <= 0).sum())
+        top, low = maps.flatten(1).amax(1), maps.flatten(1).amin(1)
+        flat = int((top - low <= 1e-6 * top.abs()).sum())  # constant to float rounding (an upsampled constant)
         if flat and self.warn_flat:
             layers = self.used_layers(backbone)
             where = f" at {'+'.join(layers)}" if layers else ""
