@@ -106,7 +106,8 @@ def launch_chromium(pw):
 
 # pytest-xdist gives a whole module to a worker, in collection order: the long end-to-end modules go first, so that
 # the short ones fill the end of both workers' queues instead of one long module running alone at the end
-LONG_FIRST = ("test_gan_metrics", "test_faults", "test_gan", "test_finetune", "test_app", "test_explain", "test_notebook",
+LONG_FIRST = ("test_gan_metrics", "test_faults", "test_gan", "test_finetune", "test_transformers", "test_app", "test_explain",
+              "test_notebook",
               "test_stream", "test_sanity", "test_reproduce", "test_evaluate", "test_features", "test_featureviz",
               "test_demo")
 
