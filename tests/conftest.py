@@ -32,6 +32,17 @@ def tiny_model(seed: int = 0, input_size: int = 16):
                        labels=[f"c{k}" for k in range(5)])
 
 
+def tiny_vit(input_size: int = 32):
+    """A 2-block ViT (patch 8, a class token, 5 classes), wrapped like any user's module (seeded)."""
+    import cnnlab
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    net = VisionTransformer(img_size=input_size, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5)
+    return cnnlab.wrap(net.eval(), mean=(0.5,) * 3, std=(0.25,) * 3, input_size=input_size,
+                       labels=[f"c{k}" for k in range(5)])
+
+
 def one_and_two_processes(args: list[str], tmp_path: Path, port: int) -> None:
     """`cnnlab ARGS --out tmp_path/one` alone, then under torchrun with 2 processes into tmp_path/two; both must
     succeed (one thread each, offline)."""

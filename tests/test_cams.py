@@ -98,6 +98,10 @@ def test_every_method_on_the_shipped_digit_classifier(method):
     """mnist_cnn: 1-channel 28×28 inputs, smaller than occlusion's default patch."""
     digits = torch.rand(2, 1, 28, 28)
     quick = {k: v for k, v in dict(rise_masks=64, smoothgrad_samples=2, ig_steps=4).items() if method in METHODS.takers(k)}
+    if METHODS[method].transformers_only:  # said in one line, before any work
+        with pytest.raises(cnnlab.CnnlabError, match="mnist_cnn has no attention module"):
+            cnnlab.saliency("mnist_cnn", digits, method=method)
+        return
     res = cnnlab.saliency("mnist_cnn", digits, method=method, **quick)
     assert res.maps.shape == (2, 28, 28) and (res.maps >= 0).all() and torch.isfinite(res.maps).all()
 

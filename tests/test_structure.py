@@ -17,7 +17,7 @@ from cnnlab.core.errors import CnnlabError
 from cnnlab.explain.attacks import ATTACKS
 from cnnlab.explain.saliency import METHODS
 
-from .conftest import tiny_model
+from .conftest import tiny_model, tiny_vit
 
 SRC = Path(cnnlab.__file__).parent
 N = 17  # more images than a figure shows (12), over several chunks
@@ -113,7 +113,10 @@ def test_per_image_targets_in_saliency_and_fool(files):
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_saliency_method_is_one_registered_class(name):
-    model, x = tiny_model(), torch.rand(2, 3, 16, 16)
+    if METHODS[name].transformers_only:  # refused on the CNN in one line; run on a small ViT
+        with pytest.raises(CnnlabError, match="has no attention module"):
+            METHODS[name]().attribute(tiny_model(), torch.rand(1, 3, 16, 16), [0])
+    model, x = (tiny_vit(16) if METHODS[name].transformers_only else tiny_model()), torch.rand(2, 3, 16, 16)
     m = METHODS[name](**{"occlusion": {"occlusion_window": 8, "occlusion_stride": 4}, "rise": {"rise_masks": 64}}.get(name, {}))
     mode = model.training
     maps = m.attribute(model, x, [0, 3])

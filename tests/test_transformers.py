@@ -93,13 +93,9 @@ def test_a_layer_with_no_image_layout_is_refused_in_one_line():
 
 
 def _small_vit():
-    """A 2-block ViT on 32-pixel images (patch 8: a 4×4 grid and a class token), wrapped like any user's module."""
-    from timm.models.vision_transformer import VisionTransformer
+    from .conftest import tiny_vit
 
-    torch.manual_seed(0)
-    net = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5)
-    return cnnlab.wrap(net.eval(), mean=(0.5,) * 3, std=(0.25,) * 3, input_size=32,
-                       labels=[f"c{k}" for k in range(5)])
+    return tiny_vit()
 
 
 @pytest.mark.parametrize("kind", ["vit", "cnn"])
