@@ -183,6 +183,10 @@ def test_select_best_takes_the_lowest_validation_loss_and_ties_go_to_the_later_e
     assert kept == max(r["epoch"] for r in history if r["val_loss"] == best) and kept > 0
     with pytest.raises(cnnlab.CnnlabError, match="needs --select best"):
         Recipe(patience=2)
+    from cnnlab.transfer.finetune import train_head
+
+    with pytest.raises(cnnlab.CnnlabError, match="give --val-fraction > 0"):  # nothing to choose on: said
+        train_head(np.zeros((6, 4), np.float32), np.arange(6) % 3, np.array([], int), 3, "mlp", Recipe(select="best"))
 
 
 def test_a_linear_head_is_a_logistic_regression_fitted_to_convergence():

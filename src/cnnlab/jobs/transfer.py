@@ -345,7 +345,8 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
     y_test = y[split.test]
     kept = next(r for r in history if r["epoch"] == chosen)  # the epoch whose weights the classifier holds
     selected = {"layer": "pre_logits", "head": head, "finetune": cfg.finetune, "epoch": chosen,
-                "rule": "lowest validation loss" if cfg.select == "best" else "last epoch",
+                "rule": ("fitted to convergence" if head == "linear" and not n_unfrozen else
+                         "lowest validation loss" if cfg.select == "best" else "last epoch"),
                 "val_loss": kept.get("val_loss"), "val_accuracy": kept["val_accuracy"],
                 "test_accuracy": float((test_pred == y_test).mean())}
     summary = {

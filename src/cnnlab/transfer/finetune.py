@@ -51,8 +51,9 @@ def parse_finetune(spec: str, n_units: int) -> int:
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a head is trained and a network fine-tuned. Every default is a measured choice (docs/benchmarks.md,
-    transfer (e)): a fixed schedule (warm-up, then cosine to 0 at the last step) whose final weights are kept."""
+    """How a head is trained and a network fine-tuned: a fixed schedule (warm-up, then cosine to 0 at the last step)
+    whose final weights are kept. The defaults are the field's (timm, fastai, the PyTorch tutorial's frozen
+    BatchNorm); the recipe against the former one and the plain one is in docs/benchmarks.md, transfer (f)."""
     epochs: int = 8
     lr: float | None = None  # the head's peak rate (None: the optimizer's, LR); unit k below gets lr × layer_decay^k
     layer_decay: float = 0.7
@@ -98,6 +99,11 @@ def _optimizer(groups: list[dict], recipe: Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
     return torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
+
+
+def _check_validation(recipe: Recipe, val: np.ndarray) -> None:
+    if recipe.select == "best" and not len(val):
+        raise CnnlabError("--select best chooses on the validation split: give --val-fraction > 0")
 
 
 def _better(candidate: dict, best: dict | None) -> bool:
@@ -146,6 +152,7 @@ def train_head(X: np.ndarray, y: np.ndarray, val: np.ndarray, n_classes: int, ki
     `linear` is a logistic regression fitted to convergence (one row of history); `mlp` is trained by the
     recipe's optimizer over a warm-up + cosine schedule, its final weights kept unless select='best'. Returns the
     head (eval mode), the history and the selected epoch; `on_epoch` sees each row as it is done."""
+    _check_validation(recipe, val)
     train = np.setdiff1d(np.arange(len(X)), val)
     Xt, yt = torch.from_numpy(np.asarray(X, np.float32)), torch.from_numpy(np.asarray(y)).long()
     has_val = len(val) > 0
@@ -289,10 +296,6 @@ def evaluate(backbone: Backbone, loader) -> tuple[float, float]:
     return loss / max(total, 1), correct / max(total, 1)
 
 
-def accuracy(backbone: Backbone, loader) -> float:
-    return evaluate(backbone, loader)[1]
-
-
 def _snapshot(net: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
@@ -313,8 +316,7 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
     rank, world = distributed(device)
     if recipe.batch_size % world:
         raise CnnlabError(f"--train-batch-size {recipe.batch_size} must be a multiple of the {world} processes")
-    if recipe.select == "best" and not len(val):
-        raise CnnlabError("--select best chooses on the validation split: give --val-fraction > 0")
+    _check_validation(recipe, val)
     precision = resolve_precision(recipe.precision, device)
     groups = param_groups(backbone, n_unfrozen, recipe)
     opt = _optimizer(groups, recipe)
