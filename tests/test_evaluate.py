@@ -327,3 +327,15 @@ def test_below_the_minimum_of_images_every_face_says_no_verdict_and_shows_the_sh
     enough = board_verdict("layercam", 0.5, MIN_VERDICT_IMAGES, "mnist_cnn")
     assert enough["sanity"] == "fails" and enough["verdict"].startswith(f"FAILS on these {MIN_VERDICT_IMAGES} images")
     assert board_verdict("layercam", 0.05, MIN_VERDICT_IMAGES, None)["sanity"] == "passes"
+
+
+def test_count_passes_counts_images_forward_backward_and_passes_stopped_early():
+    from cnnlab.core.hooks import CutPoint, capture, count_passes, run_until_captured
+
+    model = tiny_model(input_size=16)
+    x = torch.rand(3, 3, 16, 16, requires_grad=True)
+    with count_passes(model.net) as passes:
+        model(x).sum().backward()  # 3 images forward, 3 backward
+        with torch.no_grad(), capture(model.net, {"a": CutPoint("0")}) as store:
+            run_until_captured(model.net, model.normalize(x[:2]))  # stopped after the first layer: 2 more forward
+    assert "a" in store and (passes.forward, passes.backward, passes.total) == (5, 3, 8)

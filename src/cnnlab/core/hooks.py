@@ -105,13 +105,16 @@ def count_passes(model: nn.Module) -> Iterator[Passes]:
     def backward(grad: torch.Tensor) -> None:
         passes.backward += grad.shape[0] if grad.dim() else 1
 
-    def forward(module, args, out) -> None:
+    def started(module, args) -> None:  # counted as it starts: a pass stopped early by a capture counts too
         passes.forward += args[0].shape[0] if args and isinstance(args[0], torch.Tensor) and args[0].dim() else 1
+
+    def finished(module, args, out) -> None:
         if isinstance(out, torch.Tensor) and out.requires_grad:
             out.register_hook(backward)
 
-    handle = model.register_forward_hook(forward)
+    handles = [model.register_forward_pre_hook(started), model.register_forward_hook(finished)]
     try:
         yield passes
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()

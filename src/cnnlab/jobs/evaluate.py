@@ -153,8 +153,9 @@ class SaliencyEvaluation(PerImageResult):
         head = ["method", *(["aggregate rank ↓"] if ranked else []), "randomization check", "passes / image",
                 "seconds / image"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        star = (self._star() or {}).get("method")
         for r in board:
-            cells = [r["method"] + (" ★" if self._star() and r["method"] == self._star()["method"] else "")]
+            cells = [r["method"] + (" ★" if r["method"] == star else "")]
             if ranked:
                 cells.append(f"{r['aggregate_rank']:.2f} [{r['ci']['aggregate_rank'][0]:.2f}, "
                              f"{r['ci']['aggregate_rank'][1]:.2f}]" if "aggregate_rank" in r else "—")
@@ -173,7 +174,9 @@ class SaliencyEvaluation(PerImageResult):
             return f"\n★ {best['why']}.\n"
         if not any("aggregate_rank" in r for r in self.leaderboard):
             return "\nno ★: the recommendation needs at least two faithfulness-panel columns\n"
-        if len(self) < MIN_VERDICT_IMAGES and any("randomization_rank_corr" in r for r in self.leaderboard):
+        if not any("randomization_rank_corr" in r for r in self.leaderboard):
+            return "\nno ★: it needs the randomization check (--metrics …,randomization)\n"
+        if len(self) < MIN_VERDICT_IMAGES:
             return (f"\nno ★ on {len(self)} images: the randomization check gives a verdict from "
                     f"{MIN_VERDICT_IMAGES} images on\n")
         return "\nno ★: no method passes the randomization check within the budget\n"
