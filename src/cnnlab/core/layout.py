@@ -53,7 +53,8 @@ def _grid_like(h: int, w: int, image: tuple[int, int]) -> bool:
     return 1 < h <= H and 1 < w <= W and abs(h * W - w * H) <= max(H, W) / min(h, w) + 1e-9
 
 
-def _token_grid(n: int, image: tuple[int, int]) -> tuple[int, int] | None:
+def token_grid(n: int, image: tuple[int, int]) -> tuple[int, int] | None:
+    """(h, w) with h·w = n and the image's aspect ratio, or None."""
     H, W = image
     h = max(1, round(math.sqrt(n * H / W)))
     for hh in (h, h - 1, h + 1):
@@ -81,7 +82,7 @@ def layout_of(t, image: tuple[int, int], net: nn.Module, module: nn.Module | Non
         return None
     if t.ndim == 3:
         prefix = prefix_tokens(net)
-        grid = _token_grid(t.shape[1] - prefix, image) if t.shape[1] > prefix else None
+        grid = token_grid(t.shape[1] - prefix, image) if t.shape[1] > prefix else None
         return Layout("tokens", grid, prefix) if grid else None
     return None
 

@@ -13,8 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...core.errors import CnnlabError
-from ...core.layout import prefix_tokens
+from ...core.layout import prefix_tokens, token_grid
 from .base import SaliencyMethod, register, upsampled
+
+
+def _timm_attention(module: nn.Module) -> bool:
+    return hasattr(module, "fused_attn") and isinstance(getattr(module, "attn_drop", None), nn.Module)
 
 
 @contextmanager
@@ -25,7 +29,7 @@ def attention_matrices(net: nn.Module) -> Iterator[list[torch.Tensor]]:
     store: list[torch.Tensor] = []
     handles, fused, wrapped = [], [], []
     for module in net.modules():
-        if hasattr(module, "fused_attn") and isinstance(getattr(module, "attn_drop", None), nn.Module):
+        if _timm_attention(module):
             fused.append((module, module.fused_attn))
             module.fused_attn = False
             handles.append(module.attn_drop.register_forward_hook(lambda m, args, out: store.append(out)))
@@ -76,8 +80,7 @@ class AttentionMethod(SaliencyMethod):
     transformers_only = True
 
     def check_model(self, backbone) -> None:
-        if not any(hasattr(m, "fused_attn") and hasattr(m, "attn_drop") or isinstance(m, nn.MultiheadAttention)
-                   for m in backbone.net.modules()):
+        if not any(_timm_attention(m) or isinstance(m, nn.MultiheadAttention) for m in backbone.net.modules()):
             raise CnnlabError(f"{self.name} reads a transformer's attention matrices; {backbone.name} has no "
                               "attention module (use gradcam)")
 
@@ -96,14 +99,12 @@ class AttentionMethod(SaliencyMethod):
         return upsampled(row.reshape(len(x), *grid), x.shape[-2:]).clamp(min=0)
 
     def _check(self, backbone, x, attns) -> tuple[int, tuple[int, int]]:
-        from ...core.layout import _token_grid
-
         if not attns:
             raise CnnlabError(f"{self.name} reads a transformer's attention matrices; {backbone.name} has no "
                               "attention module (use gradcam)")
         n = attns[0].shape[-1]
         prefix = prefix_tokens(backbone.net)
-        grid = _token_grid(n - prefix, tuple(x.shape[-2:])) if prefix else None
+        grid = token_grid(n - prefix, tuple(x.shape[-2:])) if prefix else None
         if grid is None or any(a.shape[0] != len(x) or a.shape[-1] != n for a in attns):
             raise CnnlabError(f"{self.name} needs global attention from a class token over the patches (ViT, DeiT, "
                               f"EVA); {backbone.name} attends otherwise (windows, stages): use gradcam")
