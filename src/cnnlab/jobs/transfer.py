@@ -311,6 +311,8 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
                     label_smoothing=cfg.label_smoothing, batch_size=cfg.train_batch_size, optimizer=cfg.optimizer,
                     batchnorm=cfg.batchnorm, augment=cfg.augment, select=cfg.select, patience=cfg.patience,
                     seed=cfg.seed, precision=cfg.precision, workers=cfg.workers)
+    if cfg.select == "best" and not cfg.val_fraction:  # said before any extraction
+        raise CnnlabError("--select best chooses on the validation split: give --val-fraction > 0")
     ds, split = _dataset_and_split(cfg)
     t0 = time.perf_counter()
     fs = _extract(cfg.replace(layers=["pre_logits"]), [base], ds.paths, progress)
