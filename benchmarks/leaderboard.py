@@ -97,7 +97,7 @@ def _settings(run: Path) -> dict:
 
 def marked(board: list[dict], sources: dict[str, str], model: str) -> None:
     """Methods whose runs did not measure randomization get the verdict cnnlab ships (`assets/sanity.json`)."""
-    from cnnlab.explain.sanity import measured
+    from cnnlab.explain.verdicts import measured
 
     shipped = measured().get(model, {})
     for r in board:

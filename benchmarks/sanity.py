@@ -45,11 +45,11 @@ def run(model, x, methods, options, final_only: bool = False) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", required=True)
+    ap.add_argument("--images", default=None, help="the photos (efficientnet_lite0; the MNIST models read digits)")
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--slow-on-photos", action="store_true", help="also Score-CAM and RISE on the photos")
-    ap.add_argument("--models", default="efficientnet_lite0,mnist_cnn", help="which of the two models")
+    ap.add_argument("--models", default="efficientnet_lite0,mnist_cnn", help="efficientnet_lite0 (on --images), mnist_cnn, mnist_vit (on MNIST test digits)")
     ap.add_argument("--methods", default=None, help="comma-separated (default: every registered method)")
     ap.add_argument("--final-only", action="store_true", help="only the cascade's last step (the verdict)")
     ap.add_argument("--write", action="store_true",
@@ -59,19 +59,32 @@ def main() -> None:
     models = args.models.split(",")
     result = {"date": time.strftime("%Y-%m-%d"), "margin": MARGIN, "n": args.n}
     if "efficientnet_lite0" in models:
+        if not args.images:
+            sys.exit("--images is needed for efficientnet_lite0")
         lite = cnnlab.load_model("efficientnet_lite0")
         photos = cnnlab.read_images([args.images], args.n).batch(lite.preprocess)
         chosen = args.methods.split(",") if args.methods else [m for m in METHODS
                                                                  if args.slow_on_photos or m not in SLOW]
         result["efficientnet_lite0"] = run(lite, photos, chosen, options, args.final_only)
-    if "mnist_cnn" in models:
+    for name in (m for m in models if m.startswith("mnist_")):  # the shipped digit classifiers, on test digits
         digits, _ = load_mnist(args.data_root, train=False)
-        result["mnist_cnn"] = run(cnnlab.load_model("mnist_cnn"), digits[:args.n].float().div(255),
-                                  args.methods.split(",") if args.methods else list(METHODS), options,
-                                  args.final_only)
+        model = cnnlab.load_model(name)
+        chosen = args.methods.split(",") if args.methods else list(METHODS)
+        result[name] = run(model, digits[:args.n].float().div(255),
+                           [m for m in chosen if _applies(make_method(m, options), model)], options,
+                           args.final_only)
     print(json.dumps(result, indent=2))
     if args.write:
         write_asset(result, " ".join(sys.argv))
+
+
+def _applies(method, model) -> bool:
+    try:
+        method.check_model(model)
+    except cnnlab.CnnlabError as exc:
+        print(model.name, method.name, "refused:", exc, flush=True)
+        return False
+    return True
 
 
 def write_asset(result: dict, command: str) -> None:

@@ -87,6 +87,8 @@ def test_a_wrapped_model_through_every_job(resnet, photo_files, tiny_scenes, tmp
                         workers=0)
     assert t.summary()["n_train"] == 9 and t.classifier.predict(photos[:1])[0] in ("Coast", "Forest", "Kitchen")
     assert t.config.backbone == "<wrapped ResNet>"
+    with pytest.raises(cnnlab.CnnlabError, match="wrapped in Python .* no command can rebuild it"):
+        cnnlab.transfer(tiny_scenes, config=t.config)  # its config.json, rerun without the module
 
     assert resnet.training and all(m.training for m in resnet.modules())
     resnet.eval()

@@ -137,20 +137,23 @@ def test_class_name_lookup():
         imagenet.resolve_class("tarantola")
 
 
-def test_the_shipped_mnist_classifier_is_a_backbone_with_its_test_accuracy():
+@pytest.mark.parametrize("name, asset, least, size", [("mnist_cnn", "mnist_cnn.pt", 0.985, 400_000),
+                                                      ("mnist_vit", "mnist_vit.pt", 0.98, 2_500_000)])
+def test_the_shipped_mnist_classifiers_are_backbones_with_their_test_accuracy(name, asset, least, size):
     from cnnlab.core.data import load_mnist
     from cnnlab.core.mnist import shipped_test_accuracy, shipped_weights
 
     from .conftest import SHARED_DATA, shared
 
-    model = create_backbone("mnist_cnn")
-    assert model.labels == tuple("0123456789") and model.in_channels == 1 and model.cam_layer == "block2"
-    assert shipped_weights().stat().st_size < 400_000  # a few hundred kB in the package
+    model = create_backbone(name)
+    assert model.labels == tuple("0123456789") and model.in_channels == 1
+    assert model.cam_layer == "block2" if name == "mnist_cnn" else model.last_spatial_layer() == "blocks.5.norm1"
+    assert shipped_weights(asset).stat().st_size < size  # fp16 weights in the package
     shared("MNIST", "raw")
     X, y = load_mnist(SHARED_DATA, train=False)
     with torch.no_grad():
         pred = torch.cat([model(b.float() / 255).argmax(1) for b in X.split(2000)])
     accuracy = pred.eq(y).float().mean().item()
-    assert accuracy > 0.985 and accuracy == pytest.approx(shipped_test_accuracy(), abs=2e-4)  # fp16 weights
+    assert accuracy > least and accuracy == pytest.approx(shipped_test_accuracy(asset), abs=3e-4)  # fp16 weights
     rgb = (X[:4].float() / 255).expand(-1, 3, -1, -1)  # an RGB digit is read as gray
     torch.testing.assert_close(model(rgb), model(X[:4].float() / 255))

@@ -15,7 +15,7 @@ from torch import nn
 import cnnlab
 from cnnlab.core.errors import CnnlabError
 from cnnlab.cli import main
-from cnnlab.explain.metrics import METRICS, Deletion, Randomization, metric, noisy_linear_imputation, road_curves
+from cnnlab.explain.metrics import METRICS, PANELS, Deletion, Randomization, metric, noisy_linear_imputation, road_curves
 from cnnlab.explain.saliency import method as make_method
 from cnnlab.explain.sanity import model_randomization
 
@@ -118,7 +118,11 @@ def test_the_leaderboard_streamed_equals_in_memory_with_intervals_and_ranks(imag
     assert no_time(a.rows) == no_time(b.rows)
     for m in opts["methods"]:
         assert np.array_equal(a.curves(m, "road_morf"), b.curves(m, "road_morf"))
-    assert a.curves("random", "deletion").shape == (8, 29)
+    assert a.curves("random", "deletion").shape == (8, PANELS["fast"].steps + 1)  # the default panel's points
+    assert a.curves("vanilla", "road_morf").shape == (8, len(PANELS["fast"].road_percentages))
+    full = cnnlab.evaluate_saliency(model, images["rgb"][:2], panel="full", **opts)
+    assert full.curves("random", "deletion").shape == (len(full), 29)
+    assert full.curves("vanilla", "road_morf").shape == (len(full), 9)
     for row in a.leaderboard:
         assert {"deletion_ratio", "road_morf", "road_lerf", "randomization_rank_corr", "seconds_per_image"} <= set(row)
         assert "insertion_ratio" not in row  # not asked
@@ -239,7 +243,7 @@ def test_saliency_metrics_score_the_target_the_map_was_made_for(images):
     other = f"c{(pred + 1) % 5}"
     s = cnnlab.saliency(model, one, method="gradcam", target=other, metrics=True, random_orders=1)
     e = cnnlab.evaluate_saliency(model, one, methods=["gradcam"], metrics=["deletion", "insertion"], target=other,
-                                 random_orders=1)
+                                 random_orders=1, panel="full")  # the saliency job's --metrics: the full protocol
     for key in ("deletion_auc", "insertion_auc"):
         assert float(s.scores[key][0]) == pytest.approx(e.rows[0]["scores"]["gradcam"][key])
     mine = cnnlab.saliency(model, one, method="gradcam", metrics=True, random_orders=1)  # the predicted class's
@@ -257,7 +261,8 @@ def test_the_faithfulness_panel_and_its_aggregate_rank(images):
     model = tiny_model(input_size=28)
     panel = ["deletion", "insertion", "deletion-black", "insertion-black", "deletion-pixel", "insertion-pixel", "road"]
     ev = cnnlab.evaluate_saliency(model, images["rgb"][:3], methods=["vanilla", "gradcam", "iterated-gradcam"],
-                                  metrics=panel, random_orders=1, batch_size=2, bootstrap=100, stages=3, candidates=0)
+                                  metrics=panel, random_orders=1, batch_size=2, bootstrap=100, stages=3, candidates=0,
+                                  panel="full")
     x = torch.stack([model.preprocess(torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1)
                                       .float() / 255) for p in images["rgb"][:3]])
     maps = make_method("gradcam").attribute(model, x, model(x).argmax(1))
@@ -317,7 +322,7 @@ def test_the_star_reads_counted_passes_not_the_clock():
 
 
 def test_below_the_minimum_of_images_every_face_says_no_verdict_and_shows_the_shipped_one():
-    from cnnlab.explain.sanity import MIN_VERDICT_IMAGES, board_verdict, shipped
+    from cnnlab.explain.verdicts import MIN_VERDICT_IMAGES, board_verdict, shipped
 
     few = board_verdict("layercam", 0.0, MIN_VERDICT_IMAGES - 1, "mnist_cnn")
     assert few["sanity"] == "no verdict" and few["verdict"].startswith(f"no verdict on {MIN_VERDICT_IMAGES - 1} images")

@@ -2,6 +2,7 @@
 registered saliency method and attack through one call), per-image targets, a light and acyclic `import cnnlab`,
 thin faces, one-line errors for options that would be ignored or devices that are absent."""
 import ast
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -147,14 +148,21 @@ def test_import_cnnlab_is_light(touch, heavy):
     assert out == "[]"
 
 
+def _statements(tree: ast.AST):
+    """Every statement of a module, inside functions too, but not `if TYPE_CHECKING:` blocks (they do not run)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        yield node
+        yield from _statements(node)
+
+
 def _module_imports(path: Path) -> set[str]:
-    """The cnnlab modules a file imports at module level (not inside functions)."""
+    """The cnnlab modules a file imports, at module level or inside its functions."""
     name = ".".join(("cnnlab",) + path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.If):  # `if TYPE_CHECKING:` blocks do not run
-            continue
+    for node in _statements(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             base = package
             for _ in range(node.level - 1):
@@ -169,11 +177,13 @@ def _module_imports(path: Path) -> set[str]:
     return {m for m in found if m.startswith("cnnlab")}
 
 
-def test_no_import_cycle_in_the_package():
+def test_no_import_cycle_and_no_import_back_up_in_the_package():
     graph = {}
     for path in SRC.rglob("*.py"):
         name = ".".join(("cnnlab",) + path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
         graph[name] = {m for m in _module_imports(path) if m != name}
+    up = [f"{m} -> {d}" for m, deps in graph.items() for d in deps if m.startswith(d + ".")]
+    assert not up, up  # a module reaching for its own package's top (the lazy names live there)
     state: dict[str, int] = {}
 
     def visit(node, stack):
@@ -281,3 +291,47 @@ def test_a_method_registered_at_run_time_is_in_the_cli_the_api_and_the_app(tmp_p
     finally:
         METHODS.unregister("toy-brightness")
     assert "toy_power" not in inspect.signature(cnnlab.saliency).parameters
+
+
+def test_a_job_is_its_module_plus_one_row_of_the_command_table():
+    from cnnlab.commands import COMMANDS
+
+    typed = set()
+    tree = ast.parse((SRC / "__init__.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            typed |= {a.asname or a.name for n in ast.walk(node) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert typed - {"gan"} == set(cnnlab._WHERE)  # what type checkers see is what `cnnlab.NAME` gives
+    for cmd in COMMANDS:
+        assert callable(cmd.function()) and dataclasses.is_dataclass(cmd.config())
+        module = cmd.call.partition(":")[0]
+        assert cmd.config_at.startswith(module + ":")  # the call and its config live in one module
+        for name in cmd.api:
+            assert getattr(cnnlab, name) is getattr(sys.modules[f"cnnlab.{module}"], name)
+
+
+def test_a_saliency_call_constructs_its_method_once():
+    from dataclasses import dataclass
+
+    from cnnlab.core.config import option
+    from cnnlab.explain.saliency.gradients import Vanilla
+
+    made = []
+
+    @dataclass
+    class Counted(Vanilla):
+        name = "counted-vanilla"
+        counted_scale: float = option(1.0, help="a test option")
+
+        def __post_init__(self):
+            super().__post_init__()
+            made.append(self.counted_scale)
+
+    METHODS.register(Counted)
+    try:
+        res = cnnlab.saliency(tiny_model(), torch.rand(2, 3, 32, 32), method="counted-vanilla", counted_scale=2.0)
+        assert made == [2.0] and res.config.counted_scale == 2.0  # built once, with its option, and never again
+        res.config.to_dict()
+        assert made == [2.0]
+    finally:
+        METHODS.unregister("counted-vanilla")

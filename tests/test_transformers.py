@@ -173,3 +173,73 @@ def test_attention_matrices_leave_the_logits_and_the_fused_path_as_they_were(kin
     torch.testing.assert_close(inside, before, atol=1e-5, rtol=1e-5)
     assert [getattr(m, "fused_attn", None) for m in net.modules()] == flags
     assert all("forward" not in vars(m) for m in net.modules())
+
+
+def test_features_read_class_tokens_patch_means_and_channels_last_maps_by_their_layout():
+    from .conftest import tiny_vit
+
+    model = tiny_vit()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    assert {"block1_cls", "block1_mean", "block2_cls", "block2_mean"} <= set(model.cut_points)
+    with torch.no_grad():
+        tokens = model.net.blocks(model.net.norm_pre(model.net._pos_embed(model.net.patch_embed(model.normalize(x)))))
+    got = model.features(x, ["block2_cls", "block2_mean", "blocks.1"])
+    torch.testing.assert_close(got["block2_cls"], tokens[:, 0])
+    torch.testing.assert_close(got["block2_mean"], tokens[:, 1:].mean(1))  # the class token left out, as timm's avg
+    torch.testing.assert_close(got["blocks.1"], tokens[:, 1:].mean(1))
+    swin = cnnlab.load_model("timm:swin_tiny_patch4_window7_224", weights="random")
+    img = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    from cnnlab.core.hooks import capture, run_until_captured
+
+    with torch.no_grad(), capture(swin.net, {"s": swin.resolve("stage3")}) as store:
+        run_until_captured(swin.net, swin.normalize(img))
+    assert store["s"].shape == (1, 7, 7, 768)  # channels last: pooled over the 7×7 grid, not over (7, 768)
+    torch.testing.assert_close(swin.features(img, ["stage3"])["stage3"], store["s"].mean((1, 2)))
+
+
+def test_fine_tuning_a_vit_over_blocks_trains_its_tokens_only_with_every_unit():
+    from cnnlab.transfer.finetune import Recipe, param_groups
+
+    from .conftest import tiny_vit
+
+    model = tiny_vit()
+    last = param_groups(model, 2, Recipe(lr=1e-3, layer_decay=0.5))
+    assert [g["unit"] for g in last] == ["head", "norm", "blocks.1"]
+    assert not model.net.cls_token.requires_grad and not model.net.pos_embed.requires_grad
+    every = param_groups(model, 4, Recipe(lr=1e-3, layer_decay=0.5))
+    assert [g["unit"] for g in every][-1] == "patch_embed"
+    assert all(p.requires_grad for p in model.net.parameters())  # the class token and position embeddings too
+
+
+def test_fool_atlas_and_dream_run_on_a_vit_reading_tokens_on_their_grid():
+    from cnnlab.explain.dream import activations
+    from cnnlab.explain.objectives import channel
+
+    from .conftest import tiny_vit
+
+    model = tiny_vit()
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    acts = activations(model, x, ["blocks.1", "block2_cls"])
+    assert acts["blocks.1"].shape == (3, 32, 4, 4) and acts["block2_cls"].shape == (3, 32)  # 16 patches, no cls
+    with torch.no_grad():
+        tokens = model.net.blocks(model.net.norm_pre(model.net._pos_embed(model.net.patch_embed(model.normalize(x)))))
+    torch.testing.assert_close(channel("blocks.1", 5)(acts, 3), tokens[:, 1:, 5].mean(1))
+    fooled = cnnlab.fool(model, x[:2], target=1, max_iters=3)
+    assert fooled.summary()["summary"]["n"] == 2 and fooled.summary()["summary"]["median_linf"] > 0
+    for layer in ("blocks.1", "block2_cls"):
+        board = cnnlab.atlas(model, layer, data=x, iters=3, channels="0,1", top=2, size=32)
+        assert board.summary()["layer"] == layer
+    assert cnnlab.dream(model, "dream:blocks.1", image=x[:1], iters=2).summary()
+
+
+def test_the_fully_randomized_copy_of_a_vit_redraws_its_class_token_and_position_embeddings():
+    from cnnlab.explain.sanity import randomization_steps, randomized_copy
+
+    from .conftest import tiny_vit
+
+    model = tiny_vit()
+    every = randomized_copy(model)
+    assert not torch.equal(every.net.cls_token, model.net.cls_token)
+    assert not torch.equal(every.net.pos_embed, model.net.pos_embed)
+    top = randomized_copy(model, upto=randomization_steps(model)[0])  # the head alone
+    assert torch.equal(top.net.pos_embed, model.net.pos_embed)

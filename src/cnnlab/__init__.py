@@ -16,29 +16,21 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.4.0"
+from ._version import __version__  # noqa: F401
+from .commands import api_names
 
-# public name → the module that defines it (relative to this package)
+# public name → the module that defines it (relative to this package): the jobs' names come from the command
+# table (`commands.py`), the rest from here
 _WHERE = {
     "Backbone": ".core.backbones", "Config": ".core.config", "CnnlabError": ".core.errors",
     "read_images": ".core.inputs", "Result": ".core.results",
     "create_backbone": ".core.models", "describe_backbone": ".core.models", "list_backbones": ".core.models",
     "load_model": ".core.models", "wrap": ".core.models",
-    "ClassifyConfig": ".jobs.classify", "ClassifyResult": ".jobs.classify", "classify": ".jobs.classify",
-    "FeaturesConfig": ".jobs.features", "FeaturesResult": ".jobs.features", "features": ".jobs.features",
-    "TransferConfig": ".jobs.transfer", "TransferResult": ".jobs.transfer", "transfer": ".jobs.transfer",
-    "load_classifier": ".jobs.transfer",
-    "SaliencyConfig": ".jobs.saliency", "SaliencyResult": ".jobs.saliency", "saliency": ".jobs.saliency",
-    "EvaluateSaliencyConfig": ".jobs.evaluate", "SaliencyEvaluation": ".jobs.evaluate",
-    "evaluate_saliency": ".jobs.evaluate",
-    "FoolConfig": ".jobs.fool", "FoolResult": ".jobs.fool", "fool": ".jobs.fool",
-    "ClassVizConfig": ".jobs.classviz", "ClassVizResult": ".jobs.classviz", "classviz": ".jobs.classviz",
-    "AtlasConfig": ".jobs.atlas", "AtlasResult": ".jobs.atlas", "atlas": ".jobs.atlas",
-    "DreamConfig": ".jobs.dream", "DreamResult": ".jobs.dream", "dream": ".jobs.dream",
-    "ReproduceConfig": ".report.reproduce", "ReproduceResult": ".report.reproduce", "reproduce": ".report.reproduce",
     "TransferClassifier": ".transfer.classifier", "extract_features": ".transfer.features",
     "FeatureStore": ".transfer.store", "load_features": ".transfer.store",
+    **api_names(),
 }
+del api_names
 _ALIASES = {"describe": "describe_backbone"}
 
 __all__ = sorted([*_WHERE, *_ALIASES, "gan"])

@@ -8,160 +8,33 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from . import __version__
+from ._version import __version__
+from .commands import COMMANDS, Command
 from .core.config import Config, add_options, from_cli
 from .core.errors import CnnlabError
 from .core.runs import is_npz
 
 
-@dataclass(frozen=True)
-class Command:
-    name: str  # "explain saliency"
-    config: Callable[[], type[Config]]  # imported when the command runs (keeps `cnnlab --help` fast)
-    run: Callable[[Config, str | None, bool, argparse.Namespace], Any]  # (config, --out, progress, args) → Result
-    help: str
-    out: str = "default"  # default: runs/<kind>-<time> | required | optional (only written when given) | managed
-    out_help: str = "run directory"
-    extra: tuple[tuple[str, str], ...] = ()  # flags of the call, not of the config (e.g. --resume)
+def _invoke(cmd: Command, config: Config, out: str | None, progress: bool, args: argparse.Namespace) -> Any:
+    """The command's one API call. A streamed job gets a run directory by default (runs/<kind>-<time>), and
+    under torchrun every process must be told the same one."""
+    from .core.runner import launched
 
-
-# ---------------------------------------------------------------------------------------------- the API calls
-def _models(): from .core.models import ModelsConfig; return ModelsConfig  # noqa: E702
-def _classify(): from .jobs.classify import ClassifyConfig; return ClassifyConfig  # noqa: E702
-def _features(): from .jobs.features import FeaturesConfig; return FeaturesConfig  # noqa: E702
-def _transfer(): from .jobs.transfer import TransferConfig; return TransferConfig  # noqa: E702
-def _saliency(): from .jobs.saliency import SaliencyConfig; return SaliencyConfig  # noqa: E702
-def _evaluate_saliency(): from .jobs.evaluate import EvaluateSaliencyConfig; return EvaluateSaliencyConfig  # noqa: E702,E501
-def _fool(): from .jobs.fool import FoolConfig; return FoolConfig  # noqa: E702
-def _classviz(): from .jobs.classviz import ClassVizConfig; return ClassVizConfig  # noqa: E702
-def _dream(): from .jobs.dream import DreamConfig; return DreamConfig  # noqa: E702
-def _atlas(): from .jobs.atlas import AtlasConfig; return AtlasConfig  # noqa: E702
-def _train(): from .gan.training import GanConfig; return GanConfig  # noqa: E702
-def _sample(): from .gan.sampling import SampleConfig; return SampleConfig  # noqa: E702
-def _evaluate(): from .gan.evaluation import EvaluateConfig; return EvaluateConfig  # noqa: E702
-def _reproduce(): from .report.reproduce import ReproduceConfig; return ReproduceConfig  # noqa: E702
-def _demo(): from .demo import DemoConfig; return DemoConfig  # noqa: E702
-def _app(): from .app.server import AppConfig; return AppConfig  # noqa: E702
-
-
-def _call(module: str, name: str) -> Callable:
-    """(config, out, progress, args) → the API function `module.name` called with the config."""
-    def run(config, out, progress, args):
-        import importlib
-
-        return getattr(importlib.import_module(module, __package__), name)(config=config, progress=progress)
-    return run
-
-
-def _run_models(config, out, progress, args):
-    from .core.models import catalog
-
-    return catalog(config)
-
-
-def _streamed(module: str, name: str, kind: str) -> Callable:
-    """A per-image job written into its run directory as it goes (bounded memory, resumable, torchrun-sharded)."""
-    def run(config, out, progress, args):
-        import importlib
-
-        from .core.runs import RunDir
-
-        from .core.runner import launched
-
-        if out is None and launched()[1] > 1:
+    if cmd.streamed and out is None:
+        if launched()[1] > 1:
             raise CnnlabError("under torchrun, give --out: every process writes into the same folder")
-        if out is None and kind != "classify":
-            out = str(RunDir.create(None, kind).path)
-        return getattr(importlib.import_module(module, __package__), name)(config=config, out=out, progress=progress)
-    return run
+        if cmd.out == "default":
+            from .core.runs import RunDir
+
+            out = str(RunDir.create(None, cmd.name.split()[-1]).path)
+    flags = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
+             for flag, _ in cmd.extra}
+    return cmd.invoke(config, out, progress, flags)
 
 
-def _run_transfer(config, out, progress, args):
-    from .jobs.transfer import transfer
-
-    return transfer(config=config, progress=progress, out=out)
-
-
-def _run_atlas(config, out, progress, args):
-    from .jobs.atlas import atlas
-
-    if not out:
-        raise CnnlabError("--out SITE is required: the folder the atlas page is written to")
-    return atlas(config=config, out=out, progress=progress)
-
-
-def _run_features(config, out, progress, args):
-    from .jobs.features import features
-
-    return features(config=config, out=None if is_npz(out) else out, progress=progress)
-
-
-def _run_train(config, out, progress, args):
-    from .gan.training import train
-
-    return train(config=config, out=out, resume=args.resume, progress=progress)
-
-
-def _run_sample(config, out, progress, args):
-    from .gan.sampling import sample
-
-    return sample(config=config)
-
-
-def _run_reproduce(config, out, progress, args):
-    from .report.reproduce import reproduce
-
-    return reproduce(out, config=config, progress=progress)
-
-
-def _run_app(config, out, progress, args):
-    from .app.server import run_app
-
-    return run_app(config)
-
-
-def _run_demo(config, out, progress, args):
-    from .demo import run_demo
-
-    return run_demo(config, progress)
-
-
-COMMANDS = [
-    Command("demo", _demo, _run_demo, "offline tour: classify, explain, fool, dream, generate (and a quick transfer)"),
-    Command("models", _models, _run_models, "list backbones, cut points, parameter counts", out="optional",
-            out_help="also write the listing into this run directory"),
-    Command("classify", _classify, _streamed(".jobs.classify", "classify", "classify"), "top-k classes of images",
-            out="optional", out_help="also write the run directory there (results.jsonl as it goes, config.json, "
-                                     "metrics.json, classify.png)"),
-    Command("features", _features, _run_features, "extract features of an image folder", out="required",
-            out_help="an .npz file, or a folder: a feature store streamed as it is computed (bounded memory, "
-                     "resumable, shared out under torchrun; cnnlab.load_features reads both)"),
-    Command("transfer", _transfer, _run_transfer, "features + linear SVM, layer × C ablation; or a trained head, "
-            "fine-tuning"),
-    Command("explain saliency", _saliency, _streamed(".jobs.saliency", "saliency", "saliency"),
-            "saliency maps and their faithfulness"),
-    Command("explain evaluate", _evaluate_saliency, _streamed(".jobs.evaluate", "evaluate_saliency", "evaluate"),
-            "saliency methods × metrics: a leaderboard with bootstrap intervals, and the sanity checks"),
-    Command("explain fool", _fool, _streamed(".jobs.fool", "fool", "fool"), "targeted adversarial (fooling) images"),
-    Command("explain classviz", _classviz, _call(".jobs.classviz", "classviz"), "class-model visualization"),
-    Command("explain dream", _dream, _call(".jobs.dream", "dream"),
-            "feature visualization of a class, channel, neuron or direction; DeepDream"),
-    Command("explain atlas", _atlas, _run_atlas, "a static HTML page of a layer's channels: visualizations and "
-            "top dataset images", out="managed", out_help="SITE: the folder the page is written to (required)"),
-    Command("gan train", _train, _run_train, "train a DCGAN / cDCGAN / cGAN", out="managed",
-            extra=(("--resume", "continue the checkpoint in --out (refused if its settings differ)"),)),
-    Command("gan sample", _sample, _run_sample, "sample images from a generator", out="required",
-            out_help="output folder"),
-    Command("gan evaluate", _evaluate, _call(".gan.evaluation", "evaluate"), "conditional accuracy and Fréchet distance",
-            out="optional", out_help="also write config.json and metrics.json into this run directory"),
-    Command("reproduce", _reproduce, _run_reproduce, "regenerate the lab report's tables and figures", out="managed",
-            out_help="REPORT_DIR"),
-    Command("app", _app, _run_app, "the browser app: explain, fool, dream, generate, transfer", out="none"),
-]
 GROUPS = {"explain": "saliency maps and how far to trust them, fooling images, feature visualization",
           "gan": "train, sample and evaluate GANs"}
 GROUP_TEXT = {"explain": "Explain a classifier (the report's part 2).",
@@ -229,7 +102,7 @@ def run(args: argparse.Namespace, env: dict) -> int:
     from .core.runner import launched
 
     rank = launched(env)[0]  # under torchrun only rank 0 writes the run directory and speaks
-    result = cmd.run(config, out, not args.quiet and rank == 0, args)
+    result = _invoke(cmd, config, out, not args.quiet and rank == 0, args)
     if rank != 0:
         return 0
     if cmd.out == "default" or (cmd.out in ("optional", "required") and out):

@@ -10,7 +10,7 @@ from ..core.figures import overlay
 from ..core.images import IMAGE_EXTENSIONS
 from ..explain.metrics import METRICS
 from ..explain.saliency import METHODS, RECOMMENDED
-from ..explain.sanity import verdict
+from ..explain.verdicts import verdict
 from ..jobs.classify import classify
 from ..jobs.evaluate import DEFAULT_METHODS, evaluate_saliency
 from ..jobs.saliency import saliency

@@ -103,7 +103,34 @@ class Backbone(nn.Module):
         points = {layer: self.resolve(layer) for layer in layers}
         with capture(self.net, points) as store:
             run_until_captured(self.net, self.normalize(x))
-        return {layer: pool_features(store[layer], pool) for layer in layers}
+        return {layer: self._pooled(store[layer], points[layer], pool, tuple(x.shape[-2:])) for layer in layers}
+
+    def laid_out(self, t: torch.Tensor, point: CutPoint, image: tuple[int, int]) -> torch.Tensor:
+        """A layer's output as maps (B,C,h,w) or a vector (B,C), whatever its layout (`core.layout`): a class token
+        read (`read="cls"`) is (B,C); tokens lose their prefix (class, distillation, registers) and lie on the
+        patch grid; a channels-last map is permuted. Anything with no image layout comes back as it is (its
+        reader says what it needs)."""
+        from .layout import layout_of, prefix_tokens
+
+        if not isinstance(t, torch.Tensor) or point.kind != "output" or t.ndim not in (3, 4):
+            return t
+        if point.read == "cls":
+            if t.ndim != 3 or not prefix_tokens(self.net):
+                raise CnnlabError(f"{self.name} has no class token to read at {point.module!r}")
+            return t[:, 0]
+        module = self.net.get_submodule(point.module) if point.module else self.net
+        layout = layout_of(t, image, self.net, module, batch=len(t))
+        return layout.to_nchw(t) if layout is not None else t
+
+    def _pooled(self, t: torch.Tensor, point: CutPoint, pool: str, image: tuple[int, int]) -> torch.Tensor:
+        """(B, D) from a layer's output read by its layout: a channels-last map pools over its grid (not over its
+        last two axes), a token sequence over its patch tokens (the prefix left out, as timm's
+        `global_pool="avg"`); `flatten` keeps the output as it is unless the cut point reads tokens."""
+        if pool not in POOLINGS:
+            raise CnnlabError(f"unknown pooling {pool!r}; choose from {', '.join(POOLINGS)}")
+        if pool != "flatten" or point.read != "all":
+            t = self.laid_out(t, point, image)
+        return pool_features(t, pool)
 
     def image_layouts(self) -> dict[str, "Layout"]:
         """Every module (outside attention) whose output has an image layout (`core.layout`), in the order of one
@@ -209,7 +236,8 @@ def resolve_label(query: str | int, labels: Sequence[str]) -> int:
 
 
 def pool_features(t: torch.Tensor, pool: str = "avg") -> torch.Tensor:
-    """(B,C,H,W) maps → (B,C) by global average/max pooling, or (B,C·H·W) by flattening; (B,N,C) tokens → mean."""
+    """(B,C,H,W) maps → (B,C) by global average/max pooling, or (B,C·H·W) by flattening; (B,N,C) tokens → mean
+    (`Backbone.features` reads a layer by its layout first: channels-last maps, prefix tokens)."""
     if pool not in POOLINGS:
         raise CnnlabError(f"unknown pooling {pool!r}; choose from {', '.join(POOLINGS)}")
     if t.ndim == 4 and pool != "flatten":

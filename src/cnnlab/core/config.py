@@ -7,6 +7,8 @@ choice list or a range is written once: in the field.
 from __future__ import annotations
 
 import argparse
+import contextvars
+import copy
 import dataclasses
 import difflib
 import functools
@@ -220,10 +222,11 @@ class Config:
     def replace(self, **changes) -> "Config":
         return type(self).from_dict({**self.to_dict(), **changes})
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, **resolved) -> Path:
+        """config.json: the command and every option; `resolved` fills in what a run resolved (a default layer)."""
         from .runs import write_json
 
-        return write_json(path, {"command": self.command, **self.to_dict()})
+        return write_json(path, {"command": self.command, **self.to_dict(), **resolved})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Config":
@@ -248,6 +251,10 @@ class Config:
     def description(cls) -> str | None:
         """The command's --help text (a config whose text lists registered parts builds it when asked)."""
         return cls.__doc__
+
+
+# the built parts a `WithParts.replace` hands to the config it makes (set only for the length of that call)
+_INHERITED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("cnnlab_inherited_parts", default=None)
 
 
 @dataclass
@@ -278,9 +285,10 @@ class WithParts(Config):
             if value != field_default(known[key][0]) and not takers & set(self.chosen()):
                 raise CnnlabError(f"{flag_of(known[key][0])} is an option of {', '.join(sorted(takers))}, not of "
                                   f"{', '.join(self.chosen())}")
-        for field_name in self.parts:  # each chosen part checks its own values (types, ranges)
+        self.__dict__["_built"] = dict(_INHERITED.get() or {})  # parts a `replace` left as they were
+        for field_name in self.parts:  # each chosen part checks its own values (types, ranges): built once here
             for name in self._names(field_name):
-                self.build(field_name, name)
+                self._part(field_name, name)
 
     @classmethod
     def part_option_fields(cls) -> dict[str, tuple[dataclasses.Field, Any]]:
@@ -296,17 +304,35 @@ class WithParts(Config):
     def chosen(self) -> list[str]:
         return [n for f in self.parts for n in self._names(f)]
 
+    def _part(self, field_name: str, name: str) -> Any:
+        """The part as this config built it (once: construction validates it)."""
+        built = self.__dict__.setdefault("_built", {})
+        if (field_name, name) not in built:
+            built[field_name, name] = self.parts[field_name].build(name, self.part_options)
+        return built[field_name, name]
+
     def build(self, field_name: str, name: str | None = None) -> Any:
-        """The chosen part of `field_name` (or the part `name` among those chosen), made with its options."""
-        return self.parts[field_name].build(name or getattr(self, field_name), self.part_options)
+        """The chosen part of `field_name` (or the part `name` among those chosen), made with its options: a fresh
+        copy of the one the config built (no second construction; what a run caches in it stays in the run)."""
+        return copy.copy(self._part(field_name, name or getattr(self, field_name)))
 
     def resolved_options(self) -> dict:
         """The chosen parts' options as they run (defaults filled in), then any other given."""
         out = {}
         for field_name, reg in self.parts.items():
             for name in self._names(field_name):
-                out.update(self.build(field_name, name).options())
+                out.update(self._part(field_name, name).options())
         return {**self.part_options, **out}
+
+    def replace(self, **changes) -> "Config":
+        """As `Config.replace`; the parts are kept as built when no change touches them (their names or options)."""
+        if set(changes) & (set(self.parts) | set(self.part_option_fields()) | {"part_options"}):
+            return super().replace(**changes)
+        token = _INHERITED.set(self.__dict__.get("_built"))
+        try:
+            return super().replace(**changes)
+        finally:
+            _INHERITED.reset(token)
 
     def __getattr__(self, key: str) -> Any:
         if key.startswith("_") or key == "part_options":
@@ -326,10 +352,9 @@ class WithParts(Config):
         values = dict(values)
         parts = {k: values.pop(k) for k in list(values) if k in cls.part_option_fields()}
         parts.update(values.pop("part_options", None) or {})
-        config = super().from_dict(values)
-        if parts:
-            config = dataclasses.replace(config, part_options={**config.part_options, **parts})
-        return config
+        if parts:  # constructed once, with them (each construction builds and checks the chosen parts)
+            values["part_options"] = parts
+        return super().from_dict(values)
 
 
 def parts_dataclass(cls: type) -> type:

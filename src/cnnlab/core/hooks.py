@@ -15,6 +15,7 @@ class CutPoint:
 
     module: str
     kind: str = "output"  # "input" reads what enters the module, e.g. pre-logits = input of the classifier
+    read: str = "all"  # of a token sequence: "cls" its first (class) token, "patches" the mean of its patch tokens
 
 
 class _Enough(Exception):

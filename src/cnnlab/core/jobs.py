@@ -16,8 +16,14 @@ from .models import DEFAULT_BACKBONE, load_model
 C = TypeVar("C", bound=Config)
 ModelLike = Any  # a spec string, a Backbone (cnnlab.load_model / cnnlab.wrap), or None for the config's --backbone
 
-BACKBONE_HELP = ("efficientnet_lite0|1|2 (offline), vgg16, squeezenet1_1, resnet50, alexnet, timm:NAME, "
-                 "torchvision:NAME, or path/to/file.py:factory")
+def _backbone_help() -> str:
+    """The registered names (from the registry: one home), then the other sources a spec may name."""
+    from .registry import REGISTRY
+
+    return f"{', '.join(REGISTRY)}, timm:NAME, torchvision:NAME, or path/to/file.py:factory"
+
+
+BACKBONE_HELP = _backbone_help()
 
 
 @dataclass
@@ -73,10 +79,11 @@ def recorded(config: C, backbone: Backbone) -> C:
 
 def configure(cls: type[C], config: C | None, options: dict) -> C:
     """`config` (or the defaults) with keyword options on top; an unknown option is a one-line error."""
-    base = config if config is not None else cls()
-    if not isinstance(base, cls):
-        raise CnnlabError(f"config must be a {cls.__name__}, got {type(base).__name__}")
-    return base.replace(**options) if options else base
+    if config is None:  # built once, with the options (not the defaults first: their parts would be built too)
+        return cls.from_dict(options) if options else cls()
+    if not isinstance(config, cls):
+        raise CnnlabError(f"config must be a {cls.__name__}, got {type(config).__name__}")
+    return config.replace(**options) if options else config
 
 
 def with_options(cls: type[Config]) -> Callable:

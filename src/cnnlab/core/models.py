@@ -55,17 +55,9 @@ def load_weights_into(net: nn.Module, sd: dict[str, torch.Tensor], source: str) 
 
 
 def _default_weights(entry: BackboneEntry, net: nn.Module) -> tuple[dict[str, torch.Tensor], str]:
-    if entry.name.startswith("timm:"):
-        import timm
-
-        try:
-            pretrained = timm.create_model(entry.name[5:], pretrained=True)
-        except Exception as exc:
-            raise WeightsUnavailable(f"pretrained weights for {entry.name} could not be loaded ({exc.__class__.__name__});"
-                                     " they come from the Hugging Face hub: connect once to cache them, or pass"
-                                     " --weights PATH to a state dict") from None
-        return pretrained.state_dict(), f"{entry.name}:timm-default"
     src = entry.default_weights()
+    if src.load is not None:
+        return src.load(), f"{entry.name}:{src.tag}"
     if src.available:
         return _load_state_dict_file(src.path), f"{entry.name}:{src.path.name}"
     if src.url is None:

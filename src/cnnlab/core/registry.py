@@ -46,6 +46,8 @@ class WeightsSource:
     url: str | None = None  # where it can be downloaded
     cache_path: Path | None = None  # where a download is stored (and where a user can place the file)
     hint: str = ""  # how to make it available otherwise
+    load: Callable[[], dict[str, torch.Tensor]] | None = None  # a library's own loader (timm's hub), not a file
+    tag: str | None = None  # what names the loaded weights in caches (with `load`)
 
     @property
     def available(self) -> bool:
@@ -176,6 +178,49 @@ def _mnist_entry() -> BackboneEntry:
 
 
 REGISTRY.register(_mnist_entry())
+
+
+def token_points(net: nn.Module, blocks: str = "blocks") -> dict[str, CutPoint]:
+    """A vision transformer's cut points per block (timm's `blocks`, torchvision's `encoder.layers`): `blockN_cls`
+    (its class token, where the model has one) and `blockN_mean` (the mean of its patch tokens), N from 1."""
+    from .layout import prefix_tokens
+
+    tokens = hasattr(net, "num_prefix_tokens") or isinstance(getattr(net, "class_token", None), nn.Parameter)
+    stacks = [n for n in (blocks, "encoder.layers") if isinstance(_submodule(net, n), (nn.Sequential, nn.ModuleList))]
+    if not tokens or not stacks:
+        return {}
+    points = {}
+    for i, (name, _) in enumerate(net.get_submodule(stacks[0]).named_children(), 1):
+        if prefix_tokens(net):
+            points[f"block{i}_cls"] = CutPoint(f"{stacks[0]}.{name}", read="cls")
+        points[f"block{i}_mean"] = CutPoint(f"{stacks[0]}.{name}", read="patches")
+    return points
+
+
+def _submodule(net: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return net.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+def _mnist_vit_entry() -> BackboneEntry:
+    from .mnist import MNIST_MEAN, MNIST_STD, VIT_ASSET, mnist_vit, shipped_weights
+
+    def weights() -> WeightsSource:
+        path = shipped_weights(VIT_ASSET)
+        return WeightsSource(path if path.is_file() else None, hint="it ships with cnnlab: reinstall the package")
+
+    def points(net: nn.Module) -> dict[str, CutPoint]:
+        return {**token_points(net), "pre_logits": CutPoint("head", "input"), "logits": CutPoint("head")}
+
+    return BackboneEntry("mnist_vit", "a small MNIST vision transformer shipped with cnnlab (28×28 grayscale, 4×4 "
+                         "patches, a class token, 10 classes): works offline", mnist_vit,
+                         lambda _net: Preprocess(28, 28, "bilinear", MNIST_MEAN, MNIST_STD), points, weights,
+                         "pre_logits", labels=tuple(str(d) for d in range(10)))
+
+
+REGISTRY.register(_mnist_vit_entry())
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
@@ -191,14 +236,26 @@ def _timm_entry(model_name: str) -> BackboneEntry:
 
     def cut_points(net: nn.Module) -> dict[str, CutPoint]:
         points = {f"stage{i}": CutPoint(info["module"]) for i, info in enumerate(getattr(net, "feature_info", []))}
+        points.update(token_points(net))
         head = net.get_classifier() if hasattr(net, "get_classifier") else None
         if isinstance(head, nn.Linear):
             name = next(n for n, m in net.named_modules() if m is head)
             points.update(pre_logits=CutPoint(name, "input"), logits=CutPoint(name))
         return points
 
+    def load() -> dict[str, torch.Tensor]:
+        from .errors import WeightsUnavailable
+
+        try:
+            return timm.create_model(model_name, pretrained=True).state_dict()
+        except Exception as exc:
+            raise WeightsUnavailable(f"pretrained weights for timm:{model_name} could not be loaded "
+                                     f"({exc.__class__.__name__}); they come from the Hugging Face hub: connect once "
+                                     "to cache them, or pass --weights PATH to a state dict") from None
+
     def weights() -> WeightsSource:
-        return WeightsSource(None, hint="timm downloads them from the Hugging Face hub (needs internet or a cache)")
+        return WeightsSource(None, hint="timm downloads them from the Hugging Face hub (needs internet or a cache)",
+                             load=load, tag="timm-default")
 
     return BackboneEntry(f"timm:{model_name}", f"timm model {model_name}",
                          lambda: timm.create_model(model_name, pretrained=False), _timm_preprocess, cut_points,
@@ -212,7 +269,7 @@ def generic_cut_points(net: nn.Module, n_out: int | None = None) -> dict[str, Cu
     linears = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
     if linears and (n_out is None or linears[-1][1].out_features == n_out):
         points["pre_logits"] = CutPoint(linears[-1][0], "input")
-    return points
+    return {**token_points(net), **points}
 
 
 def _torchvision_any_entry(model_name: str) -> BackboneEntry:
@@ -298,6 +355,9 @@ def get_entry(name: str) -> BackboneEntry:
         return _torchvision_any_entry(name[len("torchvision:"):])
     if is_file_spec(name):
         return _file_entry(name)
+    if name.startswith("<wrapped "):  # what a run on a module passed to cnnlab.wrap records
+        raise CnnlabError(f"{name} was a module wrapped in Python (cnnlab.wrap): no command can rebuild it; rerun "
+                          "in Python with the module and this config (cnnlab.JOB(model, config=Config.load(RUN)))")
     if "+" in name:
         raise CnnlabError(f"{name!r} names several backbones: load each one (only transfer and fool combine them)")
     if name not in REGISTRY:

@@ -40,6 +40,10 @@ class Result:
     def write_files(self, folder: Path) -> None:
         """The job's own files (PNGs, arrays, a classifier) into the run directory."""
 
+    def resolved(self) -> dict:
+        """Options the run resolved from a default, for config.json (e.g. the layer a CAM read)."""
+        return {}
+
     # the same for every job -----------------------------------------------------------------------------------
     def figure(self):
         figures = self.figures()
@@ -55,7 +59,7 @@ class Result:
 
         run = RunDir.create(out, self.kind, root)
         self.run_dir = run.path
-        self.config.save(run / "config.json")
+        self.config.save(run / "config.json", **self.resolved())
         self.write_files(run.path)
         for name, fig in self.figures().items():
             save_figure(fig, run / name)

@@ -107,12 +107,6 @@ class RunDir:
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
-    def save_figure(self, fig: Any, name: str, dpi: int = 120) -> Path:
-        """Save a matplotlib figure atomically."""
-        from .figures import save_figure
-
-        return save_figure(fig, self.path / name, dpi)
-
 
 def is_npz(path: str | os.PathLike | None) -> bool:
     """Whether a path names an .npz file (the labs' image arrays, or features in one file), not a folder."""

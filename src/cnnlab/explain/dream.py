@@ -83,8 +83,9 @@ def redirected_relus(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def activations(backbone: Backbone, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
-    """The activations an objective reads, from one forward pass of pixels `x` (stopping early when the logits are
-    not needed)."""
+    """The activations an objective reads, laid out as maps or vectors (`Backbone.laid_out`: tokens on their
+    grid, channels last permuted), from one forward pass of pixels `x` (stopping early when the logits are not
+    needed)."""
     inner = [layer for layer in layers if layer != LOGITS]
     if not inner:
         return {LOGITS: backbone(x)}
@@ -96,7 +97,7 @@ def activations(backbone: Backbone, x: torch.Tensor, layers: list[str]) -> dict[
             logits = backbone(x)
         else:
             run_until_captured(backbone.net, backbone.normalize(x))
-    acts = dict(store)
+    acts = {layer: backbone.laid_out(store[layer], points[layer], tuple(x.shape[-2:])) for layer in inner}
     if wants_logits:
         acts[LOGITS] = logits
     return acts

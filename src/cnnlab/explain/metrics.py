@@ -34,11 +34,30 @@ NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 
               ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6))
 
 
+@dataclass(frozen=True)
+class Panel:
+    """How finely the faithfulness metrics sample what they measure: the points of a deletion or insertion curve,
+    the random patch orders of its baseline (where `--random-orders` is not given) and ROAD's percentages. The
+    full panel is the published protocols'; the fast one is the cheapest whose method ranking agrees with the
+    full one's on two photo sets (docs/benchmarks.md)."""
+
+    steps: int
+    random_orders: int
+    road_percentages: tuple[int, ...]
+
+
+PANELS = {"fast": Panel(steps=7, random_orders=1, road_percentages=(50,)),
+          "full": Panel(steps=28, random_orders=4, road_percentages=ROAD_PERCENTAGES)}
+
+
 @dataclass
 class Metric(Part):
     """A saliency metric, its options its fields. `columns`: leaderboard column → True if higher is better."""
 
     columns: ClassVar[dict[str, bool]] = {}
+
+    def use_panel(self, panel: Panel) -> None:
+        """Sample as `panel` says (what the metric's own options leave open)."""
 
     def prepare(self, backbone: Backbone, x: torch.Tensor, targets: torch.Tensor, seeds: list[int]) -> dict:
         """What every method's score of this batch shares (computed once per batch)."""
@@ -71,18 +90,27 @@ class _PatchCurve(Metric, BatchedOption):
     fill: ClassVar[str] = "blur"
     pixels: ClassVar[bool] = False
 
-    random_orders: int = option(4, low=1, help="deletion/insertion: random patch orders averaged for the baseline")
+    random_orders: int | None = option(None, low=1, help="deletion/insertion: random patch orders averaged for the "
+                                                          "baseline (default: the panel's, fast 1, full 4)")
     patch: int | None = None  # side of the removed squares (None: a 14×14 grid; the `-pixel` variants: 1)
-    steps: int = 28
+    steps: int = PANELS["full"].steps
     blur_sigma: float = BLUR_SIGMA
+    panel_orders: int = PANELS["full"].random_orders  # what random_orders=None means
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.patch = 1 if self.pixels else self.patch
 
+    def use_panel(self, panel: Panel) -> None:
+        self.steps, self.panel_orders = panel.steps, panel.random_orders
+
+    @property
+    def orders(self) -> int:
+        return self.random_orders or self.panel_orders
+
     def prepare(self, backbone, x, targets, seeds):
         base = [random_baseline(backbone, x[i:i + 1], targets[i:i + 1], self.patch, self.steps, self.blur_sigma,
-                                seed, self.internal_batch_size, self.random_orders, curves=True,
+                                seed, self.internal_batch_size, self.orders, curves=True,
                                 kinds=(self.kind,), fill=self.fill)
                 for i, seed in enumerate(seeds)]
         return {k: torch.cat([b[f"random_{self.kind}_{k}"] for b in base]) for k in ("auc", "curve")}
@@ -173,6 +201,9 @@ class Road(Metric, BatchedOption):
 
     road_noise: float = option(0.01, low=0, help="ROAD: std of the noise added to imputed pixels ([0,1] units)")
     percentages: tuple[int, ...] = ROAD_PERCENTAGES
+
+    def use_panel(self, panel: Panel) -> None:
+        self.percentages = panel.road_percentages
 
     def score(self, backbone, x, targets, maps, method, prepared, seeds):
         values, curves = {}, {}

@@ -10,7 +10,6 @@ import copy
 import dataclasses
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,17 +17,7 @@ from torch import nn
 from ..core.backbones import Backbone
 from ..core.models import units
 from .saliency import FlatMapWarning, SaliencyMethod, method as make_method
-
-FAILS_ABOVE = 0.3  # the former verdict: rank correlation above this after full randomization (sanity.json's)
-# A method fails when, once every unit is re-drawn, its map of an image still resembles the trained map of that
-# image more than the randomized map of another image does, by more than MARGIN in rank correlation: what two maps
-# share regardless of the image (a centre bias, a border) is in the null too, so only the image-specific part of
-# the resemblance counts; 0.1 is a weak correlation on Cohen's scale, so a pass allows no more than that.
-MARGIN = 0.1
-MEASURED = "assets/sanity.json"  # each method's measured outcome, written by benchmarks/sanity.py --write
-# A verdict compares a mean over the images with its null's mean; from 10 images on the noise of the two no longer
-# decides a verdict (docs/benchmarks.md, sanity checks); with fewer, no verdict is given.
-MIN_VERDICT_IMAGES = 10
+from .verdicts import FAILS_ABOVE, MARGIN
 
 
 @dataclass
@@ -103,67 +92,6 @@ def _nanmean_rows(m: torch.Tensor) -> list[float]:
     return [_nanmean(row) for row in m]
 
 
-def measured() -> dict:
-    """{model: {method: {"final_rank_corr", "passes"}}} as benchmarks/sanity.py measured it ({} if absent)."""
-    import json
-    from importlib import resources
-
-    try:
-        return json.loads(resources.files("cnnlab").joinpath(MEASURED).read_text())["models"]
-    except (OSError, ValueError, KeyError):
-        return {}
-
-
-def shipped(model: str, method: str) -> dict | None:
-    """The shipped measurement of `method` on `model` (sanity.json) with the photo set it was made on, or None."""
-    import json
-    import re
-    from importlib import resources
-
-    try:
-        data = json.loads(resources.files("cnnlab").joinpath(MEASURED).read_text())
-        entry = data["models"][model][method]
-    except (OSError, ValueError, KeyError):
-        return None
-    sets = {Path(m.group(1)).name for c in data.get("commands", []) if (m := re.search(r"--images (\S+)", c))}
-    return {"passes": entry["passes"], "n_images": data.get("n_images"), "photos": ", ".join(sorted(sets)) or None}
-
-
-def board_verdict(method: str, excess: float, n_images: int, model: str | None = None) -> dict:
-    """The one randomization verdict every face shows (CLI, API, app, report): measured on the images at hand when
-    there are at least MIN_VERDICT_IMAGES, else "no verdict" — with the shipped verdict for this model, marked as
-    shipped, where one exists. `excess`: the mean same-image rank correlation minus the mismatched-image null.
-    Returns {"sanity": passes|fails|undefined|no verdict, "verdict": one line, "shipped": dict or None}."""
-    ship = shipped(model, method) if model else None
-    if n_images < MIN_VERDICT_IMAGES:
-        line = f"no verdict on {n_images} image{'s' * (n_images != 1)} (the check needs ≥ {MIN_VERDICT_IMAGES})"
-        if ship is not None and ship["passes"] is not None:
-            line += (f"; shipped: {'passes' if ship['passes'] else 'FAILS'} on {model}, {ship['n_images']} "
-                     f"{ship['photos'] or ''} photos".replace("  ", " "))
-        return {"sanity": "no verdict", "verdict": line, "shipped": ship}
-    if excess != excess:  # NaN: every randomized map constant
-        return {"sanity": "undefined", "verdict": f"undefined on {n_images} images (its randomized maps are "
-                                                  "constant)", "shipped": ship}
-    status = "fails" if excess > MARGIN else "passes"
-    return {"sanity": status, "verdict": f"{'FAILS' if status == 'fails' else 'passes'} on these {n_images} images "
-                                         f"(same-image rank correlation {excess:+.3f} above its null; fails above "
-                                         f"{MARGIN})", "shipped": ship}
-
-
-def verdict(method: str) -> str:
-    """The measured outcome of a method, in words, for --help and the app ('' if not measured)."""
-    results = {model: r[method] for model, r in measured().items() if method in r}
-    if not results:
-        return ""
-    failed = [m for m, r in results.items() if r["passes"] is False]
-    if failed:
-        return f"FAILS the model-randomization sanity check on {', '.join(failed)}"
-    passed = [m for m, r in results.items() if r["passes"]]
-    if not passed:
-        return "no sanity verdict (its randomized maps are constant)"
-    return f"passes the model-randomization sanity check on {', '.join(passed)}"
-
-
 def randomization_steps(backbone: Backbone) -> list[str]:
     """The units randomized, from the output back to the input (`core.models.units`, reversed)."""
     return units(backbone.net)[::-1]
@@ -201,7 +129,8 @@ def randomize(module: nn.Module, seed: int) -> None:
 
 def randomized_copy(backbone: Backbone, upto: str | None = None, seed: int = 0) -> Backbone:
     """A copy of `backbone` whose units are re-drawn (`randomize`) from the logits down, as the cascading check does
-    (unit k with seed + k), stopping after the unit `upto` (one of `randomization_steps`; None: every unit)."""
+    (unit k with seed + k), stopping after the unit `upto` (one of `randomization_steps`; None: every unit, and
+    the parameters the network holds itself, such as a transformer's class token and position embeddings)."""
     import difflib
 
     from ..core.errors import CnnlabError
@@ -214,6 +143,11 @@ def randomized_copy(backbone: Backbone, upto: str | None = None, seed: int = 0) 
     model = copy.deepcopy(backbone)
     for k, name in enumerate(steps):
         randomize(model.net.get_submodule(name), seed + k)
+        if k == len(steps) - 1:  # the input unit: a transformer's class token and position embeddings with it
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed + k)
+                for p in model.net.parameters(recurse=False):
+                    nn.init.normal_(p, std=0.02)
         if name == upto:
             break
     return model

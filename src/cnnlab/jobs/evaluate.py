@@ -23,14 +23,16 @@ from ..core.results import PerImageResult
 from ..core.runner import Part, run_per_image
 from ..core.runs import write_text
 from ..core.hooks import count_passes
-from ..explain.metrics import CONTROLS, METRICS, Metric
-from ..explain.sanity import MIN_VERDICT_IMAGES, board_verdict
+from ..explain.metrics import CONTROLS, METRICS, PANELS, Metric
+from ..explain.verdicts import MIN_VERDICT_IMAGES, board_verdict
 from ..explain.saliency import METHODS, predicted, result_settings
 from ..explain.targets import resolve_targets
 from .saliency import CHUNK_HELP, INPUTS_HELP
 
-DEFAULT_METHODS = ("vanilla", "smoothgrad", "ig", "gradcam", "smoothgrad-gradcam", "gradcam++", "layercam",
-                   "input-x-gradient", "guided-backprop", "iterated-gradcam")
+# every method whose map costs no more than the panel's scoring of it (the sampling methods smoothgrad, ig and
+# smoothgrad-gradcam, and iterated-gradcam, occlusion, scorecam and rise cost more; edges is a control): run when
+# named. Passes per method: docs/benchmarks.md
+DEFAULT_METHODS = ("vanilla", "gradcam", "gradcam++", "layercam", "input-x-gradient", "guided-backprop")
 DEFAULT_METRICS = ("deletion", "insertion", "road", "randomization")
 SHOWN_STEPS_IMAGES = 1  # images whose maps the randomization figure shows
 # forward + backward image-passes a recommended default may cost per image: a map while one waits (what the former
@@ -52,12 +54,18 @@ leaderboard.md and leaderboard.csv, metrics.json, the curves in leaderboard.png 
     parts = {"methods": METHODS, "metrics": METRICS}
     inputs: list[str] = option(default_factory=list, positional=True, required=True, metavar="INPUTS", help=INPUTS_HELP)
     methods: list[str] = option(default_factory=lambda: list(DEFAULT_METHODS), choices=METHODS,
-                                default_help="every method but the slow occlusion, scorecam and rise, and the "
-                                             "edges control", help="saliency methods, comma-separated")
+                                default_help="the methods that cost no more than their scoring: one forward and "
+                                             "one backward pass (the sampling methods, iterated-gradcam, occlusion, "
+                                             "scorecam and rise when named; the edges control)",
+                                help="saliency methods, comma-separated")
     metrics: list[str] = option(default_factory=lambda: list(DEFAULT_METRICS), choices=METRICS,
                                 help="metrics, comma-separated (the faithfulness panel: add deletion-black, "
                                      "insertion-black, deletion-pixel, insertion-pixel; aggregate_rank is the mean "
                                      "rank over the panel's columns)")
+    panel: str = option("fast", choices=PANELS,
+                        help="how finely the faithfulness metrics sample: 'fast' (8 curve points, 1 random order, "
+                             "ROAD at 20/50/80 %: the same method ranking as 'full' on two photo sets) or 'full' "
+                             "(28 points, 4 random orders, ROAD at 10…90 %: the published protocols)")
     target: str = option("pred", help="'pred' (the model's prediction) or a class of the model (index or name)")
     bootstrap: int = option(1000, low=10, help="bootstrap resamples of the images for the 95 % intervals")
     seed: int = option(0, help="seed of the bootstrap resampling")
@@ -74,7 +82,10 @@ leaderboard.md and leaderboard.csv, metrics.json, the curves in leaderboard.png 
 
 
 def metric_objects(cfg: EvaluateSaliencyConfig) -> dict[str, Metric]:
-    return {name: cfg.build("metrics", name) for name in cfg.metrics}
+    metrics = {name: cfg.build("metrics", name) for name in cfg.metrics}
+    for m in metrics.values():
+        m.use_panel(PANELS[cfg.panel])
+    return metrics
 
 
 class SaliencyEvaluation(PerImageResult):
@@ -245,7 +256,7 @@ def leaderboard(rows: list[dict], methods: Sequence[str], metrics: dict[str, Met
     """One dict per method from per-image rows (`results.jsonl`'s): each column's mean, `ci` its 95 % bootstrap
     interval over the images, `rank` (1 = best; ties share the better rank; controls are not ranked),
     `seconds_per_image`, `passes_per_image` (forward + backward image-passes; None for rows that did not count
-    them), and where randomization was measured `sanity` and `verdict` (`explain.sanity.board_verdict`: none below
+    them), and where randomization was measured `sanity` and `verdict` (`explain.verdicts.board_verdict`: none below
     its minimum of images; `model` names the shipped verdict shown then). Rows of several runs over the same images
     can be joined into one board: a column a method's rows lack (a metric its run did not ask for) is left out of
     its row and of the ranks."""

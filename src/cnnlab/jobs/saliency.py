@@ -85,6 +85,10 @@ class SaliencyResult(PerImageResult):
 
     file_key = "map"
 
+    def resolved(self) -> dict:
+        """config.json names the layer a default resolved to (`--config` reruns the same layer)."""
+        return {"layer": self.layer} if self.layer and not self.config.layer else {}
+
     def file_name(self, position: int) -> str:
         return map_file(position)
 
@@ -160,14 +164,14 @@ def saliency(model: ModelLike = None, images: ImagesLike | None = None, *, confi
     attributor = cfg.build("method")
     backbone.check_layers(list(attributor.layers()))  # a wrong layer is said before any work
     attributor.check_model(backbone)
+    used = attributor.used_layers(backbone)
     items, prepared = sources(images if images is not None else cfg.inputs)
     items = items[:cfg.limit] if cfg.limit else items
     check_target_classes(backbone, cfg.target, cfg.targets, len(items))
     ran = run_per_image(items, _worker(backbone, attributor, cfg, prepared, out is not None),
                         settings=result_settings(cfg.to_dict(), [attributor]), out=out, chunk_size=_chunk_size(cfg),
                         device=backbone.device, progress=progress, desc=f"saliency {cfg.method}")
-    return None if ran is None else SaliencyResult(cfg, ran[0], items, prepared, ran[1], backbone,
-                                                   attributor.used_layers(backbone))
+    return None if ran is None else SaliencyResult(cfg, ran[0], items, prepared, ran[1], backbone, used)
 
 
 def _chunk_size(cfg) -> int:

@@ -102,23 +102,23 @@ PANEL = ["deletion", "insertion", "deletion-black", "insertion-black", "deletion
             "(Not in the report.) Adebayo et al. (2018): several popular methods give nearly the same map once the "
             "model's weights are random — they explain the image, not the model. Rong et al. (2022): deletion "
             "metrics leak the shape of what is removed; ROAD imputes it from its neighbours instead.",
-            quick={"backbone": "efficientnet_lite0", "limit": 4, "random_orders": 1,
+            quick={"backbone": "efficientnet_lite0", "limit": 4, "random_orders": 1, "panel": "fast",
                    "methods": ["vanilla", "gradcam", "layercam", "guided-backprop", "edges"],
                    "metrics": ["deletion", "insertion", "randomization"]},
-            full={"backbone": "efficientnet_lite0", "limit": None, "random_orders": 4,
+            full={"backbone": "efficientnet_lite0", "limit": None, "random_orders": 4, "panel": "full",
                   "methods": ["vanilla", "smoothgrad", "ig", "gradcam", "smoothgrad-gradcam", "gradcam++", "layercam",
                               "input-x-gradient", "guided-backprop", "iterated-gradcam", "scorecam", "rise", "edges"],
                   "metrics": PANEL})
 def trust(ctx: Context, s: dict) -> Outcome:
     """The methods × metrics leaderboard on the lab images (the image's edge map as the control the randomization
     check must fail), the method it recommends, and the maps of one image as the model is randomized."""
-    from ..explain.sanity import MARGIN
+    from ..explain.verdicts import MARGIN
     from ..jobs.evaluate import recommended
 
     npz = str(ctx.data(*LAB_IMAGES))
     r = evaluate_saliency(s["backbone"], [npz], methods=s["methods"], metrics=s["metrics"], limit=s["limit"],
-                          random_orders=s["random_orders"], device=ctx.device, progress=ctx.progress,
-                          figure_steps=True)
+                          random_orders=s["random_orders"], panel=s["panel"], device=ctx.device,
+                          progress=ctx.progress, figure_steps=True)
     r.save(ctx.dir)
     table = r.table()
     text = f"{len(r)} lab images, {s['backbone']}: {len(s['methods'])} methods × {len(s['metrics'])} metrics."

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .._version import __version__
 from ..core.config import Config, option
 from ..core.errors import CnnlabError
 from ..core.jobs import configure

@@ -253,7 +253,8 @@ def steps_per_epoch(n: int, batch: int) -> int:
 
 
 def param_groups(backbone: Backbone, n_unfrozen: int, recipe: Recipe) -> list[dict]:
-    """The head at the peak rate, and the last `n_unfrozen` units below it at lr × layer_decay^depth; everything
+    """The head at the peak rate, and the last `n_unfrozen` units below it at lr × layer_decay^depth (a
+    transformer's blocks are units; its class token and position embeddings go with the first unit); everything
     else is frozen (no gradient, and kept in eval mode so that its BatchNorm statistics stay the pretrained ones)."""
     head = head_of(backbone.net)
     body = [u for u in units(backbone.net) if u != head and not u.startswith(head + ".")
@@ -263,9 +264,10 @@ def param_groups(backbone: Backbone, n_unfrozen: int, recipe: Recipe) -> list[di
         p.requires_grad_(False)
     lr = recipe.peak_lr()
     groups = [{"params": list(backbone.net.get_submodule(head).parameters()), "lr": lr, "unit": head}]
+    own = list(backbone.net.parameters(recurse=False))  # a transformer's class token and position embeddings
     for depth, unit in enumerate(reversed(trainable), 1):
-        groups.append({"params": list(backbone.net.get_submodule(unit).parameters()),
-                       "lr": lr * recipe.layer_decay ** depth, "unit": unit})
+        params = list(backbone.net.get_submodule(unit).parameters()) + (own if unit == body[0] else [])
+        groups.append({"params": params, "lr": lr * recipe.layer_decay ** depth, "unit": unit})
     for g in groups:
         for p in g["params"]:
             p.requires_grad_(True)

@@ -52,7 +52,7 @@ def result_settings(job: Mapping[str, Any], methods: Sequence[SaliencyMethod], d
 
 def methods_help() -> str:
     """Each method's help, with the measured outcome of its sanity check (docs/benchmarks.md)."""
-    from ..sanity import verdict
+    from ..verdicts import verdict
 
     def text(name: str, cls) -> str:
         star = ("★ RECOMMENDED (the best faithfulness-panel rank among the methods that pass the sanity check and cost "
