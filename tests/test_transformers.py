@@ -243,3 +243,14 @@ def test_the_fully_randomized_copy_of_a_vit_redraws_its_class_token_and_position
     assert not torch.equal(every.net.pos_embed, model.net.pos_embed)
     top = randomized_copy(model, upto=randomization_steps(model)[0])  # the head alone
     assert torch.equal(top.net.pos_embed, model.net.pos_embed)
+
+
+def test_transfer_fits_on_a_vits_class_token_and_patch_mean_cut_points(tiny_scenes):
+    from .conftest import tiny_vit
+
+    model = tiny_vit()
+    t = cnnlab.transfer(tiny_scenes, model, split="random:3", layers=["block2_cls+block1_mean"], Cs=[1.0], folds=2,
+                        workers=0)
+    assert t.summary()["n_train"] == 9 and t.selected["layer"] == "block2_cls+block1_mean"
+    feats = model.features(torch.rand(2, 3, 32, 32), ["block2_cls", "block1_mean"])
+    assert feats["block2_cls"].shape == feats["block1_mean"].shape == (2, 32)  # one token, one mean: the width each
