@@ -38,8 +38,8 @@ NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 
 class Panel:
     """How finely the faithfulness metrics sample what they measure: the points of a deletion or insertion curve,
     the random patch orders of its baseline (where `--random-orders` is not given) and ROAD's percentages. The
-    full panel is the published protocols'; the fast one is the cheapest whose method ranking agrees with the
-    full one's on two photo sets (docs/benchmarks.md)."""
+    full panel is the published protocols'; the fast one keeps a quarter of the curve points and one ROAD
+    percentage per order, and ranks methods as the full one does on two photo sets (docs/benchmarks.md)."""
 
     steps: int
     random_orders: int
@@ -91,7 +91,7 @@ class _PatchCurve(Metric, BatchedOption):
     pixels: ClassVar[bool] = False
 
     random_orders: int | None = option(None, low=1, help="deletion/insertion: random patch orders averaged for the "
-                                                          "baseline (default: the panel's, fast 1, full 4)")
+                                                          "baseline (default: the panel's: fast 1, full 4)")
     patch: int | None = None  # side of the removed squares (None: a 14×14 grid; the `-pixel` variants: 1)
     steps: int = PANELS["full"].steps
     blur_sigma: float = BLUR_SIGMA

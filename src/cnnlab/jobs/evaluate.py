@@ -63,9 +63,9 @@ leaderboard.md and leaderboard.csv, metrics.json, the curves in leaderboard.png 
                                      "insertion-black, deletion-pixel, insertion-pixel; aggregate_rank is the mean "
                                      "rank over the panel's columns)")
     panel: str = option("fast", choices=PANELS,
-                        help="how finely the faithfulness metrics sample: 'fast' (8 curve points, 1 random order, "
-                             "ROAD at 20/50/80 %: the same method ranking as 'full' on two photo sets) or 'full' "
-                             "(28 points, 4 random orders, ROAD at 10…90 %: the published protocols)")
+                        help="how finely the faithfulness metrics sample: 'fast' (7 curve steps, 1 random order, "
+                             "ROAD at 50 %: the same method ranking as 'full' on two photo sets) or 'full' (28 "
+                             "steps, 4 random orders, ROAD at 10…90 %: the published protocols)")
     target: str = option("pred", help="'pred' (the model's prediction) or a class of the model (index or name)")
     bootstrap: int = option(1000, low=10, help="bootstrap resamples of the images for the 95 % intervals")
     seed: int = option(0, help="seed of the bootstrap resampling")
