@@ -119,11 +119,12 @@ def train_mnist_vit(X: torch.Tensor, y: torch.Tensor, X_test: torch.Tensor, y_te
         return net
 
     return _train(build, optimizer, X, y, X_test, y_test, epochs, seed, out, shift, label_smoothing=0.1,
-                  arch="vit", progress=progress)
+                  arch="vit", progress=progress, meta={"lr": lr, "init": None if init is None else Path(init).name})
 
 
 def _train(build, optimizer, X, y, X_test, y_test, epochs: int, seed: int, out, shift: int,
-           label_smoothing: float = 0.0, arch: str = "cnn", progress: bool = False) -> tuple[nn.Module, float]:
+           label_smoothing: float = 0.0, arch: str = "cnn", progress: bool = False,
+           meta: dict | None = None) -> tuple[nn.Module, float]:
     """The loop both recipes share: seeded, in batches of 128, the caller's RNG left alone."""
     from tqdm.auto import tqdm
 
@@ -156,7 +157,7 @@ def _train(build, optimizer, X, y, X_test, y_test, epochs: int, seed: int, out, 
     if out is not None:
         with atomic_path(out) as tmp:
             torch.save({"format": FORMAT, "arch": arch, "state_dict": {k: v.half() for k, v in net.state_dict().items()},
-                        "test_accuracy": accuracy, "epochs": epochs, "seed": seed}, tmp)
+                        "test_accuracy": accuracy, "epochs": epochs, "seed": seed, **(meta or {})}, tmp)
     return net, accuracy
 
 
