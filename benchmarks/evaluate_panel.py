@@ -9,6 +9,10 @@ a panel's ranks lie inside the reference's intervals, the rank correlation of th
 and seconds and counted passes per image. `--former` also runs the former default (the full panel with the
 sampling methods and iterated-gradcam) on the first `--former-n` images: the speed-up in the same run.
 
+A panel may name the scoring passes' precision: `--panels fast@bf16,fast@fp32` compares bf16 with fp32 on the
+same images (the largest per-image change of each score, the ranks inside the fp32 run's intervals); on a CPU
+without native bf16 the bf16 run is emulated (`core.precision.emulated_bf16`: the same numbers, not the speed).
+
 `--variants` derives cheaper panels from the reference run without running the model again: a deletion or
 insertion curve of 7 or 14 steps is the 28-step curve's every 4th or 2nd point (`faithfulness._curves` removes
 round(k·196/steps) patches at step k, so the points are the same), ROAD at fewer percentages is the mean over
@@ -53,12 +57,25 @@ def board_of(res, methods, metrics, rows=None) -> dict:
 
 
 def run(model, images, methods, panel, n) -> tuple[dict, object]:
+    """`panel`: a panel's name, optionally with a precision for the scoring passes (`fast@bf16`)."""
+    name, _, precision = panel.partition("@")
     t0 = time.perf_counter()
-    res = cnnlab.evaluate_saliency(model, images, methods=methods, panel=panel, limit=n, progress=True)
+    res = cnnlab.evaluate_saliency(model, images, methods=methods, panel=name, limit=n, progress=True,
+                                   precision=precision or "auto")
     seconds = time.perf_counter() - t0
     out = board_of(res, methods, res.metrics) | {"panel": panel, "n": len(res), "seconds_per_image": seconds / len(res)}
     out["total_passes_per_image"] = sum(v or 0 for v in out.pop("passes_per_image").values())
+    out["panel_passes_per_image"] = sum(r.get("panel_passes_per_image") or 0 for r in res.leaderboard)
     return out, res
+
+
+SCORES = ("deletion_auc", "insertion_auc", "road_morf", "road_lerf", "randomization_rank_corr")
+
+
+def score_change(res, ref, methods) -> dict:
+    """The largest per-image change of each score between two runs of the same images (e.g. bf16 against fp32)."""
+    return {k: round(max(float(np.max(np.abs(res.values(m, k) - ref.values(m, k)))) for m in methods), 4)
+            for k in SCORES if all(k in r["scores"][methods[0]] for r in res.rows)}
 
 
 def variant(res, methods, steps: int, road: tuple[int, ...]) -> dict:
@@ -120,6 +137,9 @@ def main() -> None:
     for label, o in shown:
         print(json.dumps({"panel": label, **{k: v for k, v in o.items() if k not in ("rank", "ci", "sanity")},
                           **compare(o, ref, methods), "rank": o["rank"]}))
+    for (o, res), (o2, res2) in zip(runs, runs[1:]):
+        if o["panel"].partition("@")[0] == o2["panel"].partition("@")[0]:  # one panel in two precisions
+            print(json.dumps({"scores_moved": f"{o['panel']} → {o2['panel']}", **score_change(res, res2, methods)}))
     if args.former:
         former, _ = run(model, args.images, FORMER_METHODS, "full", args.former_n)
         print(json.dumps({"panel": "former default: full panel, sampling methods and iterated-gradcam",

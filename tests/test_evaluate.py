@@ -344,3 +344,40 @@ def test_count_passes_counts_images_forward_backward_and_passes_stopped_early():
         with torch.no_grad(), capture(model.net, {"a": CutPoint("0")}) as store:
             run_until_captured(model.net, model.normalize(x[:2]))  # stopped after the first layer: 2 more forward
     assert "a" in store and (passes.forward, passes.backward, passes.total) == (5, 3, 8)
+
+
+def test_curve_ends_are_computed_once_per_image_and_shared(images):
+    """Every curve of an image starts and ends at the same two images (the photo, its fully blurred copy): computed
+    once per image, the curves are the ones computed point by point; the panel's counted scoring passes are the
+    points between (deletion and insertion: steps − 1 each) plus ROAD's, per method and image."""
+    from cnnlab.explain.faithfulness import _curves, absent, curve_ends, random_orders
+
+    model = tiny_model(input_size=28)
+    x = torch.rand(2, 3, 28, 28)
+    target = torch.tensor([1, 0])
+    base = absent(x, "blur", 2.0)
+    order = random_orders(2, 49, 1, seed=3)[0]
+    whole = _curves(model, x, base, order, target, patch=4, steps=7, batch_size=5)
+    shared = _curves(model, x, base, order, target, patch=4, steps=7, batch_size=5,
+                     ends=curve_ends(model, x, base, target))
+    torch.testing.assert_close(shared, whole, rtol=1e-5, atol=1e-6)
+    ev = cnnlab.evaluate_saliency(model, images["rgb"][:3], methods=["vanilla", "gradcam"],
+                                  metrics=["deletion", "insertion", "road"], bootstrap=10)
+    fast = PANELS["fast"]
+    expected = 2 * (fast.steps - 1) + 2 * len(fast.road_percentages)
+    assert [r["panel_passes_per_image"] for r in ev.leaderboard] == [expected, expected]
+    assert ev.summary()["panel"] == "fast" and ev.summary()["precision"] == "fp32"  # auto: no native bf16 needed
+
+
+def test_bf16_scoring_moves_the_scores_a_little_and_not_the_maps(images):
+    """`precision="bf16"` runs the scoring passes in bf16 (emulated where the CPU lacks it: the same numbers):
+    the AUCs move by bf16's rounding, the maps (and so the randomization check) do not."""
+    model = tiny_model(input_size=28)
+    runs = {p: cnnlab.evaluate_saliency(model, images["rgb"][:3], methods=["gradcam"],
+                                        metrics=["deletion", "randomization"], precision=p, bootstrap=10)
+            for p in ("fp32", "bf16")}
+    assert runs["bf16"].summary()["precision"] == "bf16"
+    a, b = (runs[p].values("gradcam", "deletion_auc") for p in ("fp32", "bf16"))
+    assert not np.array_equal(a, b)
+    np.testing.assert_allclose(a, b, atol=0.02)
+    np.testing.assert_array_equal(*(runs[p].values("gradcam", "randomization_rank_corr") for p in ("fp32", "bf16")))

@@ -1,7 +1,7 @@
 """Numeric precision: which devices compute bf16 natively, and bf16's numerics emulated at fp32 speed elsewhere."""
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from functools import lru_cache
 from pathlib import Path
 
@@ -58,6 +58,18 @@ def bf16_kernels(precision: str, device: str | torch.device) -> AbstractContextM
     if precision == "bf16" and dev.type == "cpu" and not native_bf16(dev):
         return emulated_bf16()
     return nullcontext()
+
+
+def autocast(precision: str, device: str | torch.device) -> AbstractContextManager:
+    """The block's forward passes in `precision` (resolved: 'fp32' or 'bf16'): bf16 autocast, with
+    `bf16_kernels` where the device lacks native bf16; nothing for fp32."""
+    if precision != "bf16":
+        return nullcontext()
+    dev = torch.device(device)
+    stack = ExitStack()
+    stack.enter_context(bf16_kernels(precision, dev))
+    stack.enter_context(torch.autocast(dev.type, dtype=torch.bfloat16))
+    return stack
 
 
 class emulated_bf16(TorchDispatchMode):

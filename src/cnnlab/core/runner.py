@@ -17,6 +17,7 @@ streamed into a folder (or shared out over processes) give the same object. Rank
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -282,13 +283,25 @@ class Runner:
         self.reused_seconds = sum(self.sink.seconds(k) for k, _ in list(enumerate(self.chunks))[self.rank::self.world]
                                   if k not in waiting)
         total = sum(len(r) for _, r in todo)
-        with tqdm(total=total, desc=desc, unit="img", disable=not progress or self.rank != 0) as bar:
+        # a worker that takes `advance` moves the bar inside a chunk (by fractions of images): its time estimate
+        # shows after the first step rather than after the first chunk
+        fine = "advance" in inspect.signature(worker).parameters
+        fmt = "{l_bar}{bar}| {n:.0f}/{total} img [{elapsed}<{remaining}]" if fine else None
+        with tqdm(total=total, desc=desc, unit="img", bar_format=fmt,
+                  disable=not progress or self.rank != 0) as bar:
             for k, r in todo:
-                t0 = time.perf_counter()
-                part = worker(items[r.start:r.stop], r.start)
+                t0, moved = time.perf_counter(), [0.0]
+
+                def advance(n: float) -> None:
+                    n = min(n, len(r) - moved[0])
+                    moved[0] += n
+                    bar.update(n)
+
+                chunk = items[r.start:r.stop]
+                part = worker(chunk, r.start, advance=advance) if fine else worker(chunk, r.start)
                 part.seconds = time.perf_counter() - t0
                 self.sink.commit(k, part)
-                bar.update(len(r))
+                bar.update(len(r) - moved[0])
         return self.sink.finish(len(self.chunks), self.rank)
 
 

@@ -52,9 +52,11 @@ PANELS = {"fast": Panel(steps=7, random_orders=1, road_percentages=(50,)),
 
 @dataclass
 class Metric(Part):
-    """A saliency metric, its options its fields. `columns`: leaderboard column → True if higher is better."""
+    """A saliency metric, its options its fields. `columns`: leaderboard column → True if higher is better;
+    `forward_only`: its passes are forward passes of the model under evaluation (they may run in bf16)."""
 
     columns: ClassVar[dict[str, bool]] = {}
+    forward_only: ClassVar[bool] = True
 
     def use_panel(self, panel: Panel) -> None:
         """Sample as `panel` says (what the metric's own options leave open)."""
@@ -111,14 +113,14 @@ class _PatchCurve(Metric, BatchedOption):
     def prepare(self, backbone, x, targets, seeds):
         base = [random_baseline(backbone, x[i:i + 1], targets[i:i + 1], self.patch, self.steps, self.blur_sigma,
                                 seed, self.internal_batch_size, self.orders, curves=True,
-                                kinds=(self.kind,), fill=self.fill)
+                                kinds=(self.kind,), fill=self.fill, return_ends=True)
                 for i, seed in enumerate(seeds)]
-        return {k: torch.cat([b[f"random_{self.kind}_{k}"] for b in base]) for k in ("auc", "curve")}
+        return {k: torch.cat([b[f"random_{self.kind}_{k}"] for b in base]) for k in ("auc", "curve", "ends")}
 
     def score(self, backbone, x, targets, maps, method, prepared, seeds):
         s = deletion_insertion(backbone, x, maps, targets, self.patch, self.steps, self.blur_sigma,
                                batch_size=self.internal_batch_size, n_random=0, curves=True, kinds=(self.kind,),
-                               fill=self.fill)
+                               fill=self.fill, ends={self.kind: prepared["ends"]})
         values = {f"{self.key}_auc": s[f"{self.kind}_auc"], f"random_{self.key}_auc": prepared["auc"]}
         return values, {self.key: s[f"{self.kind}_curve"], f"random_{self.key}": prepared["curve"]}
 
@@ -228,6 +230,7 @@ class Randomization(Metric):
             "below sanity.MIN_VERDICT_IMAGES images")
     columns: ClassVar[dict[str, bool]] = {"randomization_rank_corr": False, "randomization_ssim": False,
                                           "randomization_null": False}
+    forward_only: ClassVar[bool] = False  # maps: gradients of a randomized copy
 
     randomization_seed: int = option(0, help="randomization: seed of the re-drawn weights")
     _random: tuple | None = field(default=None, init=False, repr=False, compare=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from contextlib import nullcontext
 from typing import Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ from ..core.results import PerImageResult
 from ..core.runner import Part, run_per_image
 from ..core.runs import write_text
 from ..core.hooks import count_passes
+from ..core.precision import PRECISIONS, autocast, resolve_precision
 from ..explain.metrics import CONTROLS, METRICS, PANELS, Metric
 from ..explain.verdicts import MIN_VERDICT_IMAGES, board_verdict
 from ..explain.saliency import METHODS, predicted, result_settings
@@ -66,6 +68,9 @@ leaderboard.md and leaderboard.csv, metrics.json, the curves in leaderboard.png 
                         help="how finely the faithfulness metrics sample: 'fast' (7 curve steps, 1 random order, "
                              "ROAD at 50 %: the same method ranking as 'full' on two photo sets) or 'full' (28 "
                              "steps, 4 random orders, ROAD at 10…90 %: the published protocols)")
+    precision: str = option("auto", choices=PRECISIONS,
+                            help="the scoring passes of deletion, insertion and ROAD (not the maps, not the "
+                                 "randomization check): 'auto' uses bf16 autocast where the hardware runs it natively")
     target: str = option("pred", help="'pred' (the model's prediction) or a class of the model (index or name)")
     bootstrap: int = option(1000, low=10, help="bootstrap resamples of the images for the 95 % intervals")
     seed: int = option(0, help="seed of the bootstrap resampling")
@@ -95,6 +100,7 @@ class SaliencyEvaluation(PerImageResult):
     it."""
 
     kind, figure_name = "evaluate", "leaderboard.png"
+    precision = None  # the scoring passes' precision, resolved on the model's device
 
     def __init__(self, config, sink, items, prepared, seconds, metrics: dict[str, Metric], steps: dict | None):
         super().__init__(config, sink, items, prepared, seconds)
@@ -122,7 +128,8 @@ class SaliencyEvaluation(PerImageResult):
     def summary(self) -> dict:
         s = {"backbone": self.config.backbone, "n": len(self), "methods": list(self.config.methods),
              "metrics": list(self.config.metrics), "columns": self.columns, "leaderboard": self.leaderboard,
-             "bootstrap": self.config.bootstrap, "seconds": self.seconds, "skipped": self.skipped}
+             "bootstrap": self.config.bootstrap, "seconds": self.seconds, "skipped": self.skipped,
+             "panel": self.config.panel, "precision": self.precision}
         best = recommended(self.leaderboard)
         if best is not None:
             s["recommended"] = best
@@ -141,13 +148,14 @@ class SaliencyEvaluation(PerImageResult):
         method's randomization verdict."""
         rows = self.table()
         arrows = ["", *[("(control)" if c in CONTROLS else "↑" if up else "↓") for c, up in self.columns.items()],
-                  "", ""]
+                  "", "", ""]
         head = [f"{h} {a}".strip() for h, a in zip(rows[0], arrows)]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
         note = (f"\n{self.config.backbone}, {len(self)} images; mean [95 % bootstrap interval over images, "
                 f"{self.config.bootstrap} resamples] #rank (↓ lower is better, ↑ higher is better; a control is "
-                f"not ranked); passes: forward + backward image-passes per image")
+                f"not ranked); passes: forward + backward image-passes per image of the method's maps; scoring passes: the "
+                f"forward passes of deletion, insertion and ROAD that scored them ({self.config.panel} panel)")
         if any(r.get("queries_panel") for r in self.leaderboard):
             note += "; † queries the model with the panel's own perturbation (blurred patches)"
         if any(r.get("sanity") == "fails" for r in self.leaderboard):
@@ -197,11 +205,11 @@ class SaliencyEvaluation(PerImageResult):
         w = csv.writer(buf)
         cols = list(self.columns)
         w.writerow(["method", *[x for c in cols for x in (c, f"{c}_low", f"{c}_high", f"{c}_rank")],
-                    "seconds_per_image"])
+                    "seconds_per_image", "passes_per_image", "panel_passes_per_image"])
         for r in self.leaderboard:
             w.writerow([r["method"], *[x for c in cols for x in (r.get(c), *r["ci"].get(c, ["", ""]),
                                                                   r["rank"].get(c, ""))],
-                        r["seconds_per_image"]])
+                        r["seconds_per_image"], r.get("passes_per_image"), r.get("panel_passes_per_image")])
         return buf.getvalue()
 
     def text(self) -> str:
@@ -255,8 +263,9 @@ def leaderboard(rows: list[dict], methods: Sequence[str], metrics: dict[str, Met
                 seed: int = 0, model: str | None = None) -> list[dict]:
     """One dict per method from per-image rows (`results.jsonl`'s): each column's mean, `ci` its 95 % bootstrap
     interval over the images, `rank` (1 = best; ties share the better rank; controls are not ranked),
-    `seconds_per_image`, `passes_per_image` (forward + backward image-passes; None for rows that did not count
-    them), and where randomization was measured `sanity` and `verdict` (`explain.verdicts.board_verdict`: none below
+    `seconds_per_image`, `passes_per_image` (forward + backward image-passes of the method's maps; None for rows
+    that did not count them), `panel_passes_per_image` (the forward passes that scored them: deletion, insertion,
+    ROAD; the randomization check costs twice the maps' passes more), and where randomization was measured `sanity` and `verdict` (`explain.verdicts.board_verdict`: none below
     its minimum of images; `model` names the shipped verdict shown then). Rows of several runs over the same images
     can be joined into one board: a column a method's rows lack (a metric its run did not ask for) is left out of
     its row and of the ranks."""
@@ -279,6 +288,8 @@ def leaderboard(rows: list[dict], methods: Sequence[str], metrics: dict[str, Met
         row["seconds_per_image"] = float(values(method, "seconds").mean())
         counted = all("passes" in r["scores"][method] for r in rows) and n
         row["passes_per_image"] = float(values(method, "passes").mean()) if counted else None
+        if n and all("panel_passes" in r["scores"][method] for r in rows):
+            row["panel_passes_per_image"] = float(values(method, "panel_passes").mean())
         cls = METHODS.get(method.split("=")[0])
         row["queries_panel"] = bool(cls and cls.queries_panel)
         row["ci"], row["rank"] = ci, up_to
@@ -363,13 +374,13 @@ def _aggregate_rank(board: list[dict], boots: dict, columns: dict[str, bool]) ->
 def board_table(board: list[dict], columns: Sequence[str]) -> list[list[str]]:
     """A leaderboard as text cells: header, then one row per method (mean [low, high] #rank, no rank for a control;
     '—' where a method's run did not measure the column; ⚠ after a method that fails the randomization check)."""
-    rows = [["method", *columns, "passes / image", "seconds / image"]]
+    rows = [["method", *columns, "passes / image", "scoring passes / image", "seconds / image"]]
     for r in board:
         cells = [r["method"] + (" ⚠" if r.get("sanity") == "fails" else "") + (" †" if r.get("queries_panel") else "")]
         cells += [f"{r[c]:.3f} [{r['ci'][c][0]:.3f}, {r['ci'][c][1]:.3f}]"
                   + (f" #{r['rank'][c]}" if c in r["rank"] else "") if c in r else "—" for c in columns]
-        passes = r.get("passes_per_image")
-        rows.append([*cells, "—" if passes is None else f"{passes:g}", f"{r['seconds_per_image']:.2f}"])
+        passes = [r.get(k) for k in ("passes_per_image", "panel_passes_per_image")]
+        rows.append([*cells, *("—" if p is None else f"{p:g}" for p in passes), f"{r['seconds_per_image']:.2f}"])
     return rows
 
 
@@ -404,19 +415,28 @@ def evaluate_saliency(model: ModelLike = None, images: ImagesLike | None = None,
         return None
     sink, seconds = ran
     steps = _randomization_steps(backbone, methods, metrics, cfg, items, prepared, sink)
-    return SaliencyEvaluation(cfg, sink, items, prepared, seconds, metrics, steps)
+    res = SaliencyEvaluation(cfg, sink, items, prepared, seconds, metrics, steps)
+    res.precision = resolve_precision(cfg.precision, backbone.device)
+    return res
 
 
 def _worker(backbone: Backbone, methods: dict, metrics: dict[str, Metric], cfg: EvaluateSaliencyConfig, prepared: bool):
     first_method = next(iter(methods))
+    precision = resolve_precision(cfg.precision, backbone.device)
 
-    def work(chunk: list, first: int) -> Part:
+    def scoring(m: Metric):  # the forward-only metrics' passes in the chosen precision
+        return autocast(precision, backbone.device) if m.forward_only else nullcontext()
+
+    def work(chunk: list, first: int, advance=lambda n: None) -> Part:
         arrays: dict[str, list] = {}
 
         def rows(items, x, positions):
             preds = predicted(backbone, x).cpu()
             targets = torch.as_tensor(resolve_targets(cfg.target, preds, backbone, positions=positions))
-            shared = {name: m.prepare(backbone, x, targets, positions) for name, m in metrics.items()}
+            shared = {}
+            for name, m in metrics.items():
+                with scoring(m):
+                    shared[name] = m.prepare(backbone, x, targets, positions)
             scores: list[dict] = [{} for _ in items]
             for name, method in methods.items():
                 t = time.perf_counter()
@@ -425,8 +445,11 @@ def _worker(backbone: Backbone, methods: dict, metrics: dict[str, Metric], cfg: 
                 per_image = (time.perf_counter() - t) / len(x)
                 values = {"seconds": torch.full((len(x),), per_image),
                           "passes": torch.full((len(x),), passes.total / len(x))}
+                panel = 0
                 for mname, m in metrics.items():
-                    v, curves = m.score(backbone, x, targets, maps, method, shared[mname], positions)
+                    with scoring(m), count_passes(backbone.net) as scored:
+                        v, curves = m.score(backbone, x, targets, maps, method, shared[mname], positions)
+                    panel += scored.forward if m.forward_only else 0
                     values |= v
                     for c, arr in curves.items():
                         if c.startswith("random_"):  # the same for every method: kept once
@@ -436,8 +459,10 @@ def _worker(backbone: Backbone, methods: dict, metrics: dict[str, Metric], cfg: 
                         else:
                             key = f"curves/{name}/{c}"
                         arrays.setdefault(key, []).append(arr.float().numpy())
+                values["panel_passes"] = torch.full((len(x),), panel / len(x))
                 for j in range(len(items)):
                     scores[j][name] = {k: float(v[j]) for k, v in values.items()}
+                advance(len(items) / len(methods))  # the bar moves per method: its estimate comes early
             out = []
             for j, (source, p) in enumerate(zip(items, positions)):
                 row = {"image": source.name, "target": int(targets[j]), "pred": int(preds[j]), "scores": scores[j]}

@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -19,7 +18,7 @@ from ..core.config import option
 from ..core.data import ImageFiles, collate_skipping_bad
 from ..core.hooks import eval_mode
 from ..core.jobs import ModelOptions
-from ..core.precision import PRECISIONS, bf16_kernels, resolve_precision
+from ..core.precision import PRECISIONS, autocast, resolve_precision
 from ..core.runner import MemorySink, Part, RunDirSink, chunk_ranges
 
 CHUNK = 512  # images per cache entry: a run killed mid-way keeps its finished chunks
@@ -74,8 +73,7 @@ def forward_features(backbone: Backbone, x: torch.Tensor, layers: list[str], poo
     x = x.to(backbone.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     if flip:
         x = torch.cat([x, x.flip(-1)])
-    autocast = torch.autocast(backbone.device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    with torch.inference_mode(), bf16_kernels(precision, backbone.device), autocast:
+    with torch.inference_mode(), autocast(precision, backbone.device):
         out = backbone.features(x, layers, pool)
     out = {k: v.float() for k, v in out.items()}
     if flip:
