@@ -24,8 +24,8 @@ from .commands import api_names
 _WHERE = {
     "Backbone": ".core.backbones", "Config": ".core.config", "CnnlabError": ".core.errors",
     "read_images": ".core.inputs", "Result": ".core.results",
-    "create_backbone": ".core.models", "describe_backbone": ".core.models", "list_backbones": ".core.models",
-    "load_model": ".core.models", "wrap": ".core.models",
+    "create_backbone": ".core.models", "list_backbones": ".core.registry", "load_model": ".core.models",
+    "wrap": ".core.models",
     "TransferClassifier": ".transfer.classifier", "extract_features": ".transfer.features",
     "FeatureStore": ".transfer.store", "load_features": ".transfer.store",
     **api_names(),
@@ -63,7 +63,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .core.config import Config  # noqa: F401
     from .core.errors import CnnlabError  # noqa: F401
     from .core.inputs import read_images  # noqa: F401
-    from .core.models import create_backbone, describe_backbone, list_backbones, load_model, wrap  # noqa: F401
+    from .core.models import create_backbone, load_model, wrap  # noqa: F401
+    from .core.registry import list_backbones  # noqa: F401
     from .core.results import Result  # noqa: F401
     from .jobs.classify import ClassifyConfig, ClassifyResult, classify  # noqa: F401
     from .jobs.classviz import ClassVizConfig, ClassVizResult, classviz  # noqa: F401
@@ -72,6 +73,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .jobs.evaluate import EvaluateSaliencyConfig, SaliencyEvaluation, evaluate_saliency  # noqa: F401
     from .jobs.features import FeaturesConfig, FeaturesResult, features  # noqa: F401
     from .jobs.fool import FoolConfig, FoolResult, fool  # noqa: F401
+    from .jobs.models import ModelsConfig, ModelsResult, catalog, describe_backbone  # noqa: F401
     from .jobs.saliency import SaliencyConfig, SaliencyResult, saliency  # noqa: F401
     from .jobs.transfer import TransferConfig, TransferResult, load_classifier, transfer  # noqa: F401
     from .report.reproduce import ReproduceConfig, ReproduceResult, reproduce  # noqa: F401

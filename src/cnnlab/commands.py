@@ -48,8 +48,9 @@ class Command:
 COMMANDS = [
     Command("demo", "demo:run_demo", "demo:DemoConfig",
             "offline tour: classify, explain, fool, dream, generate (and a quick transfer)"),
-    Command("models", "core.models:catalog", "core.models:ModelsConfig", "list backbones, cut points, parameter counts",
-            out="optional", out_help="also write the listing into this run directory"),
+    Command("models", "jobs.models:catalog", "jobs.models:ModelsConfig", "list backbones, cut points, parameter counts",
+            out="optional", out_help="also write the listing into this run directory",
+            api=("catalog", "ModelsConfig", "ModelsResult", "describe_backbone")),
     Command("classify", "jobs.classify:classify", "jobs.classify:ClassifyConfig", "top-k classes of images",
             out="optional", out_help="also write the run directory there (results.jsonl as it goes, config.json, "
                                      "metrics.json, classify.png)",

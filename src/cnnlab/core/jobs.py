@@ -11,7 +11,8 @@ from torch import nn
 from .backbones import Backbone
 from .config import Config, WithParts, option_meta, field_default, option
 from .errors import CnnlabError
-from .models import DEFAULT_BACKBONE, load_model
+from .models import load_model
+from .registry import DEFAULT_BACKBONE
 
 C = TypeVar("C", bound=Config)
 ModelLike = Any  # a spec string, a Backbone (cnnlab.load_model / cnnlab.wrap), or None for the config's --backbone

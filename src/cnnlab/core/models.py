@@ -1,25 +1,22 @@
 """Models from specs and modules: `load_model(spec)` builds a registry entry (`registry.py`) into a `Backbone` with its
-weights; `wrap(module)` makes one of a module already in hand; `describe_backbone` lists cut points and shapes.
+weights; `wrap(module)` makes one of a module already in hand; `save_model` / a model directory keeps a fine-tuned
+one. What a backbone offers is listed by the `models` job (`jobs/models.py`).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from .backbones import Backbone, pool_features
-from .config import Config, option
+from .backbones import Backbone
 from .errors import CnnlabError, WeightsUnavailable
-from .hooks import CutPoint, capture, eval_mode
+from .hooks import eval_mode
 from .preprocess import Preprocess
-from .registry import (DEFAULT_BACKBONE, REGISTRY, BackboneEntry, generic_cut_points, get_entry,  # noqa: F401
-                       is_file_spec, list_backbones)
-from .results import Result
+from .registry import DEFAULT_BACKBONE, BackboneEntry, generic_cut_points, get_entry
 
 
 # ---------------------------------------------------------------------------------------------------- weights
@@ -115,7 +112,7 @@ def load_model(spec: str = DEFAULT_BACKBONE, weights: str = "default", device: s
         load_weights_into(net, _load_state_dict_file(path), str(path))
         st = path.stat()
         weights_id = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    _no_inplace(net)
+    no_inplace(net)
     prep = _override(entry.preprocess(net), mean, std, input_size, resize)
     n_out = _count_outputs(net, prep) if entry.own_weights else None
     if labels is not None and n_out is not None and len(labels) != n_out:
@@ -218,7 +215,7 @@ def _load_model_dir(folder: Path, weights: str, device, mean, std, input_size, r
     set_head(net, len(meta["classes"]), meta["head"], meta.get("hidden", 512))
     path = folder / MODEL_WEIGHTS
     load_weights_into(net, _load_state_dict_file(path), str(path))
-    _no_inplace(net)
+    no_inplace(net)
     prep = _override(Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["preprocess"].items()}),
                      mean, std, input_size, resize)
     st = path.stat()
@@ -282,14 +279,14 @@ def wrap(module: nn.Module, *, mean: Sequence[float], std: Sequence[float], inpu
     n_out = _count_outputs(module, prep)
     if labels is not None and len(labels) != n_out:
         raise CnnlabError(f"{len(labels)} labels for a model with {n_out} outputs")
-    _no_inplace(module)
+    no_inplace(module)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     backbone = Backbone(name or type(module).__name__, module, prep, generic_cut_points(module, n_out), "wrapped", None,
                         num_classes=n_out, labels=labels, spec=None)
     return backbone.to(device)
 
 
-def _no_inplace(net: nn.Module) -> None:
+def no_inplace(net: nn.Module) -> None:
     """In-place activations would overwrite a captured pre-activation (fc6 would read as relu6)."""
     for m in net.modules():
         if hasattr(m, "inplace") and isinstance(m.inplace, bool):
@@ -300,84 +297,3 @@ def weights_available(name: str) -> bool:
     """Whether the default weights are on this machine right now (no download is attempted)."""
     entry = get_entry(name)
     return entry.own_weights or entry.default_weights().available
-
-
-def describe_backbone(model: str | Backbone) -> dict:
-    """Cut points with their shapes and feature sizes, and parameter counts. A name is built on the meta device (no
-    weights, no memory); a model in hand runs one blank image. Generic models list every module path."""
-    if isinstance(model, Backbone):
-        net, prep, points, name = model.net, model.preprocess, model.cut_points, model.name
-        info = {"description": f"{type(model.net).__name__} ({model.spec or 'wrapped module'})",
-                "default_layer": model.default_layer, "weights_offline": True, "list_modules": True}
-        device = model.device
-    else:
-        entry = get_entry(model)
-        try:
-            with torch.device("meta"):
-                net = entry.build()
-            device = torch.device("meta")
-        except CnnlabError:
-            raise
-        except Exception:  # a user's factory that cannot run on the meta device
-            net, device = entry.build(), torch.device("cpu")
-        _no_inplace(net)
-        prep, name = entry.preprocess(net), model
-        points = entry.cut_points(net) if not entry.own_weights else generic_cut_points(net)
-        info = {"description": entry.description, "weights_offline": weights_available(model),
-                "default_layer": entry.default_layer or ("pre_logits" if "pre_logits" in points else "logits"),
-                "list_modules": entry.list_modules}
-    listed = dict(points)
-    if info["list_modules"]:
-        listed.update({n: CutPoint(n) for n, _ in net.named_modules() if n and n not in listed})
-    x = torch.zeros(1, len(prep.mean), prep.input_size, prep.input_size, device=device)
-    with capture(net, listed, stop_early=False) as store, torch.no_grad(), eval_mode(net):
-        net(x)
-    linear = sum(p.numel() for m in net.modules() if isinstance(m, nn.Linear) for p in m.parameters())
-    cuts = [{"name": n, "module": p.module, "read": p.kind, "shape": list(store[n].shape[1:]),
-             "dim": {pool: int(pool_features(store[n], pool).shape[1]) for pool in ("avg", "flatten")}}
-            for n, p in listed.items() if isinstance(store.get(n), torch.Tensor) and store[n].ndim >= 2]
-    return {"name": name, "description": info["description"], "parameters": sum(p.numel() for p in net.parameters()),
-            "fc_parameters": linear, "default_layer": info["default_layer"], "preprocess": prep.to_dict(),
-            "weights_offline": info["weights_offline"], "cut_points": cuts}
-
-
-# ----------------------------------------------------------------------------------------------------- catalog
-
-@dataclass
-class ModelsConfig(Config):
-    """Lists every registered backbone with its named cut points (and their feature sizes), parameter counts
-    (computed from the model) and whether its weights are available offline right now. Any timm:NAME,
-    torchvision:NAME or path/to/file.py:factory may be named too: generic models list every module path, each
-    a cut point (and a Grad-CAM layer)."""
-
-    command = "models"
-    backbone: list[str] | None = option(None, append=True, help="only this backbone (repeatable; also timm:NAME, "
-                                                                "torchvision:NAME, path/to/file.py:factory)")
-
-
-class ModelsResult(Result):
-    kind = "models"
-
-    def __init__(self, config: ModelsConfig, backbones: list[dict]):
-        super().__init__(config)
-        self.backbones = backbones
-
-    def summary(self) -> dict:
-        return {"backbones": self.backbones}
-
-    def text(self) -> str:
-        lines = []
-        for d in self.backbones:
-            avail = "offline" if d["weights_offline"] else "not on this machine (downloaded on first use)"
-            lines.append(f"{d['name']}: {d['description']}\n  parameters {d['parameters']:,} "
-                         f"(fully-connected layers {d['fc_parameters']:,}); weights: {avail}; "
-                         f"input {d['preprocess']['input_size']}px; default layer {d['default_layer']}")
-            for c in d["cut_points"]:
-                lines.append(f"    {c['name']:<12} {c['module'] or '(output)':<16} {str(c['shape']):<16} → "
-                             f"{c['dim']['avg']}-d (avg pooled)")
-        return "\n".join(lines)
-
-
-def catalog(config: ModelsConfig | None = None) -> ModelsResult:
-    config = config or ModelsConfig()
-    return ModelsResult(config, [describe_backbone(n) for n in (config.backbone or list_backbones())])

@@ -289,19 +289,22 @@ class Runner:
         fmt = "{l_bar}{bar}| {n:.0f}/{total} img [{elapsed}<{remaining}]" if fine else None
         with tqdm(total=total, desc=desc, unit="img", bar_format=fmt,
                   disable=not progress or self.rank != 0) as bar:
+            done = 0
             for k, r in todo:
                 t0, moved = time.perf_counter(), [0.0]
 
                 def advance(n: float) -> None:
-                    n = min(n, len(r) - moved[0])
-                    moved[0] += n
-                    bar.update(n)
+                    moved[0] = min(moved[0] + n, len(r))
+                    bar.n = done + moved[0]
+                    bar.refresh()
 
                 chunk = items[r.start:r.stop]
                 part = worker(chunk, r.start, advance=advance) if fine else worker(chunk, r.start)
                 part.seconds = time.perf_counter() - t0
                 self.sink.commit(k, part)
-                bar.update(len(r) - moved[0])
+                done += len(r)
+                bar.n = done  # whole images at a chunk's end, whatever fractions moved it
+                bar.refresh()
         return self.sink.finish(len(self.chunks), self.rank)
 
 

@@ -21,7 +21,8 @@ from ..core.config import Config, option
 from ..core.data import load_mnist
 from ..core.jobs import configure, with_options
 from ..core.mnist import shipped_test_accuracy
-from ..core.models import DEFAULT_BACKBONE, load_model
+from ..core.models import load_model
+from ..core.registry import DEFAULT_BACKBONE
 from ..core.results import Result
 from ..core.errors import CnnlabError
 from .metrics import CAS_EPOCHS, cas, feature_metrics, per_class_fd

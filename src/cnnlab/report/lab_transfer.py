@@ -9,7 +9,9 @@ from torch import nn
 
 from ..core.figures import new_figure, save_figure
 from ..core.images import sample_photos
-from ..core.models import describe_backbone, get_entry, list_backbones, weights_available
+from ..core.models import weights_available
+from ..core.registry import get_entry, list_backbones
+from ..jobs.models import describe_backbone
 from ..jobs.classify import classify
 from ..jobs.transfer import transfer
 from ..jobs.transfer import DEFAULT_TRANSFER_BACKBONE, TransferConfig
