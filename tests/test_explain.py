@@ -223,3 +223,20 @@ def test_maps_are_shown_on_a_scale_that_keeps_sparse_maps_visible():
     v = scaled(m)
     assert v.max() == 1 and v[99, :10].min() == 1 and v[:50].mean() > 0.3
     assert scaled(torch.full((4, 4), 3.0)).max() == 0
+
+
+def test_a_batch_with_one_seed_per_image_scores_as_its_images_one_by_one():
+    """The random baseline's orders are seeded per image: one batched call equals the images' own calls."""
+    from cnnlab.explain.faithfulness import random_baseline
+
+    b = linear_backbone()
+    x, target = torch.rand(3, 3, 4, 4), [1, 0, 1]
+    batched = random_baseline(b, x, target, patch=2, steps=4, blur_sigma=1.0, seed=[5, 9, 2], n_random=2,
+                              curves=True)
+    for i, seed in enumerate((5, 9, 2)):
+        alone = random_baseline(b, x[i:i + 1], target[i:i + 1], patch=2, steps=4, blur_sigma=1.0, seed=seed,
+                                n_random=2, curves=True)
+        for key, value in alone.items():
+            torch.testing.assert_close(batched[key][i:i + 1], value)
+    assert not torch.equal(batched["random_deletion_auc"], random_baseline(
+        b, x, target, patch=2, steps=4, blur_sigma=1.0, seed=5, n_random=2)["random_deletion_auc"])

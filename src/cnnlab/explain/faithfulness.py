@@ -87,8 +87,11 @@ def auc(curve: torch.Tensor) -> torch.Tensor:
     return torch.trapezoid(curve, dx=1.0 / (curve.shape[-1] - 1), dim=-1)
 
 
-def random_orders(n_images: int, n_patches: int, k: int, seed: int = 0) -> torch.Tensor:
-    """k random patch orders per image, (k, B, P): a pure function of the seed."""
+def random_orders(n_images: int, n_patches: int, k: int, seed: int | list[int] = 0) -> torch.Tensor:
+    """k random patch orders per image, (k, B, P): a pure function of the seed; with one seed per image, each
+    image's orders are those it would get alone with its seed (so a batch scores as its images one by one)."""
+    if isinstance(seed, (list, tuple)):
+        return torch.cat([random_orders(1, n_patches, k, s) for s in seed], dim=1)
     g = torch.Generator().manual_seed(seed)
     return torch.stack([torch.stack([torch.randperm(n_patches, generator=g) for _ in range(n_images)])
                         for _ in range(k)])
@@ -108,12 +111,12 @@ def _ends(backbone: Backbone, x: torch.Tensor, base: torch.Tensor, target: torch
 
 
 def random_baseline(backbone: Backbone, x: torch.Tensor, target: torch.Tensor | list[int], patch: int | None = None,
-                    steps: int = 28, blur_sigma: float = BLUR_SIGMA, seed: int = 0, batch_size: int = 32,
-                    n_random: int = 4, curves: bool = False,
+                    steps: int = 28, blur_sigma: float = BLUR_SIGMA, seed: int | list[int] = 0,
+                    batch_size: int = 32, n_random: int = 4, curves: bool = False,
                     kinds: tuple[str, ...] = ("deletion", "insertion"), fill: str = "blur",
                     ends: dict[str, torch.Tensor] | None = None, return_ends: bool = False) -> dict[str, torch.Tensor]:
-    """Per-image deletion/insertion AUC of random patch orders (seeded; mean over `n_random` orders). It does not
-    depend on any map: compute it once when comparing several methods on the same images. With `curves`, also the
+    """Per-image deletion/insertion AUC of random patch orders (seeded: one seed, or one per image; mean over
+    `n_random` orders). It does not depend on any map: compute it once when comparing several methods on the same images. With `curves`, also the
     mean curves themselves (B, steps+1). `kinds`: which of the two; `ends`: the curves' ends where known
     (`curve_ends`; {kind: (B, 2)}); `return_ends`: also return them (`random_{kind}_ends`), for the methods'
     curves to share."""

@@ -111,11 +111,10 @@ class _PatchCurve(Metric, BatchedOption):
         return self.random_orders or self.panel_orders
 
     def prepare(self, backbone, x, targets, seeds):
-        base = [random_baseline(backbone, x[i:i + 1], targets[i:i + 1], self.patch, self.steps, self.blur_sigma,
-                                seed, self.internal_batch_size, self.orders, curves=True,
-                                kinds=(self.kind,), fill=self.fill, return_ends=True)
-                for i, seed in enumerate(seeds)]
-        return {k: torch.cat([b[f"random_{self.kind}_{k}"] for b in base]) for k in ("auc", "curve", "ends")}
+        base = random_baseline(backbone, x, targets, self.patch, self.steps, self.blur_sigma, list(seeds),
+                               self.internal_batch_size, self.orders, curves=True, kinds=(self.kind,), fill=self.fill,
+                               return_ends=True)  # seeded per image: the same orders however images are batched
+        return {k: base[f"random_{self.kind}_{k}"] for k in ("auc", "curve", "ends")}
 
     def score(self, backbone, x, targets, maps, method, prepared, seeds):
         s = deletion_insertion(backbone, x, maps, targets, self.patch, self.steps, self.blur_sigma,
