@@ -78,7 +78,8 @@ def part_b(ds: ImageFolder, seeds: int, cache: str, backbones, layers, flip: boo
             accs = []
             for seed in range(seeds):
                 sp = random_split(y, 100, seed)
-                r = run_grid(fs.features, y, sp.train, sp.test, [spec], list(DEFAULT_CS), "power-l2", 5, seed, n_jobs=2)
+                r = run_grid(fs.features, y, sp.train, sp.test, [spec.split("+")], list(DEFAULT_CS), "power-l2", 5, seed,
+                             n_jobs=2)
                 accs.append(r.selected["test_accuracy"])
             rows.append({"backbone": name, "layer": spec, "flip": flip, "mean": float(np.mean(accs)),
                          "sd": float(np.std(accs)), "seeds": seeds, "per_seed": accs})
@@ -124,7 +125,7 @@ def part_e(ds: ImageFolder, seeds: int, cache: str, per_class: int = 150, spec: 
         accs[precision] = []
         for seed in range(seeds):
             sp = random_split(y, 100, seed)
-            r = run_grid(fs.features, y, sp.train, sp.test, [spec], list(DEFAULT_CS), "power-l2", 5, seed, n_jobs=2)
+            r = run_grid(fs.features, y, sp.train, sp.test, [parts], list(DEFAULT_CS), "power-l2", 5, seed, n_jobs=2)
             accs[precision].append(r.selected["test_accuracy"])
     diff = np.array(accs["bf16"]) - np.array(accs["fp32"])
     row = {"layer": spec, "images": len(paths), "fp32": accs["fp32"], "bf16": accs["bf16"],

@@ -86,7 +86,7 @@ def test_a_wrapped_model_through_every_job(resnet, photo_files, tiny_scenes, tmp
     t = cnnlab.transfer(tiny_scenes, resnet, split="random:3", layers=["layer4+pre_logits"], Cs=[1.0], folds=2,
                         workers=0)
     assert t.summary()["n_train"] == 9 and t.classifier.predict(photos[:1])[0] in ("Coast", "Forest", "Kitchen")
-    assert t.config.backbone == "<wrapped ResNet>"
+    assert t.config.backbone == ["<wrapped ResNet>"] and t.config.layers == [["layer4", "pre_logits"]]  # parsed once
     with pytest.raises(cnnlab.CnnlabError, match="wrapped in Python .* no command can rebuild it"):
         cnnlab.transfer(tiny_scenes, config=t.config)  # its config.json, rerun without the module
 
@@ -150,7 +150,9 @@ def test_config_round_trip_repeats_the_run_exactly(photo_files, tmp_path, capsys
     assert main(["explain", "saliency", str(photo_files["chelsea"]), str(photo_files["coffee"]), "--method",
                  "smoothgrad", "--samples", "3", "--target", "tabby", "--out", str(first), "--quiet"], env={}) == 0
     config = json.loads((first / "config.json").read_text())
-    assert config["command"] == "explain saliency" and config["smoothgrad_samples"] == 3 and config["target"] == "tabby"
+    assert config["command"] == "explain saliency" and config["target"] == "tabby"
+    assert config["method"] == {"name": "smoothgrad", "smoothgrad_samples": 3, "smoothgrad_sigma": 0.15,
+                                "noise_seed": 0, "internal_batch_size": 32}  # the part, nested
     again = tmp_path / "again"
     assert main(["explain", "saliency", "--config", str(first / "config.json"), "--out", str(again), "--quiet"],
                 env={}) == 0
@@ -160,10 +162,19 @@ def test_config_round_trip_repeats_the_run_exactly(photo_files, tmp_path, capsys
     assert json.loads((again / "config.json").read_text()) == config
     # the API reads the same file, and a flag given beside --config wins
     res = cnnlab.saliency(config=cnnlab.SaliencyConfig.load(first))
-    assert res.config.smoothgrad_samples == 3 and res.maps.shape == (2, 224, 224)
+    assert res.config.method.smoothgrad_samples == 3 and res.maps.shape == (2, 224, 224)
     assert main(["explain", "saliency", "--config", str(first), "--method", "vanilla", "--out",
                  str(tmp_path / "third"), "--quiet"], env={}) == 0
-    assert json.loads((tmp_path / "third" / "config.json").read_text())["method"] == "vanilla"
+    assert json.loads((tmp_path / "third" / "config.json").read_text())["method"] == {"name": "vanilla"}
+    # a file written before parts nested (their options flat beside the job's) reruns the same run
+    flat = {k: v for k, v in config.items() if k != "method"} | {"method": "smoothgrad"} | {
+        k: v for k, v in config["method"].items() if k != "name"}
+    (tmp_path / "old.json").write_text(json.dumps(flat))
+    assert main(["explain", "saliency", "--config", str(tmp_path / "old.json"), "--out", str(tmp_path / "old"),
+                 "--quiet"], env={}) == 0
+    assert json.loads((tmp_path / "old" / "config.json").read_text()) == config
+    for name in ("saliency_000.png", "saliency_001.png"):
+        assert np.array_equal(np.asarray(Image.open(first / name)), np.asarray(Image.open(tmp_path / "old" / name)))
     capsys.readouterr()
     assert main(["explain", "fool", "--config", str(first / "config.json")], env={}) == 2
     assert "this config is for `cnnlab explain saliency`" in capsys.readouterr().err
@@ -239,7 +250,7 @@ def test_every_job_is_one_call_from_the_package_top():
     for name in ("train", "sample", "evaluate"):
         assert callable(getattr(cnnlab.gan, name)), name
     params = inspect.signature(cnnlab.saliency).parameters
-    assert params["method"].default == "vanilla" and params["layer"].default is None  # the config's own defaults
+    assert params["method"].default == "vanilla" and params["batch_size"].default == 8  # the config's own defaults
     assert "method:" in cnnlab.saliency.__doc__
     with pytest.raises(cnnlab.CnnlabError, match="unknown option 'metod'.*did you mean 'method'"):
         cnnlab.saliency("efficientnet_lite0", torch.rand(1, 3, 8, 8), metod="vanilla")
@@ -278,7 +289,7 @@ def test_every_saliency_method_on_a_wrapped_model(method):
             cnnlab.saliency(model, images, method=method)
         return
     res = cnnlab.saliency(model, images, method=method, metrics=True, random_orders=1,
-                          **{k: v for k, v in quick.items() if method in METHODS.takers(k)})
+                          **{k: v for k, v in quick.items() if METHODS.takes(method, k)})
     assert res.maps.shape == (2, 32, 32) and (res.maps >= 0).all() and torch.isfinite(res.maps).all()
     assert set(res.summary()["summary"]) >= {"deletion_auc", "insertion_auc", "deletion_ratio"}
     if "gradcam" in method:  # the last spatial map of the forward pass, found by itself

@@ -97,7 +97,7 @@ def test_rise_finds_the_region_the_model_reads():
 def test_every_method_on_the_shipped_digit_classifier(method):
     """mnist_cnn: 1-channel 28×28 inputs, smaller than occlusion's default patch."""
     digits = torch.rand(2, 1, 28, 28)
-    quick = {k: v for k, v in dict(rise_masks=64, smoothgrad_samples=2, ig_steps=4).items() if method in METHODS.takers(k)}
+    quick = {k: v for k, v in dict(rise_masks=64, smoothgrad_samples=2, ig_steps=4).items() if METHODS.takes(method, k)}
     if METHODS[method].transformers_only:  # said in one line, before any work
         with pytest.raises(cnnlab.CnnlabError, match="mnist_cnn has no attention module"):
             cnnlab.saliency("mnist_cnn", digits, method=method)

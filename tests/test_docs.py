@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from cnnlab.cli import reference
-from cnnlab.core.config import Registry
+from cnnlab.core.parts import Registry
 from cnnlab.core.errors import CnnlabError
 
 ROOT = Path(__file__).resolve().parents[1]

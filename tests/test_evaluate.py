@@ -14,6 +14,7 @@ from torch import nn
 
 import cnnlab
 from cnnlab.core.errors import CnnlabError
+from cnnlab.core.precision import resolve_precision
 from cnnlab.cli import main
 from cnnlab.explain.metrics import METRICS, PANELS, Deletion, Randomization, metric, noisy_linear_imputation, road_curves
 from cnnlab.explain.saliency import method as make_method
@@ -243,7 +244,7 @@ def test_saliency_metrics_score_the_target_the_map_was_made_for(images):
     other = f"c{(pred + 1) % 5}"
     s = cnnlab.saliency(model, one, method="gradcam", target=other, metrics=True, random_orders=1)
     e = cnnlab.evaluate_saliency(model, one, methods=["gradcam"], metrics=["deletion", "insertion"], target=other,
-                                 random_orders=1, panel="full")  # the saliency job's --metrics: the full protocol
+                                 random_orders=1, panel="full", precision="fp32")  # the saliency job's --metrics
     for key in ("deletion_auc", "insertion_auc"):
         assert float(s.scores[key][0]) == pytest.approx(e.rows[0]["scores"]["gradcam"][key])
     mine = cnnlab.saliency(model, one, method="gradcam", metrics=True, random_orders=1)  # the predicted class's
@@ -262,7 +263,7 @@ def test_the_faithfulness_panel_and_its_aggregate_rank(images):
     panel = ["deletion", "insertion", "deletion-black", "insertion-black", "deletion-pixel", "insertion-pixel", "road"]
     ev = cnnlab.evaluate_saliency(model, images["rgb"][:3], methods=["vanilla", "gradcam", "iterated-gradcam"],
                                   metrics=panel, random_orders=1, batch_size=2, bootstrap=100, stages=3, candidates=0,
-                                  panel="full")
+                                  panel="full", precision="fp32")  # fp32 scoring, as the direct calls below
     x = torch.stack([model.preprocess(torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1)
                                       .float() / 255) for p in images["rgb"][:3]])
     maps = make_method("gradcam").attribute(model, x, model(x).argmax(1))
@@ -366,7 +367,7 @@ def test_curve_ends_are_computed_once_per_image_and_shared(images):
     fast = PANELS["fast"]
     expected = 2 * (fast.steps - 1) + 2 * len(fast.road_percentages)
     assert [r["panel_passes_per_image"] for r in ev.leaderboard] == [expected, expected]
-    assert ev.summary()["panel"] == "fast" and ev.summary()["precision"] == "fp32"  # auto: no native bf16 needed
+    assert ev.summary()["panel"] == "fast" and ev.summary()["precision"] == resolve_precision("auto", "cpu")
 
 
 def test_bf16_scoring_moves_the_scores_a_little_and_not_the_maps(images):

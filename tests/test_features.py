@@ -104,9 +104,9 @@ def test_several_backbones_concatenate_each_ones_cut_points(tiny_scenes, tmp_pat
            for n in names}
     assert all(f.timing["cached_layers"] == ["pre_logits"] for f in own.values())  # the run filled the cache
     merged = _extract(result.config, [create_backbone(n) for n in names], paths, progress=False)
-    X = layer_matrix(merged.features, "efficientnet_lite0/pre_logits+efficientnet_lite1/pre_logits", "power-l2")
+    X = layer_matrix(merged.features, ["efficientnet_lite0/pre_logits", "efficientnet_lite1/pre_logits"], "power-l2")
     parts = {f"{n}/pre_logits": own[n].features["pre_logits"] for n in names}
-    assert np.allclose(X, layer_matrix(parts, "+".join(parts), "power-l2"))
+    assert np.allclose(X, layer_matrix(parts, list(parts), "power-l2"))
     assert X.shape == (18, 1280 * 2)
 
 
@@ -135,7 +135,7 @@ def test_a_feature_store_round_trips_and_feeds_transfer(tiny_scenes, tmp_path, c
                             out=store, workers=0, chunk_size=5)
     assert again.timing["computed_images"] == 0  # every chunk was committed: nothing recomputed
     t = cnnlab.transfer(features=str(store), split="random:3", layers=["pre_logits+block7"], Cs=[1.0], folds=2)
-    assert t.summary()["n_train"] == 9 and t.config.backbone == "efficientnet_lite0"
+    assert t.summary()["n_train"] == 9 and t.config.backbone == ["efficientnet_lite0"]
     assert t.classifier.predict(t.split["test"][:3]) == [Path(p).parent.name for p in t.split["test"][:3]]
 
 

@@ -13,8 +13,8 @@ from cnnlab.cli import main
 from cnnlab.core.errors import CnnlabError
 from cnnlab.explain import objectives as O
 from cnnlab.explain.dream import RenderOptions, activations, objective_values, render
-from cnnlab.explain.params import (COLOR_CORRELATION, correlate, decorrelate, frequency_scale, image_to_spectrum,
-                                   spectrum_to_image)
+from cnnlab.explain.params import (COLOR_CORRELATION, FourierParam, PixelParam, correlate, decorrelate, frequency_scale,
+                                   image_to_spectrum, spectrum_to_image)
 
 from .conftest import chromium_path, launch_chromium, one_and_two_processes, tiny_model
 
@@ -84,7 +84,8 @@ def test_objective_spelling_errors_are_one_line():
 def test_rendering_ascends_the_objective_and_restores_the_model(param):
     model = tiny_model(input_size=16).train()
     obj = O.channel("0", 2)  # the first convolution's channel 2
-    opts = RenderOptions(param=param, iters=30, frames=[10], l2=0.0)  # (the pixel L2 penalty outweighs a tiny net)
+    # a part's options beside its name, as the API and config files spell them (the pixel L2 penalty outweighs a tiny net)
+    opts = RenderOptions.from_dict(dict(param=param, iters=30, frames=[10]) | ({"l2": 0.0} if param == "pixel" else {}))
     start = objective_values(model, obj, render(model, obj, opts.replace(iters=0), batch=2)[0])
     images, frames = render(model, obj, opts, batch=2)
     assert images.shape == (2, 3, 16, 16) and 0 <= images.min() and images.max() <= 1 and list(frames) == [10]
@@ -96,7 +97,7 @@ def test_pixel_rendering_with_no_transform_is_plain_gradient_ascent():
     """One pixel step by hand: x + lr·g/‖g‖ − with the L2 term's gradient − clamped."""
     model = tiny_model(input_size=8)
     obj = O.class_logit(1)
-    opts = RenderOptions(param="pixel", iters=1, pad=0, jitter=0, augment=0, blur_every=0, l2=0.0)
+    opts = RenderOptions(param=PixelParam(blur_every=0, l2=0.0), iters=1, pad=0, jitter=0, augment=0)
     x0 = render(model, obj, opts.replace(iters=0))[0].requires_grad_(True)
     (g,) = torch.autograd.grad(model(x0)[:, 1].sum(), x0)
     expected = (x0 + g / g.norm()).clamp(0, 1)
@@ -210,7 +211,7 @@ def test_classviz_keeps_the_reports_pixel_method_and_defaults_to_fourier():
     model = tiny_model(input_size=16)
     pixel = cnnlab.classviz(model, 1, param="pixel", iters=5, pad=0, jitter=16, augment=0, judge="none")
     fourier = cnnlab.classviz(model, 1, iters=5, judge="none")
-    assert fourier.config.param == "fourier" and pixel.config.param == "pixel"
+    assert fourier.config.param == FourierParam() and pixel.config.param == PixelParam()
     assert pixel.image.shape == fourier.image.shape == (3, 16, 16)
 
 

@@ -247,7 +247,6 @@ def test_concatenated_cut_points_are_a_list_in_the_api(tmp_path):
 def test_a_method_registered_at_run_time_is_in_the_cli_the_api_and_the_app(tmp_path, capsys):
     """Adding a saliency method with two options is one class: the CLI's choices, flags and --help, the API's
     keyword arguments and the app's list find it in the registry."""
-    import inspect
     from dataclasses import dataclass
 
     from cnnlab.app.explain_tab import method_choices
@@ -269,12 +268,13 @@ def test_a_method_registered_at_run_time_is_in_the_cli_the_api_and_the_app(tmp_p
         sub = build_parser()._subparsers._group_actions[0].choices["explain"]._subparsers._group_actions[0]
         text = sub.choices["saliency"].format_help()
         assert "toy-brightness" in text and "--toy-power" in text and "--toy-gain" in text and "a toy:" in text
-        assert {"toy_power", "toy_gain"} <= set(inspect.signature(cnnlab.saliency).parameters)
         assert "toy-brightness" in [name for _, name in method_choices()]
-        assert cnnlab.SaliencyConfig(method="toy-brightness", toy_power=3.0).toy_power == 3.0  # the config's too
+        assert cnnlab.SaliencyConfig(method=Toy(toy_power=3.0)).method.toy_power == 3.0  # the config holds the part
+        assert cnnlab.SaliencyConfig(method={"name": "toy-brightness", "toy_power": 3.0}).method == Toy(3.0)
         model, x = tiny_model(), torch.rand(2, 3, 16, 16)
-        r = cnnlab.saliency(model, x, method="toy-brightness", toy_power=3.0, toy_gain=2.0)
+        r = cnnlab.saliency(model, x, method="toy-brightness", toy_power=3.0, toy_gain=2.0)  # a name and its options
         torch.testing.assert_close(r.maps, 2 * x.mean(1) ** 3)
+        torch.testing.assert_close(cnnlab.saliency(model, x, method=Toy(3.0, 2.0)).maps, r.maps)  # or the object
         with pytest.raises(CnnlabError, match="--toy-power is an option of toy-brightness, not of vanilla"):
             cnnlab.saliency(model, x, method="vanilla", toy_power=3.0)
         png = tmp_path / "digit.png"
@@ -290,7 +290,8 @@ def test_a_method_registered_at_run_time_is_in_the_cli_the_api_and_the_app(tmp_p
         assert capsys.readouterr().err.strip() == "cnnlab: error: --toy-gain must be > 0, got -1.0"
     finally:
         METHODS.unregister("toy-brightness")
-    assert "toy_power" not in inspect.signature(cnnlab.saliency).parameters
+    with pytest.raises(CnnlabError, match="unknown option 'toy_power'"):
+        cnnlab.saliency(tiny_model(), torch.rand(1, 3, 16, 16), toy_power=3.0)  # gone with its class
 
 
 def test_a_job_is_its_module_plus_one_row_of_the_command_table():
@@ -310,7 +311,7 @@ def test_a_job_is_its_module_plus_one_row_of_the_command_table():
             assert getattr(cnnlab, name) is getattr(sys.modules[f"cnnlab.{module}"], name)
 
 
-def test_a_saliency_call_constructs_its_method_once():
+def test_a_saliency_call_constructs_its_method_once(tmp_path):
     from dataclasses import dataclass
 
     from cnnlab.core.config import option
@@ -330,8 +331,17 @@ def test_a_saliency_call_constructs_its_method_once():
     METHODS.register(Counted)
     try:
         res = cnnlab.saliency(tiny_model(), torch.rand(2, 3, 32, 32), method="counted-vanilla", counted_scale=2.0)
-        assert made == [2.0] and res.config.counted_scale == 2.0  # built once, with its option, and never again
+        assert made == [2.0] and res.config.method.counted_scale == 2.0  # built once, with its option, and never again
         res.config.to_dict()
+        res.config.replace(batch_size=4)
         assert made == [2.0]
+        given = Counted(counted_scale=3.0)
+        assert cnnlab.saliency(tiny_model(), torch.rand(2, 3, 32, 32), method=given).config.method is given
+        assert made == [2.0, 3.0]  # an object given is held as it is
+        png = tmp_path / "x.png"
+        Image.fromarray((np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)).save(png)
+        assert main(["explain", "saliency", str(png), "--backbone", "mnist_cnn", "--method", "counted-vanilla",
+                     "--counted-scale", "4", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+        assert made == [2.0, 3.0, 4.0]  # the CLI builds the chosen part once too (saving the run builds none)
     finally:
         METHODS.unregister("counted-vanilla")

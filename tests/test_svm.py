@@ -52,8 +52,8 @@ def test_normalizations_and_concatenation():
     np.testing.assert_allclose(normalize(X, "l2")[0], [0.6, -0.8])
     np.testing.assert_allclose(normalize(X, "power-l2")[0], np.array([np.sqrt(3), -2]) / np.sqrt(7), rtol=1e-6)
     assert np.all(normalize(X, "l2")[1] == 0)
-    both = layer_matrix({"a": X, "b": X * 2}, "a+b", "l2")
+    both = layer_matrix({"a": X, "b": X * 2}, ["a", "b"], "l2")
     assert both.shape == (2, 4)
     np.testing.assert_allclose(np.linalg.norm(both[0]), 1.0, rtol=1e-6)
     with pytest.raises(CnnlabError, match="no features for c"):
-        layer_matrix({"a": X}, "a+c", "l2")
+        layer_matrix({"a": X}, ["a", "c"], "l2")

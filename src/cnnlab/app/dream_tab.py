@@ -44,7 +44,7 @@ def build(models: AppModels, max_pixels: int) -> None:
                 text = gr.Textbox(label="objective", placeholder="block5:12 - 0.5*block5:7", info=SYNTAX)
                 photo = gr.Image(type="filepath", label="photo (DeepDream)", sources=["upload", "clipboard"])
                 model = gr.Dropdown(models.specs, value=models.specs[0], label="model")
-                param = gr.Radio(list(PARAMS), value=DreamConfig().param, label="parameterization")
+                param = gr.Radio(list(PARAMS), value=DreamConfig().param.name, label="parameterization")
                 iters = gr.Slider(10, 512, value=100, step=10, label="steps")
                 go = gr.Button("Dream", variant="primary", elem_id="dream-go")
             with gr.Column(scale=2):
@@ -88,7 +88,7 @@ def build(models: AppModels, max_pixels: int) -> None:
 
 def _verdict(result, what: str, spec: str, n_iters: int) -> str:
     if what != "class":
-        return (f"**{result.config.objective}** after {n_iters} steps ({result.config.param}): objective "
+        return (f"**{result.config.objective}** after {n_iters} steps ({result.config.param.name}): objective "
                 f"{result.total[0]:.3g} for {spec}.")
     r, judged = result.results[0], result.results[0]["judge"]
     verdict = "" if judged is None else (

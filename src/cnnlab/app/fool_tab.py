@@ -46,7 +46,7 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str]) -> None:
     def fool_fn(image, spec, target_name, how, eps, progress=gr.Progress(track_tqdm=True)):
         backbone = models.get(spec)
         x = read_upload(image, max_pixels)
-        bound = {"eps": float(eps) / 255} if how in METHODS.takers("eps") else {}  # the slider is for fgsm / pgd
+        bound = {"eps": float(eps) / 255} if METHODS.takes(how, "eps") else {}  # the slider is for fgsm / pgd
         r = fool(backbone, {"image": x}, target=target_name, method=how, progress=True, **bound)
         a, o = r.adversarials[0], r.originals[0]
         png = Path(tempfile.mkdtemp(prefix="cnnlab-fool-")) / "adversarial.png"

@@ -2,12 +2,14 @@
 
 The library validates a config when it is built (API and CLI alike), the CLI is generated from the fields
 (`add_options` / `from_cli`), and `RUN_DIR/config.json` round-trips it (`to_dict` / `from_dict`). A default, a
-choice list or a range is written once: in the field.
+choice list or a range is written once: in the field. A field made with `part()` holds a registered part (a
+saliency method, an attack, a metric, a parameterization) as an object, written nested in config.json
+(`{"method": {"name": "smoothgrad", "smoothgrad_samples": 8}}`); each part's options keep their own flags on the
+command line and their flat names in the API's keyword arguments (and in config files written before parts nested).
 """
 from __future__ import annotations
 
 import argparse
-import contextvars
 import copy
 import dataclasses
 import difflib
@@ -18,19 +20,20 @@ import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .errors import CnnlabError
 
 _KEY = "cnnlab"
-META_KEYS = ("command", "cnnlab_version")  # written beside the fields in config.json
+JOIN = "+"  # how the command line spells a group (cut points or backbones concatenated, CAM layers summed)
 
 
 def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING, choices: Sequence[str] | None = None,
            flag: str | None = None, short: str | None = None, low: float | None = None, high: float | None = None,
            low_open: bool = False, positional: bool = False, append: bool = False, negate: str | None = None,
            consts: Mapping[str, Any] | None = None, env: str | None = None, required: bool = False,
-           metavar: str | None = None, default_help: str | None = None, cli: bool = True, sep: str = ","):
+           metavar: str | None = None, default_help: str | None = None, cli: bool = True, sep: str = ",",
+           part: bool = False):
     """A config field and how it appears on the command line.
 
     choices   allowed values (each element, for lists); low/high an inclusive range (`low_open`: > low).
@@ -41,105 +44,24 @@ def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING,
     consts    flags that each set a constant value (e.g. `{"--quick": "quick", "--full": "full"}`).
     env       an environment variable the CLI reads when the option is not given.
     required  the CLI refuses to run without it (the API checks its own inputs).
+    part      the field holds parts of the registry `choices` (see `part()`; `core.parts`).
     """
-    choices = choices if isinstance(choices, Registry) or choices is None else tuple(choices)
-    meta = {_KEY: dict(help=help, choices=choices, flag=flag, short=short,
-                       low=low, high=high, low_open=low_open, positional=positional, append=append, negate=negate,
-                       consts=dict(consts) if consts else None, env=env, required=required, metavar=metavar,
-                       default_help=default_help, cli=cli, sep=sep)}
+    choices = choices if isinstance(choices, dict) or choices is None else tuple(choices)  # a registry stays live
+    meta = {_KEY: dict(help=help, choices=choices, flag=flag, short=short, low=low, high=high, low_open=low_open,
+                       positional=positional, append=append, negate=negate, consts=dict(consts) if consts else None,
+                       env=env, required=required, metavar=metavar, default_help=default_help, cli=cli, sep=sep,
+                       part=part)}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
 
 
-class Registry(dict):
-    """Named parts of one kind (backbones, saliency methods, attacks, metrics, parameterizations, objectives):
-    `@REG.register` on a class with a `name` (and, for a `Part`, its options as fields), `REG.lookup(name)` with a
-    did-you-mean error, `REG.help()` for a command's --help, `REG.build(name, options)` to make one."""
-
-    def __init__(self, kind: str):
-        super().__init__()
-        self.kind = kind
-        self._watchers: list = []  # called after each registration (e.g. to refresh a job's signature)
-        self._options: tuple[dict, dict] | None = None  # (option fields, takers), made once per registration
-
-    def register(self, cls: type) -> type:
-        for f in part_fields(cls):  # an option two parts share is one field (a mixin), so its default is one
-            other = self.option_fields().get(f.name, (None,))[0]
-            if other is not None and (flag_of(other), other.default) != (flag_of(f), f.default):
-                raise TypeError(f"{cls.__name__}.{f.name} differs from the {self.kind} option of that name")
-        self[cls.name] = cls
-        self._changed()
-        return cls
-
-    def _changed(self) -> None:
-        self._options = None
-        for watch in self._watchers:
-            watch()
-
-    def unregister(self, name: str) -> None:
-        del self[name]
-        self._changed()
-
-    def lookup(self, name: str) -> Any:
-        if name in self:
-            return self[name]
-        close = difflib.get_close_matches(name, list(self), n=1)
-        raise CnnlabError(f"unknown {self.kind} {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-                          + f" (choices: {', '.join(self)})")
-
-    def help(self, width: int = 116) -> str:
-        return registry_help(self, width)
-
-    # ------------------------------------------------------------------------------------------ parts' options
-    def option_fields(self) -> dict[str, tuple[dataclasses.Field, Any]]:
-        """Every registered part's options, by config key → (field, type): the union, what the CLI offers."""
-        return self._index()[0]
-
-    def takers(self, key: str) -> list[str]:
-        """The parts that take the option `key`."""
-        return self._index()[1].get(key, [])
-
-    def _index(self) -> tuple[dict, dict]:
-        if self._options is None:
-            found: dict[str, tuple[dataclasses.Field, Any]] = {}
-            takers: dict[str, list[str]] = {}
-            for name, cls in self.items():
-                hints = type_hints(cls) if part_fields(cls) else {}
-                for f in part_fields(cls):
-                    found.setdefault(f.name, (f, hints[f.name]))
-                    takers.setdefault(f.name, []).append(name)
-            self._options = (found, takers)
-        return self._options
-
-    def quick(self, names: Sequence[str]) -> dict:
-        """The `quick` options of the parts named (for an interactive page)."""
-        return {k: v for name in names for k, v in getattr(self.lookup(name), "quick", {}).items()}
-
-    def build(self, name: str, options: Mapping[str, Any] | None = None) -> Any:
-        """The part `name` with the options it takes (`options` may hold other parts' too: whether those apply is
-        the config's policy, `WithParts`)."""
-        cls = self.lookup(name)
-        mine = {f.name for f in part_fields(cls)}
-        return cls(**{k: v for k, v in (options or {}).items() if k in mine})
-
-
-@dataclass
-class Part:
-    """A named, registered piece of a job (a saliency method, an attack, a metric, ...): its options are its
-    dataclass fields, declared with `option()` like a config's, validated on construction. `cost` says whether it
-    is quick enough for interactive defaults ("fast") or not ("slow")."""
-
-    name: ClassVar[str] = ""
-    help: ClassVar[str] = ""
-    cost: ClassVar[str] = "fast"
-    quick: ClassVar[dict] = {}  # options that make it quick enough for an interactive page (the app)
-
-    def __post_init__(self) -> None:
-        validate(self)
-
-    def options(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in part_fields(type(self))}
+def part(registry: Mapping[str, type], default: str | Sequence[str], *, help: str, **kw):
+    """A field holding a part of `registry` (a list of parts when `default` is a list), given as the object, its
+    name, or `{"name": NAME, OPTION: value, ...}`; built once, when the config is."""
+    if isinstance(default, str):
+        return option(default, choices=registry, part=True, help=help, **kw)
+    return option(default_factory=lambda: list(default), choices=registry, part=True, help=help, **kw)
 
 
 def part_fields(cls: type) -> list[dataclasses.Field]:
@@ -149,17 +71,6 @@ def part_fields(cls: type) -> list[dataclasses.Field]:
 
 def field_default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default_factory is not MISSING else f.default
-
-
-def registry_help(registry: Mapping[str, Any], width: int = 116) -> str:
-    """One wrapped paragraph per registered class (its `help`, or a text given instead): the choices' part of a
-    command's --help."""
-    import textwrap
-
-    pad = max(len(name) for name in registry) + 4
-    return "\n".join(textwrap.fill(f"  {name:<{pad - 2}}{getattr(entry, 'help', entry)}", width,
-                                   subsequent_indent=" " * pad, break_on_hyphens=False)
-                     for name, entry in registry.items())
 
 
 @functools.lru_cache(maxsize=None)
@@ -190,7 +101,8 @@ def flag_of(f: dataclasses.Field) -> str:
 
 @dataclass
 class Config:
-    """Base of every job's config: validated on construction, serializable, buildable from the CLI."""
+    """Base of every job's config: validated on construction (each part built once), serializable, buildable from
+    the CLI."""
 
     command = ""  # the CLI command this config drives, e.g. "explain saliency" (a class attribute)
 
@@ -199,28 +111,59 @@ class Config:
 
     # ------------------------------------------------------------------------------------------ round trip
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def part_options(cls) -> dict[str, tuple[dataclasses.Field, type]]:
+        """The options of every part this config can hold, by their flat names (the CLI's and the API's)."""
+        out: dict[str, tuple[dataclasses.Field, type]] = {}
+        for f in fields(cls):
+            for key, entry in option_meta(f)["choices"].options().items() if option_meta(f).get("part") else ():
+                out.setdefault(key, entry)
+        return out
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "Config":
-        """From a dict such as RUN_DIR/config.json; unknown keys are an error with a suggestion."""
+        """From a dict such as RUN_DIR/config.json (parts nested, or spelled flat as the API's keyword arguments and
+        older files spell them); unknown keys are an error with a suggestion."""
         values = dict(values)
         command = values.pop("command", None)
         values.pop("cnnlab_version", None)
         if command and cls.command and command != cls.command:
             raise CnnlabError(f"this config is for `cnnlab {command}`, not `cnnlab {cls.command}`")
-        names = [f.name for f in fields(cls)]
-        unknown = [k for k in values if k not in names]
+        names, known = [f.name for f in fields(cls)], cls.part_options()
+        unknown = [k for k in values if k not in names and k not in known]
         if unknown:
-            close = difflib.get_close_matches(unknown[0], names, n=1)
+            close = difflib.get_close_matches(unknown[0], names + list(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise CnnlabError(f"unknown option {unknown[0]!r} for {cls.command or cls.__name__}{hint}")
-        hints = type_hints(cls)
-        seps = {f.name: option_meta(f).get("sep", ",") for f in fields(cls)}
-        return cls(**{k: _coerce(v, hints[k], k, seps[k]) for k, v in values.items()})
+        flat = {k: _checked(k, values.pop(k), *known[k]) for k in list(values) if k not in names}
+        hints, out = type_hints(cls), {}
+        for f in fields(cls):
+            m = option_meta(f)
+            if m.get("part"):  # built here with the flat options it takes, once
+                value = values.get(f.name, field_default(f))
+                out[f.name] = ([_build(f, v, flat) for v in _listed(value)] if _unwrap(hints[f.name])[1]
+                               else _build(f, value, flat))
+            elif f.name in values:
+                out[f.name] = _coerce(values[f.name], hints[f.name], f.name, _sep(m))
+        config = cls(**out)
+        chosen = config.parts()
+        for key, value in flat.items():  # one policy: an option no chosen part takes is refused
+            if value != field_default(known[key][0]) and not any(key in p.options() for p in chosen):
+                takers = sorted({n for f in fields(cls) if option_meta(f).get("part")
+                                 for n, c in option_meta(f)["choices"].items() if key in {g.name for g in part_fields(c)}})
+                raise CnnlabError(f"{flag_of(known[key][0])} is an option of {', '.join(takers)}, not of "
+                                  f"{', '.join(p.name for p in chosen)}")
+        return config
+
+    def parts(self) -> list:
+        """Every part the config holds, in field order."""
+        return [p for f in fields(self) if option_meta(f).get("part") for p in _listed(getattr(self, f.name))]
 
     def replace(self, **changes) -> "Config":
-        return type(self).from_dict({**self.to_dict(), **changes})
+        """A copy with `changes` (the parts it holds are kept as built unless a change names them or their options)."""
+        return type(self).from_dict({**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
 
     def save(self, path: str | os.PathLike, **resolved) -> Path:
         """config.json: the command and every option; `resolved` fills in what a run resolved (a default layer)."""
@@ -253,128 +196,58 @@ class Config:
         return cls.__doc__
 
 
-# the built parts a `WithParts.replace` hands to the config it makes (set only for the length of that call)
-_INHERITED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("cnnlab_inherited_parts", default=None)
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and hasattr(value, "to_dict"):  # a part
+        return value.to_dict()
+    return [_plain(v) for v in value] if isinstance(value, list) else copy.deepcopy(value)
 
 
-@dataclass
-class WithParts(Config):
-    """A job config that chooses registered parts: `parts` maps the field that names them (one name, or a list) to
-    their registry. The chosen parts' options live in `part_options`; in config.json, the CLI and the API's keyword
-    arguments they are spelled flat, as the parts' own fields (`--samples`, `smoothgrad_samples=`), and read back
-    as attributes (`config.smoothgrad_samples`)."""
-
-    parts: ClassVar[dict[str, Registry]] = {}
-    part_options: dict = option(default_factory=dict, cli=False, help="the chosen parts' options (spelled flat)")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        known = self.part_option_fields()
-        for key, value in list(self.part_options.items()):
-            if key not in known:
-                close = difflib.get_close_matches(key, list(known) + [f.name for f in fields(self)], n=1)
-                raise CnnlabError(f"unknown option {key!r} for {self.command or type(self).__name__}"
-                                  + (f" (did you mean {close[0]!r}?)" if close else ""))
-            f, tp = known[key]
-            value = self.part_options[key] = _coerce(value, tp, key, option_meta(f).get("sep", ","))
-            elem, is_list, _ = _unwrap(tp)
-            for v in (value if is_list else [value]) if value is not None else []:
-                _check_value(f, option_meta(f), v, elem)  # a value no part could take is said first
-        for key, value in self.part_options.items():  # one policy: an option no chosen part takes is refused
-            takers = {n for reg in self.parts.values() for n in reg.takers(key)}
-            if value != field_default(known[key][0]) and not takers & set(self.chosen()):
-                raise CnnlabError(f"{flag_of(known[key][0])} is an option of {', '.join(sorted(takers))}, not of "
-                                  f"{', '.join(self.chosen())}")
-        self.__dict__["_built"] = dict(_INHERITED.get() or {})  # parts a `replace` left as they were
-        for field_name in self.parts:  # each chosen part checks its own values (types, ranges): built once here
-            for name in self._names(field_name):
-                self._part(field_name, name)
-
-    @classmethod
-    def part_option_fields(cls) -> dict[str, tuple[dataclasses.Field, Any]]:
-        out: dict[str, tuple[dataclasses.Field, Any]] = {}
-        for reg in cls.parts.values():
-            out.update({k: v for k, v in reg.option_fields().items() if k not in out})
-        return out
-
-    def _names(self, field_name: str) -> list[str]:
-        value = getattr(self, field_name)
-        return list(value) if isinstance(value, (list, tuple)) else [value]
-
-    def chosen(self) -> list[str]:
-        return [n for f in self.parts for n in self._names(f)]
-
-    def _part(self, field_name: str, name: str) -> Any:
-        """The part as this config built it (once: construction validates it)."""
-        built = self.__dict__.setdefault("_built", {})
-        if (field_name, name) not in built:
-            built[field_name, name] = self.parts[field_name].build(name, self.part_options)
-        return built[field_name, name]
-
-    def build(self, field_name: str, name: str | None = None) -> Any:
-        """The chosen part of `field_name` (or the part `name` among those chosen), made with its options: a fresh
-        copy of the one the config built (no second construction; what a run caches in it stays in the run)."""
-        return copy.copy(self._part(field_name, name or getattr(self, field_name)))
-
-    def resolved_options(self) -> dict:
-        """The chosen parts' options as they run (defaults filled in), then any other given."""
-        out = {}
-        for field_name, reg in self.parts.items():
-            for name in self._names(field_name):
-                out.update(self._part(field_name, name).options())
-        return {**self.part_options, **out}
-
-    def replace(self, **changes) -> "Config":
-        """As `Config.replace`; the parts are kept as built when no change touches them (their names or options)."""
-        if set(changes) & (set(self.parts) | set(self.part_option_fields()) | {"part_options"}):
-            return super().replace(**changes)
-        token = _INHERITED.set(self.__dict__.get("_built"))
-        try:
-            return super().replace(**changes)
-        finally:
-            _INHERITED.reset(token)
-
-    def __getattr__(self, key: str) -> Any:
-        if key.startswith("_") or key == "part_options":
-            raise AttributeError(key)
-        known = type(self).part_option_fields()
-        if key not in known:
-            raise AttributeError(f"{type(self).__name__} has no option {key!r}")
-        return self.part_options.get(key, field_default(known[key][0]))
-
-    def to_dict(self) -> dict:
-        values = dataclasses.asdict(self)
-        values.pop("part_options")
-        return {**values, **self.resolved_options()}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "Config":
-        values = dict(values)
-        parts = {k: values.pop(k) for k in list(values) if k in cls.part_option_fields()}
-        parts.update(values.pop("part_options", None) or {})
-        if parts:  # constructed once, with them (each construction builds and checks the chosen parts)
-            values["part_options"] = parts
-        return super().from_dict(values)
+def _listed(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def parts_dataclass(cls: type) -> type:
-    """`@dataclass` for a `WithParts` config whose constructor also takes its parts' options by name, as the API's
-    keyword arguments and config.json spell them (`SaliencyConfig(method="smoothgrad", smoothgrad_samples=8)`)."""
-    cls = dataclass(cls)
-    init, own = cls.__init__, {f.name for f in fields(cls)}
-
-    @functools.wraps(init)
-    def __init__(self, *args, **kwargs):
-        parts = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
-        if parts:
-            kwargs["part_options"] = {**kwargs.get("part_options", {}), **parts}
-        init(self, *args, **kwargs)
-
-    cls.__init__ = __init__
-    return cls
+def _checked(key: str, value: Any, f: dataclasses.Field, owner: type) -> Any:
+    """A part's option spelled flat, typed and checked against its field (before knowing which part takes it)."""
+    tp = type_hints(owner)[key]
+    value = _coerce(value, tp, key, _sep(option_meta(f)))
+    elem, is_list, _ = _unwrap(tp)
+    for v in (value if is_list else [value]) if value is not None else []:
+        _check_value(f, option_meta(f), v, elem)
+    return value
 
 
-def _coerce(value: Any, tp, name: str, sep: str = ",") -> Any:
+def _build(f: dataclasses.Field, value: Any, flat: Mapping[str, Any]) -> Any:
+    """The part a field's value names (an object, a name, or {"name": ..., options}), with the flat options it
+    takes; an object without such options is kept as it is."""
+    reg = option_meta(f)["choices"]
+    if not isinstance(value, (str, Mapping)):  # a part made by the caller
+        if reg.get(getattr(value, "name", None)) is not type(value):
+            raise CnnlabError(f"{flag_of(f)}: {type(value).__name__} is not a registered {reg.kind}")
+        mine = {k: v for k, v in flat.items() if k in value.options()}
+        return dataclasses.replace(value, **mine) if mine else value
+    spec = dict(value) if isinstance(value, Mapping) else {"name": value}
+    name = spec.pop("name", None)
+    if not isinstance(name, str):
+        raise CnnlabError(f"{flag_of(f)} expects a {reg.kind}'s name, got {value!r}")
+    _check_value(f, option_meta(f), name, str)
+    own = {g.name: g for g in part_fields(reg[name])}
+    for key in spec:
+        if key not in own:
+            close = difflib.get_close_matches(key, list(own), n=1)
+            raise CnnlabError(f"unknown option {key!r} for the {reg.kind} {name}"
+                              + (f" (did you mean {close[0]!r}?)" if close else ""))
+    spec |= {k: v for k, v in flat.items() if k in own}
+    hints = type_hints(reg[name])
+    return reg[name](**{k: _coerce(v, hints[k], k, _sep(option_meta(own[k]))) for k, v in spec.items()})
+
+
+def _sep(m: dict) -> str | None:
+    """Where a string given for a list splits: as its flag does (not for inputs, repeated flags or API-only lists,
+    whose values may hold commas)."""
+    return None if m.get("positional") or m.get("append") or not m.get("cli", True) else m.get("sep", ",")
+
+
+def _coerce(value: Any, tp, name: str, sep: str | None = None) -> Any:
     """JSON and Python values to the annotated type (ints for floats, lists for tuples; a string for a list is split
     at `sep`)."""
     elem, is_list, optional = _unwrap(tp)
@@ -382,10 +255,12 @@ def _coerce(value: Any, tp, name: str, sep: str = ",") -> Any:
         return None
     try:
         if is_list:
-            if isinstance(value, str) and sep != ",":
+            if isinstance(value, str) and sep:
                 value = [v.strip() for v in value.split(sep) if v.strip()]
             elif isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
                 value = [value]
+            if typing.get_origin(elem) is list:  # groups such as layer specs: 'a+b' is the group [a, b]
+                return [[str(p) for p in (v.split(JOIN) if isinstance(v, str) else v)] for v in value]
             return [_scalar(v, elem) for v in value]
         return _scalar(value, elem)
     except (TypeError, ValueError):
@@ -418,12 +293,15 @@ def validate(config: Config) -> None:
     for f in fields(config):
         m, value = option_meta(f), getattr(config, f.name)
         elem, is_list, optional = _unwrap(hints[f.name])
+        if m.get("part"):  # a name or {"name": ...} becomes the part (an object given is kept)
+            setattr(config, f.name, [_build(f, v, {}) for v in _listed(value)] if is_list else _build(f, value, {}))
+            continue
         if value is None:
             if not optional:
                 raise CnnlabError(f"{flag_of(f)} must be given")
             continue
-        if is_list and not isinstance(value, list):
-            value = _coerce(value, hints[f.name], f.name, m.get("sep", ","))
+        if is_list and (not isinstance(value, list) or typing.get_origin(elem) is list):
+            value = _coerce(value, hints[f.name], f.name, _sep(m))
             setattr(config, f.name, value)
         values = value if is_list else [value]
         for v in values:
@@ -471,7 +349,8 @@ def _default_text(f: dataclasses.Field, m: dict) -> str | None:
     if default is MISSING or default is None or default is False or default == []:
         return None
     if isinstance(default, list):
-        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+        return m.get("sep", ",").join(f"{v:g}" if isinstance(v, float) else JOIN.join(v) if isinstance(v, list)
+                                      else str(v) for v in default)
     return f"{default:g}" if isinstance(default, float) else str(default)
 
 
@@ -494,8 +373,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
     registries as they are now); every default is SUPPRESS so that only what was typed is read."""
     hints = type_hints(cls)
     entries = [(f, hints[f.name]) for f in fields(cls)]
-    if issubclass(cls, WithParts):
-        entries += list(cls.part_option_fields().values())
+    entries += [(f, type_hints(owner)[key]) for key, (f, owner) in cls.part_options().items()]
     for f, tp in entries:
         m = option_meta(f)
         if m.get("cli"):
@@ -532,24 +410,18 @@ def _add_option(parser: argparse.ArgumentParser, f: dataclasses.Field, m: dict, 
 def from_cli(cls: type[Config], namespace: argparse.Namespace, env: Mapping[str, str],
              base: Mapping[str, Any] | None = None) -> Config:
     """The config: its defaults, then `base` (a --config file), then the environment for options not given,
-    then the options typed on the command line."""
-    names = [f.name for f in fields(cls)] + (list(cls.part_option_fields()) if issubclass(cls, WithParts) else [])
+    then the options typed on the command line (a part named again keeps the file's options for it)."""
+    names = [f.name for f in fields(cls)] + list(cls.part_options())
     given = {name: getattr(namespace, name) for name in names if hasattr(namespace, name)}
     values = dict(base or {})
     for f in fields(cls):
         var = option_meta(f).get("env")
         if var and f.name not in given and f.name not in values and env.get(var):
             values[f.name] = env[var]
-    for name, value in given.items():  # repeated flags of an append list add to, not replace, the base
-        values[name] = value
-    if issubclass(cls, WithParts) and base:  # the file's options of parts no longer chosen went with those parts
-        chosen = set()
-        for name, reg in cls.parts.items():
-            value = values.get(name, field_default(next(f for f in fields(cls) if f.name == name)))
-            chosen |= set(value.split(",") if isinstance(value, str) else value)
-        for key in set(values) & set(cls.part_option_fields()) - set(given):
-            if not {n for reg in cls.parts.values() for n in reg.takers(key)} & chosen:
-                del values[key]
-    config = cls.from_dict(values)
+        if option_meta(f).get("part") and f.name in given:
+            old = {o["name"]: o for o in _listed(values.get(f.name)) if isinstance(o, Mapping)}
+            new = given[f.name]
+            given[f.name] = [old.get(n, n) for n in new] if isinstance(new, list) else old.get(new, new)
+    config = cls.from_dict({**values, **given})
     check_required(config)
     return config

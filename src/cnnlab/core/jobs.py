@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from torch import nn
 
 from .backbones import Backbone
-from .config import Config, WithParts, option_meta, field_default, option
+from .config import Config, field_default, option, option_meta
 from .errors import CnnlabError
 from .models import load_model
 from .registry import DEFAULT_BACKBONE
@@ -51,20 +51,11 @@ def load_backbone(model: ModelLike, options: ModelOptions) -> Backbone:
                       input_size=options.input_size)
 
 
-def model_specs(spec: str, sep: str) -> list[str]:
-    """The CLI's spelling of several models ('a+b', 'a,b'), parsed here only."""
-    return [n.strip() for n in spec.split(sep) if n.strip()]
-
-
-def load_backbones(model: ModelLike | Sequence[ModelLike], options: ModelOptions, sep: str = "+") -> list[Backbone]:
-    """Several models: a list (specs or Backbones), one model, or `options.backbone` naming them joined by `sep`."""
-    if isinstance(model, str):
-        model = model_specs(model, sep)
-    if isinstance(model, (list, tuple)):
-        return [load_backbone(m, options) for m in model]
+def load_backbones(model: ModelLike | Sequence[ModelLike], options: ModelOptions) -> list[Backbone]:
+    """Several models: a list (specs or Backbones), one model, or the list `options.backbone` names."""
     if model is not None:
-        return [load_backbone(model, options)]
-    names = model_specs(options.backbone, sep)
+        return [load_backbone(m, options) for m in (model if isinstance(model, (list, tuple)) else [model])]
+    names = options.backbone if isinstance(options.backbone, list) else [options.backbone]
     if len(names) > 1 and options.weights not in ("default", "random"):
         raise CnnlabError("a weights file names one backbone: use --weights default|random with several backbones")
     return [load_backbone(n, options) for n in names]
@@ -81,39 +72,23 @@ def recorded(config: C, backbone: Backbone) -> C:
 def configure(cls: type[C], config: C | None, options: dict) -> C:
     """`config` (or the defaults) with keyword options on top; an unknown option is a one-line error."""
     if config is None:  # built once, with the options (not the defaults first: their parts would be built too)
-        return cls.from_dict(options) if options else cls()
+        return cls.from_dict(options)
     if not isinstance(config, cls):
         raise CnnlabError(f"config must be a {cls.__name__}, got {type(config).__name__}")
     return config.replace(**options) if options else config
 
 
 def with_options(cls: type[Config]) -> Callable:
-    """Give a job function a signature that lists its config's options and its parts' options (for help(), IDEs
-    and notebooks), keeping the config's defaults as the single source; a part registered later joins it."""
+    """Give a job function a signature that lists its config's options (for help(), IDEs and notebooks), keeping
+    the config's defaults as the single source (a part's own options are keyword arguments too: see its class)."""
     def decorate(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
         base = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
-        taken = {p.name for p in base}
-
-        def entries() -> list[tuple[str, Any, str]]:
-            out = [(f.name, field_default(f), option_meta(f).get("help", "")) for f in fields(cls)
-                   if f.name not in taken and f.name != "part_options"]
-            if issubclass(cls, WithParts):
-                out += [(k, field_default(f), option_meta(f).get("help", "")) for k, (f, _) in cls.part_option_fields().items()
-                        if k not in taken and k not in {f.name for f in fields(cls)}]
-            return out
-
-        def refresh() -> None:
-            found = entries()
-            fn.__signature__ = sig.replace(parameters=base + [
-                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default) for name, default, _ in found])
-            fn.__doc__ = doc + f"\n\n    Options ({cls.__name__}):\n" + "\n".join(
-                f"    {name}: {text}" for name, _, text in found) + "\n"
-
-        doc = fn.__doc__ or ""
-        refresh()
-        for reg in getattr(cls, "parts", {}).values():
-            reg._watchers.append(refresh)
+        found = [f for f in fields(cls) if f.name not in {p.name for p in base}]
+        fn.__signature__ = sig.replace(parameters=base + [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=field_default(f)) for f in found])
+        fn.__doc__ = (fn.__doc__ or "") + f"\n\n    Options ({cls.__name__}):\n" + "\n".join(
+            f"    {f.name}: {option_meta(f).get('help', '')}" for f in found) + "\n"
         fn.config_class = cls
         return fn
     return decorate

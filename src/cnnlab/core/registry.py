@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
-from .config import Registry
+from .parts import Registry
 from .errors import CnnlabError
 from .hooks import CutPoint
 from .preprocess import Preprocess

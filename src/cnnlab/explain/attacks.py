@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from torch import nn
 
-from ..core.config import Part, Registry, option
+from ..core.config import option
+from ..core.parts import Part, Registry
 from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode, frozen
 from ..core.images import quantize

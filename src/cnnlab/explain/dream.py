@@ -13,25 +13,17 @@ import torch
 from torch import nn
 
 from ..core.backbones import Backbone
-from ..core.config import option
+from ..core.config import option, part
 from ..core.hooks import capture, eval_mode, frozen, run_until_captured
 from .objectives import LOGITS, Objective
-from .params import PARAMS, create_param
+from .params import PARAMS, Param
 from .transforms import TransformOptions, apply
 
 
 @dataclass
 class RenderOptions(TransformOptions):
-    param: str = option("fourier", choices=tuple(PARAMS), help="image parameterization")
+    param: Param = part(PARAMS, "fourier", help="image parameterization")
     iters: int = option(512, low=0, help="ascent steps (0: the starting image)")
-    lr: float | None = option(None, low=0, low_open=True,
-                              help="step size (default: the parameterization's: pixel 1.0, the L2 norm of a step in "
-                                   "[0,1] pixel units; fourier 0.05, Adam's)")
-    l2: float = option(0.1, low=0, help="pixel: weight of the L2 penalty on the normalized image")
-    blur_every: int = option(10, low=0, help="pixel: blur period in steps (0: never)")
-    blur_sigma: float = option(0.5, low=0, help="pixel: blur sigma")
-    decorrelate: bool = option(True, negate="--no-decorrelate",
-                               help="fourier: decorrelate colours with ImageNet's colour covariance")
     frames: list[int] = option(default_factory=list, low=1, help="steps to keep as frames, e.g. 25,100,200")
     seed: int = option(0, help="seed of the starting noise and of the transforms")
     size: int | None = option(None, low=8, help="side of the image drawn (default: the model's input size)")
@@ -123,8 +115,7 @@ def render(backbone: Backbone, objective: Objective, options: RenderOptions | No
     else:
         size = o.size or backbone.preprocess.input_size
         shape = (batch, backbone.in_channels, size, size)
-    param = create_param(o.param, shape, g, backbone.device, init=init, lr=o.lr, l2=o.l2, blur_every=o.blur_every,
-                         blur_sigma=o.blur_sigma, decorrelate=o.decorrelate, normalize=backbone.normalize)
+    param = o.param.start(shape, g, backbone.device, init=init, normalize=backbone.normalize)
     frames: dict[int, torch.Tensor] = {}
     layers = objective.layers
     with eval_mode(backbone), frozen(backbone), redirected_relus(backbone):

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..core.backbones import Backbone
-from ..core.config import Part, Registry, option
+from ..core.config import option
+from ..core.parts import Part, Registry
 from ..core.hooks import eval_mode
 from .faithfulness import deletion_insertion, random_baseline
 from .saliency import BLUR_SIGMA, SaliencyMethod
@@ -54,6 +55,8 @@ PANELS = {"fast": Panel(steps=7, random_orders=1, road_percentages=(50,)),
 class Metric(Part):
     """A saliency metric, its options its fields. `columns`: leaderboard column → True if higher is better;
     `forward_only`: its passes are forward passes of the model under evaluation (they may run in bf16)."""
+
+    MEMORY_ONLY: ClassVar[tuple[str, ...]] = ("internal_batch_size",)
 
     columns: ClassVar[dict[str, bool]] = {}
     forward_only: ClassVar[bool] = True

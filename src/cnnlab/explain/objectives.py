@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..core.config import Registry
+from ..core.parts import Registry
 from ..core.errors import CnnlabError
 
 LOGITS = "logits"

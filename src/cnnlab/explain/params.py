@@ -11,11 +11,14 @@ Both make a batch of B images (B,C,H,W) in [0,1] and can start from given images
 """
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from ..core.config import Registry
+from ..core.config import option
+from ..core.parts import Part, Registry
 
 PARAMS = Registry("parameterization")
 
@@ -70,12 +73,26 @@ def image_to_spectrum(image: torch.Tensor, decay: float = 1.0, colour: bool = Tr
     return torch.fft.rfft2(spatial, norm="ortho") / frequency_scale(h, w, decay).to(image.device)
 
 
-class Param:
-    """A batch of images made from parameters, and how one ascent step updates them."""
+@dataclass
+class Param(Part):
+    """An image parameterization (its options are its fields): `start` makes a batch of images' parameters, then
+    `image()` draws them and `step()` updates them."""
 
-    name: ClassVar[str]
-    help: ClassVar[str]
     default_lr: ClassVar[float]
+    lr: float | None = option(None, low=0, low_open=True,
+                              help="step size (default: the parameterization's: pixel 1.0, the L2 norm of a step in "
+                                   "[0,1] pixel units; fourier 0.05, Adam's)")
+
+    def start(self, shape: tuple[int, ...], generator: torch.Generator, device, init: torch.Tensor | None = None,
+              normalize=None) -> "Param":
+        """A copy holding the parameters of a batch of `shape` (noise from `generator`, or the images `init`);
+        `normalize` is the model's input normalization (what an L2 penalty reads)."""
+        state = copy.copy(self)
+        state._start(shape, generator, device, init, normalize or (lambda t: t))
+        return state
+
+    def _start(self, shape, generator, device, init, normalize) -> None:
+        raise NotImplementedError
 
     def image(self) -> torch.Tensor:
         """(B,C,H,W) in [0,1], differentiable w.r.t. the parameters."""
@@ -87,19 +104,19 @@ class Param:
 
 
 @register
+@dataclass
 class PixelParam(Param):
     name, default_lr = "pixel", 1.0
     help = ("the pixels themselves, the report's ascent (a step of fixed L2 norm, L2 penalty, periodic blur, "
             "clamping)")
+    l2: float = option(0.1, low=0, help="pixel: weight of the L2 penalty on the normalized image")
+    blur_every: int = option(10, low=0, help="pixel: blur period in steps (0: never)")
+    blur_sigma: float = option(0.5, low=0, help="pixel: blur sigma")
 
-    def __init__(self, shape: tuple[int, ...], generator: torch.Generator, device, init: torch.Tensor | None = None,
-                 lr: float | None = None, l2: float = 0.1, blur_every: int = 10, blur_sigma: float = 0.5,
-                 normalize=None, **_):
+    def _start(self, shape, generator, device, init, normalize) -> None:
         noise = 0.5 + 0.1 * torch.randn(*shape, generator=generator)
         self.x = (noise if init is None else init.detach().cpu().float()).clamp(0, 1).to(device).requires_grad_(True)
-        self.lr = self.default_lr if lr is None else lr
-        self.l2, self.blur_every, self.blur_sigma = l2, blur_every, blur_sigma
-        self.normalize = normalize or (lambda t: t)
+        self.normalize = normalize
 
     def image(self) -> torch.Tensor:
         return self.x
@@ -107,32 +124,36 @@ class PixelParam(Param):
     def step(self, objective: torch.Tensor, it: int) -> None:
         from torchvision.transforms.functional import gaussian_blur
 
+        lr = self.default_lr if self.lr is None else self.lr
         loss = self.l2 * self.normalize(self.x).pow(2).sum() - objective
         (grad,) = torch.autograd.grad(loss, self.x)
         with torch.no_grad():
             norms = grad.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
-            x = (self.x - self.lr * grad / norms).clamp(0, 1)
+            x = (self.x - lr * grad / norms).clamp(0, 1)
             if self.blur_every and it % self.blur_every == 0 and self.blur_sigma > 0:
                 x = gaussian_blur(x, [5, 5], [self.blur_sigma, self.blur_sigma])
         self.x = x.requires_grad_(True)
 
 
 @register
+@dataclass
 class FourierParam(Param):
     name, default_lr = "fourier", 0.05
     help = ("lucid's: a 1/frequency-scaled spectrum with ImageNet colour decorrelation and a sigmoid, updated by "
             "Adam")
+    decorrelate: bool = option(True, negate="--no-decorrelate",
+                               help="fourier: decorrelate colours with ImageNet's colour covariance")
+    SD: ClassVar[float] = 0.01  # std of the starting spectrum (lucid's)
 
-    def __init__(self, shape: tuple[int, ...], generator: torch.Generator, device, init: torch.Tensor | None = None,
-                 lr: float | None = None, decorrelate: bool = True, sd: float = 0.01, **_):
+    def _start(self, shape, generator, device, init, normalize) -> None:
         b, c, h, w = shape
-        self.size, self.colour = (h, w), decorrelate and c == 3
+        self.size, self.colour = (h, w), self.decorrelate and c == 3
         if init is None:
-            spectrum = torch.complex(*(sd * torch.randn(2, b, c, h, w // 2 + 1, generator=generator)))
+            spectrum = torch.complex(*(self.SD * torch.randn(2, b, c, h, w // 2 + 1, generator=generator)))
         else:
             spectrum = image_to_spectrum(init.detach().cpu().float(), colour=self.colour)
         self.spectrum = torch.view_as_real(spectrum).to(device).requires_grad_(True)
-        self.optimizer = torch.optim.Adam([self.spectrum], lr=self.default_lr if lr is None else lr)
+        self.optimizer = torch.optim.Adam([self.spectrum], lr=self.default_lr if self.lr is None else self.lr)
 
     def image(self) -> torch.Tensor:
         return spectrum_to_image(torch.view_as_complex(self.spectrum), self.size, colour=self.colour)
@@ -141,12 +162,3 @@ class FourierParam(Param):
         self.optimizer.zero_grad(set_to_none=True)
         (-objective).backward()
         self.optimizer.step()
-
-
-def create_param(name: str, shape: tuple[int, ...], generator: torch.Generator, device, **options) -> Param:
-    from ..core.errors import CnnlabError
-
-    if name not in PARAMS:
-        raise CnnlabError(f"unknown parameterization {name!r}; choose from {', '.join(PARAMS)}")
-    return PARAMS[name](shape, generator, device, **options)
-

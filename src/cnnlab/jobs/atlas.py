@@ -89,7 +89,7 @@ class AtlasResult(Result):
 
     def summary(self) -> dict:
         s = {"model": self.model, "layer": self.config.layer, "channels": self.channels,
-             "objective": self.values.tolist(), "param": self.config.param, "iters": self.config.iters,
+             "objective": self.values.tolist(), "param": self.config.param.name, "iters": self.config.iters,
              "seconds": self.seconds}
         if self.top is not None:
             s |= {"data": {"n_images": len(self.names), "skipped": self.skipped},
@@ -142,7 +142,7 @@ class AtlasResult(Result):
                              f"<div class='grid'>{tops}</div>")
             cards.append(f"<section class='card' data-channel='{c}'>{''.join(parts)}</section>")
         title = f"{e(self.model)} · {e(self.config.layer)}"
-        note = (f"{self.config.param} parameterization, {self.config.iters} steps"
+        note = (f"{self.config.param.name} parameterization, {self.config.iters} steps"
                 + (f"; top images from {len(self.names)} images" if self.top is not None else ""))
         return (f"<!doctype html><html><head><meta charset='utf-8'><title>cnnlab atlas: {title}</title>"
                 f"<style>{_CSS}</style></head><body><h1>{title}</h1><p>{e(note)}</p>"

@@ -20,6 +20,7 @@ from ..core.figures import image_grid
 from ..core.images import save_png
 from ..core.jobs import ModelLike, ModelOptions, configure, load_backbones, with_options
 from ..core.models import load_model
+from ..core.registry import DEFAULT_BACKBONE
 from ..core.results import Result
 from ..explain.classviz import ClassVizOptions, class_probability, visualize_class
 from ..explain.targets import short_name
@@ -39,7 +40,8 @@ class ClassVizConfig(ClassVizOptions, ModelOptions):
     command = "explain classviz"
     classes: list[str] = option(default_factory=list, flag="--class", append=True, required=True,
                                 metavar="NAME|INDEX", help="class: index, synset or (part of a) name; repeatable")
-    backbone: str = option("efficientnet_lite0", help="generator backbone(s), comma-separated, shown side by side")
+    backbone: list[str] = option(default_factory=lambda: [DEFAULT_BACKBONE],
+                                 help="generator backbone(s), comma-separated, shown side by side")
     judge: str | None = option(None, help="model that judges recognizability (default: efficientnet_lite2, or "
                                           "efficientnet_lite1 if lite2 draws)")
 
@@ -129,12 +131,14 @@ def classviz(model: ModelLike | Sequence[Backbone] = None, classes: str | int | 
         options["judge"] = given_judge.spec or given_judge.name
     if classes is not None:
         options["classes"] = [str(c) for c in ([classes] if isinstance(classes, (str, int)) else classes)]
+    if isinstance(model, str):  # a spec, or several comma-separated: the config's to parse
+        options["backbone"], model = model, None
     cfg = configure(ClassVizConfig, config, options)
     if not cfg.classes:
         raise CnnlabError("--class is required: a class index or name")
-    models = load_backbones(model, cfg, sep=",")
+    models = load_backbones(model, cfg)
     names = [b.spec or b.name for b in models]
-    cfg = cfg.replace(backbone=",".join(b.spec or f"<wrapped {b.name}>" for b in models))
+    cfg = cfg.replace(backbone=[b.spec or f"<wrapped {b.name}>" for b in models])
     class_names = models[0].labels
     indices = [models[0].class_index(c) for c in cfg.classes]
     judge_model = _judge(cfg, names, class_names) if given_judge is None else (

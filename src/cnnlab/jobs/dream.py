@@ -54,7 +54,7 @@ class DreamResult(Result):
         return [f"dream_{b}.png" for b in range(len(self.images))]
 
     def summary(self) -> dict:
-        s = {"objective": self.config.objective, "model": self.model, "param": self.config.param,
+        s = {"objective": self.config.objective, "model": self.model, "param": self.config.param.name,
              "iters": self.config.iters, "objective_value": self.total.tolist(),
              "terms": {k: v.tolist() for k, v in self.values.items()}, "seconds": self.seconds,
              "size": list(self.images.shape[-2:])}
@@ -65,7 +65,7 @@ class DreamResult(Result):
 
     def text(self) -> str:
         values = ", ".join(f"{v:.3g}" for v in self.total)
-        return f"{self.config.objective} ({self.model}, {self.config.param}, {self.config.iters} steps): " \
+        return f"{self.config.objective} ({self.model}, {self.config.param.name}, {self.config.iters} steps): " \
                f"objective {values}" + (f"\n→ {self.path(self.figure_name)}" if self.run_dir else "")
 
     def figures(self) -> dict:

@@ -5,17 +5,20 @@ once and scored by every metric. The leaderboard (mean and 95 % bootstrap interv
 per column) is computed from the per-image rows, so it is the same however the rows were computed."""
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..core.backbones import Backbone
-from ..core.config import WithParts, option, parts_dataclass, registry_help
+from ..core.config import option, part
+from ..core.parts import registry_help
 from ..core.errors import CnnlabError
 from ..core.figures import heat, image_grid
 from ..core.inputs import ImagesLike, batch_rows, sources
@@ -27,7 +30,7 @@ from ..core.hooks import count_passes
 from ..core.precision import PRECISIONS, autocast, resolve_precision
 from ..explain.metrics import CONTROLS, METRICS, PANELS, Metric
 from ..explain.verdicts import MIN_VERDICT_IMAGES, board_verdict
-from ..explain.saliency import METHODS, predicted, result_settings
+from ..explain.saliency import METHODS, SaliencyMethod, predicted, result_settings
 from ..explain.targets import resolve_targets
 from .saliency import CHUNK_HELP, INPUTS_HELP
 
@@ -42,8 +45,8 @@ SHOWN_STEPS_IMAGES = 1  # images whose maps the randomization figure shows
 DEFAULT_BUDGET = 16
 
 
-@parts_dataclass
-class EvaluateSaliencyConfig(WithParts, ModelOptions):
+@dataclass
+class EvaluateSaliencyConfig(ModelOptions):
     """Saliency methods × metrics over a set of images: a leaderboard with 95 % bootstrap
 intervals and each method's rank per column, per-image rows (results.jsonl), curves, and the model-randomization
 figure. Metrics:
@@ -53,14 +56,13 @@ leaderboard.md and leaderboard.csv, metrics.json, the curves in leaderboard.png 
 --figure-steps) randomization.png."""
 
     command = "explain evaluate"
-    parts = {"methods": METHODS, "metrics": METRICS}
     inputs: list[str] = option(default_factory=list, positional=True, required=True, metavar="INPUTS", help=INPUTS_HELP)
-    methods: list[str] = option(default_factory=lambda: list(DEFAULT_METHODS), choices=METHODS,
+    methods: list[SaliencyMethod] = part(METHODS, DEFAULT_METHODS,
                                 default_help="the methods that cost no more than their scoring: one forward and "
                                              "one backward pass (the sampling methods, iterated-gradcam, occlusion, "
                                              "scorecam and rise when named; the edges control)",
                                 help="saliency methods, comma-separated")
-    metrics: list[str] = option(default_factory=lambda: list(DEFAULT_METRICS), choices=METRICS,
+    metrics: list[Metric] = part(METRICS, DEFAULT_METRICS,
                                 help="metrics, comma-separated (the faithfulness panel: add deletion-black, "
                                      "insertion-black, deletion-pixel, insertion-pixel; aggregate_rank is the mean "
                                      "rank over the panel's columns)")
@@ -86,8 +88,12 @@ leaderboard.md and leaderboard.csv, metrics.json, the curves in leaderboard.png 
         return cls.__doc__.replace("{metrics}", registry_help(METRICS))
 
 
+def part_names(parts) -> list[str]:
+    return [p.name for p in parts]
+
+
 def metric_objects(cfg: EvaluateSaliencyConfig) -> dict[str, Metric]:
-    metrics = {name: cfg.build("metrics", name) for name in cfg.metrics}
+    metrics = {m.name: copy.copy(m) for m in cfg.metrics}  # the panel set on copies: the config stays as given
     for m in metrics.values():
         m.use_panel(PANELS[cfg.panel])
     return metrics
@@ -122,12 +128,12 @@ class SaliencyEvaluation(PerImageResult):
         return np.asarray(self.sink.array(f"curves/{method}/{name}"))
 
     def _leaderboard(self) -> list[dict]:
-        return leaderboard(self.rows, self.config.methods, self.metrics, self.config.bootstrap, self.config.seed,
+        return leaderboard(self.rows, part_names(self.config.methods), self.metrics, self.config.bootstrap, self.config.seed,
                            model=self.config.backbone)
 
     def summary(self) -> dict:
-        s = {"backbone": self.config.backbone, "n": len(self), "methods": list(self.config.methods),
-             "metrics": list(self.config.metrics), "columns": self.columns, "leaderboard": self.leaderboard,
+        s = {"backbone": self.config.backbone, "n": len(self), "methods": part_names(self.config.methods),
+             "metrics": part_names(self.config.metrics), "columns": self.columns, "leaderboard": self.leaderboard,
              "bootstrap": self.config.bootstrap, "seconds": self.seconds, "skipped": self.skipped,
              "panel": self.config.panel, "precision": self.precision}
         best = recommended(self.leaderboard)
@@ -233,7 +239,7 @@ class SaliencyEvaluation(PerImageResult):
         fig = matplotlib.figure.Figure(figsize=(4 * max(1, len(names)), 3.4), layout="constrained")
         axes = fig.subplots(1, max(1, len(names)), squeeze=False)[0]
         for ax, (metric, curve, title) in zip(axes, names):
-            for method in self.config.methods:
+            for method in part_names(self.config.methods):
                 y = self.curves(method, curve).mean(0)
                 xs = np.array(self.metrics[metric].percentages) / 100 if metric == "road" else np.linspace(0, 1, len(y))
                 ax.plot(xs, y, label=method)
@@ -250,7 +256,7 @@ class SaliencyEvaluation(PerImageResult):
     def _steps_figure(self):
         steps, maps = self.steps["steps"], self.steps["maps"]
         rows = [("image", [self.steps["input"]])]
-        rows += [(m, [heat(mm) for mm in maps[i]]) for i, m in enumerate(self.config.methods)]
+        rows += [(m, [heat(mm) for mm in maps[i]]) for i, m in enumerate(part_names(self.config.methods))]
         return image_grid(rows, ["trained", *steps], cell=1.5, title="cascading model randomization (Adebayo et al. "
                           "2018): each column re-draws one more unit, from the logits down")
 
@@ -397,7 +403,7 @@ def evaluate_saliency(model: ModelLike = None, images: ImagesLike | None = None,
         raise CnnlabError("name at least one method and one metric")
     backbone = load_backbone(model, cfg)
     cfg = recorded(cfg, backbone)
-    methods = {name: cfg.build("methods", name) for name in cfg.methods}
+    methods = {m.name: copy.copy(m) for m in cfg.methods}  # what a run caches in them stays in the run
     for m in methods.values():
         backbone.check_layers(list(m.layers()))
         m.check_model(backbone)
@@ -407,7 +413,8 @@ def evaluate_saliency(model: ModelLike = None, images: ImagesLike | None = None,
     metrics = metric_objects(cfg)
     items, prepared = sources(images if images is not None else cfg.inputs)
     items = items[:cfg.limit] if cfg.limit else items
-    settings = result_settings(cfg.to_dict(), list(methods.values()), drop=("bootstrap", "seed", "figure_steps"))
+    settings = result_settings(cfg.to_dict(), [*methods.values(), *cfg.metrics],
+                               drop=("methods", "metrics", "bootstrap", "seed", "figure_steps"))
     ran = run_per_image(items, _worker(backbone, methods, metrics, cfg, prepared), settings=settings, out=out,
                         chunk_size=max(cfg.batch_size, cfg.chunk_size // cfg.batch_size * cfg.batch_size),
                         device=backbone.device, progress=progress, desc="evaluate")
@@ -490,7 +497,7 @@ def _randomization_steps(backbone, methods, metrics, cfg, items, prepared, sink)
     out: dict = {"image": [every[p]["image"] for p in shown], "steps": None, "rank_corr": {}, "maps": [],
                  "input": x[0]}
     for name, method in methods.items():
-        r = model_randomization(backbone, x, targets, method, seed=cfg.randomization_seed)
+        r = model_randomization(backbone, x, targets, method, seed=metrics["randomization"].randomization_seed)
         out["steps"] = r.steps
         out["rank_corr"][name] = r.summary()["rank_corr"]
         out["maps"].append(r.maps[:, 0].numpy())

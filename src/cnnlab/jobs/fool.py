@@ -4,8 +4,10 @@ and other models can read the results (`eval_on`: transfer rates). Attacks live 
 each."""
 from __future__ import annotations
 
+import copy
 import io
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -13,7 +15,8 @@ import numpy as np
 import torch
 
 from ..core.backbones import Backbone
-from ..core.config import WithParts, option, parts_dataclass, registry_help
+from ..core.config import JOIN, option, part
+from ..core.parts import registry_help
 from ..core.errors import CnnlabError
 from ..core.figures import image_grid
 from ..core.hooks import eval_mode
@@ -21,6 +24,7 @@ from ..core.images import load_image, pil_to_tensor, quantize, tensor_to_uint8
 from ..core.inputs import ImagesLike, Source, sources
 from ..core.jobs import ModelLike, ModelOptions, configure, load_backbones, with_options
 from ..core.models import load_model
+from ..core.registry import DEFAULT_BACKBONE
 from ..core.results import PerImageResult
 from ..core.runner import Part, run_per_image
 from ..core.runs import atomic_path, write_text
@@ -32,8 +36,8 @@ from .saliency import CHUNK_HELP, INPUTS_HELP
 PIXEL_BUDGET = 2 ** 24  # pixels of the images held at once (at their own size) by one process
 
 
-@parts_dataclass
-class FoolConfig(WithParts, ModelOptions):
+@dataclass
+class FoolConfig(ModelOptions):
     """Adversarial images in [0,1] pixel space, made on the image itself: the perturbation lives at the
 input's own size and the model sees it through its own preprocessing (the resize and crop that classify reads files
 with). Success is judged on the saved file: the 8-bit PNG, read back by the normal reading path, must give the target.
@@ -44,14 +48,14 @@ Writes fooling.png (original | adversarial | magnified difference), the adversar
 and, with --eval-on, transfer.md."""
 
     command = "explain fool"
-    parts = {"method": ATTACKS}
     inputs: list[str] = option(default_factory=list, positional=True, required=True, metavar="INPUTS", help=INPUTS_HELP)
-    backbone: str = option("efficientnet_lite0", help="the model attacked, or several joined by '+' (an ensemble)")
+    backbone: list[str] = option(default_factory=lambda: [DEFAULT_BACKBONE], sep=JOIN,
+                                 help="the model attacked, or several joined by '+' (an ensemble)")
     target: str | None = option(None, required=True,
                                 help="a class of the model (index or name), 'random' (seeded), or 'none' (untargeted)")
     targets: list[str] | None = option(None, cli=False, help="one class per input image (the API's target=[...])")
     seed: int = option(0, help="seed for random targets and input diversity")
-    method: str = option("minimal", choices=ATTACKS, help="attack")
+    method: Attack = part(ATTACKS, "minimal", help="attack")
     eval_on: list[str] = option(default_factory=list, metavar="B2[,B3]",
                                 help="models (not attacked) that read every saved image: targeted and untargeted "
                                      "transfer rates")
@@ -134,7 +138,7 @@ class FoolResult(PerImageResult):
     def summary(self) -> dict:
         results = self.image_rows()
         ok = [r for r in results if r["success"]] or results
-        s = {"backbone": self.config.backbone, "method": self.config.method, "results": results,
+        s = {"backbone": JOIN.join(self.config.backbone), "method": self.config.method.name, "results": results,
              "seconds": self.seconds,
              "summary": {"n": len(results), "success_rate": sum(r["success"] for r in results) / len(results),
                          "median_linf": statistics.median(r["linf"] for r in ok),
@@ -149,7 +153,7 @@ class FoolResult(PerImageResult):
         return s
 
     def transfer_table(self) -> str:
-        lines = [f"Transfer of {len(self)} {self.config.method} images made on {self.config.backbone}:",
+        lines = [f"Transfer of {len(self)} {self.config.method.name} images made on {JOIN.join(self.config.backbone)}:",
                  "", "| model | targeted rate (target is top-1) | untargeted rate (top-1 changed) |", "|---|---|---|"]
         lines += [f"| {m} | {t['targeted_rate']:.2f} | {t['untargeted_rate']:.2f} |"
                   for m, t in self.transfer_rates().items()]
@@ -172,7 +176,7 @@ class FoolResult(PerImageResult):
             rows.append((name, [o, a, (0.5 + mag * (a - o)).clamp(0, 1)]))
         more = f", the first {n} of {len(self)}" if len(self) > n else ""
         return {self.figure_name: image_grid(rows, ["original", "adversarial", f"difference ×{mag:g}"],
-                                             title=f"{self.config.method}, {self.config.backbone} "
+                                             title=f"{self.config.method.name}, {JOIN.join(self.config.backbone)} "
                                                    f"(rows: prediction before → after{more})")}
 
     def write_files(self, folder: Path) -> None:
@@ -216,13 +220,15 @@ def fool(model: ModelLike | Sequence[Backbone] = None, images: ImagesLike | None
     if any(not isinstance(m, str) for m in options.get("eval_on") or []):  # Backbones: named by their spec or name
         given_judges = {m.spec or m.name if isinstance(m, Backbone) else m: m for m in options["eval_on"]}
         options["eval_on"] = list(given_judges)
+    if isinstance(model, str):  # a spec, or several joined by '+': the config's to parse
+        options["backbone"], model = model, None
     cfg = configure(FoolConfig, config, per_image_targets(options))
     if cfg.target is None and cfg.targets is None:
         raise CnnlabError("--target is required: a class, 'random' or 'none'")
-    attacker = cfg.build("method")
+    attacker = copy.copy(cfg.method)
     models = load_backbones(model, cfg)
     if model is not None:
-        cfg = cfg.replace(backbone="+".join(b.spec or f"<wrapped {b.name}>" for b in models))
+        cfg = cfg.replace(backbone=[b.spec or f"<wrapped {b.name}>" for b in models])
     judges = {n: given_judges[n] if isinstance(given_judges.get(n), Backbone) else load_model(n, device=models[0].device)
               for n in cfg.eval_on}  # bad names fail before any work
     same_classes(models + list(judges.values()))
@@ -231,7 +237,7 @@ def fool(model: ModelLike | Sequence[Backbone] = None, images: ImagesLike | None
     check_target_classes(models[0], cfg.target, cfg.targets, len(items))
     ran = run_per_image(items, _worker(models, judges, attacker, cfg, prepared), settings=cfg.to_dict(), out=out,
                         chunk_size=cfg.chunk_size, device=models[0].device, progress=progress,
-                        desc=f"fool {cfg.method}")
+                        desc=f"fool {cfg.method.name}")
     return None if ran is None else FoolResult(cfg, ran[0], items, prepared, ran[1], models[0].labels)
 
 

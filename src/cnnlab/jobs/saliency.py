@@ -3,8 +3,10 @@ each), the faithfulness metrics in `explain/metrics.py` (the same registered del
 evaluate`)."""
 from __future__ import annotations
 
+import copy
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -12,7 +14,7 @@ import numpy as np
 import torch
 
 from ..core.backbones import Backbone
-from ..core.config import WithParts, option, parts_dataclass
+from ..core.config import option, part
 from ..core.errors import CnnlabError
 from ..core.figures import heat, image_grid, overlay
 from ..core.inputs import ImagesLike, batch_rows, sources
@@ -29,17 +31,16 @@ CHUNK_HELP = "images per committed chunk (what a rerun skips, what a torchrun pr
 METRIC_KEYS = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")
 
 
-@parts_dataclass
-class SaliencyConfig(WithParts, ModelOptions):
+@dataclass
+class SaliencyConfig(ModelOptions):
     """Saliency maps for one target per image, through Captum:
 {methods}
 --metrics adds deletion/insertion AUC (Petsiuk et al. 2018) with 16×16 patches and a blurred baseline, plus the
 same for random patch orders (--random-orders). Writes saliency.png (image, overlay, map) and one PNG per map."""
 
     command = "explain saliency"
-    parts = {"method": METHODS}
     inputs: list[str] = option(default_factory=list, positional=True, required=True, metavar="INPUTS", help=INPUTS_HELP)
-    method: str = option("vanilla", choices=METHODS, help="attribution method")
+    method: SaliencyMethod = part(METHODS, "vanilla", help="attribution method")
     target: str = option("pred", help="'pred' (the model's prediction) or a class of the model (index or name)")
     targets: list[str] | None = option(None, cli=False, help="one class per input image (the API's target=[...])")
     metrics: bool = option(False, help="deletion/insertion AUC vs a random patch order")
@@ -87,14 +88,17 @@ class SaliencyResult(PerImageResult):
 
     def resolved(self) -> dict:
         """config.json names the layer a default resolved to (`--config` reruns the same layer)."""
-        return {"layer": self.layer} if self.layer and not self.config.layer else {}
+        method = self.config.method
+        if not self.layer or not hasattr(method, "layer") or method.layer:
+            return {}
+        return {"method": {**method.to_dict(), "layer": self.layer.split("+")}}
 
     def file_name(self, position: int) -> str:
         return map_file(position)
 
     def summary(self) -> dict:
         per_image = self.image_rows()
-        s = {"backbone": self.config.backbone, "method": self.config.method, "layer": self.layer,
+        s = {"backbone": self.config.backbone, "method": self.config.method.name, "layer": self.layer,
              "results": per_image, "seconds": self.seconds, "skipped": self.skipped}
         if self.config.metrics and per_image:
             m = {"n": len(per_image), **{k: float(np.mean([r[k] for r in per_image])) for k in METRIC_KEYS}}
@@ -105,7 +109,7 @@ class SaliencyResult(PerImageResult):
         return s
 
     def text(self) -> str:
-        text = f"{len(self)} {self.config.method} saliency maps in {self.seconds:.1f} s" + (
+        text = f"{len(self)} {self.config.method.name} saliency maps in {self.seconds:.1f} s" + (
             f" → {self.path(self.figure_name)}" if self.run_dir else "")
         if self.config.metrics:
             m = self.summary()["summary"]
@@ -123,8 +127,8 @@ class SaliencyResult(PerImageResult):
             rows.append((short_name(self.class_names, self.targets[i]), [x, overlay(x, m), heat(m)]))
         more = f", the first {n} of {len(self)}" if len(self) > n else ""
         at = f" at {self.layer}" if self.layer else ""
-        return {self.figure_name: image_grid(rows, ["image", "overlay", f"{self.config.method} map"],
-                                             title=f"{self.config.backbone}, {self.config.method}{at} (rows: the class "
+        return {self.figure_name: image_grid(rows, ["image", "overlay", f"{self.config.method.name} map"],
+                                             title=f"{self.config.backbone}, {self.config.method.name}{at} (rows: the class "
                                                    f"explained{more})")}
 
     def write_files(self, folder: Path) -> None:
@@ -161,7 +165,7 @@ def saliency(model: ModelLike = None, images: ImagesLike | None = None, *, confi
         raise CnnlabError("saliency needs a target: 'pred' or a class of the model ('none' is for explain fool)")
     backbone = load_backbone(model, cfg)
     cfg = recorded(cfg, backbone)
-    attributor = cfg.build("method")
+    attributor = copy.copy(cfg.method)  # what a run caches in it stays in the run
     backbone.check_layers(list(attributor.layers()))  # a wrong layer is said before any work
     attributor.check_model(backbone)
     used = attributor.used_layers(backbone)
@@ -169,8 +173,8 @@ def saliency(model: ModelLike = None, images: ImagesLike | None = None, *, confi
     items = items[:cfg.limit] if cfg.limit else items
     check_target_classes(backbone, cfg.target, cfg.targets, len(items))
     ran = run_per_image(items, _worker(backbone, attributor, cfg, prepared, out is not None),
-                        settings=result_settings(cfg.to_dict(), [attributor]), out=out, chunk_size=_chunk_size(cfg),
-                        device=backbone.device, progress=progress, desc=f"saliency {cfg.method}")
+                        settings=result_settings(cfg.to_dict(), [attributor], drop=("method",)), out=out, chunk_size=_chunk_size(cfg),
+                        device=backbone.device, progress=progress, desc=f"saliency {cfg.method.name}")
     return None if ran is None else SaliencyResult(cfg, ran[0], items, prepared, ran[1], backbone, used)
 
 

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..core.backbones import Backbone
-from ..core.config import option
+from ..core.config import JOIN, option
 from ..core.data import SPLIT_HELP, ImageFolder, folder_split, parse_split, random_split
 from ..core.errors import CnnlabError
 from ..core.images import skip_reasons
@@ -30,8 +30,8 @@ from ..transfer.svm import SCALINGS, run_grid
 DEFAULT_CS = [100.0, 10.0, 1.0, 0.1, 0.01, 0.001]
 # The three offline backbones, concatenated: the most accurate measured on 15-Scene, at the cost of three
 # extractions (both in docs/benchmarks.md); `--backbone efficientnet_lite0` is the fast choice.
-DEFAULT_TRANSFER_BACKBONE = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2"
-DEFAULT_LAYERS = ("pre_logits+block5",)
+DEFAULT_TRANSFER_BACKBONE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+DEFAULT_LAYERS = (("pre_logits", "block5"),)
 
 
 @dataclass
@@ -49,13 +49,14 @@ class TransferConfig(ExtractionOptions):
     data: str | None = option(None, help="dataset folder: one subfolder per class (or train/ and test/)")
     split: str = option("random:100", help=SPLIT_HELP)
     seed: int = option(0, help="split and CV seed")
-    backbone: str = option(DEFAULT_TRANSFER_BACKBONE, help="a backbone, or several joined by '+' (their features "
+    backbone: list[str] = option(default_factory=lambda: list(DEFAULT_TRANSFER_BACKBONE), sep=JOIN,
+                                 help="a backbone, or several joined by '+' (their features "
                                                            "concatenated); measured best on 15-Scene. 'sift-bow': "
                                                            "dense SIFT + bag of words with a spatial pyramid "
                                                            "(Lazebnik et al. 2006; cut points spm, bow), its "
                                                            "vocabulary fitted on the training split only")
     # 'a+b' concatenates cut points: why pre_logits+block5 alone, measured, is in docs/benchmarks.md (transfer)
-    layers: list[str] = option(default_factory=lambda: list(DEFAULT_LAYERS),
+    layers: list[list[str]] = option(default_factory=lambda: [list(g) for g in DEFAULT_LAYERS],
                                help="comma-separated cut points; 'a+b' concatenates two (sift-bow: spm when left "
                                     "at the default)")
     Cs: list[float] = option(default_factory=lambda: list(DEFAULT_CS), flag="--C", low=0, low_open=True,
@@ -167,7 +168,7 @@ def _dataset_and_split(config: TransferConfig):
 
 def _extract(config: TransferConfig, backbones: list[Backbone], paths, progress: bool) -> FeatureSet:
     """Features of every cut point the layer specs name, from each backbone (one cached pass per backbone)."""
-    parts = list(dict.fromkeys(p for spec in config.layers for p in spec.split("+")))
+    parts = list(dict.fromkeys(p for group in config.layers for p in group))
     cache_dir = (config.cache_dir or default_cache_dir()) if config.cache else None
     sets = []
     for backbone in backbones:
@@ -205,27 +206,32 @@ def transfer(data: str | os.PathLike | None = None, model: ModelLike | Sequence[
     validation curve as it is done."""
     if data is not None:
         options["data"] = str(data)
-    if isinstance(options.get("layers"), (list, tuple)):  # a list inside the list: cut points concatenated
-        options["layers"] = ["+".join(l) if isinstance(l, (list, tuple)) else l for l in options["layers"]]
+    if isinstance(model, str):  # a spec, or several joined by '+': the config's to parse
+        options["backbone"], model = model, None
     cfg = configure(TransferConfig, config, options)
     if cfg.features:
         return _transfer_from_store(cfg, load_features(cfg.features))
     if not cfg.data:
         raise CnnlabError("--data is required (a class-per-folder dataset), or --features")
-    if model == bow.NAME or (model is None and bow.NAME in cfg.backbone.split("+")):
-        return _transfer_bow(cfg.replace(backbone=bow.NAME) if model else cfg, progress)
+    if bow.NAME in cfg.backbone:
+        return _transfer_bow(cfg, progress)
     backbones = load_backbones(model, cfg)
     if model is not None:
-        cfg = cfg.replace(backbone="+".join(b.spec or f"<wrapped {b.name}>" for b in backbones))
+        cfg = cfg.replace(backbone=[b.spec or f"<wrapped {b.name}>" for b in backbones])
     if cfg.head != "svm" or cfg.finetune != "none":
         return _transfer_network(cfg, backbones, progress, Path(out) if out else None, on_epoch)
+    return _transfer_svm(cfg, backbones, progress)
+
+
+def _transfer_svm(cfg: TransferConfig, backbones: list[Backbone], progress: bool) -> TransferResult:
+    """The report's route: features of every backbone (cached), then the (layer × C) grid of linear SVMs."""
     ds, split = _dataset_and_split(cfg)
     fs = _extract(cfg, backbones, ds.paths, progress)
     split = _readable(split, fs.keep)
     names = [b.name for b in backbones]
-    specs = {expand_layer(spec, names): spec for spec in cfg.layers}
     paths = [str(ds.paths[i]) for i in fs.keep]
-    return _fit(cfg, fs.features, ds.labels[fs.keep], list(ds.classes), paths, split, specs, fs.timing,
+    return _fit(cfg, fs.features, ds.labels[fs.keep], list(ds.classes), paths, split,
+                [expand_layer(g, names) for g in cfg.layers], fs.timing,
                 skip_reasons(fs.failed), lambda layer, precision: TransferClassifier(
                     None, ds.classes, layer, backbones, cfg.weights, cfg.pool, cfg.flip, cfg.scaling, precision,
                     cfg.device))
@@ -249,10 +255,10 @@ def _transfer_bow(cfg: TransferConfig, progress: bool) -> TransferResult:
 
     from ..core.images import load_image, pil_to_tensor
 
-    if cfg.backbone != bow.NAME:
+    if cfg.backbone != [bow.NAME]:
         raise CnnlabError(f"{bow.NAME} cannot be joined with other backbones ('+'): use it alone")
-    layers = ["spm"] if tuple(cfg.layers) == DEFAULT_LAYERS else list(cfg.layers)
-    for part in (p for spec in layers for p in spec.split("+")):
+    layers = [["spm"]] if cfg.layers == [list(g) for g in DEFAULT_LAYERS] else cfg.layers
+    for part in (p for g in layers for p in g):
         if part not in bow.LAYERS:
             raise CnnlabError(f"{bow.NAME} has no cut point {part!r}; it has {', '.join(bow.LAYERS)}")
     cfg = cfg.replace(layers=layers)
@@ -274,8 +280,8 @@ def _transfer_bow(cfg: TransferConfig, progress: bool) -> TransferResult:
     features = bow.features(described, vocabulary, settings)
     extract_s = time.perf_counter() - t0
     timing = {"extract_s": extract_s, "images_per_s": len(keep) / extract_s, "cached_layers": [], "precision": "fp32"}
-    return _fit(cfg, features, y, list(ds.classes), [str(ds.paths[i]) for i in keep], split,
-                {spec: spec for spec in layers}, timing, skip_reasons(failed),
+    return _fit(cfg, features, y, list(ds.classes), [str(ds.paths[i]) for i in keep], split, layers, timing,
+                skip_reasons(failed),
                 lambda layer, precision: BowClassifier(None, ds.classes, layer, vocabulary, settings, cfg.scaling))
 
 
@@ -315,7 +321,7 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
         raise CnnlabError("--select best chooses on the validation split: give --val-fraction > 0")
     ds, split = _dataset_and_split(cfg)
     t0 = time.perf_counter()
-    fs = _extract(cfg.replace(layers=["pre_logits"]), [base], ds.paths, progress)
+    fs = _extract(cfg.replace(layers=[["pre_logits"]]), [base], ds.paths, progress)
     keep = fs.keep
     y = ds.labels[keep]
     split = _readable(split, keep) or random_split(y, parse_split(cfg.split)[1], cfg.seed)
@@ -351,18 +357,11 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
                          "lowest validation loss" if cfg.select == "best" else "last epoch"),
                 "val_loss": kept.get("val_loss"), "val_accuracy": kept["val_accuracy"],
                 "test_accuracy": float((test_pred == y_test).mean())}
-    summary = {
-        "backbone": cfg.backbone, "weights": cfg.weights, "split": split.description, "seed": cfg.seed,
-        "n_train": int(len(split.train) - len(val)), "n_val": int(len(val)), "n_test": int(len(split.test)),
-        "grid": [], "selected": selected, "history": history, "head": head, "finetune": cfg.finetune,
-        "timing": {"extract_s": fs.timing["extract_s"], "images_per_s": fs.timing["images_per_s"], "fit_s": fit_s},
-        "scaling": None, "classes": list(ds.classes),
-        "per_class_accuracy": {c: float((test_pred[y_test == i] == i).mean()) for i, c in enumerate(ds.classes)
-                               if (y_test == i).any()},
-        "skipped": skip_reasons([ds.paths[i] for i in np.setdiff1d(np.arange(len(ds.paths)), keep)]),
-        "cached_layers": fs.timing["cached_layers"], "precision": recipe.precision,
-    }
-    summary["skipped_images"] = [s["image"] for s in summary["skipped"]]
+    timing = fs.timing | {"fit_s": fit_s, "precision": recipe.precision}
+    skipped = skip_reasons([ds.paths[i] for i in np.setdiff1d(np.arange(len(ds.paths)), keep)])
+    summary = _summary(cfg, split, y_test, test_pred, list(ds.classes), timing, skipped, [], selected, scaling=None,
+                       n_train=int(len(split.train) - len(val)), n_val=int(len(val)), history=history, head=head,
+                       finetune=cfg.finetune)
     classifier = NetworkClassifier(model, {"base": base.spec, "head": head, "finetune": cfg.finetune,
                                            "test_accuracy": selected["test_accuracy"]})
     split_files = {"train": [str(paths[i]) for i in split.train], "test": [str(paths[i]) for i in split.test]}
@@ -378,13 +377,13 @@ def _transfer_from_store(cfg: TransferConfig, store: FeatureStore) -> TransferRe
         rng = np.random.default_rng(cfg.seed if cfg.limit_seed is None else cfg.limit_seed)
         keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:cfg.limit_per_class]
                                        for c in range(len(store.classes))]))
-    parts = list(dict.fromkeys(p for spec in cfg.layers for p in spec.split("+")))
+    parts = list(dict.fromkeys(p for group in cfg.layers for p in group))
     features = {p: np.asarray(store[p])[keep] for p in parts}
     meta = store.index
     cfg = cfg.replace(backbone=meta.get("backbone") or cfg.backbone, weights=meta.get("weights") or cfg.weights)
     timing = {"extract_s": 0.0, "images_per_s": None, "cached_layers": parts, "precision": meta.get("precision")}
-    return _fit(cfg, features, labels[keep], store.classes, [store.paths[i] for i in keep], None,
-                {spec: spec for spec in cfg.layers}, timing, store.skipped,
+    return _fit(cfg, features, labels[keep], store.classes, [store.paths[i] for i in keep], None, cfg.layers, timing,
+                store.skipped,
                 lambda layer, precision: TransferClassifier(
                     None, store.classes, layer, [meta.get("backbone")], meta.get("weights", "default"),
                     meta.get("pool", cfg.pool), bool(meta.get("flip", cfg.flip)), cfg.scaling, precision or "fp32",
@@ -392,32 +391,36 @@ def _transfer_from_store(cfg: TransferConfig, store: FeatureStore) -> TransferRe
 
 
 def _fit(cfg: TransferConfig, features: dict, y: np.ndarray, classes: list[str], paths: list[str], split,
-         specs: dict[str, str], timing: dict, skipped: list[dict], make_classifier) -> TransferResult:
-    """Split (15-Scene protocol unless given), the (layer × C) grid with CV on train, one score on test."""
+         layers: list[list[str]], timing: dict, skipped: list[dict], make_classifier) -> TransferResult:
+    """Split (15-Scene protocol unless given), the (layer × C) grid with CV on train, one score on test. `layers`
+    are the feature groups of `cfg.layers` (those of every backbone, with several), named as the user wrote them."""
     if split is None:
         split = random_split(y, parse_split(cfg.split)[1], cfg.seed)
     if len(split.test) == 0:
         raise CnnlabError("the test split is empty")
-    result = run_grid(features, y, split.train, split.test, list(specs), list(cfg.Cs), cfg.scaling, cfg.folds,
-                      cfg.seed)
-    for row in result.grid + [result.selected]:  # report the layer specs as the user wrote them
-        row["layer"] = specs[row["layer"]]
-    y_test = y[split.test]
-    per_class = {c: float((result.test_pred[y_test == i] == i).mean()) for i, c in enumerate(classes)
-                 if (y_test == i).any()}
-    summary = {
-        "backbone": cfg.backbone, "weights": cfg.weights, "split": split.description, "seed": cfg.seed,
-        "n_train": int(len(split.train)), "n_test": int(len(split.test)),
-        "grid": result.grid, "selected": result.selected,
-        "timing": {"extract_s": timing["extract_s"], "images_per_s": timing["images_per_s"], "fit_s": result.fit_s},
-        "scaling": cfg.scaling, "classes": list(classes), "per_class_accuracy": per_class,
-        "skipped": skipped, "skipped_images": [s["image"] for s in skipped],
-        "cached_layers": timing["cached_layers"], "precision": timing["precision"],
-    }
-    classifier = make_classifier(result.selected["layer"], timing["precision"])
+    names = [JOIN.join(g) for g in cfg.layers]
+    result = run_grid(features, y, split.train, split.test, layers, list(cfg.Cs), cfg.scaling, cfg.folds, cfg.seed,
+                      names=names)
+    summary = _summary(cfg, split, y[split.test], result.test_pred, list(classes), timing | {"fit_s": result.fit_s},
+                       skipped, result.grid, result.selected)
+    classifier = make_classifier(cfg.layers[names.index(result.selected["layer"])], timing["precision"])
     classifier.estimator = result.model
     split_files = {"train": [paths[i] for i in split.train], "test": [paths[i] for i in split.test]}
-    return TransferResult(cfg, summary, classifier, y_test, result.test_pred, split_files)
+    return TransferResult(cfg, summary, classifier, y[split.test], result.test_pred, split_files)
+
+
+def _summary(cfg: TransferConfig, split, y_test: np.ndarray, test_pred: np.ndarray, classes: list[str], timing: dict,
+             skipped: list[dict], grid: list[dict], selected: dict, **route) -> dict:
+    """The summary every route returns (metrics.json, --json): the split, the grid and the selection, the test
+    split's per-class accuracy, timing and what was skipped; `route` adds or overrides a route's own keys."""
+    return {
+        "backbone": JOIN.join(cfg.backbone), "weights": cfg.weights, "split": split.description, "seed": cfg.seed,
+        "n_train": int(len(split.train)), "n_test": int(len(split.test)), "grid": grid, "selected": selected,
+        "timing": {k: timing[k] for k in ("extract_s", "images_per_s", "fit_s")}, "scaling": cfg.scaling,
+        "classes": classes, "per_class_accuracy": {c: float((test_pred[y_test == i] == i).mean())
+                                                   for i, c in enumerate(classes) if (y_test == i).any()},
+        "skipped": skipped, "skipped_images": [s["image"] for s in skipped],
+        "cached_layers": timing["cached_layers"], "precision": timing["precision"], **route}
 
 
 def load_classifier(run_dir: str | os.PathLike, model: Backbone | Sequence[Backbone] | None = None,

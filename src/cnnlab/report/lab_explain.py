@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict
 from pathlib import Path
 
 from ..core.models import weights_available
@@ -246,7 +245,7 @@ def _mnist_fooling(ctx: Context, s: dict, metrics: dict):
 # ----------------------------------------------------------------------------------------------------- classviz
 # Q3's experiments keep the report's method (pixels, L2, blur, jitter 16) with the 4 scaled and rotated copies of
 # cnnlab 0.3; "the report's (no augmentation)" takes them off.
-PIXEL_METHOD = {**asdict(ClassVizOptions()), **REPORT_METHOD, "augment": 4}
+PIXEL_METHOD = {**ClassVizOptions().to_dict(), **REPORT_METHOD, "augment": 4}
 
 
 def _classviz(ctx: Context, classes: list[str], backbone: str, config: dict, judge: str) -> dict:

@@ -15,23 +15,24 @@ import numpy as np
 import torch
 
 from ..core.backbones import Backbone
+from ..core.config import JOIN
 from ..core.errors import CnnlabError
 from ..core.inputs import ImagesLike, batches
 from ..core.models import load_model
 from ..core.runs import atomic_path, write_json
 from . import bow
 from .features import forward_features
-from .svm import layer_matrix
+from .svm import group, layer_matrix
 
 FORMAT = "cnnlab-transfer-classifier-1"
 ESTIMATOR_FILE, META_FILE, VOCABULARY_FILE = "classifier.skops", "classifier.json", "vocabulary.npy"
 
 
-def expand_layer(spec: str, names: Sequence[str]) -> str:
-    """With several backbones, a layer spec means that cut point of each, concatenated: 'a/pre_logits+b/pre_logits'."""
+def expand_layer(parts: Sequence[str], names: Sequence[str]) -> list[str]:
+    """With several backbones, a group of cut points means those of each backbone: ['a/pre_logits', 'b/pre_logits']."""
     if len(names) == 1:
-        return spec
-    return "+".join(f"{n}/{part}" for n in names for part in spec.split("+"))
+        return list(parts)
+    return [f"{n}/{part}" for n in names for part in parts]
 
 
 class TransferClassifier:
@@ -40,12 +41,12 @@ class TransferClassifier:
     `predict_proba` is the softmax of the SVM's decision values: a ranking score, not a calibrated probability.
     """
 
-    def __init__(self, estimator, classes: Sequence[str], layer: str, backbones: Sequence[Backbone | str],
-                 weights: str = "default", pool: str = "avg", flip: bool = False, scaling: str = "power-l2",
-                 precision: str = "fp32", device: str = "cpu"):
+    def __init__(self, estimator, classes: Sequence[str], layer: str | Sequence[str],
+                 backbones: Sequence[Backbone | str], weights: str = "default", pool: str = "avg", flip: bool = False,
+                 scaling: str = "power-l2", precision: str = "fp32", device: str = "cpu"):
         self.estimator = estimator
         self.classes = list(classes)
-        self.layer = layer
+        self.parts = group(layer)  # the cut points whose features, concatenated, the estimator reads
         self._backbones = list(backbones)
         self.weights, self.pool, self.flip, self.scaling = weights, pool, flip, scaling
         self.precision, self.device = precision, device
@@ -56,6 +57,10 @@ class TransferClassifier:
         self._backbones = [b if isinstance(b, Backbone) else load_model(b, self.weights, self.device)
                            for b in self._backbones]
         return self._backbones
+
+    @property
+    def layer(self) -> str:
+        return JOIN.join(self.parts)
 
     @property
     def backbone_names(self) -> list[str]:
@@ -70,7 +75,7 @@ class TransferClassifier:
                  empty_ok: bool = False) -> tuple[np.ndarray, list[str], list[tuple]]:
         """(scaled feature matrix (N,D), the names of the images read, the (name, reason) of those skipped).
         Each backbone sees the image through its own preprocessing, as in training."""
-        parts = list(dict.fromkeys(self.layer.split("+")))
+        parts = list(dict.fromkeys(self.parts))
         names_all = self.backbone_names
         names, skipped = [], []
         per_backbone: dict[str, np.ndarray] = {}
@@ -91,7 +96,7 @@ class TransferClassifier:
             if empty_ok:
                 return np.zeros((0, 0), np.float32), [], skipped
             raise CnnlabError("no readable input images" + (f" ({skipped[0][1]})" if skipped else ""))
-        rows = layer_matrix(per_backbone, expand_layer(self.layer, names_all), self.scaling)
+        rows = layer_matrix(per_backbone, expand_layer(self.parts, names_all), self.scaling)
         return rows, names, skipped
 
     def decision_function(self, images: ImagesLike) -> np.ndarray:
@@ -187,16 +192,16 @@ class TransferClassifier:
         n_classes = len(getattr(estimator, "classes_", []))
         if n_classes != len(meta["classes"]) and not (n_classes == 2 and len(meta["classes"]) == 2):
             raise CnnlabError(f"{est_path} predicts {n_classes} classes but {meta_path} names {len(meta['classes'])}")
-        backbones = meta["backbones"]
+        backbones, layer = meta["backbones"], meta["layer"].split(JOIN)  # the file spells a group 'a+b'
         if model is not None:
             backbones = [model] if isinstance(model, Backbone) else list(model)
         elif any(b is None for b in backbones):
             raise CnnlabError(f"{folder} was trained on a wrapped module: pass it as model=")
         if backbones == [bow.NAME]:
             vocabulary = np.load(folder / VOCABULARY_FILE, allow_pickle=False)
-            return BowClassifier(estimator, meta["classes"], meta["layer"], vocabulary,
+            return BowClassifier(estimator, meta["classes"], layer, vocabulary,
                                  bow.BowSettings.from_dict(meta["bow"]), meta["scaling"])
-        return cls(estimator, meta["classes"], meta["layer"], backbones, meta["weights"], meta["pool"], meta["flip"],
+        return cls(estimator, meta["classes"], layer, backbones, meta["weights"], meta["pool"], meta["flip"],
                    meta["scaling"], meta["precision"], device)
 
 
@@ -204,7 +209,7 @@ class BowClassifier(TransferClassifier):
     """The `sift-bow` classifier: its features are the SIFT pyramid over the vocabulary it was trained with
     (saved beside it as vocabulary.npy)."""
 
-    def __init__(self, estimator, classes: Sequence[str], layer: str, vocabulary: np.ndarray,
+    def __init__(self, estimator, classes: Sequence[str], layer: str | Sequence[str], vocabulary: np.ndarray,
                  settings: bow.BowSettings, scaling: str = "power-l2"):
         super().__init__(estimator, classes, layer, [bow.NAME], "none", "none", False, scaling, "fp32", "cpu")
         self.vocabulary, self.settings = vocabulary, settings
@@ -224,7 +229,7 @@ class BowClassifier(TransferClassifier):
             if empty_ok:
                 return np.zeros((0, 0), np.float32), [], skipped
             raise CnnlabError("no readable input images" + (f" ({skipped[0][1]})" if skipped else ""))
-        rows = layer_matrix(bow.features(described, self.vocabulary, self.settings), self.layer, self.scaling)
+        rows = layer_matrix(bow.features(described, self.vocabulary, self.settings), self.parts, self.scaling)
         return rows, names, skipped
 
     def meta(self) -> dict:

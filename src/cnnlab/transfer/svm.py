@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -23,15 +24,20 @@ def normalize(X: np.ndarray, scaling: str) -> np.ndarray:
     return X
 
 
-def layer_matrix(features: dict[str, np.ndarray], spec: str, scaling: str) -> np.ndarray:
-    """Features for a layer spec; 'a+b' concatenates cut points, each normalized on its own."""
-    parts = spec.split("+")
+def layer_matrix(features: dict[str, np.ndarray], layer: str | Sequence[str], scaling: str) -> np.ndarray:
+    """Features for a cut point, or a group of them concatenated, each normalized on its own."""
+    parts = group(layer)
     missing = [p for p in parts if p not in features]
     if missing:
         raise CnnlabError(f"no features for {', '.join(missing)}")
     mats = [normalize(features[p], scaling) for p in parts]
     X = np.hstack(mats) if len(mats) > 1 else mats[0]
     return X / np.sqrt(len(mats)) if scaling in ("power-l2", "l2") and len(mats) > 1 else X
+
+
+def group(layer: str | Sequence[str]) -> list[str]:
+    """A cut point's name, or a group of them, as a list."""
+    return [layer] if isinstance(layer, str) else list(layer)
 
 
 def make_svm(C: float, scaling: str, seed: int = 0):
@@ -66,21 +72,23 @@ def cv_score(X: np.ndarray, y: np.ndarray, C: float, scaling: str, folds: int, s
 
 
 def run_grid(features: dict[str, np.ndarray], y: np.ndarray, train: np.ndarray, test: np.ndarray,
-             layers: list[str], Cs: list[float], scaling: str = "power-l2", folds: int = 5, seed: int = 0,
-             n_jobs: int = 1) -> GridResult:
-    """Every (layer, C): CV accuracy on train and test accuracy; select by CV, report the selection's test score."""
+             layers: Sequence[str | Sequence[str]], Cs: list[float], scaling: str = "power-l2", folds: int = 5,
+             seed: int = 0, n_jobs: int = 1, names: Sequence[str] | None = None) -> GridResult:
+    """Every (layer, C): CV accuracy on train and test accuracy; select by CV, report the selection's test score.
+    A layer is a cut point or a group of them (concatenated); `names` are how rows name them (default 'a+b')."""
     t0 = time.perf_counter()
+    names = list(names or ["+".join(group(layer)) for layer in layers])
     grid, models = [], {}
-    for layer in layers:
+    for layer, name in zip(layers, names):
         X = layer_matrix(features, layer, scaling)
         for C in Cs:
             cv = cv_score(X[train], y[train], C, scaling, folds, seed, n_jobs)
             model = make_svm(C, scaling, seed).fit(X[train], y[train])
             acc = float((model.predict(X[test]) == y[test]).mean()) if len(test) else float("nan")
-            grid.append({"layer": layer, "C": C, "cv_accuracy": cv, "test_accuracy": acc})
-            models[(layer, C)] = model
+            grid.append({"layer": name, "C": C, "cv_accuracy": cv, "test_accuracy": acc})
+            models[(name, C)] = model, layer
     # Ties go to the smaller C (stronger regularization), then to the earlier layer in the list.
-    best = max(grid, key=lambda r: (round(r["cv_accuracy"], 10), -r["C"], -layers.index(r["layer"])))
-    model = models[(best["layer"], best["C"])]
-    pred = model.predict(layer_matrix(features, best["layer"], scaling)[test])
+    best = max(grid, key=lambda r: (round(r["cv_accuracy"], 10), -r["C"], -names.index(r["layer"])))
+    model, layer = models[(best["layer"], best["C"])]
+    pred = model.predict(layer_matrix(features, layer, scaling)[test])
     return GridResult(grid, dict(best), model, pred, time.perf_counter() - t0)

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ...core.backbones import Backbone
-from ...core.config import registry_help
+from ...core.parts import Part, registry_help
 from .base import (BLUR_SIGMA, METHODS, FlatMapWarning, SaliencyMethod, blurred, cam_layers, patch_size, predicted, register, unit,
                    upsampled)
 from .gradients import IG_BASELINES, guided_relus
@@ -43,11 +43,10 @@ def attribute(backbone: Backbone, x: torch.Tensor, target, name: str = "vanilla"
     return method(name, options, **kw).attribute(backbone, x, target)
 
 
-def result_settings(job: Mapping[str, Any], methods: Sequence[SaliencyMethod], drop: Sequence[str] = ()) -> dict:
-    """A job's settings as far as its results depend on them: the methods' own settings instead of every method's
-    option, so that a rerun with another method's option changed still reuses the committed results."""
-    options = set(METHODS.option_fields()) | set(drop)
-    return {"job": {k: v for k, v in job.items() if k not in options}, "methods": [m.settings() for m in methods]}
+def result_settings(job: Mapping[str, Any], parts: Sequence[Part], drop: Sequence[str] = ()) -> dict:
+    """A job's settings as far as its results depend on them: the parts' own settings (without the options that
+    change only the cost) instead of the fields that hold them, and without the options `drop` names."""
+    return {"job": {k: v for k, v in job.items() if k not in drop}, "parts": [p.settings() for p in parts]}
 
 
 def methods_help() -> str:

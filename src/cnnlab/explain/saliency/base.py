@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from ...core.backbones import Backbone
-from ...core.config import Part, Registry, option
+from ...core.config import option
+from ...core.parts import Part, Registry
 from ...core.hooks import eval_mode, frozen
 
 METHODS = Registry("saliency method")
@@ -47,10 +48,6 @@ class SaliencyMethod(Part):
 
     def check_model(self, backbone: Backbone) -> None:
         """A one-line CnnlabError, before any work, where the method cannot apply to this model."""
-
-    def settings(self) -> dict:
-        """What its maps depend on."""
-        return {"name": self.name, **{k: v for k, v in sorted(self.options().items()) if k not in self.MEMORY_ONLY}}
 
     def attribute(self, backbone: Backbone, x: torch.Tensor, targets) -> torch.Tensor:
         x = x.detach().to(backbone.device).clone().requires_grad_(True)  # Captum warns otherwise
