@@ -38,6 +38,21 @@ class ModelOptions(Config):
     input_size: int | None = option(None, low=1, help="side of the network's square input; default: the weights' own")
 
 
+CHUNK_HELP = "images per committed chunk (what a rerun skips, what a torchrun process takes; memory)"
+
+
+@dataclass
+class PerImageOptions(Config):
+    """What every job over a list of images takes (saliency, evaluate, fool)."""
+
+    inputs: list[str] = option(default_factory=list, positional=True, required=True, metavar="INPUTS",
+                               help="image files, folders, or an .npz with X (N,H,W,3) uint8 and y (the labs' "
+                                    "imagenet_val_25.npz)")
+    limit: int | None = option(None, low=1, help="only the first N images")
+    batch_size: int = option(8, low=1, help="images per batch")
+    chunk_size: int = option(256, low=1, help=CHUNK_HELP)
+
+
 def load_backbone(model: ModelLike, options: ModelOptions) -> Backbone:
     """The model to work on: the one given (its device is used), or `options.backbone` loaded on `options.device`."""
     if isinstance(model, Backbone):

@@ -23,13 +23,12 @@ from ..core.errors import CnnlabError
 from ..core.figures import image_grid
 from ..core.images import save_png, tensor_to_uint8
 from ..core.inputs import ImagesLike, batch_rows, sources
-from ..core.jobs import ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
+from ..core.jobs import CHUNK_HELP, ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
 from ..core.results import Result
 from ..core.runner import Part, launched, run_per_image
 from ..core.runs import atomic_path
 from ..explain import objectives
 from ..explain.dream import RenderOptions, activations, objective_values, render
-from .saliency import CHUNK_HELP
 
 
 @dataclass

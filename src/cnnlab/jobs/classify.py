@@ -14,11 +14,10 @@ from ..core.config import option
 from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode
 from ..core.inputs import ImagesLike, batch_rows, sources
-from ..core.jobs import ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
+from ..core.jobs import CHUNK_HELP, ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
 from ..core.results import PerImageResult
 from ..core.runner import Part, run_per_image
 from ..transfer.classifier import TransferClassifier
-from .saliency import CHUNK_HELP
 
 PREVIEW = 8  # images shown in the figure (every image is in the JSON)
 MODEL_OPTIONS = ("backbone", "weights", "mean", "std", "input_size")  # what --model RUN_DIR decides itself

@@ -22,7 +22,7 @@ from ..core.parts import registry_help
 from ..core.errors import CnnlabError
 from ..core.figures import heat, image_grid
 from ..core.inputs import ImagesLike, batch_rows, sources
-from ..core.jobs import ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
+from ..core.jobs import CHUNK_HELP, ModelLike, ModelOptions, PerImageOptions, configure, load_backbone, recorded, with_options
 from ..core.results import PerImageResult
 from ..core.runner import Part, run_per_image
 from ..core.runs import write_text
@@ -32,7 +32,6 @@ from ..explain.metrics import CONTROLS, METRICS, PANELS, Metric
 from ..explain.verdicts import MIN_VERDICT_IMAGES, board_verdict
 from ..explain.saliency import METHODS, SaliencyMethod, predicted, result_settings
 from ..explain.targets import resolve_targets
-from .saliency import CHUNK_HELP, INPUTS_HELP
 
 # every method whose map costs no more than the panel's scoring of it (the sampling methods smoothgrad, ig and
 # smoothgrad-gradcam, and iterated-gradcam, occlusion, scorecam and rise cost more; edges is a control): run when
@@ -46,7 +45,7 @@ DEFAULT_BUDGET = 16
 
 
 @dataclass
-class EvaluateSaliencyConfig(ModelOptions):
+class EvaluateSaliencyConfig(PerImageOptions, ModelOptions):
     """Saliency methods × metrics over a set of images: a leaderboard with 95 % bootstrap
 intervals and each method's rank per column, per-image rows (results.jsonl), curves, and the model-randomization
 figure. Metrics:
@@ -56,7 +55,6 @@ leaderboard.md and leaderboard.csv, metrics.json, the curves in leaderboard.png 
 --figure-steps) randomization.png."""
 
     command = "explain evaluate"
-    inputs: list[str] = option(default_factory=list, positional=True, required=True, metavar="INPUTS", help=INPUTS_HELP)
     methods: list[SaliencyMethod] = part(METHODS, DEFAULT_METHODS,
                                 default_help="the methods that cost no more than their scoring: one forward and "
                                              "one backward pass (the sampling methods, iterated-gradcam, occlusion, "
@@ -79,8 +77,6 @@ leaderboard.md and leaderboard.csv, metrics.json, the curves in leaderboard.png 
     figure_steps: bool = option(False, consts={"--figure-steps": True, "--no-figure-steps": False},
                                 help="randomization: Adebayo et al.'s figure, the maps of the first image at every "
                                      "cascading step (one map per method and step: as many maps again as the check)")
-    limit: int | None = option(None, low=1, help="only the first N images")
-    batch_size: int = option(8, low=1, help="images per batch")
     chunk_size: int = option(8, low=1, help=CHUNK_HELP)  # the progress bar moves once per chunk
 
     @classmethod

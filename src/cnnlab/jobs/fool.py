@@ -22,7 +22,7 @@ from ..core.figures import image_grid
 from ..core.hooks import eval_mode
 from ..core.images import load_image, pil_to_tensor, quantize, tensor_to_uint8
 from ..core.inputs import ImagesLike, Source, sources
-from ..core.jobs import ModelLike, ModelOptions, configure, load_backbones, with_options
+from ..core.jobs import ModelLike, ModelOptions, PerImageOptions, configure, load_backbones, with_options
 from ..core.models import load_model
 from ..core.registry import DEFAULT_BACKBONE
 from ..core.results import PerImageResult
@@ -31,13 +31,12 @@ from ..core.runs import atomic_path, write_text
 from ..explain.attacks import ATTACKS, Attack, fooled
 from ..explain.targets import SHOWN, check_target_classes, per_image_targets, resolve_targets, short_name
 from ..explain.views import ImageModel, same_classes
-from .saliency import CHUNK_HELP, INPUTS_HELP
 
 PIXEL_BUDGET = 2 ** 24  # pixels of the images held at once (at their own size) by one process
 
 
 @dataclass
-class FoolConfig(ModelOptions):
+class FoolConfig(PerImageOptions, ModelOptions):
     """Adversarial images in [0,1] pixel space, made on the image itself: the perturbation lives at the
 input's own size and the model sees it through its own preprocessing (the resize and crop that classify reads files
 with). Success is judged on the saved file: the 8-bit PNG, read back by the normal reading path, must give the target.
@@ -48,7 +47,6 @@ Writes fooling.png (original | adversarial | magnified difference), the adversar
 and, with --eval-on, transfer.md."""
 
     command = "explain fool"
-    inputs: list[str] = option(default_factory=list, positional=True, required=True, metavar="INPUTS", help=INPUTS_HELP)
     backbone: list[str] = option(default_factory=lambda: [DEFAULT_BACKBONE], sep=JOIN,
                                  help="the model attacked, or several joined by '+' (an ensemble)")
     target: str | None = option(None, required=True,
@@ -59,9 +57,6 @@ and, with --eval-on, transfer.md."""
     eval_on: list[str] = option(default_factory=list, metavar="B2[,B3]",
                                 help="models (not attacked) that read every saved image: targeted and untargeted "
                                      "transfer rates")
-    limit: int | None = option(None, low=1, help="only the first N images")
-    batch_size: int = option(8, low=1, help="images per batch")
-    chunk_size: int = option(256, low=1, help=CHUNK_HELP)
     magnify: float = option(10.0, low=0, low_open=True, help="how much the figure magnifies the difference")
 
     @classmethod

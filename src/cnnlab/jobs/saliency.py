@@ -18,7 +18,7 @@ from ..core.config import option, part
 from ..core.errors import CnnlabError
 from ..core.figures import heat, image_grid, overlay
 from ..core.inputs import ImagesLike, batch_rows, sources
-from ..core.jobs import ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
+from ..core.jobs import ModelLike, ModelOptions, PerImageOptions, configure, load_backbone, recorded, with_options
 from ..core.results import PerImageResult
 from ..core.runner import Part, run_per_image
 from ..core.runs import atomic_path
@@ -26,28 +26,22 @@ from ..explain.metrics import METRICS
 from ..explain.saliency import METHODS, SaliencyMethod, methods_help, predicted, result_settings
 from ..explain.targets import SHOWN, check_target_classes, per_image_targets, resolve_targets, short_name
 
-INPUTS_HELP = "image files, folders, or an .npz with X (N,H,W,3) uint8 and y (the labs' imagenet_val_25.npz)"
-CHUNK_HELP = "images per committed chunk (what a rerun skips, what a torchrun process takes; memory)"
 METRIC_KEYS = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")
 
 
 @dataclass
-class SaliencyConfig(ModelOptions):
+class SaliencyConfig(PerImageOptions, ModelOptions):
     """Saliency maps for one target per image, through Captum:
 {methods}
 --metrics adds deletion/insertion AUC (Petsiuk et al. 2018) with 16×16 patches and a blurred baseline, plus the
 same for random patch orders (--random-orders). Writes saliency.png (image, overlay, map) and one PNG per map."""
 
     command = "explain saliency"
-    inputs: list[str] = option(default_factory=list, positional=True, required=True, metavar="INPUTS", help=INPUTS_HELP)
     method: SaliencyMethod = part(METHODS, "vanilla", help="attribution method")
     target: str = option("pred", help="'pred' (the model's prediction) or a class of the model (index or name)")
     targets: list[str] | None = option(None, cli=False, help="one class per input image (the API's target=[...])")
     metrics: bool = option(False, help="deletion/insertion AUC vs a random patch order")
     random_orders: int = option(4, low=1, help="--metrics: random patch orders averaged for the baseline")
-    limit: int | None = option(None, low=1, help="only the first N images")
-    batch_size: int = option(8, low=1, help="images per batch")
-    chunk_size: int = option(256, low=1, help=CHUNK_HELP)
 
     @classmethod
     def description(cls) -> str:
