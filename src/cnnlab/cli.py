@@ -5,15 +5,17 @@ JSON on stdout with --json). User errors become one line on stderr and exit stat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ._version import __version__
 from .commands import COMMANDS, Command
-from .core.config import Config, add_options, from_cli
+from .core.config import JOIN, Config, flag_of, listed, option_meta, type_hints, unwrap
 from .core.errors import CnnlabError
 from .core.runs import is_npz
 
@@ -33,6 +35,101 @@ def _invoke(cmd: Command, config: Config, out: str | None, progress: bool, args:
     flags = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
              for flag, _ in cmd.extra}
     return cmd.invoke(config, out, progress, flags)
+
+
+# ----------------------------------------------------------------------------------- options from the configs
+def check_required(config: Config) -> None:
+    """Options the CLI cannot run without (the API checks its own inputs where it takes them as arguments)."""
+    for f in fields(config):
+        m, value = option_meta(f), getattr(config, f.name)
+        if m.get("required") and (value is None or value == [] or value == ""):
+            what = (m.get("metavar") or f.name.upper()) if m.get("positional") else flag_of(f)
+            raise CnnlabError(f"{what} is required")
+
+
+def _default_text(f: dataclasses.Field, m: dict) -> str | None:
+    if m.get("default_help"):
+        return m["default_help"]
+    default = f.default_factory() if f.default_factory is not MISSING else f.default
+    if default is MISSING or default is None or default is False or default == []:
+        return None
+    if isinstance(default, list):
+        return m.get("sep", ",").join(f"{v:g}" if isinstance(v, float) else JOIN.join(v) if isinstance(v, list)
+                                      else str(v) for v in default)
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def _parser_for(elem, is_list: bool, sep: str | None):
+    def one(text: str):
+        try:
+            return elem(text) if elem in (int, float) else text
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {elem.__name__}, got {text!r}") from None
+
+    if is_list and sep:
+        def many(text: str):
+            return [one(t.strip()) for t in text.split(sep) if t.strip()]
+        return many
+    return one
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
+    """One argparse option per CLI field, then one per option of the parts the config chooses from (their
+    registries as they are now); every default is SUPPRESS so that only what was typed is read."""
+    hints = type_hints(cls)
+    entries = [(f, hints[f.name]) for f in fields(cls)]
+    entries += [(f, type_hints(owner)[key]) for key, (f, owner) in cls.part_options().items()]
+    for f, tp in entries:
+        m = option_meta(f)
+        if m.get("cli"):
+            _add_option(parser, f, m, tp)
+
+
+def _add_option(parser: argparse.ArgumentParser, f: dataclasses.Field, m: dict, tp) -> None:
+    elem, is_list, _ = unwrap(tp)
+    default = _default_text(f, m)
+    help_ = m["help"] + (f" (default: {default})" if default and not m.get("negate") else "")
+    help_ = help_.replace("%", "%%")
+    metavar = m.get("metavar") or ("{" + "|".join(map(str, m["choices"])) + "}" if m.get("choices") else None)
+    kw: dict[str, Any] = dict(default=argparse.SUPPRESS, help=help_)
+    if m.get("positional"):
+        parser.add_argument(f.name, nargs="*", metavar=metavar or f.name.upper(), type=_parser_for(elem, False, None),
+                            **kw)
+    elif m.get("consts"):
+        group = parser.add_mutually_exclusive_group()
+        for flag, value in m["consts"].items():
+            shown = ("on" if value else "off") if isinstance(value, bool) else value
+            group.add_argument(flag, dest=f.name, action="store_const", const=value,
+                               help=f"{m['help']}: {shown}" + (" (the default)" if value == f.default else ""),
+                               default=argparse.SUPPRESS)
+    elif elem is bool:
+        action = "store_false" if m.get("negate") else "store_true"
+        parser.add_argument(flag_of(f), dest=f.name, action=action, **kw)
+    else:
+        flags = [flag_of(f)] + ([m["short"]] if m.get("short") else [])
+        sep = None if m.get("append") else m.get("sep", ",")
+        parser.add_argument(*flags, dest=f.name, type=_parser_for(elem, is_list, sep),
+                            action="append" if m.get("append") else "store", metavar=metavar, **kw)
+
+
+def from_cli(cls: type[Config], namespace: argparse.Namespace, env: Mapping[str, str],
+             base: Mapping[str, Any] | None = None) -> Config:
+    """The config: its defaults, then `base` (a --config file), then the environment for options not given,
+    then the options typed on the command line (a part named again keeps the file's options for it)."""
+    names = [f.name for f in fields(cls)] + list(cls.part_options())
+    given = {name: getattr(namespace, name) for name in names if hasattr(namespace, name)}
+    values = dict(base or {})
+    for f in fields(cls):
+        var = option_meta(f).get("env")
+        if var and f.name not in given and f.name not in values and env.get(var):
+            values[f.name] = env[var]
+        if option_meta(f).get("part") and f.name in given:
+            old = {o["name"]: o for o in listed(values.get(f.name)) if isinstance(o, Mapping)}
+            new = given[f.name]
+            given[f.name] = [old.get(n, n) for n in new] if isinstance(new, list) else old.get(new, new)
+    config = cls.from_dict({**values, **given})
+    check_required(config)
+    return config
 
 
 GROUPS = {"explain": "saliency maps and how far to trust them, fooling images, feature visualization",

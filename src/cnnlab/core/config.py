@@ -1,7 +1,7 @@
 """One typed config per job: a dataclass whose fields carry their help, choices and allowed range.
 
-The library validates a config when it is built (API and CLI alike), the CLI is generated from the fields
-(`add_options` / `from_cli`), and `RUN_DIR/config.json` round-trips it (`to_dict` / `from_dict`). A default, a
+The library validates a config when it is built (API and CLI alike), the CLI is generated from the fields (in
+`cli.py`), and `RUN_DIR/config.json` round-trips it (`to_dict` / `from_dict`). A default, a
 choice list or a range is written once: in the field. A field made with `part()` holds a registered part (a
 saliency method, an attack, a metric, a parameterization) as an object, written nested in config.json
 (`{"method": {"name": "smoothgrad", "smoothgrad_samples": 8}}`); each part's options keep their own flags on the
@@ -9,7 +9,6 @@ command line and their flat names in the API's keyword arguments (and in config 
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import difflib
@@ -83,7 +82,7 @@ def option_meta(f: dataclasses.Field) -> dict:
     return f.metadata.get(_KEY, {"help": "", "cli": False})
 
 
-def _unwrap(tp) -> tuple[type, bool, bool]:
+def unwrap(tp) -> tuple[type, bool, bool]:
     """(element type, is a list, may be None) of an annotation such as `list[float] | None`."""
     optional = False
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
@@ -143,7 +142,7 @@ class Config:
             m = option_meta(f)
             if m.get("part"):  # built here with the flat options it takes, once
                 value = values.get(f.name, field_default(f))
-                out[f.name] = ([_build(f, v, flat) for v in _listed(value)] if _unwrap(hints[f.name])[1]
+                out[f.name] = ([_build(f, v, flat) for v in listed(value)] if unwrap(hints[f.name])[1]
                                else _build(f, value, flat))
             elif f.name in values:
                 out[f.name] = _coerce(values[f.name], hints[f.name], f.name, _sep(m))
@@ -159,7 +158,7 @@ class Config:
 
     def parts(self) -> list:
         """Every part the config holds, in field order."""
-        return [p for f in fields(self) if option_meta(f).get("part") for p in _listed(getattr(self, f.name))]
+        return [p for f in fields(self) if option_meta(f).get("part") for p in listed(getattr(self, f.name))]
 
     def replace(self, **changes) -> "Config":
         """A copy with `changes` (the parts it holds are kept as built unless a change names them or their options)."""
@@ -202,7 +201,7 @@ def _plain(value: Any) -> Any:
     return [_plain(v) for v in value] if isinstance(value, list) else copy.deepcopy(value)
 
 
-def _listed(value: Any) -> list:
+def listed(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
@@ -210,7 +209,7 @@ def _checked(key: str, value: Any, f: dataclasses.Field, owner: type) -> Any:
     """A part's option spelled flat, typed and checked against its field (before knowing which part takes it)."""
     tp = type_hints(owner)[key]
     value = _coerce(value, tp, key, _sep(option_meta(f)))
-    elem, is_list, _ = _unwrap(tp)
+    elem, is_list, _ = unwrap(tp)
     for v in (value if is_list else [value]) if value is not None else []:
         _check_value(f, option_meta(f), v, elem)
     return value
@@ -250,7 +249,7 @@ def _sep(m: dict) -> str | None:
 def _coerce(value: Any, tp, name: str, sep: str | None = None) -> Any:
     """JSON and Python values to the annotated type (ints for floats, lists for tuples; a string for a list is split
     at `sep`)."""
-    elem, is_list, optional = _unwrap(tp)
+    elem, is_list, optional = unwrap(tp)
     if value is None:
         return None
     try:
@@ -292,9 +291,9 @@ def validate(config: Config) -> None:
     hints = type_hints(type(config))
     for f in fields(config):
         m, value = option_meta(f), getattr(config, f.name)
-        elem, is_list, optional = _unwrap(hints[f.name])
+        elem, is_list, optional = unwrap(hints[f.name])
         if m.get("part"):  # a name or {"name": ...} becomes the part (an object given is kept)
-            setattr(config, f.name, [_build(f, v, {}) for v in _listed(value)] if is_list else _build(f, value, {}))
+            setattr(config, f.name, [_build(f, v, {}) for v in listed(value)] if is_list else _build(f, value, {}))
             continue
         if value is None:
             if not optional:
@@ -330,98 +329,3 @@ def _range_text(m: dict) -> str:
     if low is None:
         return f"≤ {high:g}"
     return f"in {'(' if m.get('low_open') else '['}{low:g}, {high:g}]"
-
-
-def check_required(config: Config) -> None:
-    """Options the CLI cannot run without (the API checks its own inputs where it takes them as arguments)."""
-    for f in fields(config):
-        m, value = option_meta(f), getattr(config, f.name)
-        if m.get("required") and (value is None or value == [] or value == ""):
-            what = (m.get("metavar") or f.name.upper()) if m.get("positional") else flag_of(f)
-            raise CnnlabError(f"{what} is required")
-
-
-# -------------------------------------------------------------------------------------------------------- CLI
-def _default_text(f: dataclasses.Field, m: dict) -> str | None:
-    if m.get("default_help"):
-        return m["default_help"]
-    default = f.default_factory() if f.default_factory is not MISSING else f.default
-    if default is MISSING or default is None or default is False or default == []:
-        return None
-    if isinstance(default, list):
-        return m.get("sep", ",").join(f"{v:g}" if isinstance(v, float) else JOIN.join(v) if isinstance(v, list)
-                                      else str(v) for v in default)
-    return f"{default:g}" if isinstance(default, float) else str(default)
-
-
-def _parser_for(elem, is_list: bool, sep: str | None):
-    def one(text: str):
-        try:
-            return elem(text) if elem in (int, float) else text
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {elem.__name__}, got {text!r}") from None
-
-    if is_list and sep:
-        def many(text: str):
-            return [one(t.strip()) for t in text.split(sep) if t.strip()]
-        return many
-    return one
-
-
-def add_options(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
-    """One argparse option per CLI field, then one per option of the parts the config chooses from (their
-    registries as they are now); every default is SUPPRESS so that only what was typed is read."""
-    hints = type_hints(cls)
-    entries = [(f, hints[f.name]) for f in fields(cls)]
-    entries += [(f, type_hints(owner)[key]) for key, (f, owner) in cls.part_options().items()]
-    for f, tp in entries:
-        m = option_meta(f)
-        if m.get("cli"):
-            _add_option(parser, f, m, tp)
-
-
-def _add_option(parser: argparse.ArgumentParser, f: dataclasses.Field, m: dict, tp) -> None:
-    elem, is_list, _ = _unwrap(tp)
-    default = _default_text(f, m)
-    help_ = m["help"] + (f" (default: {default})" if default and not m.get("negate") else "")
-    help_ = help_.replace("%", "%%")
-    metavar = m.get("metavar") or ("{" + "|".join(map(str, m["choices"])) + "}" if m.get("choices") else None)
-    kw: dict[str, Any] = dict(default=argparse.SUPPRESS, help=help_)
-    if m.get("positional"):
-        parser.add_argument(f.name, nargs="*", metavar=metavar or f.name.upper(), type=_parser_for(elem, False, None),
-                            **kw)
-    elif m.get("consts"):
-        group = parser.add_mutually_exclusive_group()
-        for flag, value in m["consts"].items():
-            shown = ("on" if value else "off") if isinstance(value, bool) else value
-            group.add_argument(flag, dest=f.name, action="store_const", const=value,
-                               help=f"{m['help']}: {shown}" + (" (the default)" if value == f.default else ""),
-                               default=argparse.SUPPRESS)
-    elif elem is bool:
-        action = "store_false" if m.get("negate") else "store_true"
-        parser.add_argument(flag_of(f), dest=f.name, action=action, **kw)
-    else:
-        flags = [flag_of(f)] + ([m["short"]] if m.get("short") else [])
-        sep = None if m.get("append") else m.get("sep", ",")
-        parser.add_argument(*flags, dest=f.name, type=_parser_for(elem, is_list, sep),
-                            action="append" if m.get("append") else "store", metavar=metavar, **kw)
-
-
-def from_cli(cls: type[Config], namespace: argparse.Namespace, env: Mapping[str, str],
-             base: Mapping[str, Any] | None = None) -> Config:
-    """The config: its defaults, then `base` (a --config file), then the environment for options not given,
-    then the options typed on the command line (a part named again keeps the file's options for it)."""
-    names = [f.name for f in fields(cls)] + list(cls.part_options())
-    given = {name: getattr(namespace, name) for name in names if hasattr(namespace, name)}
-    values = dict(base or {})
-    for f in fields(cls):
-        var = option_meta(f).get("env")
-        if var and f.name not in given and f.name not in values and env.get(var):
-            values[f.name] = env[var]
-        if option_meta(f).get("part") and f.name in given:
-            old = {o["name"]: o for o in _listed(values.get(f.name)) if isinstance(o, Mapping)}
-            new = given[f.name]
-            given[f.name] = [old.get(n, n) for n in new] if isinstance(new, list) else old.get(new, new)
-    config = cls.from_dict({**values, **given})
-    check_required(config)
-    return config
