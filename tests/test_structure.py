@@ -345,3 +345,29 @@ def test_a_saliency_call_constructs_its_method_once(tmp_path):
         assert made == [2.0, 3.0, 4.0]  # the CLI builds the chosen part once too (saving the run builds none)
     finally:
         METHODS.unregister("counted-vanilla")
+
+
+@pytest.mark.parametrize("command, flat, nested", [
+    ("explain saliency", {"method": "smoothgrad", "smoothgrad_samples": 4},
+     {"method": {"name": "smoothgrad", "smoothgrad_samples": 4}}),
+    ("explain evaluate", {"methods": ["gradcam", "rise"], "metrics": ["deletion"], "rise_masks": 50,
+                          "internal_batch_size": 4},
+     {"methods": [{"name": "gradcam"}, {"name": "rise", "rise_masks": 50, "internal_batch_size": 4}],
+      "metrics": [{"name": "deletion", "internal_batch_size": 4}]}),
+    ("explain fool", {"method": "pgd", "eps": 0.01, "norm": "l2"}, {"method": {"name": "pgd", "eps": 0.01, "norm": "l2"}}),
+    ("explain dream", {"param": "pixel", "l2": 0.5, "lr": 2.0}, {"param": {"name": "pixel", "l2": 0.5, "lr": 2.0}}),
+])
+def test_a_config_file_with_flat_part_options_reads_as_the_nested_one(command, flat, nested):
+    """config.json files written before parts nested spelled their options flat: they load as the same config, and
+    the options of a part not chosen are refused when set."""
+    from cnnlab.commands import COMMANDS
+
+    cls = next(c.config() for c in COMMANDS if c.name == command)
+    old, new = cls.from_dict(flat), cls.from_dict(nested)
+    assert old == new and old.to_dict() == new.to_dict() and cls.from_dict(new.to_dict()) == new
+    part_field = next(iter(nested))
+    assert old.to_dict()[part_field] != cls().to_dict()[part_field]  # the options took effect
+    given = nested[part_field]
+    spec = {"name": (given[0] if isinstance(given, list) else given)["name"], "bogus_option": 1}
+    with pytest.raises(CnnlabError, match="unknown option 'bogus_option' for the"):  # nested: said like a flat typo
+        cls.from_dict({part_field: [spec] if isinstance(given, list) else spec})

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..core.backbones import Backbone
-from ..core.config import option, part
+from ..core.config import JOIN, option, part
 from ..core.errors import CnnlabError
 from ..core.figures import heat, image_grid, overlay
 from ..core.inputs import ImagesLike, batch_rows, sources
@@ -57,7 +57,8 @@ class SaliencyResult(PerImageResult):
 
     def __init__(self, config, sink, items, prepared, seconds, backbone: Backbone, layers: Sequence[str] = ()):
         super().__init__(config, sink, items, prepared, seconds)
-        self.layer = "+".join(layers) or None  # the layer(s) the method read, defaults resolved
+        self.layers = list(layers)  # the layer(s) the method read, defaults resolved
+        self.layer = JOIN.join(layers) or None
         self.class_names, self._preprocess = backbone.labels, backbone.preprocess
         self.targets, self.preds = self.column("target"), self.column("pred")
         self.labels = [r.get("label") for r in self.rows]
@@ -85,7 +86,7 @@ class SaliencyResult(PerImageResult):
         method = self.config.method
         if not self.layer or not hasattr(method, "layer") or method.layer:
             return {}
-        return {"method": {**method.to_dict(), "layer": self.layer.split("+")}}
+        return {"method": {**method.to_dict(), "layer": self.layers}}
 
     def file_name(self, position: int) -> str:
         return map_file(position)
