@@ -206,3 +206,62 @@ def test_a_linear_head_is_a_logistic_regression_fitted_to_convergence():
         probs = torch.softmax(head(torch.from_numpy(X)), 1).numpy()
     np.testing.assert_allclose(probs, ref.predict_proba(X), atol=1e-5)
     assert kept == 1 and history[0]["val_accuracy"] == pytest.approx((ref.predict(X[val]) == y[val]).mean())
+
+
+def test_ema_keeps_the_moving_average_of_each_steps_weights(strokes, monkeypatch):
+    """--ema d keeps e_T, with e_1 = w_1 and e_t = d·e_(t-1) + (1-d)·w_t over the weights after each optimizer
+    step (recorded here by wrapping the optimizer's step), and validates those weights."""
+    from cnnlab.transfer.finetune import Images, evaluate, finetune
+
+    paths, labels = _paths(strokes)
+    val, train = np.arange(0, 30, 5), np.setdiff1d(np.arange(30), np.arange(0, 30, 5))
+    model, steps = _tiny_bn_backbone(), []
+    step = torch.optim.SGD.step
+
+    def recording(self, *a, **k):
+        out = step(self, *a, **k)
+        steps.append({n: p.detach().clone() for n, p in model.net.named_parameters()})
+        return out
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording)
+    decay = 0.8
+    history, kept = finetune(model, paths, labels, train, val, 4, Recipe(epochs=3, lr=0.05, ema=decay, workers=0))
+    assert kept == 3 and len(steps) == 3 * (len(train) // 32 or 1)
+    average = steps[0]
+    for w in steps[1:]:
+        average = {n: decay * average[n] + (1 - decay) * w[n] for n in w}
+    for n, p in model.net.named_parameters():
+        torch.testing.assert_close(p, average[n], atol=1e-6, rtol=1e-5)
+        assert len(steps) == 1 or not torch.equal(p, steps[-1][n]) or n.startswith("body.1")  # not the last step's
+    loader = torch.utils.data.DataLoader(Images([paths[i] for i in val], labels[val], model, False), batch_size=8)
+    assert evaluate(model, loader)[0] == pytest.approx(history[-1]["val_loss"], rel=1e-5)
+    with pytest.raises(cnnlab.CnnlabError, match="decay per step"):
+        Recipe(ema=1.0)
+
+
+def test_an_interrupted_ema_run_resumes_to_the_same_weights(strokes, tmp_path):
+    """The checkpoint holds the moving average too: stopped after its first epoch and resumed, the run keeps the
+    weights of the uninterrupted one."""
+    from cnnlab.transfer.finetune import finetune
+
+    paths, labels = _paths(strokes)
+    val, train = np.arange(0, 30, 5), np.setdiff1d(np.arange(30), np.arange(0, 30, 5))
+    recipe = Recipe(epochs=3, lr=0.05, ema=0.5, batch_size=8, workers=0)
+    whole = _tiny_bn_backbone()
+    finetune(whole, paths, labels, train, val, 4, recipe)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_2(row):
+        if row["epoch"] == 2:  # raised before epoch 2's checkpoint: epoch 1's is on disk
+            raise Stop
+
+    (tmp_path / "run").mkdir()
+    with pytest.raises(Stop):
+        finetune(_tiny_bn_backbone(), paths, labels, train, val, 4, recipe, run=tmp_path / "run", on_epoch=stop_at_2)
+    resumed = _tiny_bn_backbone()
+    history, _ = finetune(resumed, paths, labels, train, val, 4, recipe, run=tmp_path / "run", resume=True)
+    assert [r["epoch"] for r in history] == [0, 1, 2, 3]
+    a, b = whole.net.state_dict(), resumed.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -96,6 +96,9 @@ class TransferConfig(ExtractionOptions):
     weight_decay: float = option(1e-4, low=0, help="fine-tuning: weight decay")
     augment: bool = option(True, negate="--no-augment", help="fine-tuning: train on the model's center crop, "
                                                              "without random resized crops and flips")
+    ema: float = option(0.0, low=0, high=0.9999, metavar="DECAY",
+                        help="fine-tuning: keep (and validate) an exponential moving average of the weights, this "
+                             "decay per optimizer step; 0: the weights themselves")
     select: str = option("last", choices=SELECTIONS,
                          help="head / fine-tuning: which weights are kept: the last epoch's (the schedule's end), "
                               "or the epoch of lowest validation loss (ties to the later; epoch 0 is the head the "
@@ -315,8 +318,8 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
         raise CnnlabError("--resume needs --out: the run directory whose checkpoint to continue")
     recipe = Recipe(epochs=cfg.epochs, lr=cfg.lr, layer_decay=cfg.layer_decay, weight_decay=cfg.weight_decay,
                     label_smoothing=cfg.label_smoothing, batch_size=cfg.train_batch_size, optimizer=cfg.optimizer,
-                    batchnorm=cfg.batchnorm, augment=cfg.augment, select=cfg.select, patience=cfg.patience,
-                    seed=cfg.seed, precision=cfg.precision, workers=cfg.workers)
+                    batchnorm=cfg.batchnorm, augment=cfg.augment, ema=cfg.ema, select=cfg.select,
+                    patience=cfg.patience, seed=cfg.seed, precision=cfg.precision, workers=cfg.workers)
     if cfg.select == "best" and not cfg.val_fraction:  # said before any extraction
         raise CnnlabError("--select best chooses on the validation split: give --val-fraction > 0")
     ds, split = _dataset_and_split(cfg)

@@ -12,6 +12,7 @@ features (a matrix), which is the fast path of `--finetune none`.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -64,6 +65,7 @@ class Recipe:
     optimizer: str = "sgd"  # SGD with Nesterov momentum 0.9, or AdamW
     batchnorm: str = "frozen"  # frozen: BatchNorm keeps ImageNet's statistics and runs in eval mode
     augment: bool = True  # random resized crops and flips; off: the model's center crop
+    ema: float = 0.0  # decay per optimizer step of a moving average of the weights, validated and kept; 0: off
     select: str = "last"
     patience: int | None = None  # with select='best': stop after this many epochs without a lower validation loss
     seed: int = 0
@@ -74,6 +76,8 @@ class Recipe:
         if self.select not in SELECTIONS or self.batchnorm not in BATCHNORM or self.optimizer not in OPTIMIZERS:
             raise CnnlabError(f"select must be one of {SELECTIONS}, batchnorm of {BATCHNORM}, optimizer of "
                               f"{OPTIMIZERS}")
+        if not 0 <= self.ema < 1:
+            raise CnnlabError(f"--ema is a decay per step in [0, 1), not {self.ema}")
         if self.patience is not None and self.select != "best":
             raise CnnlabError("--patience stops on the validation loss: it needs --select best (the default, "
                               "'last', runs the whole schedule)")
@@ -302,6 +306,30 @@ def _snapshot(net: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
+@contextmanager
+def _holding(net: nn.Module, state: dict | None):
+    """`net` with the weights `state` for the block (None: its own), its own weights back after."""
+    if state is None:
+        yield
+        return
+    own = _snapshot(net)
+    net.load_state_dict(state)
+    try:
+        yield
+    finally:
+        net.load_state_dict(own)
+
+
+def _ema(net: nn.Module, decay: float):
+    """An exponential moving average of `net`'s weights (and buffers), updated after each optimizer step; None when
+    decay is 0."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, train: np.ndarray, val: np.ndarray,
              n_unfrozen: int, recipe: Recipe, run: Path | None = None, resume: bool = False,
              progress: bool = False, on_epoch: Callable[[dict], None] | None = None) -> tuple[list[dict], int]:
@@ -326,15 +354,22 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
     steps = steps_per_epoch(len(train), recipe.batch_size)
     sched = _schedule(opt, round(steps * recipe.warmup_epochs), steps * recipe.epochs)
     state = {"epoch": 0, "history": [], "best": None, "best_state": None, "stale": 0}
+    ema = _ema(backbone.net, recipe.ema)
     ckpt = run / CHECKPOINT if run else None
     if resume and ckpt is not None and ckpt.is_file():
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-        if saved["recipe"] != recipe.to_dict() or saved["n_unfrozen"] != n_unfrozen:
+        # a setting the checkpoint predates ran at its default
+        if Recipe().to_dict() | saved["recipe"] != recipe.to_dict() or saved["n_unfrozen"] != n_unfrozen:
             raise CnnlabError(f"{ckpt} was trained with other settings: start a new run, or drop --resume")
         backbone.net.load_state_dict(saved["net"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
         state = saved["state"]
+
+    def kept() -> dict | None:  # the weights validated and kept: the moving average's, with --ema
+        return None if ema is None else ema.module.state_dict()
     val_loader = torch.utils.data.DataLoader(Images([paths[i] for i in val], labels[val], backbone, False),
                                              batch_size=recipe.batch_size, num_workers=recipe.workers)
     backbone.net.to(memory_format=torch.channels_last)  # convolutions' fast layout on CPUs and GPUs alike
@@ -354,14 +389,16 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
         state["history"].append(row)
         if recipe.select == "best":
             if _better(row, state["best"]):
-                state.update(best=row, stale=0, best_state=_snapshot(backbone.net))
+                with _holding(backbone.net, kept()):
+                    state.update(best=row, stale=0, best_state=_snapshot(backbone.net))
             else:
                 state["stale"] += 1
         if on_epoch is not None and rank == 0:
             on_epoch(row)
 
     if state["epoch"] == 0 and not state["history"]:  # the starting point: epoch 0 of the curve (and a candidate)
-        val_loss, acc = evaluate(backbone, val_loader) if len(val) else (float("nan"), float("nan"))
+        with _holding(backbone.net, kept()):
+            val_loss, acc = evaluate(backbone, val_loader) if len(val) else (float("nan"), float("nan"))
         record({"epoch": 0, "loss": None, "val_loss": val_loss, "val_accuracy": acc, "seconds": 0.0})
     bar = tqdm(range(state["epoch"], recipe.epochs), initial=state["epoch"], total=recipe.epochs, desc="fine-tune",
                unit="epoch", disable=not progress or rank != 0)
@@ -385,9 +422,12 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
                     loss.backward()
                 opt.step()
                 sched.step()
+                if ema is not None:
+                    ema.update_parameters(backbone.net)
                 total, seen = total + float(loss.detach()) * len(y), seen + len(y)
         seconds = time.perf_counter() - t0
-        val_loss, acc = evaluate(backbone, val_loader) if len(val) else (float("nan"), float("nan"))
+        with _holding(backbone.net, kept()):
+            val_loss, acc = evaluate(backbone, val_loader) if len(val) else (float("nan"), float("nan"))
         row = {"epoch": epoch + 1, "loss": total / max(seen, 1), "val_loss": val_loss, "val_accuracy": acc,
                "seconds": seconds, "lr": sched.get_last_lr()[0]}
         state["epoch"] = epoch + 1
@@ -404,12 +444,14 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
             with atomic_path(ckpt) as tmp:
                 torch.save({"net": backbone.net.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "state": state, "recipe": recipe.to_dict(),
-                            "n_unfrozen": n_unfrozen}, tmp)
+                            "n_unfrozen": n_unfrozen, "ema": None if ema is None else ema.state_dict()}, tmp)
         barrier()
     if writer is not None:
         writer.close()
     if state["best_state"] is not None:
         backbone.net.load_state_dict(state["best_state"])
+    elif ema is not None:
+        backbone.net.load_state_dict(kept())
     selected = state["best"]["epoch"] if state["best"] is not None else state["history"][-1]["epoch"]
     backbone.net.to(memory_format=torch.contiguous_format)
     for p in backbone.net.parameters():
