@@ -141,6 +141,17 @@ def test_transfer_with_an_mlp_head_shows_its_validation_curve(client, app):
     assert client.predict(gradio_client.handle_file(str(red)), api_name="/transfer_predict")["label"] == "red"
 
 
+def test_transfer_fine_tunes_and_streams_from_the_fitted_head(client, app):
+    job = client.submit("colours", "efficientnet_lite0", 8, "linear", "last:1", api_name="/transfer")
+    text, table, plot = job.result()
+    assert "linear head, fine-tuned last:1" in text and "(last epoch)" in text
+    # the curve starts at epoch 0, the fitted head, then one row per epoch of the schedule
+    assert [row[0] for row in table["data"]][:2] == ["epoch 0", "epoch 1"] and len(table["data"]) == 9
+    assert len(job.outputs()) == len(table["data"]) + 1
+    red = app[1] / "colours" / "red" / "0.png"
+    assert client.predict(gradio_client.handle_file(str(red)), api_name="/transfer_predict")["label"] == "red"
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda c, tmp: c.predict("../..", "efficientnet_lite0", 8, api_name="/transfer"),
      "is not a dataset under the data root"),

@@ -1,6 +1,7 @@
 """The Transfer tab: pick a class-per-folder dataset under --data-root (nothing outside it is reachable), train the
-SVM pipeline (or a linear / MLP head), see the layer × C table (or the head's validation curve, growing epoch by
-epoch as it trains) and the confusion matrix, then classify an upload with the trained classifier.
+SVM pipeline (or a linear / MLP head, then fine-tune the backbone's last units or all of it), see the layer × C table
+(or the validation curve, growing epoch by epoch as it trains) and the confusion matrix, then classify an upload
+with the trained classifier.
 Endpoints: /transfer (trains; streams the validation curve of a head; the classifier stays in the page's state),
 /transfer_predict."""
 from __future__ import annotations
@@ -41,6 +42,9 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
                 per_class = gr.Slider(4, 200, value=20, step=2, label="images per class (half for training)")
                 head = gr.Dropdown(list(HEADS), value=HEADS[0], label="classifier (svm: the layer × C grid; "
                                    "linear: a logistic regression; mlp: a head trained by gradient)")
+                tune = gr.Dropdown(["none", "last:1", "all"], value="none", allow_custom_value=True,
+                                   label="fine-tune the backbone too (none, its last N units as last:N, or all): a "
+                                         "fixed schedule whose final weights are kept")
                 go = gr.Button("Train", variant="primary", elem_id="transfer-go")
                 photo = gr.Image(type="filepath", label="then: a photo to classify", sources=["upload", "clipboard"])
                 predict = gr.Button("Classify with the trained classifier")
@@ -52,7 +56,7 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
         classifier = gr.State(None)
 
     @friendly
-    def train_fn(name, spec, n, kind="svm", progress=gr.Progress(track_tqdm=True)):
+    def train_fn(name, spec, n, kind="svm", tune="none", progress=gr.Progress(track_tqdm=True)):
         folder = inside(root, name, "a dataset", "to train on a dataset")
         n = int(n)
         epochs: queue.Queue = queue.Queue()
@@ -63,7 +67,8 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
                 done["result"] = transfer(
                     folder, models.get(spec), split=f"random:{max(2, n // 2)}", limit_per_class=n,
                     layers=[models.get(spec).default_layer], Cs=[1.0, 0.1, 0.01], folds=min(3, max(2, n // 4)),
-                    head=kind or "svm", workers=0, cache=False, progress=True, on_epoch=epochs.put)
+                    head=kind or "svm", finetune=tune or "none", workers=0, cache=False, progress=True,
+                    on_epoch=epochs.put)
             except Exception as exc:  # noqa: BLE001 — handed to the page below
                 done["error"] = exc
             epochs.put(None)
@@ -73,8 +78,9 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
         curve = []
         while (row := epochs.get()) is not None:  # a head's validation curve as it trains
             curve.append(row)
-            yield (f"training the {kind} head: epoch {row['epoch']}, validation loss {row['val_loss']:.3f}, "
-                   f"accuracy {row['val_accuracy']:.3f}", _curve_rows(curve), gr.skip(), gr.skip())
+            yield (f"training the {kind} head{_tuned(tune)}: epoch {row['epoch']}, validation loss "
+                   f"{row['val_loss']:.3f}, accuracy {row['val_accuracy']:.3f}", _curve_rows(curve), gr.skip(),
+                   gr.skip())
         if "error" in done:
             raise done["error"]
         result = done["result"]
@@ -86,7 +92,8 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
         else:
             rows = _curve_rows(s["history"])
             how = (f"a logistic regression (C = {s['history'][0]['C']:g}, fitted to convergence)" if sel["head"] ==
-                   "linear" else f"{sel['head']} head, weights of epoch {sel['epoch']} ({sel['rule']})")
+                   "linear" and sel["finetune"] == "none" else
+                   f"{sel['head']} head{_tuned(sel['finetune'])}, weights of epoch {sel['epoch']} ({sel['rule']})")
         text = (f"**{name}**: {s['n_train']} training / {s['n_test']} test images, {len(s['classes'])} classes; "
                 f"{how}: test accuracy **{sel['test_accuracy']:.3f}**.")
         yield text, rows, result.figure(), result.classifier
@@ -99,9 +106,13 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
         results, _ = clf.top({"photo": x}, k=5)
         return {t["label"]: t["prob"] for t in results[0]["top"]}
 
-    go.click(train_fn, [data, model, per_class, head], [text, table, confusion, classifier], api_name="transfer",
-             preprocess=False)
+    go.click(train_fn, [data, model, per_class, head, tune], [text, table, confusion, classifier],
+             api_name="transfer", preprocess=False)
     predict.click(predict_fn, [photo, classifier], answer, api_name="transfer_predict", preprocess=False)
+
+
+def _tuned(finetune: str | None) -> str:
+    return "" if finetune in (None, "", "none") else f", fine-tuned {finetune}"
 
 
 def _curve_rows(history: list[dict]) -> list[list]:
