@@ -265,3 +265,25 @@ def test_an_interrupted_ema_run_resumes_to_the_same_weights(strokes, tmp_path):
     assert [r["epoch"] for r in history] == [0, 1, 2, 3]
     a, b = whole.net.state_dict(), resumed.net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_diverged_fine_tuning_says_so_in_one_line(strokes, capsys):
+    """Kept weights that validate far worse than the fitted head they started from are named, not returned as a
+    plausible result: one warning line on stderr and in the summary; a run that trained normally has none."""
+    from cnnlab.transfer.finetune import diverged
+
+    args = ["transfer", "--data", str(strokes), "--backbone", "mnist_cnn", "--split", "random:6", "--head", "linear",
+            "--finetune", "all", "--epochs", "3", "--train-batch-size", "4", "--workers", "0", "--quiet", "--json"]
+    assert main([*args, "--lr", "5"]) == 0
+    out = capsys.readouterr()
+    summary = json.loads(out.out)
+    lines = [line for line in out.err.splitlines() if line.startswith("warning: fine-tuning diverged")]
+    assert len(lines) == 1 and summary["warnings"] == [lines[0].removeprefix("warning: ")]
+    assert "lower --lr or --layer-decay" in lines[0]
+    assert main([*args, "--lr", "0.05"]) == 0
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
+    start = {"epoch": 0, "val_loss": 0.4, "val_accuracy": 0.9}
+    assert diverged([start, {"epoch": 1, "val_loss": 0.81, "val_accuracy": 0.89}], 1) is not None
+    assert diverged([start, {"epoch": 1, "val_loss": 0.79, "val_accuracy": 0.5}], 1) is None  # loss not doubled
+    assert diverged([start, {"epoch": 1, "val_loss": 2.0, "val_accuracy": 0.9}], 1) is None  # accuracy held
+    assert diverged([start, {"epoch": 1, "val_loss": 5.0, "val_accuracy": 0.1}], 0) is None  # the head was kept

@@ -210,6 +210,8 @@ def run(args: argparse.Namespace, env: dict) -> int:
         print(f"warning: skipped {len(skipped)} unreadable image(s):", file=sys.stderr)
         for s in skipped:
             print(f"  {s}", file=sys.stderr)
+    for warning in summary.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:

@@ -306,7 +306,7 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
     import torch
 
     from ..core.models import set_head, units
-    from ..transfer.finetune import Images, Recipe, finetune, parse_finetune, train_head
+    from ..transfer.finetune import Images, Recipe, diverged, finetune, parse_finetune, train_head
 
     if len(backbones) != 1 or backbones[0].spec is None:
         raise CnnlabError("--head linear|mlp and --finetune train one backbone given by its spec (--backbone a+b is "
@@ -364,7 +364,7 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
     skipped = skip_reasons([ds.paths[i] for i in np.setdiff1d(np.arange(len(ds.paths)), keep)])
     summary = _summary(cfg, split, y_test, test_pred, list(ds.classes), timing, skipped, [], selected, scaling=None,
                        n_train=int(len(split.train) - len(val)), n_val=int(len(val)), history=history, head=head,
-                       finetune=cfg.finetune)
+                       finetune=cfg.finetune, warnings=[w for w in [n_unfrozen and diverged(history, chosen)] if w])
     classifier = NetworkClassifier(model, {"base": base.spec, "head": head, "finetune": cfg.finetune,
                                            "test_accuracy": selected["test_accuracy"]})
     split_files = {"train": [str(paths[i]) for i in split.train], "test": [str(paths[i]) for i in split.test]}
@@ -446,7 +446,9 @@ def results_markdown(summary: dict) -> str:
         lines += [f"| {r['epoch']} | {num(r['loss'])} | {num(r.get('val_loss'))} | {num(r['val_accuracy'])} |"
                   for r in summary["history"]]
         lines += ["", f"Selected: epoch {sel['epoch']} ({sel.get('rule', 'best validation accuracy')}): test "
-                      f"accuracy **{sel['test_accuracy']:.4f}**.", "", "| class | test accuracy |", "|---|---|"]
+                      f"accuracy **{sel['test_accuracy']:.4f}**.", *[f"\n**Warning**: {w}." for w in
+                                                                      summary.get("warnings", [])],
+                  "", "| class | test accuracy |", "|---|---|"]
         lines += [f"| {c} | {a:.4f} |" for c, a in summary["per_class_accuracy"].items()]
         return "\n".join(lines) + "\n"
     lines = [

@@ -320,6 +320,20 @@ def _holding(net: nn.Module, state: dict | None):
         net.load_state_dict(own)
 
 
+def diverged(history: list[dict], kept: int) -> str | None:
+    """One line when the kept weights validate far worse than the fitted head fine-tuning started from (loss more
+    than doubled and accuracy lower, or not a number): the sign of a learning rate too high, not of noise."""
+    start = history[0]
+    end = next(r for r in history if r["epoch"] == kept)
+    if kept == 0 or start["val_loss"] != start["val_loss"]:  # no validation split: nothing to compare
+        return None
+    if end["val_loss"] <= 2 * start["val_loss"] or end["val_accuracy"] >= start["val_accuracy"]:
+        return None
+    return (f"fine-tuning diverged: the kept weights (epoch {kept}) validate at loss {end['val_loss']:.3f}, "
+            f"accuracy {end['val_accuracy']:.3f}, against {start['val_loss']:.3f}, {start['val_accuracy']:.3f} for "
+            f"the fitted head it started from; lower --lr or --layer-decay (--select best keeps the best epoch)")
+
+
 def _ema(net: nn.Module, decay: float):
     """An exponential moving average of `net`'s weights (and buffers), updated after each optimizer step; None when
     decay is 0."""
