@@ -362,9 +362,10 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
                 "test_accuracy": float((test_pred == y_test).mean())}
     timing = fs.timing | {"fit_s": fit_s, "precision": recipe.precision}
     skipped = skip_reasons([ds.paths[i] for i in np.setdiff1d(np.arange(len(ds.paths)), keep)])
+    warning = diverged(history, chosen) if n_unfrozen else None
     summary = _summary(cfg, split, y_test, test_pred, list(ds.classes), timing, skipped, [], selected, scaling=None,
                        n_train=int(len(split.train) - len(val)), n_val=int(len(val)), history=history, head=head,
-                       finetune=cfg.finetune, warnings=[w for w in [n_unfrozen and diverged(history, chosen)] if w])
+                       finetune=cfg.finetune, warnings=[warning] if warning else [])
     classifier = NetworkClassifier(model, {"base": base.spec, "head": head, "finetune": cfg.finetune,
                                            "test_accuracy": selected["test_accuracy"]})
     split_files = {"train": [str(paths[i]) for i in split.train], "test": [str(paths[i]) for i in split.test]}

@@ -12,9 +12,9 @@ features (a matrix), which is the fast path of `--finetune none`.
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
