@@ -250,7 +250,7 @@ def test_every_job_is_one_call_from_the_package_top():
     for name in ("train", "sample", "evaluate"):
         assert callable(getattr(cnnlab.gan, name)), name
     params = inspect.signature(cnnlab.saliency).parameters
-    assert params["method"].default == "vanilla" and params["batch_size"].default == 8  # the config's own defaults
+    assert params["method"].default == "gradcam" and params["batch_size"].default == 8  # the config's own defaults
     assert "method:" in cnnlab.saliency.__doc__
     with pytest.raises(cnnlab.CnnlabError, match="unknown option 'metod'.*did you mean 'method'"):
         cnnlab.saliency("efficientnet_lite0", torch.rand(1, 3, 8, 8), metod="vanilla")

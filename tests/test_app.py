@@ -124,6 +124,7 @@ def test_generate_endpoint(client):
 def test_transfer_then_predict_in_one_session(client, app):
     text, table, plot = client.predict("colours", "efficientnet_lite0", 8, api_name="/transfer")
     assert "test accuracy" in text and len(table["data"]) == 3
+    assert table["headers"] == ["layer", "C", "CV accuracy", "test accuracy"]
     red = app[1] / "colours" / "red" / "0.png"
     answer = client.predict(gradio_client.handle_file(str(red)), api_name="/transfer_predict")
     assert answer["label"] == "red"
@@ -134,6 +135,7 @@ def test_transfer_with_an_mlp_head_shows_its_validation_curve(client, app):
     text, table, plot = job.result()
     assert "mlp head" in text and "(last epoch)" in text
     assert [row[0] for row in table["data"]][:2] == ["epoch 1", "epoch 2"]
+    assert table["headers"] == ["epoch", "training loss", "validation accuracy", "validation loss"]  # its own
     streamed = [out[1]["data"] for out in job.outputs()[:-1]]  # the curve as it trained, one epoch more each time
     assert len(streamed) == len(table["data"]) and [len(rows) for rows in streamed] == list(range(1, len(streamed) + 1))
     assert streamed[-1] == table["data"]

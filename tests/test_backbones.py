@@ -108,7 +108,7 @@ def test_weights_from_a_path_roundtrip(tmp_path, lite0):
 def test_bad_weights_and_names(tmp_path, monkeypatch):
     corrupt = tmp_path / "bad.pth"
     corrupt.write_bytes(b"not a checkpoint")
-    with pytest.raises(CnnlabError, match="cannot load weights"):
+    with pytest.raises(CnnlabError, match="not a readable weights file"):
         create_backbone("efficientnet_lite0", weights=str(corrupt))
     with pytest.raises(CnnlabError, match="no such file"):
         create_backbone("efficientnet_lite0", weights=str(tmp_path / "missing.pth"))

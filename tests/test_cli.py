@@ -64,7 +64,7 @@ def test_transfer_json_and_run_dir(tiny_scenes, tmp_path, capsys):
     assert {"backbone", "weights", "split", "seed", "n_train", "n_test", "grid", "selected", "timing"} <= set(data)
     assert (data["n_train"], data["n_test"]) == (9, 9) and len(data["grid"]) == 4
     assert set(data["grid"][0]) == {"layer", "C", "cv_accuracy", "test_accuracy"}
-    assert set(data["selected"]) == {"layer", "C", "cv_accuracy", "test_accuracy"}
+    assert set(data["selected"]) == {"layer", "C", "cv_accuracy", "test_accuracy", "inverse_temperature"}
     assert {"extract_s", "images_per_s", "fit_s"} <= set(data["timing"])
     for name in ["results.md", "results.csv", "metrics.json", "confusion.png", "config.json"]:
         assert (out / name).is_file(), name
@@ -87,7 +87,7 @@ def test_features_command_writes_npz(tiny_scenes, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["classify", "nowhere.jpg"], "no such file or folder"),
     (["classify", "IMG", "--backbone", "resnet05"], "unknown backbone 'resnet05'"),
-    (["transfer", "--data", "DATA", "--layers", "pool9"], "unknown cut point 'pool9'"),
+    (["transfer", "--data", "DATA", "--split", "random:3", "--layers", "pool9"], "unknown cut point 'pool9'"),
     (["transfer", "--data", "missing-folder"], "data folder not found"),
     (["transfer", "--data", "DATA", "--split", "random:x"], "bad split"),
 ])

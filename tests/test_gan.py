@@ -170,7 +170,7 @@ def test_evaluate_the_shipped_generator(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("argv, message", [
     (["gan", "train", "--model", "cdcgan", "--data", "celeba64", "--data-root", "ROOT"], "conditional"),
-    (["gan", "sample", "--checkpoint", "CORRUPT", "--out", "OUT"], "cannot read checkpoint"),
+    (["gan", "sample", "--checkpoint", "CORRUPT", "--out", "OUT"], "not a readable cnnlab GAN checkpoint"),
     (["gan", "sample", "--checkpoint", "FOREIGN", "--out", "OUT"], "not a cnnlab GAN checkpoint"),
     (["gan", "sample", "--label", "11", "--out", "OUT"], "out of range"),
     (["gan", "train", "--model", "cdcgan", "--data", "mnist", "--data-root", "EMPTY", "--out", "OUT"],

@@ -284,7 +284,7 @@ def test_a_method_registered_at_run_time_is_in_the_cli_the_api_and_the_app(tmp_p
         assert '"method": "toy-brightness"' in capsys.readouterr().out
         assert main(["explain", "saliency", str(png), "--backbone", "mnist_cnn", "--toy-gain", "2"]) == 2
         assert capsys.readouterr().err.strip() == "cnnlab: error: --toy-gain is an option of toy-brightness, not of " \
-                                                  "vanilla"
+                                                  "gradcam"  # the default method
         assert main(["explain", "saliency", str(png), "--backbone", "mnist_cnn", "--method", "toy-brightness",
                      "--toy-gain", "-1"]) == 2
         assert capsys.readouterr().err.strip() == "cnnlab: error: --toy-gain must be > 0, got -1.0"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from dataclasses import MISSING, fields
@@ -17,7 +16,7 @@ from ._version import __version__
 from .commands import COMMANDS, Command
 from .core.config import JOIN, Config, flag_of, listed, option_meta, type_hints, unwrap
 from .core.errors import CnnlabError
-from .core.runs import is_npz
+from .core.runs import dumps, is_npz
 
 
 def _invoke(cmd: Command, config: Config, out: str | None, progress: bool, args: argparse.Namespace) -> Any:
@@ -213,7 +212,7 @@ def run(args: argparse.Namespace, env: dict) -> int:
     for warning in summary.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        print(dumps(result.to_json(), indent=2))
     else:
         print(result.text())
     code = getattr(result, "exit_code", 0)
@@ -221,12 +220,22 @@ def run(args: argparse.Namespace, env: dict) -> int:
     if failed:
         print(f"cnnlab: error: {len(failed)} experiment(s) failed: {', '.join(failed)} (see {summary.get('index')})",
               file=sys.stderr)
+    elif code and getattr(result, "error", None):
+        print(f"cnnlab: error: {result.error}", file=sys.stderr)
     return code
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning on the command line: one line, as the errors are (not a source line from inside the package)."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None, env: dict | None = None) -> int:
+    import warnings
+
     env = dict(os.environ) if env is None else env
     args = build_parser().parse_args(argv)
+    shown, warnings.showwarning = warnings.showwarning, _warning_line  # put back when the command ends
     try:
         return run(args, env)
     except CnnlabError as exc:
@@ -239,6 +248,8 @@ def main(argv: Sequence[str] | None = None, env: dict | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"cnnlab: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = shown
 
 
 def reference(width: int = 100) -> str:

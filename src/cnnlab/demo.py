@@ -22,6 +22,11 @@ from .jobs.classify import classify
 from .jobs.transfer import transfer
 
 
+# the demo's last line: where to go next (a test checks that the README section and the files it names exist)
+NEXT_STEPS = ("next: your own model and images in Python (the README's \"A short tour\", docs/api.md, "
+              "examples/tour.ipynb), or look and click: cnnlab app (then open http://127.0.0.1:7860)")
+
+
 @dataclass
 class DemoConfig(Config):
     """Runs offline on embedded defaults (scikit-image's sample photos, the EfficientNet-Lite0 weights shipped on
@@ -59,8 +64,7 @@ class DemoResult(Result):
         run = str(self.run_dir) if self.run_dir else "(not saved)"
         return "\n".join([line.replace("{run}", run) for line in self.lines]
                          + [f"done in {self.seconds:.1f} s{where}",
-                            "next: your own model, images and notebook (the README's Python API section), or look "
-                            "and click: cnnlab app (then open http://127.0.0.1:7860)"])
+                            NEXT_STEPS])
 
     def figures(self) -> dict:
         p = self.parts

@@ -24,6 +24,9 @@ class AppConfig(Config):
     command = "app"
     backbone: list[str] = option(default_factory=lambda: [DEFAULT_BACKBONE], append=True,
                                  help="a model to serve (repeatable; the first is the default)")
+    weights: list[str] = option(default_factory=list, append=True, metavar="WEIGHTS",
+                                help="the weights of each --backbone, in the same order (repeatable): 'default', "
+                                     "'random[:SEED]' or a state dict file; a model without one gets its default")
     checkpoint: str | None = option(None, help="a GAN checkpoint for the Generate tab (default: the shipped cDCGAN)")
     data_root: str | None = option(None, env="CNNLAB_DATA", default_help="$CNNLAB_DATA",
                                    help="the folder whose datasets the Transfer tab may read (nothing outside it)")
@@ -71,7 +74,11 @@ def build_app(config: AppConfig):
     from . import dream_tab, explain_tab, fool_tab, generate_tab, transfer_tab
     from .state import AppModels
 
-    models = AppModels(list(dict.fromkeys(config.backbone)), config.device)
+    if len(config.weights) > len(config.backbone):
+        raise CnnlabError(f"{len(config.weights)} --weights for {len(config.backbone)} --backbone: give one per "
+                          "backbone, in the same order")
+    weights = dict(zip(config.backbone, config.weights))
+    models = AppModels(list(dict.fromkeys(config.backbone)), config.device, weights)
     models.get(None)  # load the default model now: the first click is not the slow one
     samples = sample_files()
     root = Path(config.data_root) if config.data_root else None

@@ -23,6 +23,7 @@ class AppModels:
 
     specs: list[str]
     device: str = "cpu"
+    weights: dict[str, str] = field(default_factory=dict)  # spec → its --weights (default: "default")
     _cache: dict[str, Backbone] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -32,7 +33,7 @@ class AppModels:
             raise CnnlabError(f"unknown model {spec!r}; this app serves: {', '.join(self.specs)}")
         with self._lock:
             if spec not in self._cache:
-                self._cache[spec] = load_model(spec, device=self.device)
+                self._cache[spec] = load_model(spec, self.weights.get(spec, "default"), device=self.device)
             return self._cache[spec]
 
     def judge_for(self, spec: str) -> Backbone:
@@ -61,14 +62,20 @@ def read_upload(payload: Any, max_pixels: int) -> torch.Tensor:
 
 
 def friendly(fn: Callable) -> Callable:
-    """Run a handler; any error is one line in the page (gr.Error), never a traceback."""
+    """Run a handler; any error is one line in the page (gr.Error), never a traceback. A user's error (a
+    CnnlabError) is one line in the server's terminal too; anything else is a bug, whose traceback the terminal
+    keeps."""
     import inspect
+    import sys
 
     import gradio as gr
 
     def message(exc: Exception) -> gr.Error:
         text = str(exc) if isinstance(exc, CnnlabError) else f"{exc.__class__.__name__}: {exc}"
-        return gr.Error(text.splitlines()[0] if text else exc.__class__.__name__)
+        line = text.splitlines()[0] if text else exc.__class__.__name__
+        if isinstance(exc, CnnlabError):
+            print(f"cnnlab app: {fn.__name__}: {line}", file=sys.stderr, flush=True)
+        return gr.Error(line, print_exception=not isinstance(exc, CnnlabError))
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)

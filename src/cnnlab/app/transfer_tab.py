@@ -51,7 +51,9 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
                 answer = gr.Label(num_top_classes=5, label="predicted class")
             with gr.Column(scale=2):
                 text = gr.Markdown(elem_id="transfer-text")
-                table = gr.Dataframe(headers=["layer", "C", "CV accuracy", "test accuracy"], label="layer × C")
+                # the SVM's layer × C grid, or a trained head's validation curve: each with its own headers
+                table = gr.Dataframe(headers=GRID_HEADERS, label="the SVM's layer × C grid, or a trained head's "
+                                     "validation curve (test accuracy: the line above, scored once on test)")
                 confusion = gr.Plot(label="confusion matrix (test split)")
         classifier = gr.State(None)
 
@@ -63,12 +65,13 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
         done: dict = {}
 
         def run():
+            route = {"head": kind or "svm", "finetune": tune or "none"}
+            grid = ({"layers": [models.get(spec).default_layer], "Cs": [1.0, 0.1, 0.01],
+                     "folds": min(3, max(2, n // 4))} if route == {"head": "svm", "finetune": "none"} else {})
             try:
                 done["result"] = transfer(
-                    folder, models.get(spec), split=f"random:{max(2, n // 2)}", limit_per_class=n,
-                    layers=[models.get(spec).default_layer], Cs=[1.0, 0.1, 0.01], folds=min(3, max(2, n // 4)),
-                    head=kind or "svm", finetune=tune or "none", workers=0, cache=False, progress=True,
-                    on_epoch=epochs.put)
+                    folder, models.get(spec), split=f"random:{max(2, n // 2)}", limit_per_class=n, workers=0,
+                    cache=False, progress=True, on_epoch=epochs.put, **route, **grid)
             except Exception as exc:  # noqa: BLE001 — handed to the page below
                 done["error"] = exc
             epochs.put(None)
@@ -78,19 +81,21 @@ def build(models: AppModels, max_pixels: int, root: Path | None) -> None:
         curve = []
         while (row := epochs.get()) is not None:  # a head's validation curve as it trains
             curve.append(row)
-            yield (f"training the {kind} head{_tuned(tune)}: epoch {row['epoch']}, validation loss "
-                   f"{row['val_loss']:.3f}, accuracy {row['val_accuracy']:.3f}", _curve_rows(curve), gr.skip(),
-                   gr.skip())
+            seen = (f", validation loss {row['val_loss']:.3f}, accuracy {row['val_accuracy']:.3f}"
+                    if row.get("val_loss") is not None else "")
+            yield (f"training the {kind} head{_tuned(tune)}: epoch {row['epoch']}{seen}", _curve_table(curve),
+                   gr.skip(), gr.skip())
         if "error" in done:
             raise done["error"]
         result = done["result"]
         s = result.summary()
         sel = s["selected"]
         if s["grid"]:
-            rows = [[g["layer"], g["C"], round(g["cv_accuracy"], 4), round(g["test_accuracy"], 4)] for g in s["grid"]]
+            rows = {"headers": GRID_HEADERS, "data": [[g["layer"], g["C"], round(g["cv_accuracy"], 4),
+                                                       round(g["test_accuracy"], 4)] for g in s["grid"]]}
             how = f"selected {sel['layer']}, C = {sel['C']:g}"
         else:
-            rows = _curve_rows(s["history"])
+            rows = _curve_table(s["history"])
             how = (f"a logistic regression (C = {s['history'][0]['C']:g}, fitted to convergence)" if sel["head"] ==
                    "linear" and sel["finetune"] == "none" else
                    f"{sel['head']} head{_tuned(sel['finetune'])}, weights of epoch {sel['epoch']} ({sel['rule']})")
@@ -115,7 +120,16 @@ def _tuned(finetune: str | None) -> str:
     return "" if finetune in (None, "", "none") else f", fine-tuned {finetune}"
 
 
+GRID_HEADERS = ["layer", "C", "CV accuracy", "test accuracy"]
+CURVE_HEADERS = ["epoch", "training loss", "validation accuracy", "validation loss"]
+
+
 def _curve_rows(history: list[dict]) -> list[list]:
     """A head's validation curve as table rows: epoch, training loss, validation accuracy, validation loss."""
     num = lambda v: None if v is None or v != v else round(v, 4)  # noqa: E731  (None, NaN: not measured)
     return [[f"epoch {h['epoch']}", num(h["loss"]), num(h["val_accuracy"]), num(h.get("val_loss"))] for h in history]
+
+
+def _curve_table(history: list[dict]) -> dict:
+    """The validation curve in the table, under its own headers (not the SVM grid's)."""
+    return {"headers": CURVE_HEADERS, "data": _curve_rows(history)}

@@ -5,7 +5,7 @@ Every model cnnlab works on is one: registered ones, timm and torchvision models
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -36,7 +36,7 @@ class Backbone(nn.Module):
         self.net = net
         self.preprocess = preprocess
         self.cut_points = dict(cut_points)
-        self.weights = weights  # what the user asked for: "default" | "random" | a path
+        self.weights = weights  # what the user asked for: "default" | "random:SEED" | a path
         self.weights_id = weights_id  # a stable identity for caches; None when not reproducible (random init)
         n = len(labels) if labels is not None else (num_classes or 1000)
         self.labels = tuple(labels) if labels is not None else default_labels(n)
@@ -74,7 +74,7 @@ class Backbone(nn.Module):
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(x))
+        return logits_of(self.net(self.normalize(x)))  # a transformers model's output carries them
 
     # ------------------------------------------------------------------------------------------- cut points
     def resolve(self, layer: str) -> CutPoint:
@@ -132,55 +132,26 @@ class Backbone(nn.Module):
             t = self.laid_out(t, point, image)
         return pool_features(t, pool)
 
-    def image_layouts(self) -> dict[str, "Layout"]:
-        """Every module (outside attention) whose output has an image layout (`core.layout`), in the order of one
-        forward pass of a blank image at the input size."""
-        from .hooks import eval_mode
-        from .layout import inside_attention, layout_of
-
-        size = self.preprocess.input_size
-        found: dict[str, object] = {}
-        modules = {n: m for n, m in self.net.named_modules() if n and not inside_attention(n, self.net)}
-
-        def hook(name):
-            def record(module, args, out):
-                layout = layout_of(out, (size, size), self.net, module, batch=1)
-                if layout is not None:
-                    found.pop(name, None)
-                    found[name] = layout
-            return record
-
-        hooks = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
-        try:
-            with torch.no_grad(), eval_mode(self):
-                self(torch.zeros(1, self.in_channels, size, size, device=self.device))
-        finally:
-            for h in hooks:
-                h.remove()
-        return found
-
     def last_spatial_layer(self) -> str:
-        """Where Grad-CAM reads when nothing says otherwise (pytorch-grad-cam's users' most common question). A
-        transformer: the first norm of its last block (`norm1`, `ln_1`), whose tokens still feed attention and so
-        carry the class's gradient (the final norm's patch tokens get none: a flat map); pytorch-grad-cam's choice
-        for ViT and Swin. Otherwise the last output laid on the image with a grid of more than one cell. Found
-        once per model (one probing pass)."""
+        """Where Grad-CAM reads when neither the caller nor the registry entry says (pytorch-grad-cam's users' most
+        common question): the deepest output laid on the image through which the class score's gradient flows
+        (`core.probe`: a transformer's last `norm1`, a CNN's last stage), found once per model on one probe pass.
+        A default early in the network, or on a model whose scores ignore the image, is said in one warning."""
         if "_last_spatial" not in self.__dict__:
-            self.__dict__["_last_spatial"] = self._find_last_spatial_layer()
-        return self.__dict__["_last_spatial"]
+            import warnings
 
-    def _find_last_spatial_layer(self) -> str:
-        layouts = self.image_layouts()
-        norms = [n for n, lay in layouts.items() if lay.kind != "nchw" and n.rsplit(".", 1)[-1] in ("norm1", "ln_1")]
-        if norms:
-            return norms[-1]
-        # else the last laid on the image, a transformer's final norm (whose patch tokens the head does not read) aside
-        last = [n for n, lay in layouts.items()
-                if lay.kind == "nchw" or n.rsplit(".", 1)[-1] not in ("norm", "fc_norm", "head", "head_drop")]
-        if last:
-            return last[-1]
-        raise CnnlabError(f"{self.name} has no layer laid on the image (maps or patch tokens) for Grad-CAM: pass "
-                          "--layer MODULE_PATH")
+            from .probe import default_layer
+
+            layer, warning, settled = default_layer(self)
+            if layer is None:
+                raise CnnlabError(f"{self.name} has no layer laid on the image (maps or patch tokens) for Grad-CAM: "
+                                  "pass --layer MODULE_PATH")
+            if warning:
+                warnings.warn(warning, UserWarning, stacklevel=2)
+            if not settled:  # scores that ignore the image say nothing of where the gradient flows: ask again later
+                return layer
+            self.__dict__["_last_spatial"] = layer
+        return self.__dict__["_last_spatial"]
 
     @property
     def fixed_input_size(self) -> bool:
@@ -205,6 +176,17 @@ class Backbone(nn.Module):
         if self.labels == imagenet.labels():
             return imagenet.resolve_class(query)
         return resolve_label(query, self.labels)
+
+
+def logits_of(out) -> torch.Tensor | None:
+    """The logits in what a classifier's forward returned: a tensor; a `transformers` ModelOutput's or a dict's
+    `logits`; the first item of a tuple or list (None when there are none)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    found = out.get("logits") if isinstance(out, Mapping) else getattr(out, "logits", None)
+    if found is None and isinstance(out, (tuple, list)) and out:
+        found = out[0]
+    return found if isinstance(found, torch.Tensor) else None
 
 
 def default_labels(n: int) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 from .errors import CnnlabError
 
 _KEY = "cnnlab"
+SEED_MAX = 2**32 - 1  # the largest seed every generator cnnlab seeds takes (numpy's legacy one, scikit-learn's)
 JOIN = "+"  # how the command line spells a group (cut points or backbones concatenated, CAM layers summed)
 
 
@@ -322,10 +323,14 @@ def _check_value(f: dataclasses.Field, m: dict, v: Any, elem) -> None:
         raise CnnlabError(f"{name} must be {_range_text(m)}, got {v!r}")
 
 
+def _number(v: float) -> str:
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
 def _range_text(m: dict) -> str:
     low, high = m.get("low"), m.get("high")
     if high is None:
-        return f"{'>' if m.get('low_open') else '≥'} {low:g}"
+        return f"{'>' if m.get('low_open') else '≥'} {_number(low)}"
     if low is None:
-        return f"≤ {high:g}"
-    return f"in {'(' if m.get('low_open') else '['}{low:g}, {high:g}]"
+        return f"≤ {_number(high)}"
+    return f"in {'(' if m.get('low_open') else '['}{_number(low)}, {_number(high)}]"

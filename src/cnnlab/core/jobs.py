@@ -21,7 +21,7 @@ def _backbone_help() -> str:
     """The registered names (from the registry: one home), then the other sources a spec may name."""
     from .registry import REGISTRY
 
-    return f"{', '.join(REGISTRY)}, timm:NAME, torchvision:NAME, or path/to/file.py:factory"
+    return f"{', '.join(REGISTRY)}, timm:NAME, torchvision:NAME, hf:ORG/NAME (or hf:FOLDER), or path/to/file.py:factory"
 
 
 BACKBONE_HELP = _backbone_help()
@@ -30,7 +30,8 @@ BACKBONE_HELP = _backbone_help()
 @dataclass
 class ModelOptions(Config):
     backbone: str = option(DEFAULT_BACKBONE, help=BACKBONE_HELP)
-    weights: str = option("default", help="'default' (pretrained; a factory's own), 'random', or a state dict file")
+    weights: str = option("default", help="'default' (pretrained; a factory's own), 'random' or 'random:SEED' (the "
+                                          "initialization drawn from SEED, 0 by default), or a state dict file")
     device: str = option("cpu", help="torch device, e.g. cpu or cuda")
     mean: list[float] | None = option(None, help="preprocessing mean, 3 values (or 1 for a grayscale network), "
                                                  "comma-separated; default: the weights' own")
@@ -71,7 +72,7 @@ def load_backbones(model: ModelLike | Sequence[ModelLike], options: ModelOptions
     if model is not None:
         return [load_backbone(m, options) for m in (model if isinstance(model, (list, tuple)) else [model])]
     names = options.backbone if isinstance(options.backbone, list) else [options.backbone]
-    if len(names) > 1 and options.weights not in ("default", "random"):
+    if len(names) > 1 and options.weights != "default" and not options.weights.startswith("random"):
         raise CnnlabError("a weights file names one backbone: use --weights default|random with several backbones")
     return [load_backbone(n, options) for n in names]
 
@@ -79,7 +80,7 @@ def load_backbones(model: ModelLike | Sequence[ModelLike], options: ModelOptions
 def recorded(config: C, backbone: Backbone) -> C:
     """The config as run: `backbone` names the model really used (a wrapped module cannot be rebuilt from it)."""
     spec = backbone.spec or f"<wrapped {backbone.name}>"
-    if spec == config.backbone:
+    if spec == config.backbone and backbone.weights == config.weights:
         return config
     return config.replace(backbone=spec, weights=backbone.weights)
 

@@ -1,8 +1,9 @@
 """A layer's output read as an image-shaped map (B,C,h,w): the one place every class activation map and the default
 layer read layers through. Convolutional maps pass as they are; channels-last stages (Swin, timm's NHWC blocks) are
-permuted; token sequences (ViT, DeiT, EVA, …: (B,N,C)) lose the prefix tokens the model declares (class,
-distillation, registers) and the rest is laid on the patch grid. Anything else — a vector, attention scores, a
-tuple — has no image layout, and saying so is the caller's one-line error."""
+permuted; token sequences (ViT, DeiT, EVA, …: (B,N,C)) lose their prefix tokens (class, distillation, registers:
+those the model declares, else the fewest whose removal leaves a grid with the image's aspect — Hugging Face's ViT,
+CaiT's and XCiT's patch-only tokens) and the rest is laid on the patch grid. Anything else — a vector, attention
+scores, a tuple — has no image layout, and saying so is the caller's one-line error."""
 from __future__ import annotations
 
 import math
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 KINDS = ("nchw", "nhwc", "tokens")
+MAX_PREFIX = 16  # tokens before the patches that a count can show: a class token, a distillation token, registers
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,12 @@ def layout_of(t, image: tuple[int, int], net: nn.Module, module: nn.Module | Non
         if last:
             return Layout("nhwc", (d1, d2))
         return None
-    if t.ndim == 3:
-        prefix = prefix_tokens(net)
-        grid = token_grid(t.shape[1] - prefix, image) if t.shape[1] > prefix else None
-        return Layout("tokens", grid, prefix) if grid else None
+    if t.ndim == 3:  # the model's declared prefix first, then the fewest tokens whose removal leaves a patch grid
+        n = t.shape[1]
+        for prefix in dict.fromkeys([prefix_tokens(net), *range(MAX_PREFIX + 1)]):
+            grid = token_grid(n - prefix, image) if n > prefix else None
+            if grid:
+                return Layout("tokens", grid, prefix)
     return None
 
 

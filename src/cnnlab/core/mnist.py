@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoints import load_torch_file
 from .errors import CnnlabError
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -62,13 +63,9 @@ def shipped_test_accuracy(asset: str = ASSET) -> float:
 
 
 def _read(path: Path) -> dict:
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CnnlabError(f"the MNIST classifier is not shipped with this install ({path})") from None
-    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-        raise CnnlabError(f"{path} is not cnnlab's MNIST classifier")
-    return ck
+    if not path.is_file():
+        raise CnnlabError(f"the MNIST classifier is not shipped with this install ({path})")
+    return load_torch_file(path, "cnnlab MNIST classifier", format=FORMAT)
 
 
 def train_mnist_cnn(X: torch.Tensor, y: torch.Tensor, X_test: torch.Tensor, y_test: torch.Tensor, epochs: int = 3,

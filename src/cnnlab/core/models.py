@@ -7,13 +7,16 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .backbones import Backbone
+from .backbones import Backbone, logits_of
+from .checkpoints import load_torch_file
+from .config import SEED_MAX
 from .errors import CnnlabError, WeightsUnavailable
+from .hf import is_hf_model
 from .hooks import eval_mode
 from .preprocess import Preprocess
 from .registry import DEFAULT_BACKBONE, BackboneEntry, generic_cut_points, get_entry
@@ -21,17 +24,7 @@ from .registry import DEFAULT_BACKBONE, BackboneEntry, generic_cut_points, get_e
 
 # ---------------------------------------------------------------------------------------------------- weights
 def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CnnlabError(f"weights file not found: {path}") from None
-    except Exception as exc:  # a truncated or foreign file
-        raise CnnlabError(f"cannot load weights from {path}: {exc.__class__.__name__}: {exc}") from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CnnlabError(f"{path} does not hold a state dict (name → tensor)")
-    return sd
+    return load_torch_file(path, "weights file", state_dict=True)
 
 
 def load_weights_into(net: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
@@ -89,18 +82,24 @@ def load_model(spec: str = DEFAULT_BACKBONE, weights: str = "default", device: s
     spec: a registered name (`cnnlab models` lists them; `efficientnet_lite0` works offline), `timm:NAME`,
       `torchvision:NAME` (any torchvision classifier), or `path/to/file.py:factory` (a Python file and a callable
       in it returning the classifier module).
-    weights: "default" (the pretrained weights; a factory's own), "random" (initialization only), or a path to a
-      state dict (loaded with weights_only=True).
+    weights: "default" (the pretrained weights; a factory's own), "random" or "random:SEED" (the architecture's
+      initialization drawn from SEED, 0 by default: the same network on every call), or a path to a state dict
+      (loaded with weights_only=True).
     mean, std, input_size, resize: override the preprocessing that comes with the weights (a factory's default is
       ImageNet's mean/std at 224 pixels; a 1-value mean/std makes a grayscale network).
     labels: class names (default: ImageNet's for 1000 outputs, else `class 0..K-1`).
     """
     device = check_device(device)
+    seed = random_seed(weights)
     if is_model_dir(spec):
         return _load_model_dir(Path(spec), weights, device, mean, std, input_size, resize)
     entry = get_entry(spec)
-    net = entry.build()
-    if weights == "random" or (weights == "default" and entry.own_weights):
+    with torch.random.fork_rng(devices=[]):  # the initialization is drawn from its own seed, the caller's RNG kept
+        torch.manual_seed(seed or 0)
+        net = entry.build()
+    if seed is not None:
+        weights, weights_id = f"random:{seed}", f"random:{seed}"
+    elif weights == "default" and entry.own_weights:
         weights_id = None
     elif weights == "default":
         sd, weights_id = _default_weights(entry, net)
@@ -114,17 +113,29 @@ def load_model(spec: str = DEFAULT_BACKBONE, weights: str = "default", device: s
         weights_id = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
     no_inplace(net)
     prep = _override(entry.preprocess(net), mean, std, input_size, resize)
-    n_out = _count_outputs(net, prep) if entry.own_weights else None
-    if labels is not None and n_out is not None and len(labels) != n_out:
-        raise CnnlabError(f"{len(labels)} labels for a model with {n_out} outputs")
+    n_out = _count_outputs(net, prep)  # the classes are the model's outputs, whatever its family says (in22k: 21841)
+    names = labels if labels is not None else entry.labels
+    if names is not None and len(names) != n_out:
+        raise CnnlabError(f"{len(names)} labels for a model with {n_out} outputs")
     points = entry.cut_points(net) if not entry.own_weights else generic_cut_points(net, n_out)
-    backbone = Backbone(spec, net, prep, points, weights, weights_id, num_classes=n_out or 1000,
-                        labels=labels if labels is not None else entry.labels, spec=spec,
+    backbone = Backbone(spec, net, prep, points, weights, weights_id, num_classes=n_out, labels=names, spec=spec,
                         default_layer=entry.default_layer, cam_layers=entry.cam_layers)
     return backbone.eval().to(device)
 
 
 create_backbone = load_model  # the name used before 0.3
+
+
+def random_seed(weights: str) -> int | None:
+    """The seed that `weights` = "random" (0) or "random:SEED" names; None for other weights."""
+    if weights == "random":
+        return 0
+    if isinstance(weights, str) and weights.startswith("random:"):
+        text = weights.partition(":")[2]
+        if text.isdigit() and int(text) <= SEED_MAX:
+            return int(text)
+        raise CnnlabError(f"--weights random:SEED needs a seed in [0, {SEED_MAX}], not {text!r}")
+    return None
 
 # ----------------------------------------------------------------------------------------- a model you trained
 MODEL_FORMAT, MODEL_META, MODEL_WEIGHTS = "cnnlab-model-1", "model.json", "model.pt"
@@ -252,31 +263,55 @@ def _count_outputs(net: nn.Module, prep: Preprocess) -> int:
         with torch.no_grad(), eval_mode(net):
             out = net(x)
     except Exception as exc:
-        raise CnnlabError(f"the model fails on a {tuple(x.shape)} input: {exc.__class__.__name__}: {exc} "
-                          "(check --input-size and the number of channels of --mean/--std)") from None
-    if not isinstance(out, torch.Tensor) or out.ndim != 2:
-        raise CnnlabError(f"the model must return logits (B, classes); it returned "
-                          f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
-    return int(out.shape[1])
+        raise CnnlabError(f"the model fails on a {tuple(x.shape)} input: {exc.__class__.__name__}: "
+                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''} (check --input-size and the number "
+                          "of channels of --mean/--std)") from None
+    logits = logits_of(out)
+    if logits is None or logits.ndim != 2:
+        what = tuple(logits.shape) if logits is not None else type(out).__name__
+        raise CnnlabError(f"the model must return logits (B, classes) — a tensor, or an output with .logits, a dict "
+                          f"with 'logits' or a tuple starting with them; it returned {what}")
+    return int(logits.shape[1])
 
 
-def wrap(module: nn.Module, *, mean: Sequence[float], std: Sequence[float], input_size: int,
-         resize: int | None = None, labels: Sequence[str] | None = None, interpolation: str = "bilinear",
-         name: str | None = None) -> Backbone:
-    """Any classifier `nn.Module` (logits out) as a `Backbone`: cnnlab normalizes with `mean`/`std` inside, resizes
-    images (shorter side to `resize`, default `input_size`) and center-crops `input_size`. Cut points are its module
-    paths (`layer4`, `features.29`) plus `logits` and `pre_logits`. Labels default to ImageNet's when it has 1000
+def wrap(module: nn.Module, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+         input_size: int | None = None, resize: int | None = None, labels: Sequence[str] | None = None,
+         interpolation: str | None = None, name: str | None = None) -> Backbone:
+    """Any classifier `nn.Module` as a `Backbone`: cnnlab normalizes with `mean`/`std` inside, resizes images
+    (shorter side to `resize`, default `input_size`) and center-crops `input_size`. Its forward may return logits,
+    or an output carrying them (a `transformers` ModelOutput's `.logits`, a dict's "logits", a tuple's first item).
+    What the caller leaves out comes from the model where it says it — a `transformers` model's config and its
+    architecture's image processor (its labels from `id2label` too), a timm model's pretrained config — and
+    otherwise from ImageNet's mean and std at 224 pixels, with a one-line warning. Cut points are its module paths
+    (`layer4`, `features.29`) plus `logits` and `pre_logits`. Labels default to ImageNet's when it has 1000
     outputs, else `class 0..K-1`. The module is used as it is (its device, its weights), not copied; a 1-value
     mean/std marks a grayscale network."""
     if isinstance(module, Backbone):
         return module
     if not isinstance(module, nn.Module):
         raise CnnlabError(f"wrap() needs a torch.nn.Module, got {type(module).__name__}")
-    if interpolation not in ("bilinear", "bicubic"):
+    if interpolation not in (None, "bilinear", "bicubic"):
         raise CnnlabError(f"interpolation must be bilinear or bicubic, got {interpolation!r}")
-    prep = _override(Preprocess(int(input_size), int(resize or input_size), interpolation, tuple(mean), tuple(std)),
-                     None, None, None, None)
+    own = None if mean is not None and std is not None and input_size is not None else _own_preprocess(module)
+    if own is None and (mean is None or std is None or input_size is None):
+        import warnings
+
+        from .backbones import IMAGENET_MEAN, IMAGENET_STD
+
+        own = Preprocess(224, 224, "bilinear", IMAGENET_MEAN, IMAGENET_STD)
+        warnings.warn(f"{name or type(module).__name__}: no mean, std or input size given and none declared by the "
+                      "model: using ImageNet's mean and std at 224 pixels (pass mean=, std=, input_size= if it was "
+                      "trained otherwise)", UserWarning, stacklevel=2)
+    size = int(input_size) if input_size is not None else own.input_size
+    prep = _override(Preprocess(size, int(resize or (own.resize_size if own and input_size is None else size)),
+                                interpolation or (own.interpolation if own else "bilinear"),
+                                tuple(mean) if mean is not None else own.mean,
+                                tuple(std) if std is not None else own.std), None, None, None, None)
     n_out = _count_outputs(module, prep)
+    if labels is None and is_hf_model(module):
+        from .hf import labels_of
+
+        labels = labels_of(module.config)
     if labels is not None and len(labels) != n_out:
         raise CnnlabError(f"{len(labels)} labels for a model with {n_out} outputs")
     no_inplace(module)
@@ -284,6 +319,20 @@ def wrap(module: nn.Module, *, mean: Sequence[float], std: Sequence[float], inpu
     backbone = Backbone(name or type(module).__name__, module, prep, generic_cut_points(module, n_out), "wrapped", None,
                         num_classes=n_out, labels=labels, spec=None)
     return backbone.to(device)
+
+
+def _own_preprocess(module: nn.Module) -> Preprocess | None:
+    """The preprocessing a model declares: a `transformers` model's (its architecture's image processor and its
+    config), a timm model's pretrained config; None for a module that says nothing."""
+    if is_hf_model(module):
+        from .hf import model_preprocess
+
+        return model_preprocess(module)
+    if isinstance(getattr(module, "pretrained_cfg", None), Mapping) and module.pretrained_cfg.get("mean"):
+        from .registry import timm_preprocess
+
+        return timm_preprocess(module)
+    return None
 
 
 def no_inplace(net: nn.Module) -> None:

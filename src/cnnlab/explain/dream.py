@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..core.backbones import Backbone
-from ..core.config import option, part
+from ..core.config import SEED_MAX, option, part
 from ..core.hooks import capture, eval_mode, frozen, run_until_captured
 from .objectives import LOGITS, Objective
 from .params import PARAMS, Param
@@ -25,7 +25,7 @@ class RenderOptions(TransformOptions):
     param: Param = part(PARAMS, "fourier", help="image parameterization")
     iters: int = option(512, low=0, help="ascent steps (0: the starting image)")
     frames: list[int] = option(default_factory=list, low=1, help="steps to keep as frames, e.g. 25,100,200")
-    seed: int = option(0, help="seed of the starting noise and of the transforms")
+    seed: int = option(0, low=0, high=SEED_MAX, help="seed of the starting noise and of the transforms")
     size: int | None = option(None, low=8, help="side of the image drawn (default: the model's input size)")
 
 

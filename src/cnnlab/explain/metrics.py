@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..core.backbones import Backbone
-from ..core.config import option
+from ..core.config import SEED_MAX, option
 from ..core.parts import Part, Registry
 from ..core.hooks import eval_mode
 from .faithfulness import deletion_insertion, random_baseline
@@ -234,7 +234,7 @@ class Randomization(Metric):
                                           "randomization_null": False}
     forward_only: ClassVar[bool] = False  # maps: gradients of a randomized copy
 
-    randomization_seed: int = option(0, help="randomization: seed of the re-drawn weights")
+    randomization_seed: int = option(0, low=0, high=SEED_MAX, help="randomization: seed of the re-drawn weights")
     _random: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @staticmethod

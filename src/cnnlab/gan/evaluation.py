@@ -17,7 +17,7 @@ from torch import nn
 from dataclasses import dataclass
 
 from ..core.backbones import Backbone
-from ..core.config import Config, option
+from ..core.config import SEED_MAX, Config, option
 from ..core.data import load_mnist
 from ..core.jobs import configure, with_options
 from ..core.mnist import shipped_test_accuracy
@@ -120,7 +120,7 @@ class EvaluateConfig(Config):
     command = "gan evaluate"
     checkpoint: str | None = option(None, help="RUN_DIR/checkpoint.pt (default: the shipped generator)")
     n: int = option(2000, flag="-n", low=4, help="generated images (and as many real test digits or training images)")
-    seed: int = option(0, help="seed")
+    seed: int = option(0, low=0, high=SEED_MAX, help="seed")
     data_root: str | None = option(None, env="CNNLAB_DATA", default_help="$CNNLAB_DATA", help="folder holding MNIST/")
     backbone: str | None = option(None, help="the network whose features the metrics compare (default: the MNIST "
                                              f"classifier for digits, {DEFAULT_BACKBONE} for images)")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
+from ..core.checkpoints import restoring
 from ..core.errors import CnnlabError
 from ..core.images import make_grid, save_png
-from ..core.config import Config, option
+from ..core.config import SEED_MAX, Config, option
 from ..core.jobs import configure, with_options
 from ..core.results import Result
 from .models import build_gan, to_pixels
@@ -29,13 +30,14 @@ def load_generator(checkpoint: str | Path | None = None) -> tuple[torch.nn.Modul
     if checkpoint is None and not path.is_file():
         raise CnnlabError("no generator shipped with this install: pass --checkpoint RUN_DIR/checkpoint.pt")
     ck = load_checkpoint(path)
-    c = ck["config"]
-    shape = ck.get("image_shape")
-    nc, size = (shape[0], shape[-1]) if shape else ((3, 64) if c["model"] == "dcgan" else (1, 28))
-    G, _ = build_gan(c["model"], c["nz"], c["ngf"], c["ndf"], nc, 10, c.get("label_in_d", True), size)
+    with restoring(path, "cnnlab GAN checkpoint"):
+        c = ck["config"]
+        shape = ck.get("image_shape")
+        nc, size = (shape[0], shape[-1]) if shape else ((3, 64) if c["model"] == "dcgan" else (1, 28))
+        G, _ = build_gan(c["model"], c["nz"], c["ngf"], c["ndf"], nc, 10, c.get("label_in_d", True), size)
     try:
         G.load_state_dict(ck["generator"])
-    except RuntimeError:
+    except (RuntimeError, TypeError, AttributeError):
         raise CnnlabError(f"{path}: the generator weights do not match a {c['model']} with nz={c['nz']}") from None
     return G.eval(), c
 
@@ -71,9 +73,9 @@ class SampleConfig(Config):
     checkpoint: str | None = option(None, help="RUN_DIR/checkpoint.pt (default: the shipped generator)")
     label: int | None = option(None, low=0, help="digit to draw (default: all labels in turn)")
     n: int = option(64, flag="-n", low=1, help="number of images")
-    seed: int = option(0, help="noise seed")
+    seed: int = option(0, low=0, high=SEED_MAX, help="noise seed")
     interpolate: bool = option(False, help="walk z linearly between two random points")
-    seed_to: int | None = option(None, help="with --interpolate: walk from --seed's point to this seed's")
+    seed_to: int | None = option(None, low=0, high=SEED_MAX, help="with --interpolate: walk from --seed's point to this seed's")
 
 
 class SampleResult(Result):

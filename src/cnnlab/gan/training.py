@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..core.config import Config, option
+from ..core.config import SEED_MAX, Config, option
 from ..core.jobs import configure, with_options
 from ..core.precision import PRECISIONS, bf16_kernels, resolve_precision
+from ..core.checkpoints import load_torch_file, restoring
 from ..core.data import load_image_dir, load_mnist
 from ..core.errors import DATA_ROOT_HINT, CnnlabError
 from ..core.images import make_grid, save_png, skip_reasons
@@ -56,7 +57,7 @@ class GanConfig(Config):
     d_steps: int = option(1, low=1, help="discriminator updates per iteration")
     lr: float = option(2e-4, low=0, low_open=True, help="Adam learning rate")
     beta1: float = option(0.5, low=0, high=0.999, help="Adam beta1")
-    seed: int = option(0, help="seed")
+    seed: int = option(0, low=0, high=SEED_MAX, help="seed")
     grid_at: list[int] = option(default_factory=lambda: [1000, 3000, 5000], low=1,
                                 help="iterations with a sample grid (and always the last)")
     checkpoint_every: int = option(500, low=1, help="checkpoint period")
@@ -333,11 +334,13 @@ def train_run(config: GanConfig, out: str | Path, resume: bool = False, progress
         if not (run / CHECKPOINT).is_file():
             raise CnnlabError(f"nothing to resume: {run / CHECKPOINT} does not exist")
         ckpt = load_checkpoint(run / CHECKPOINT)
-        check_resumable(ckpt, config, run / CHECKPOINT)
+        with restoring(run / CHECKPOINT, "cnnlab GAN checkpoint"):
+            check_resumable(ckpt, config, run / CHECKPOINT)
     with _own_rng(torch.device(config.device)):
         loop = _Loop(config, run, rank, world)
         if ckpt is not None:
-            loop.resume(ckpt)
+            with restoring(run / CHECKPOINT, "cnnlab GAN checkpoint"):
+                loop.resume(ckpt)
         if world > 1:
             loop.distribute()
         return _run_loop(loop, progress)
@@ -380,15 +383,7 @@ def _module(m):
 
 def load_checkpoint(path: str | Path) -> dict:
     """A cnnlab GAN checkpoint, loaded with weights_only=True; a clear error for anything else."""
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CnnlabError(f"checkpoint not found: {path}") from None
-    except Exception as exc:
-        raise CnnlabError(f"cannot read checkpoint {path}: {exc.__class__.__name__}") from None
-    if not isinstance(ck, dict) or ck.get("format") != "cnnlab-gan-1" or "generator" not in ck:
-        raise CnnlabError(f"{path} is not a cnnlab GAN checkpoint")
-    return ck
+    return load_torch_file(path, "cnnlab GAN checkpoint", format="cnnlab-gan-1", keys=("generator",))
 
 
 @with_options(GanConfig)

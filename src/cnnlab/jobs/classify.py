@@ -46,22 +46,26 @@ class ClassifyResult(PerImageResult):
     kind, figure_name = "classify", "classify.png"
 
     def __init__(self, config, sink, items, prepared, seconds, backbone: str, preprocess=None,
-                 model: str | None = None):
+                 model: str | None = None, probability: str | None = None):
         super().__init__(config, sink, items, prepared, seconds)
         self.backbone, self.model, self._preprocess = backbone, model, preprocess
+        self.probability = probability  # what "prob" is, for a learned classifier
         self.results = self.rows
 
     def summary(self) -> dict:
         s = {"backbone": self.backbone, "results": self.results, "skipped": self.skipped}
         if self.model:
             s["model"] = self.model
+        if self.probability:
+            s["probability"] = self.probability
         return s | ({"run_dir": str(self.run_dir)} if self.run_dir else {})
 
     def text(self) -> str:
         lines = []
         for r in self.results:
             lines.append(r["image"])
-            lines += [f"  {t['prob']:6.1%}  {t['label']} ({t['index']})" for t in r["top"]]
+            lines += [f"  {t['prob']:6.1%}  {t['label']} ({t['index']})" if t.get("prob") is not None else
+                      f"  score {t['score']:+.3f}  {t['label']} ({t['index']})" for t in r.get("top", [])]
         return "\n".join(lines)
 
     def figures(self) -> dict:
@@ -77,7 +81,13 @@ class ClassifyResult(PerImageResult):
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.results else 2
+        return 0 if any("top" in r for r in self.results) else 2
+
+    @property
+    def error(self) -> str | None:
+        """The one line a failed run ends with (the skipped files are listed above it)."""
+        n = len(self.results) + len(self.skipped)
+        return None if self.exit_code == 0 else f"none of the {n} input image(s) could be read"
 
 
 @with_options(ClassifyConfig)
@@ -99,15 +109,16 @@ def classify(model: ModelLike | TransferClassifier = None, images: ImagesLike | 
         clf = model if isinstance(model, TransferClassifier) else TransferClassifier.load(
             cfg.model, model if isinstance(model, Backbone) else None, cfg.device)
         name, label, device = clf.backbone, cfg.model or "TransferClassifier", torch.device(cfg.device)
-        worker, preprocess = _learned_worker(clf, cfg, prepared), None
+        worker, preprocess, probability = _learned_worker(clf, cfg, prepared), None, clf.probability
     else:
         backbone = load_backbone(model, cfg)
         cfg = recorded(cfg, backbone)
         name, label, device = cfg.backbone, None, backbone.device
-        worker, preprocess = _worker(backbone, cfg, prepared), backbone.preprocess
+        worker, preprocess, probability = _worker(backbone, cfg, prepared), backbone.preprocess, None
     ran = run_per_image(items, worker, settings=cfg.to_dict(), out=out, chunk_size=cfg.chunk_size, device=device,
                         progress=progress, desc="classify", readable=False)
-    return None if ran is None else ClassifyResult(cfg, ran[0], items, prepared, ran[1], name, preprocess, label)
+    return None if ran is None else ClassifyResult(cfg, ran[0], items, prepared, ran[1], name, preprocess, label,
+                                                   probability)
 
 
 def _refuse_ignored(cfg: ClassifyConfig) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..core.backbones import Backbone
-from ..core.config import option, part
+from ..core.config import SEED_MAX, option, part
 from ..core.parts import registry_help
 from ..core.errors import CnnlabError
 from ..core.figures import heat, image_grid
@@ -73,7 +73,7 @@ leaderboard.md and leaderboard.csv, metrics.json, the curves in leaderboard.png 
                                  "randomization check): 'auto' uses bf16 autocast where the hardware runs it natively")
     target: str = option("pred", help="'pred' (the model's prediction) or a class of the model (index or name)")
     bootstrap: int = option(1000, low=10, help="bootstrap resamples of the images for the 95 % intervals")
-    seed: int = option(0, help="seed of the bootstrap resampling")
+    seed: int = option(0, low=0, high=SEED_MAX, help="seed of the bootstrap resampling")
     figure_steps: bool = option(False, consts={"--figure-steps": True, "--no-figure-steps": False},
                                 help="randomization: Adebayo et al.'s figure, the maps of the first image at every "
                                      "cascading step (one map per method and step: as many maps again as the check)")
@@ -238,12 +238,12 @@ class SaliencyEvaluation(PerImageResult):
             for method in part_names(self.config.methods):
                 y = self.curves(method, curve).mean(0)
                 xs = np.array(self.metrics[metric].percentages) / 100 if metric == "road" else np.linspace(0, 1, len(y))
-                ax.plot(xs, y, label=method)
+                ax.plot(xs, y, label=method, marker="o" if len(xs) < 6 else None)  # a one-point ROAD shows too
             if metric != "road":
                 y = self.curves("random", curve).mean(0)
                 ax.plot(np.linspace(0, 1, len(y)), y, "k--", label="random order")
             ax.set(title=title, xlabel="share removed" if metric != "insertion" else "share restored",
-                   ylabel="class probability (mean)")
+                   ylabel="class probability (mean)", xlim=(0, 1))
         if names:
             axes[0].legend(fontsize=7)
         fig.suptitle(f"{self.config.backbone}, {len(self)} images")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..core.backbones import Backbone
-from ..core.config import JOIN, option, part
+from ..core.config import SEED_MAX, JOIN, option, part
 from ..core.parts import registry_help
 from ..core.errors import CnnlabError
 from ..core.figures import image_grid
@@ -52,7 +52,7 @@ and, with --eval-on, transfer.md."""
     target: str | None = option(None, required=True,
                                 help="a class of the model (index or name), 'random' (seeded), or 'none' (untargeted)")
     targets: list[str] | None = option(None, cli=False, help="one class per input image (the API's target=[...])")
-    seed: int = option(0, help="seed for random targets and input diversity")
+    seed: int = option(0, low=0, high=SEED_MAX, help="seed for random targets and input diversity")
     method: Attack = part(ATTACKS, "minimal", help="attack")
     eval_on: list[str] = option(default_factory=list, metavar="B2[,B3]",
                                 help="models (not attacked) that read every saved image: targeted and untargeted "
@@ -143,6 +143,10 @@ class FoolResult(PerImageResult):
         rates = self.transfer_rates()
         if rates:
             s["transfer"] = rates
+        failed = sum(not r["success"] for r in results)
+        if failed:
+            s["warnings"] = [f"{failed} of {len(results)} image(s) not fooled by {self.config.method.name}: "
+                             f"{self.config.method.advice()}"]
         if self.run_dir:
             s |= {"run_dir": str(self.run_dir), "figure": self.path(self.figure_name)}
         return s

@@ -23,7 +23,7 @@ from ..core.results import PerImageResult
 from ..core.runner import Part, run_per_image
 from ..core.runs import atomic_path
 from ..explain.metrics import METRICS
-from ..explain.saliency import METHODS, SaliencyMethod, methods_help, predicted, result_settings
+from ..explain.saliency import METHODS, RECOMMENDED, SaliencyMethod, methods_help, predicted, result_settings
 from ..explain.targets import SHOWN, check_target_classes, per_image_targets, resolve_targets, short_name
 
 METRIC_KEYS = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")
@@ -37,7 +37,7 @@ class SaliencyConfig(PerImageOptions, ModelOptions):
 same for random patch orders (--random-orders). Writes saliency.png (image, overlay, map) and one PNG per map."""
 
     command = "explain saliency"
-    method: SaliencyMethod = part(METHODS, "vanilla", help="attribution method")
+    method: SaliencyMethod = part(METHODS, RECOMMENDED, help="attribution method (default: the ★ method)")
     target: str = option("pred", help="'pred' (the model's prediction) or a class of the model (index or name)")
     targets: list[str] | None = option(None, cli=False, help="one class per input image (the API's target=[...])")
     metrics: bool = option(False, help="deletion/insertion AUC vs a random patch order")
@@ -156,6 +156,8 @@ def saliency(model: ModelLike = None, images: ImagesLike | None = None, *, confi
     streamed into that folder chunk by chunk (results.jsonl, one PNG per map, the maps as arrays): bounded memory,
     resumable, shared out over torchrun processes."""
     cfg = configure(SaliencyConfig, config, per_image_targets(options))
+    if cfg.random_orders != SaliencyConfig.random_orders and not cfg.metrics:
+        raise CnnlabError("--random-orders sets the baseline of --metrics: add --metrics, or leave it out")
     if cfg.target == "none" and cfg.targets is None:
         raise CnnlabError("saliency needs a target: 'pred' or a class of the model ('none' is for explain fool)")
     backbone = load_backbone(model, cfg)

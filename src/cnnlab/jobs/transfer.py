@@ -6,23 +6,25 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ..core.backbones import Backbone
-from ..core.config import JOIN, option
+from ..core.config import SEED_MAX, JOIN, field_default, flag_of, option
 from ..core.data import SPLIT_HELP, ImageFolder, folder_split, parse_split, random_split
 from ..core.errors import CnnlabError
 from ..core.images import skip_reasons
 from ..core.jobs import ModelLike, configure, load_backbones, with_options
+from ..core.registry import DEFAULT_BACKBONE
 from ..core.results import Result
 from ..core.runs import default_cache_dir, write_json, write_text
-from ..transfer import bow
+from ..transfer import bow, plan
 from ..transfer.classifier import BowClassifier, NetworkClassifier, TransferClassifier, expand_layer
-from ..transfer.finetune import BATCHNORM, HEADS, OPTIMIZERS, SELECTIONS
+from ..transfer.finetune import (BATCHNORM, CHECKPOINT, HEADS, OPTIMIZERS, SELECTIONS, check_checkpoint,
+                                 finetune_spelling)
 from ..transfer.features import ExtractionOptions, FeatureSet, extract_features
 from ..transfer.store import FeatureStore, load_features
 from ..transfer.svm import SCALINGS, run_grid
@@ -48,7 +50,7 @@ class TransferConfig(ExtractionOptions):
     command = "transfer"
     data: str | None = option(None, help="dataset folder: one subfolder per class (or train/ and test/)")
     split: str = option("random:100", help=SPLIT_HELP)
-    seed: int = option(0, help="split and CV seed")
+    seed: int = option(0, low=0, high=SEED_MAX, help="split and CV seed")
     backbone: list[str] = option(default_factory=lambda: list(DEFAULT_TRANSFER_BACKBONE), sep=JOIN,
                                  help="a backbone, or several joined by '+' (their features "
                                                            "concatenated); measured best on 15-Scene. 'sift-bow': "
@@ -67,7 +69,7 @@ class TransferConfig(ExtractionOptions):
     features: str | None = option(None, metavar="STORE_OR_NPZ",
                                   help="precomputed features (a store folder or an .npz from `cnnlab features`) "
                                        "instead of extracting them; --data is then not read")
-    limit_seed: int | None = option(None, cli=False, help="seed of that subset (default: --seed); fix it to vary "
+    limit_seed: int | None = option(None, low=0, high=SEED_MAX, cli=False, help="seed of that subset (default: --seed); fix it to vary "
                                                           "splits over cached features")
     head: str = option("svm", choices=HEADS, help="the classifier on the features: the linear SVM grid; linear: "
                                                   "a logistic regression fitted to convergence (C by "
@@ -109,6 +111,10 @@ class TransferConfig(ExtractionOptions):
                                  help="head / fine-tuning: share of each class's training images held out for the "
                                       "validation curve (and --select best); never the test split; 0: none")
     resume: bool = option(False, help="fine-tuning: continue the checkpoint in --out")
+
+_FIELDS = {f.name: f for f in fields(TransferConfig)}
+_DEFAULTS = {name: field_default(f) for name, f in _FIELDS.items()}
+
 
 class TransferResult(Result):
     """`.classifier` (a `TransferClassifier`: `predict(images)`), `.grid`, `.selected`, `.split` (train/test paths)."""
@@ -212,23 +218,68 @@ def transfer(data: str | os.PathLike | None = None, model: ModelLike | Sequence[
     if isinstance(model, str):  # a spec, or several joined by '+': the config's to parse
         options["backbone"], model = model, None
     cfg = configure(TransferConfig, config, options)
+    _check_options(cfg, model)
+    if cfg.resume:  # a checkpoint that cannot be continued is said before any image is read
+        if out is None:
+            raise CnnlabError("--resume needs --out: the run directory whose checkpoint to continue")
+        check_checkpoint(Path(out) / CHECKPOINT)
     if cfg.features:
         return _transfer_from_store(cfg, load_features(cfg.features))
     if not cfg.data:
         raise CnnlabError("--data is required (a class-per-folder dataset), or --features")
+    r = plan.route(cfg.head, cfg.finetune)
+    if r != "svm" and model is None and cfg.backbone == list(DEFAULT_TRANSFER_BACKBONE):
+        cfg = cfg.replace(backbone=[DEFAULT_BACKBONE])  # a trained head trains one network: the default's first
+    data = _dataset_and_split(cfg)
+    _check_data(cfg, data, r)  # before any model is loaded or any image read
     if bow.NAME in cfg.backbone:
-        return _transfer_bow(cfg, progress)
+        return _transfer_bow(cfg, progress, data)
     backbones = load_backbones(model, cfg)
     if model is not None:
         cfg = cfg.replace(backbone=[b.spec or f"<wrapped {b.name}>" for b in backbones])
-    if cfg.head != "svm" or cfg.finetune != "none":
-        return _transfer_network(cfg, backbones, progress, Path(out) if out else None, on_epoch)
-    return _transfer_svm(cfg, backbones, progress)
+    if r != "svm":
+        return _transfer_network(cfg, backbones, progress, Path(out) if out else None, on_epoch, data)
+    return _transfer_svm(cfg, backbones, progress, data)
 
 
-def _transfer_svm(cfg: TransferConfig, backbones: list[Backbone], progress: bool) -> TransferResult:
+def _check_options(cfg: TransferConfig, model) -> None:
+    """What can be refused from the options alone: an option the route does not read, a --finetune spelling, a
+    trained head over several backbones or on a source that has no network."""
+    plan.refuse_ignored(cfg, _DEFAULTS, lambda name: flag_of(_FIELDS[name]))
+    finetune_spelling(cfg.finetune)
+    r = plan.route(cfg.head, cfg.finetune)
+    if r == "svm":
+        return
+    what = "--finetune" if r == "finetune" else f"--head {cfg.head}"
+    if cfg.features:
+        raise CnnlabError(f"{what} trains a network on images; --features holds features only (the SVM grid): "
+                          "pass --data instead")
+    if bow.NAME in cfg.backbone:
+        raise CnnlabError(f"{what} trains a network; {bow.NAME} has none (it takes the SVM grid)")
+    several = len(model) if isinstance(model, (list, tuple)) else 1 if model is not None else len(cfg.backbone)
+    if several > 1 and (model is not None or cfg.backbone != list(DEFAULT_TRANSFER_BACKBONE)):
+        raise CnnlabError(f"{what} trains one network: name a single --backbone (e.g. {DEFAULT_BACKBONE}); "
+                          "backbones joined with '+' are for the SVM grid")
+    if cfg.select == "best" and not cfg.val_fraction:
+        raise CnnlabError("--select best chooses on the validation split: give --val-fraction > 0")
+    if cfg.resume and cfg.finetune == "none":
+        raise CnnlabError("--resume continues a fine-tuning checkpoint: it needs --finetune last:N|all")
+
+
+def _check_data(cfg: TransferConfig, data, r: str) -> None:
+    ds, split = data
+    if split is None:  # random:K, drawn later
+        counts = np.bincount(ds.labels, minlength=len(ds.classes))
+        plan.check_counts(ds.classes, counts, parse_split(cfg.split), r, cfg.val_fraction)
+    else:
+        train = np.bincount(ds.labels[split.train], minlength=len(ds.classes))
+        test = np.bincount(ds.labels[split.test], minlength=len(ds.classes))
+        plan.check_counts(ds.classes, train, ("folders", None), r, cfg.val_fraction, test)
+
+
+def _transfer_svm(cfg: TransferConfig, backbones: list[Backbone], progress: bool, data) -> TransferResult:
     """The report's route: features of every backbone (cached), then the (layer × C) grid of linear SVMs."""
-    ds, split = _dataset_and_split(cfg)
+    ds, split = data
     fs = _extract(cfg, backbones, ds.paths, progress)
     split = _readable(split, fs.keep)
     names = [b.name for b in backbones]
@@ -249,7 +300,7 @@ def _readable(split, keep: np.ndarray):
                        np.array([pos[i] for i in split.test if i in pos], dtype=int), split.description)
 
 
-def _transfer_bow(cfg: TransferConfig, progress: bool) -> TransferResult:
+def _transfer_bow(cfg: TransferConfig, progress: bool, data) -> TransferResult:
     """SIFT + bag of words: dense SIFT of every image, the split, the vocabulary from the training split's
     descriptors only, then the same (layer × C) grid as CNN features."""
     import time
@@ -265,7 +316,7 @@ def _transfer_bow(cfg: TransferConfig, progress: bool) -> TransferResult:
         if part not in bow.LAYERS:
             raise CnnlabError(f"{bow.NAME} has no cut point {part!r}; it has {', '.join(bow.LAYERS)}")
     cfg = cfg.replace(layers=layers)
-    ds, split = _dataset_and_split(cfg)
+    ds, split = data
     settings, t0 = bow.BowSettings(), time.perf_counter()
     described, keep, failed = [], [], []
     for i, path in enumerate(tqdm(ds.paths, desc="dense SIFT", unit="img", disable=not progress)):
@@ -297,7 +348,7 @@ def _validation(y: np.ndarray, train: np.ndarray, fraction: float, seed: int) ->
 
 
 def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: bool, out: Path | None,
-                      on_epoch: Callable[[dict], None] | None = None):
+                      on_epoch: Callable[[dict], None] | None, data):
     """A linear or MLP head (on frozen, cached features; or with the last units fine-tuned on augmented images),
     chosen on a validation split carved from the training split, scored once on test."""
     import copy
@@ -305,24 +356,23 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
 
     import torch
 
-    from ..core.models import set_head, units
-    from ..transfer.finetune import Images, Recipe, diverged, finetune, parse_finetune, train_head
+    from ..core.blocks import blocks
+    from ..core.models import head_of, set_head
+    from ..transfer.finetune import Images, Recipe, diverged, finetune, parse_finetune, train_head, trained_blocks
 
     if len(backbones) != 1 or backbones[0].spec is None:
         raise CnnlabError("--head linear|mlp and --finetune train one backbone given by its spec (--backbone a+b is "
                           "for the SVM)")
     base = backbones[0]
     head = cfg.head if cfg.head != "svm" else "linear"
-    n_unfrozen = parse_finetune(cfg.finetune, len(units(base.net)) - 1)
+    n_unfrozen = parse_finetune(cfg.finetune, len(blocks(base.net, head_of(base.net))))
     if cfg.resume and out is None:
         raise CnnlabError("--resume needs --out: the run directory whose checkpoint to continue")
     recipe = Recipe(epochs=cfg.epochs, lr=cfg.lr, layer_decay=cfg.layer_decay, weight_decay=cfg.weight_decay,
                     label_smoothing=cfg.label_smoothing, batch_size=cfg.train_batch_size, optimizer=cfg.optimizer,
                     batchnorm=cfg.batchnorm, augment=cfg.augment, ema=cfg.ema, select=cfg.select,
                     patience=cfg.patience, seed=cfg.seed, precision=cfg.precision, workers=cfg.workers)
-    if cfg.select == "best" and not cfg.val_fraction:  # said before any extraction
-        raise CnnlabError("--select best chooses on the validation split: give --val-fraction > 0")
-    ds, split = _dataset_and_split(cfg)
+    ds, split = data
     t0 = time.perf_counter()
     fs = _extract(cfg.replace(layers=[["pre_logits"]]), [base], ds.paths, progress)
     keep = fs.keep
@@ -365,11 +415,23 @@ def _transfer_network(cfg: TransferConfig, backbones: list[Backbone], progress: 
     warning = diverged(history, chosen) if n_unfrozen else None
     summary = _summary(cfg, split, y_test, test_pred, list(ds.classes), timing, skipped, [], selected, scaling=None,
                        n_train=int(len(split.train) - len(val)), n_val=int(len(val)), history=history, head=head,
-                       finetune=cfg.finetune, warnings=[warning] if warning else [])
+                       finetune=cfg.finetune, warnings=[warning] if warning else [],
+                       trained=_trained(model.net, head_at, trained_blocks(model.net, n_unfrozen)),
+                       notes=[] if len(val) else ["val_loss and val_accuracy are null: no validation split "
+                                                  "(--val-fraction 0)"])
     classifier = NetworkClassifier(model, {"base": base.spec, "head": head, "finetune": cfg.finetune,
                                            "test_accuracy": selected["test_accuracy"]})
     split_files = {"train": [str(paths[i]) for i in split.train], "test": [str(paths[i]) for i in split.test]}
     return TransferResult(cfg, summary, classifier, y_test, test_pred, split_files)
+
+
+def _trained(net, head: str, trained: list) -> dict:
+    """What a trained head and fine-tuning changed: the head, the blocks (deepest first) and the modules beside them
+    that went with them, and the number of parameters trained."""
+    names = [n for b in trained for n in b.params] + [f"{head}.{n}" for n, _ in net.get_submodule(head).named_parameters()]
+    params = dict(net.named_parameters())
+    return {"head": head, "blocks": [b.name for b in trained], "with_blocks": [g for b in trained for g in b.glue],
+            "parameters": int(sum(params[n].numel() for n in names))}
 
 
 def _transfer_from_store(cfg: TransferConfig, store: FeatureStore) -> TransferResult:
@@ -406,9 +468,9 @@ def _fit(cfg: TransferConfig, features: dict, y: np.ndarray, classes: list[str],
     result = run_grid(features, y, split.train, split.test, layers, list(cfg.Cs), cfg.scaling, cfg.folds, cfg.seed,
                       names=names)
     summary = _summary(cfg, split, y[split.test], result.test_pred, list(classes), timing | {"fit_s": result.fit_s},
-                       skipped, result.grid, result.selected)
+                       skipped, result.grid, result.selected | {"inverse_temperature": result.inverse_temperature})
     classifier = make_classifier(cfg.layers[names.index(result.selected["layer"])], timing["precision"])
-    classifier.estimator = result.model
+    classifier.estimator, classifier.inverse_temperature = result.model, result.inverse_temperature
     split_files = {"train": [paths[i] for i in split.train], "test": [paths[i] for i in split.test]}
     return TransferResult(cfg, summary, classifier, y[split.test], result.test_pred, split_files)
 
@@ -483,10 +545,16 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[s
     n = len(classes)
     fig = new_figure(0.55 * n + 3, 0.55 * n + 2.5)
     ax = fig.subplots()
-    ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=list(range(n)), display_labels=list(classes),
-                                            normalize="true", values_format=".2f", ax=ax, colorbar=False,
-                                            cmap="Blues", xticks_rotation=60)
-    for t in ax.texts:
-        t.set_fontsize(6)
-    ax.set_title("Normalized confusion matrix (test split)")
+    shown = ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=list(range(n)), display_labels=list(classes), normalize="true", values_format=".2f",
+        ax=ax, colorbar=False, cmap="Blues", xticks_rotation=60)
+    # each number in black or white by its own cell's lightness (scikit-learn splits at half the largest value,
+    # which leaves dark numbers on the mid-blue cells); an empty cell (no such confusion) is left blank
+    for (i, j), t in np.ndenumerate(shown.text_):
+        r, g, b, _ = shown.im_.cmap(shown.im_.norm(shown.confusion_matrix[i, j]))
+        t.set_color("black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 else "white")
+        t.set_fontsize(8 if n <= 10 else 7)
+        if shown.confusion_matrix[i, j] == 0:
+            t.set_text("")
+    ax.set_title("Normalized confusion matrix (test split): the share of each true class predicted as each class")
     return fig

@@ -87,17 +87,19 @@ def _classifier_runs(ctx: Context, s: dict, rows: list[str]) -> dict[str, list[d
     """Each classifier of `rows` ('sift-bow', 'svm' on Lite0's frozen features, 'linear' / 'mlp' heads, 'last:N',
     'all') over the setting's seeds, on the same splits; their summaries and the fitted results."""
     data = ctx.data("15scene")
-    common = {"split": s["split"], "limit_per_class": s["limit_per_class"], "limit_seed": 0, "folds": s["folds"],
+    common = {"split": s["split"], "limit_per_class": s["limit_per_class"], "limit_seed": 0,
               "cache_dir": str(ctx.cache_dir), "device": ctx.device, "data": str(data)}
+    grid = {"folds": s["folds"]}  # the SVM grid's cross-validation (a trained head reads no --folds)
     out: dict[str, list[dict]] = {}
     for row in rows:
         for seed in s["seeds"]:
             if row == "sift-bow":
-                cfg = TransferConfig(backbone="sift-bow", seed=seed, **common)
+                cfg = TransferConfig(backbone="sift-bow", seed=seed, **common, **grid)
             elif row == "svm":
-                cfg = TransferConfig(backbone="efficientnet_lite0", seed=seed, **common)
+                cfg = TransferConfig(backbone="efficientnet_lite0", seed=seed, **common, **grid)
             elif row in ("linear", "mlp"):
-                cfg = TransferConfig(backbone="efficientnet_lite0", head=row, epochs=s["epochs"], seed=seed, **common)
+                trained = {"epochs": s["epochs"]} if row == "mlp" else {}  # a logistic regression has no epochs
+                cfg = TransferConfig(backbone="efficientnet_lite0", head=row, seed=seed, **common, **trained)
             else:
                 cfg = TransferConfig(backbone="efficientnet_lite0", head="linear", finetune=row, epochs=s["epochs"],
                                      seed=seed, **common)

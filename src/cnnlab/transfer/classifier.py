@@ -22,7 +22,7 @@ from ..core.models import load_model
 from ..core.runs import atomic_path, write_json
 from . import bow
 from .features import forward_features
-from .svm import group, layer_matrix
+from .svm import CALIBRATION, group, layer_matrix
 
 FORMAT = "cnnlab-transfer-classifier-1"
 ESTIMATOR_FILE, META_FILE, VOCABULARY_FILE = "classifier.skops", "classifier.json", "vocabulary.npy"
@@ -36,15 +36,17 @@ def expand_layer(parts: Sequence[str], names: Sequence[str]) -> list[str]:
 
 
 class TransferClassifier:
-    """`predict(images)` → class names; `decision_function` / `predict_proba` → (N, classes) scores.
-
-    `predict_proba` is the softmax of the SVM's decision values: a ranking score, not a calibrated probability.
-    """
+    """`predict(images)` → class names; `decision_function` → (N, classes) SVM scores; `predict_proba` → (N,
+    classes) probabilities calibrated on the training split (temperature scaling, `svm.calibrate`: the ranking and
+    the prediction stay the SVM's). A classifier saved before calibration existed has no probabilities:
+    `predict_proba` refuses, and `top` gives its decision values as `score`."""
 
     def __init__(self, estimator, classes: Sequence[str], layer: str | Sequence[str],
                  backbones: Sequence[Backbone | str], weights: str = "default", pool: str = "avg", flip: bool = False,
-                 scaling: str = "power-l2", precision: str = "fp32", device: str = "cpu"):
+                 scaling: str = "power-l2", precision: str = "fp32", device: str = "cpu",
+                 inverse_temperature: float | None = None):
         self.estimator = estimator
+        self.inverse_temperature = inverse_temperature  # None: not calibrated (a run saved before 0.5)
         self.classes = list(classes)
         self.parts = group(layer)  # the cut points whose features, concatenated, the estimator reads
         self._backbones = list(backbones)
@@ -104,7 +106,10 @@ class TransferClassifier:
         return self._scores(X)
 
     def predict_proba(self, images: ImagesLike) -> np.ndarray:
-        return self._proba(self.decision_function(images))
+        if self.inverse_temperature is None:
+            raise CnnlabError("this classifier was saved without calibration: it has decision values "
+                              "(decision_function), not probabilities; run `cnnlab transfer` again to calibrate it")
+        return self._proba(self.decision_function(images) * self.inverse_temperature)
 
     def predict(self, images: ImagesLike) -> list[str]:
         return [self.classes[i] for i in self.decision_function(images).argmax(axis=1)]
@@ -128,20 +133,30 @@ class TransferClassifier:
         X, names, skipped = self.features(images, batch_size, prepared, empty_ok)
         if not names:
             return [], skipped
-        proba = self._proba(self._scores(X))
+        scores = self._scores(X)
+        beta = self.inverse_temperature
+        proba = self._proba(scores * beta) if beta is not None else None
         results = []
-        for name, p in zip(names, proba):
-            order = np.argsort(-p)[:k]
-            results.append({"image": name, "top": [{"index": int(i), "label": self.classes[i], "prob": float(p[i])}
-                                                   for i in order]})
+        for j, (name, s) in enumerate(zip(names, scores)):
+            order = np.argsort(-s)[:k]
+            results.append({"image": name, "top": [
+                {"index": int(i), "label": self.classes[i], "prob": float(proba[j, i]) if beta is not None else None,
+                 "score": float(s[i])} for i in order]})
         return results, skipped
+
+    @property
+    def probability(self) -> str:
+        """What `prob` in `top` is."""
+        return CALIBRATION if self.inverse_temperature is not None else (
+            "none: a classifier saved before calibration; `score` is the SVM's decision value")
 
     # ------------------------------------------------------------------------------------------------ storage
     def meta(self) -> dict:
         return {"format": FORMAT, "classes": self.classes, "layer": self.layer,
                 "backbones": [b.spec if isinstance(b, Backbone) else b for b in self._backbones],
                 "weights": self.weights, "pool": self.pool, "flip": self.flip, "scaling": self.scaling,
-                "precision": self.precision}
+                "precision": self.precision, "inverse_temperature": self.inverse_temperature,
+                "probability": self.probability}
 
     def save(self, folder: str | os.PathLike) -> Path:
         import skops.io as sio
@@ -192,6 +207,9 @@ class TransferClassifier:
         n_classes = len(getattr(estimator, "classes_", []))
         if n_classes != len(meta["classes"]) and not (n_classes == 2 and len(meta["classes"]) == 2):
             raise CnnlabError(f"{est_path} predicts {n_classes} classes but {meta_path} names {len(meta['classes'])}")
+        beta = meta.get("inverse_temperature")
+        if beta is not None and not (isinstance(beta, (int, float)) and beta > 0):
+            raise CnnlabError(f"{meta_path}: inverse_temperature must be a positive number, got {beta!r}")
         backbones, layer = meta["backbones"], meta["layer"].split(JOIN)  # the file spells a group 'a+b'
         if model is not None:
             backbones = [model] if isinstance(model, Backbone) else list(model)
@@ -200,9 +218,9 @@ class TransferClassifier:
         if backbones == [bow.NAME]:
             vocabulary = np.load(folder / VOCABULARY_FILE, allow_pickle=False)
             return BowClassifier(estimator, meta["classes"], layer, vocabulary,
-                                 bow.BowSettings.from_dict(meta["bow"]), meta["scaling"])
+                                 bow.BowSettings.from_dict(meta["bow"]), meta["scaling"], beta)
         return cls(estimator, meta["classes"], layer, backbones, meta["weights"], meta["pool"], meta["flip"],
-                   meta["scaling"], meta["precision"], device)
+                   meta["scaling"], meta["precision"], device, beta)
 
 
 class BowClassifier(TransferClassifier):
@@ -210,8 +228,9 @@ class BowClassifier(TransferClassifier):
     (saved beside it as vocabulary.npy)."""
 
     def __init__(self, estimator, classes: Sequence[str], layer: str | Sequence[str], vocabulary: np.ndarray,
-                 settings: bow.BowSettings, scaling: str = "power-l2"):
-        super().__init__(estimator, classes, layer, [bow.NAME], "none", "none", False, scaling, "fp32", "cpu")
+                 settings: bow.BowSettings, scaling: str = "power-l2", inverse_temperature: float | None = None):
+        super().__init__(estimator, classes, layer, [bow.NAME], "none", "none", False, scaling, "fp32", "cpu",
+                         inverse_temperature)
         self.vocabulary, self.settings = vocabulary, settings
 
     def features(self, images: ImagesLike, batch_size: int = 32, prepared: bool | None = None,
@@ -261,6 +280,8 @@ class NetworkClassifier:
                 with torch.inference_mode():
                     out.append(b(x.to(b.device)).float().cpu())
         return (torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)), names, skipped
+
+    probability = "softmax of the network's logits"
 
     def decision_function(self, images: ImagesLike) -> np.ndarray:
         return self._logits(images)[0]

@@ -24,9 +24,11 @@ import torch
 from torch import nn
 
 from ..core.backbones import Backbone
+from ..core.checkpoints import load_torch_file, restoring
 from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode
-from ..core.models import head_of, units
+from ..core.blocks import Block, blocks
+from ..core.models import head_of
 from ..core.precision import bf16_kernels, resolve_precision
 
 HEADS = ("svm", "linear", "mlp")
@@ -35,19 +37,32 @@ BATCHNORM = ("frozen", "train")
 OPTIMIZERS = ("sgd", "adamw")
 LR = {"sgd": 1e-2, "adamw": 1e-3}  # the head's peak learning rate when none is given
 CHECKPOINT = "finetune.pt"
+CHECKPOINT_KEYS = ("net", "optimizer", "scheduler", "state", "recipe", "n_unfrozen")
 LINEAR_CS = (0.01, 0.1, 1.0, 10.0)  # the logistic-regression head's C, chosen by cross-validation on the training split
 
 
-def parse_finetune(spec: str, n_units: int) -> int:
-    """'none' → 0 units unfrozen, 'last:N' → N, 'all' → every unit (the head always trains)."""
+def finetune_spelling(spec: str) -> int | None:
+    """'none' → 0, 'last:N' → N, 'all' → None (every block); anything else is one line (checked before a model is
+    loaded: the number of blocks is checked by `parse_finetune`)."""
     if spec == "none":
         return 0
     if spec == "all":
-        return n_units
+        return None
     kind, _, n = spec.partition(":")
-    if kind == "last" and n.isdigit() and 1 <= int(n) <= n_units:
+    if kind == "last" and n.isdigit() and int(n) >= 1:
         return int(n)
-    raise CnnlabError(f"--finetune must be none, all or last:N with 1 ≤ N ≤ {n_units}, not {spec!r}")
+    raise CnnlabError(f"--finetune must be none, all or last:N (N ≥ 1 blocks), not {spec!r}")
+
+
+def parse_finetune(spec: str, n_units: int) -> int:
+    """'none' → 0 blocks unfrozen, 'last:N' → N, 'all' → every block (the head always trains)."""
+    n = finetune_spelling(spec)
+    if n is None:
+        return n_units
+    if n > n_units:
+        raise CnnlabError(f"--finetune must be none, all or last:N with 1 ≤ N ≤ {n_units} (the model's blocks), "
+                          f"not {spec!r}")
+    return n
 
 
 @dataclass(frozen=True)
@@ -99,7 +114,7 @@ def _schedule(opt: torch.optim.Optimizer, warmup: int, total: int):
 
 
 def _optimizer(groups: list[dict], recipe: Recipe) -> torch.optim.Optimizer:
-    groups = [{k: v for k, v in g.items() if k != "unit"} for g in groups]
+    groups = [{k: v for k, v in g.items() if k in ("params", "lr")} for g in groups]
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
     return torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
@@ -163,7 +178,7 @@ def train_head(X: np.ndarray, y: np.ndarray, val: np.ndarray, n_classes: int, ki
     if kind == "linear":
         head, info = _fit_logistic(np.asarray(X, np.float32)[train], np.asarray(y)[train], n_classes, recipe.seed)
         loss, _ = _evaluate_rows(head, Xt[train], yt[train])
-        val_loss, acc = _evaluate_rows(head, Xt[val], yt[val]) if has_val else (float("nan"), float("nan"))
+        val_loss, acc = _evaluate_rows(head, Xt[val], yt[val]) if has_val else (None, None)
         row = {"epoch": 1, "loss": loss, "val_loss": val_loss, "val_accuracy": acc, **info}
         if on_epoch is not None:
             on_epoch(row)
@@ -192,7 +207,7 @@ def train_head(X: np.ndarray, y: np.ndarray, val: np.ndarray, n_classes: int, ki
             sched.step()
             total += float(loss.detach()) * len(idx)
         head.eval()
-        val_loss, acc = _evaluate_rows(head, Xt[val], yt[val]) if has_val else (float("nan"), float("nan"))
+        val_loss, acc = _evaluate_rows(head, Xt[val], yt[val]) if has_val else (None, None)
         history.append({"epoch": epoch + 1, "loss": total / len(train), "val_loss": val_loss, "val_accuracy": acc})
         if on_epoch is not None:
             on_epoch(history[-1])
@@ -256,22 +271,28 @@ def steps_per_epoch(n: int, batch: int) -> int:
     return max(1, n // batch)
 
 
+def trained_blocks(net: nn.Module, n_unfrozen: int) -> list[Block]:
+    """The last `n_unfrozen` blocks below the head (`core.blocks`: a stage or a transformer block, with the stem,
+    tokens or final norm beside it), from the deepest up."""
+    found = blocks(net, head_of(net))
+    return found[len(found) - n_unfrozen:][::-1] if n_unfrozen else []
+
+
 def param_groups(backbone: Backbone, n_unfrozen: int, recipe: Recipe) -> list[dict]:
-    """The head at the peak rate, and the last `n_unfrozen` units below it at lr × layer_decay^depth (a
-    transformer's blocks are units; its class token and position embeddings go with the first unit); everything
-    else is frozen (no gradient, and kept in eval mode so that its BatchNorm statistics stay the pretrained ones)."""
-    head = head_of(backbone.net)
-    body = [u for u in units(backbone.net) if u != head and not u.startswith(head + ".")
-            and not head.startswith(u + ".")]
-    trainable = body[len(body) - n_unfrozen:] if n_unfrozen else []
-    for p in backbone.net.parameters():
+    """The head at the peak rate, and the last `n_unfrozen` blocks below it at lr × layer_decay^depth (a block
+    takes the parameters beside it that belong to no block: the stem and a transformer's class token go with the
+    first, a final norm with the last); everything else is frozen (no gradient, and kept in eval mode so that its
+    BatchNorm statistics stay the pretrained ones). Each group names its `unit` and the `modules` it trains."""
+    net = backbone.net
+    head = head_of(net)
+    for p in net.parameters():
         p.requires_grad_(False)
     lr = recipe.peak_lr()
-    groups = [{"params": list(backbone.net.get_submodule(head).parameters()), "lr": lr, "unit": head}]
-    own = list(backbone.net.parameters(recurse=False))  # a transformer's class token and position embeddings
-    for depth, unit in enumerate(reversed(trainable), 1):
-        params = list(backbone.net.get_submodule(unit).parameters()) + (own if unit == body[0] else [])
-        groups.append({"params": params, "lr": lr * recipe.layer_decay ** depth, "unit": unit})
+    params = dict(net.named_parameters())
+    groups = [{"params": list(net.get_submodule(head).parameters()), "lr": lr, "unit": head, "modules": [head]}]
+    for depth, block in enumerate(trained_blocks(net, n_unfrozen), 1):
+        groups.append({"params": [params[n] for n in block.params], "lr": lr * recipe.layer_decay ** depth,
+                       "unit": block.name, "modules": block.modules, "glue": block.glue})
     for g in groups:
         for p in g["params"]:
             p.requires_grad_(True)
@@ -279,15 +300,16 @@ def param_groups(backbone: Backbone, n_unfrozen: int, recipe: Recipe) -> list[di
 
 
 def _train_mode(backbone: Backbone, groups: list[dict], batchnorm: str) -> None:
-    """The trained units in train mode (dropout on); their BatchNorm layers too only with batchnorm='train'."""
+    """The trained blocks in train mode (dropout on); their BatchNorm layers too only with batchnorm='train'."""
     backbone.eval()
     for g in groups:
-        unit = backbone.net.get_submodule(g["unit"])
-        unit.train()
-        if batchnorm == "frozen":
-            for m in unit.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+        for name in g["modules"]:
+            unit = backbone.net.get_submodule(name)
+            unit.train()
+            if batchnorm == "frozen":
+                for m in unit.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
 
 
 def evaluate(backbone: Backbone, loader) -> tuple[float, float]:
@@ -300,6 +322,19 @@ def evaluate(backbone: Backbone, loader) -> tuple[float, float]:
             correct += int((logits.argmax(1) == y).sum())
             total += len(y)
     return loss / max(total, 1), correct / max(total, 1)
+
+
+def check_checkpoint(path: Path) -> dict | None:
+    """The fine-tuning checkpoint at `path` (None when there is none yet: a resume then starts afresh), or the one
+    line that says why it cannot be continued."""
+    if not path.is_file():
+        return None
+    saved = load_torch_file(path, "cnnlab fine-tuning checkpoint", keys=CHECKPOINT_KEYS)
+    if not isinstance(saved["recipe"], dict) or not isinstance(saved["state"], dict) or not isinstance(
+            saved["net"], dict):
+        raise CnnlabError(f"{path} is not a cnnlab fine-tuning checkpoint: its recipe, state or weights are not "
+                          "what one holds")
+    return saved
 
 
 def _snapshot(net: nn.Module) -> dict:
@@ -325,7 +360,7 @@ def diverged(history: list[dict], kept: int) -> str | None:
     than doubled and accuracy lower, or not a number): the sign of a learning rate too high, not of noise."""
     start = history[0]
     end = next(r for r in history if r["epoch"] == kept)
-    if kept == 0 or start["val_loss"] != start["val_loss"]:  # no validation split: nothing to compare
+    if kept == 0 or start["val_loss"] is None:  # no validation split: nothing to compare
         return None
     if end["val_loss"] <= 2 * start["val_loss"] or end["val_accuracy"] >= start["val_accuracy"]:
         return None
@@ -371,16 +406,19 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
     ema = _ema(backbone.net, recipe.ema)
     ckpt = run / CHECKPOINT if run else None
     if resume and ckpt is not None and ckpt.is_file():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-        # a setting the checkpoint predates ran at its default
-        if Recipe().to_dict() | saved["recipe"] != recipe.to_dict() or saved["n_unfrozen"] != n_unfrozen:
-            raise CnnlabError(f"{ckpt} was trained with other settings: start a new run, or drop --resume")
-        backbone.net.load_state_dict(saved["net"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
-        state = saved["state"]
+        saved = check_checkpoint(ckpt)
+        with restoring(ckpt, "cnnlab fine-tuning checkpoint"):
+            # a setting the checkpoint predates ran at its default
+            if Recipe().to_dict() | saved["recipe"] != recipe.to_dict() or saved["n_unfrozen"] != n_unfrozen:
+                raise CnnlabError(f"{ckpt} was trained with other settings: start a new run, or drop --resume")
+            backbone.net.load_state_dict(saved["net"])
+            opt.load_state_dict(saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+            if ema is not None:
+                ema.load_state_dict(saved["ema"])
+            state = dict(saved["state"])
+            if not {"epoch", "history", "best", "best_state", "stale"} <= set(state):
+                raise KeyError("state")
 
     def kept() -> dict | None:  # the weights validated and kept: the moving average's, with --ema
         return None if ema is None else ema.module.state_dict()
@@ -412,7 +450,7 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
 
     if state["epoch"] == 0 and not state["history"]:  # the starting point: epoch 0 of the curve (and a candidate)
         with _holding(backbone.net, kept()):
-            val_loss, acc = evaluate(backbone, val_loader) if len(val) else (float("nan"), float("nan"))
+            val_loss, acc = evaluate(backbone, val_loader) if len(val) else (None, None)
         record({"epoch": 0, "loss": None, "val_loss": val_loss, "val_accuracy": acc, "seconds": 0.0})
     bar = tqdm(range(state["epoch"], recipe.epochs), initial=state["epoch"], total=recipe.epochs, desc="fine-tune",
                unit="epoch", disable=not progress or rank != 0)
@@ -441,16 +479,18 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
                 total, seen = total + float(loss.detach()) * len(y), seen + len(y)
         seconds = time.perf_counter() - t0
         with _holding(backbone.net, kept()):
-            val_loss, acc = evaluate(backbone, val_loader) if len(val) else (float("nan"), float("nan"))
+            val_loss, acc = evaluate(backbone, val_loader) if len(val) else (None, None)
         row = {"epoch": epoch + 1, "loss": total / max(seen, 1), "val_loss": val_loss, "val_accuracy": acc,
                "seconds": seconds, "lr": sched.get_last_lr()[0]}
         state["epoch"] = epoch + 1
         record(row)
-        bar.set_postfix(val_loss=f"{val_loss:.3f}", val_accuracy=f"{acc:.3f}")
+        if val_loss is not None:
+            bar.set_postfix(val_loss=f"{val_loss:.3f}", val_accuracy=f"{acc:.3f}")
         if writer is not None:
             writer.add_scalar("loss/train", row["loss"], epoch + 1)
-            writer.add_scalar("loss/val", val_loss, epoch + 1)
-            writer.add_scalar("accuracy/val", acc, epoch + 1)
+            if val_loss is not None:
+                writer.add_scalar("loss/val", val_loss, epoch + 1)
+                writer.add_scalar("accuracy/val", acc, epoch + 1)
             writer.add_scalar("lr/head", opt.param_groups[0]["lr"], epoch + 1)
         if ckpt is not None and rank == 0:
             from ..core.runs import atomic_path

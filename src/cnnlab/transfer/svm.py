@@ -57,6 +57,7 @@ class GridResult:
     model: object  # the selected classifier, refit on the whole training split
     test_pred: np.ndarray
     fit_s: float
+    inverse_temperature: float  # softmax(β · the selected SVM's decision values): its calibrated probabilities
 
 
 def cv_score(X: np.ndarray, y: np.ndarray, C: float, scaling: str, folds: int, seed: int, n_jobs: int) -> float:
@@ -69,6 +70,24 @@ def cv_score(X: np.ndarray, y: np.ndarray, C: float, scaling: str, folds: int, s
 
     cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     return float(cross_val_score(make_svm(C, scaling, seed), X, y, cv=cv, n_jobs=n_jobs).mean())
+
+
+CALIBRATION = ("temperature scaling of the SVM's decision values (scikit-learn's CalibratedClassifierCV), fitted on "
+               "out-of-fold decision values of the training split")
+
+
+def calibrate(X: np.ndarray, y: np.ndarray, C: float, scaling: str, folds: int, seed: int) -> float:
+    """The inverse temperature β that makes softmax(β · decision values) calibrated probabilities of the SVM (C,
+    scaling) on these training rows: fitted, as scikit-learn's CalibratedClassifierCV(method="temperature",
+    ensemble=False) does, on k-fold out-of-fold decision values. One scalar for every class, so the ranking — and
+    the prediction — stays the SVM's."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.model_selection import StratifiedKFold
+
+    k = max(2, min(folds, int(np.bincount(y)[np.unique(y)].min())))
+    cal = CalibratedClassifierCV(make_svm(C, scaling, seed), method="temperature", ensemble=False,
+                                 cv=StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)).fit(X, y)
+    return float(cal.calibrated_classifiers_[0].calibrators[0].beta_)  # the one calibrator temperature fits
 
 
 def run_grid(features: dict[str, np.ndarray], y: np.ndarray, train: np.ndarray, test: np.ndarray,
@@ -90,5 +109,7 @@ def run_grid(features: dict[str, np.ndarray], y: np.ndarray, train: np.ndarray, 
     # Ties go to the smaller C (stronger regularization), then to the earlier layer in the list.
     best = max(grid, key=lambda r: (round(r["cv_accuracy"], 10), -r["C"], -names.index(r["layer"])))
     model, layer = models[(best["layer"], best["C"])]
-    pred = model.predict(layer_matrix(features, layer, scaling)[test])
-    return GridResult(grid, dict(best), model, pred, time.perf_counter() - t0)
+    X = layer_matrix(features, layer, scaling)
+    pred = model.predict(X[test])
+    beta = calibrate(X[train], y[train], best["C"], scaling, folds, seed)
+    return GridResult(grid, dict(best), model, pred, time.perf_counter() - t0, beta)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ...core.backbones import Backbone
-from ...core.config import option
+from ...core.config import SEED_MAX, option
 from ...core.parts import Part, Registry
 from ...core.hooks import eval_mode, frozen
 
@@ -55,13 +55,20 @@ class SaliencyMethod(Part):
         with eval_mode(backbone), frozen(backbone):
             maps = self._maps(backbone, x, targets).detach()
         top, low = maps.flatten(1).amax(1), maps.flatten(1).amin(1)
-        flat = int((top - low <= 1e-6 * top.abs()).sum())  # constant to float rounding (an upsampled constant)
-        if flat and self.warn_flat:
-            layers = self.used_layers(backbone)
+        flat = top - low <= 1e-6 * top.abs()  # constant to float rounding (an upsampled constant)
+        if flat.any() and self.warn_flat:
+            from ...core.probe import score_ignores_input
+
+            n, layers = int(flat.sum()), self.used_layers(backbone)
             where = f" at {'+'.join(layers)}" if layers else ""
-            hint = ": pass --layer with another block's output" if layers else ""
-            warnings.warn(f"{self.name}: the map of {flat} of {len(maps)} image(s) is flat{where} (nothing there "
-                          f"supports the class){hint}", FlatMapWarning, stacklevel=2)
+            if score_ignores_input(backbone, x[flat], targets[flat]):  # the true cause, whatever the method
+                why = ("the class score does not depend on the input (its gradient with respect to the image is 0: "
+                       "a zero-initialized or constant head?)")
+            else:
+                why = "nothing there supports the class" + (": pass --layer with another block's output" if layers
+                                                            else "")
+            warnings.warn(f"{self.name}: the map of {n} of {len(maps)} image(s) is flat{where}: {why}",
+                          FlatMapWarning, stacklevel=2)
         return maps
 
     def _maps(self, backbone: Backbone, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -90,7 +97,7 @@ class Blurs(SaliencyMethod):
 
 @dataclass
 class Seeded(SaliencyMethod):
-    noise_seed: int = option(0, help="SmoothGrad: seed of its noise (the same maps on every run)")
+    noise_seed: int = option(0, low=0, high=SEED_MAX, help="SmoothGrad: seed of its noise (the same maps on every run)")
 
 
 @dataclass

@@ -29,6 +29,10 @@ class Cam(Layered):
     nonnegative: ClassVar[bool] = False
     NEGATIVE_SHARE: ClassVar[float] = 0.01
 
+    def check_model(self, backbone: Backbone) -> None:
+        for layer in self.layer or ():
+            grid_point(backbone, layer)
+
     def _maps(self, backbone, x, targets):
         names = self.layer or cam_layers(backbone)
         backbone.check_layers(names)
@@ -128,11 +132,22 @@ def gradcam(backbone: Backbone, x: torch.Tensor, targets: torch.Tensor, layers: 
     return GradCam(layer=list(layers))._maps(backbone, x, torch.as_tensor(targets, device=x.device).long().view(-1))
 
 
+def grid_point(backbone: Backbone, layer: str):
+    """The cut point `layer` names, if a map can be read there: a cut point that reads the class token (`blockN_cls`)
+    is one vector per image, with no grid to lay a map on."""
+    point = backbone.resolve(layer)
+    if point.read == "cls":
+        spatial = layer[:-len("_cls")] + "_mean" if layer.endswith("_cls") else point.module
+        raise CnnlabError(f"{layer} reads the class token: one vector per image, no grid for a class activation map; "
+                          f"use {spatial} (its patch tokens) or the module path {point.module}")
+    return point
+
+
 def activations_and_gradients(backbone: Backbone, x: torch.Tensor, targets: torch.Tensor, layer: str,
                               gradients: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A cut point's activations (B,K,h,w) and (with `gradients`) those of each image's target score with respect
     to them, read through the layer's image layout (`core.layout`: channels-last maps and patch tokens too)."""
-    point = backbone.resolve(layer)
+    point = grid_point(backbone, layer)
     with capture(backbone.net, {"a": point}, stop_early=not gradients) as store:
         if gradients:
             score = backbone(x).gather(1, targets.view(-1, 1)).sum()
