@@ -29,10 +29,18 @@ from pathlib import Path
 
 FLAT = 0.05  # std / mean |map| at or below: a flat map
 JOBS = ("classify", "gradcam", "rollout", "chefer", "features", "fool", "classviz")
-# small settings for a random Hugging Face config: whatever the architecture has of these is shrunk
-HF_SMALL = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128,
-            "embed_dim": 32, "depths": [1, 1, 1, 1], "num_heads": [1, 2, 2, 4], "hidden_sizes": [16, 32, 48, 64],
-            "num_channels": 3, "image_size": 64, "num_labels": 10}
+# how a random Hugging Face config is made small, whatever the architecture has of these: widths divided (kept
+# multiples of 16, so that heads still divide them), depths and head counts lowered; the image size is kept
+WIDTHS = ("hidden_size", "intermediate_size", "embed_dim", "hidden_dim", "hidden_sizes", "embed_dims",
+          "embedding_size", "neck_hidden_sizes", "mlp_hidden_size")
+DEPTHS = ("num_hidden_layers", "depths", "num_blocks", "depth")
+HEADS = ("num_attention_heads", "num_heads")
+SHRINK = 4
+MAX_HF_PARAMETERS = 300_000_000  # an architecture still larger than this when shrunk is not an image classifier
+
+
+class TooLarge(Exception):
+    pass
 
 
 # ------------------------------------------------------------------------------------------------ the models
@@ -70,23 +78,55 @@ def hf_all() -> list[str]:
     return [f"hf-config:{t}" for t in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES]
 
 
-def hf_model(model_type: str):
+def hf_model(model_type: str):  # noqa: C901 — the tries are listed in order
     """An image classifier of `model_type` from a small random config (the architecture's defaults, shrunk)."""
     import torch
     import transformers
 
-    config = transformers.AutoConfig.for_model(model_type)
-    for key, value in HF_SMALL.items():
-        current = getattr(config, key, None)
-        if current is None:
-            continue
-        if isinstance(value, list) and isinstance(current, (list, tuple)):
-            value = value[:len(current)] + value[-1:] * (len(current) - len(value))
-        elif isinstance(value, list) or isinstance(current, (list, tuple)):
-            continue
-        setattr(config, key, value)
+    def small(key, value):
+        if isinstance(value, (list, tuple)):
+            return type(value)(small(key, v) for v in value)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            return value
+        if key in WIDTHS:
+            return max(16, value // SHRINK // 16 * 16)
+        if key in DEPTHS:
+            return min(value, 2 if key == "num_hidden_layers" else 1)
+        if key in HEADS:
+            return min(value, 2)
+        return value
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    names = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES[model_type]
+    cls = getattr(transformers, names[0] if isinstance(names, (list, tuple)) else names)  # DeiT: not the teacher
     torch.manual_seed(0)
-    return transformers.AutoModelForImageClassification.from_config(config)
+    net = None
+    for shrink in (True, False):  # the small config, else the architecture's own (slower, but built)
+        config = transformers.AutoConfig.for_model(model_type, num_labels=10)
+        if shrink:
+            for key in (*WIDTHS, *DEPTHS, *HEADS):
+                if hasattr(config, key):
+                    setattr(config, key, small(key, getattr(config, key)))
+        try:
+            net = cls(config).eval()
+        except ImportError:
+            raise
+        except Exception:  # noqa: BLE001 — a config the shrinking broke: the architecture's own
+            if not shrink:
+                raise
+            continue
+        if sum(p.numel() for p in net.parameters()) > MAX_HF_PARAMETERS:
+            raise TooLarge(f"{sum(p.numel() for p in net.parameters()) / 1e6:.0f}M parameters even when shrunk")
+        size = getattr(config, "image_size", 224)
+        try:
+            with torch.no_grad():
+                net(torch.rand(1, getattr(config, "num_channels", 3), *(size if isinstance(size, (list, tuple))
+                                                                       else (size, size))))
+            return net
+        except Exception:  # noqa: BLE001 — the small one fails on an image: try the architecture's own
+            continue
+    return net  # one that fails on an image: cnnlab's wrap is to say so in one line
 
 
 def redraw_zeros(net) -> int:
@@ -104,15 +144,43 @@ def redraw_zeros(net) -> int:
     return n
 
 
+def photo():
+    """scikit-image's cat: real content, so a map has somewhere to be (noise is the same everywhere)."""
+    import skimage.data
+    from PIL import Image
+
+    return Image.fromarray(skimage.data.chelsea())
+
+
+def alive(model) -> bool:
+    """Whether the randomly drawn network's class scores still depend on the image, at a scale float arithmetic keeps
+    (logits above 1e-3): an initializer drawing too small weights for a deep CNN (transformers' normal(0, 0.02) for
+    convolutions) lets activations vanish towards 0."""
+    import torch
+
+    from cnnlab.core.probe import probe_image
+
+    with torch.no_grad():
+        a, b = model(probe_image(model)), model(probe_image(model).flip(-1))
+    return bool((a - b).abs().max() > 1e-6 * a.abs().max().clamp(min=1e-30)) and bool(a.abs().max() > 1e-3)
+
+
 def load(spec: str):
+    """The model with random weights; zero matrices re-drawn; a network whose scores do not depend on the image
+    re-drawn as the sanity check's randomization does (He-scaled normals, norms the identity: it stays alive)."""
     import cnnlab
+    from cnnlab.explain.sanity import randomize
 
     if spec.startswith("hf-config:"):
         net = hf_model(spec.split(":", 1)[1]).eval()
         redraw_zeros(net)
-        return cnnlab.wrap(net, name=spec)
-    model = cnnlab.load_model(spec, weights="random")
-    redraw_zeros(model.net)
+        model = cnnlab.wrap(net, name=spec)
+    else:
+        model = cnnlab.load_model(spec, weights="random")
+        redraw_zeros(model.net)
+    if not alive(model):
+        randomize(model.net, seed=0)
+        model.redrawn = True
     return model
 
 
@@ -145,22 +213,33 @@ def _job(name, fn) -> dict:
 
 
 def sweep_one(spec: str) -> dict:
-    import torch
-
     import cnnlab
 
     t0 = time.perf_counter()
     out = {"model": spec}
     try:
         model = load(spec)
+    except (ImportError, TooLarge) as exc:  # not buildable here: a dependency it needs, or no small version
+        return out | {"build": "skipped", "why": f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}",
+                      "seconds": round(time.perf_counter() - t0, 2)}
     except Exception as exc:  # noqa: BLE001
         kind = "refused" if isinstance(exc, cnnlab.CnnlabError) else "crash"
         return out | {"build": kind, "why": f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}",
                       "seconds": round(time.perf_counter() - t0, 2)}
-    size = model.preprocess.input_size
-    x = torch.rand(1, model.in_channels, size, size, generator=torch.Generator().manual_seed(1))
-    out |= {"build": "ok", "input": size, "classes": model.num_classes,
-            "parameters": sum(p.numel() for p in model.net.parameters())}
+    out |= {"build": "ok", "input": model.preprocess.input_size, "classes": model.num_classes,
+            "redrawn": getattr(model, "redrawn", False), "parameters": sum(p.numel() for p in model.net.parameters())}
+    out["jobs"] = jobs_on(model)
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def jobs_on(model) -> dict:
+    """Every job once on `model` (a Backbone), its row each: what the sweep records per model."""
+    import torch
+
+    import cnnlab
+
+    x = photo()  # through the model's own preprocessing
 
     def maps(method):
         def run():
@@ -180,9 +259,7 @@ def sweep_one(spec: str) -> dict:
         "classviz": lambda: {"finite": bool(torch.isfinite(cnnlab.classviz(model, 0, iters=2, judge="none").image)
                                             .all())},
     }
-    out["jobs"] = {name: _job(name, fn) for name, fn in jobs.items()}
-    out["seconds"] = round(time.perf_counter() - t0, 2)
-    return out
+    return {name: _job(name, fn) for name, fn in jobs.items()}
 
 
 # ------------------------------------------------------------------------------------------------- the sweep

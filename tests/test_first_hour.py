@@ -76,6 +76,12 @@ def no_work(monkeypatch):
     (["--head", "mlp", "--backbone", "sift-bow"], "--head mlp trains a network; sift-bow has none"),
     (["--head", "mlp", "--select", "best", "--val-fraction", "0"], "--select best chooses on the validation split"),
     (["--finetune", "all", "--resume"], "--resume needs --out"),
+    (["--head", "mlp", "--lr", "1e308"], "--lr must be in (0, 10], got 1e+308"),
+    (["--head", "mlp", "--epochs", "100000000000"], "--epochs must be in [1, 10000]"),
+    (["--C", "inf"], "--C must be a finite number, got inf"),
+    (["--split", "random:5", "--folds", "50"], "--folds 50 needs 50 training images in every class; class 'blue' "
+                                               "has 5: pass --folds 5 or fewer"),
+    (["--layers", ""], "--layers needs at least one cut point"),
 ])
 def test_an_impossible_transfer_is_one_line_before_any_work(small, tmp_path, capsys, no_work, argv, message):
     argv = [str(tmp_path / "o") if a == "OUT" else a for a in argv]

@@ -41,7 +41,11 @@ class Backbone(nn.Module):
         n = len(labels) if labels is not None else (num_classes or 1000)
         self.labels = tuple(labels) if labels is not None else default_labels(n)
         self.spec = spec  # what `load_model` takes to build it again; None for a wrapped module
-        self.default_layer = default_layer or next((p for p in ("pre_logits", "logits") if p in self.cut_points), None)
+        # the default cut point: the entry's where this network has it (a timm family with a multi-branch head has
+        # no single pre_logits), else pre_logits, else logits
+        known = default_layer in self.cut_points or (default_layer and default_layer in dict(net.named_modules()))
+        self.default_layer = default_layer if known else next(
+            (p for p in ("pre_logits", "logits") if p in self.cut_points), None)
         self.cam_layers = tuple(cam_layers)  # where Grad-CAM reads when not told (empty: the last spatial map)
         # a 1-value mean/std marks a grayscale network (e.g. an MNIST classifier): RGB inputs are averaged to gray
         self.in_channels = len(preprocess.mean)
@@ -155,18 +159,20 @@ class Backbone(nn.Module):
 
     @property
     def fixed_input_size(self) -> bool:
-        """Whether the network takes only its input size (a ViT's position embeddings, a Swin's windows): probed
-        once with a larger blank image."""
+        """Whether the network takes only its input size (a ViT's position embeddings, a Swin's windows, a head that
+        reshapes to a fixed count): probed once with a larger blank image, of an even and of an odd side."""
         if "_fixed_input" not in self.__dict__:
             from .hooks import eval_mode
 
-            size = self.preprocess.input_size + 32
-            try:
-                with torch.no_grad(), eval_mode(self):
-                    self(torch.zeros(1, self.in_channels, size, size, device=self.device))
-                self.__dict__["_fixed_input"] = False
-            except Exception:  # noqa: BLE001 — any refusal of the size is the answer
-                self.__dict__["_fixed_input"] = True
+            fixed = False
+            for size in (self.preprocess.input_size + 32, self.preprocess.input_size + 37):
+                try:
+                    with torch.no_grad(), eval_mode(self):
+                        self(torch.zeros(1, self.in_channels, size, size, device=self.device))
+                except Exception:  # noqa: BLE001 — any refusal of the size is the answer
+                    fixed = True
+                    break
+            self.__dict__["_fixed_input"] = fixed
         return self.__dict__["_fixed_input"]
 
     def class_index(self, query: str | int) -> int:

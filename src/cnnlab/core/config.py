@@ -312,8 +312,8 @@ def _check_value(f: dataclasses.Field, m: dict, v: Any, elem) -> None:
     name = flag_of(f)
     if elem in (int, float) and (isinstance(v, bool) or not isinstance(v, (int, float))):
         raise CnnlabError(f"{name} must be a number, got {v!r}")
-    if elem is float and v != v:
-        raise CnnlabError(f"{name} must be a number, got NaN")
+    if elem is float and (v != v or v in (float("inf"), float("-inf"))):
+        raise CnnlabError(f"{name} must be a finite number, got {v}")
     if m.get("choices") is not None and v not in m["choices"]:
         close = difflib.get_close_matches(str(v), [str(c) for c in m["choices"]], n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -57,7 +57,10 @@ def default_processor(model: nn.Module):
         names = [names.get("torchvision"), names.get("pil")]
     for name in names if isinstance(names, (list, tuple)) else [names]:
         if name and hasattr(transformers, name):
-            return getattr(transformers, name)()
+            try:
+                return getattr(transformers, name)()
+            except Exception:  # noqa: BLE001 — a processor that needs files of its own (timm_wrapper's)
+                continue
     return None
 
 
@@ -81,7 +84,12 @@ def _source(name: str) -> tuple[str, bool]:
     if not name:
         raise CnnlabError("hf: needs a model: hf:ORG/NAME (the Hugging Face Hub) or hf:PATH (a save_pretrained folder)")
     local = Path(name).expanduser()
-    return (str(local), True) if local.is_dir() else (name, False)
+    if local.is_dir():
+        return str(local), True
+    if name.startswith(("/", "./", "../", "~")) or local.exists():
+        raise CnnlabError(f"hf:{name}: no such folder (hf:PATH names a save_pretrained folder; hf:ORG/NAME a model "
+                          "of the Hub)")
+    return name, False
 
 
 def load_config(name: str):
@@ -107,9 +115,11 @@ def load_config(name: str):
 def build(name: str, config) -> nn.Module:
     """The architecture with random weights."""
     transformers = transformers_module()
-    try:
-        return transformers.AutoModelForImageClassification.from_config(config)
-    except ValueError as exc:  # not an image classifier
+    named = [a for a in getattr(config, "architectures", None) or [] if hasattr(transformers, a)]
+    try:  # the class the files name (DeiT: with or without its teacher), else the auto class of the model type
+        return getattr(transformers, named[0])(config) if named else \
+            transformers.AutoModelForImageClassification.from_config(config)
+    except (ValueError, TypeError) as exc:  # not an image classifier
         raise CnnlabError(f"hf:{name} is not an image classifier ({config.model_type}): "
                           f"{str(exc).splitlines()[0][:160]}") from None
 

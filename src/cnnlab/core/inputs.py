@@ -66,6 +66,20 @@ class Source:
         return preprocess.read(self.path)
 
 
+def check_sizes(items: Sequence[Source], prepared: bool, backbone) -> None:
+    """A tensor is the network's input as it is: of another size than the input size, it is said in one line before
+    any work where the network takes no other (a ViT's position embeddings, a Swin's windows, a flattening head)."""
+    if not prepared:
+        return
+    side = backbone.preprocess.input_size
+    odd = next((s for s in items if s.pixels is not None and tuple(s.pixels.shape[-2:]) != (side, side)), None)
+    if odd is not None and backbone.fixed_input_size:
+        h, w = odd.pixels.shape[-2:]
+        raise CnnlabError(f"{backbone.name} takes {side}×{side} inputs only; {odd.name} is {h}×{w}: pass images as "
+                          "files, PIL images or arrays (resized and cropped as the model's preprocessing says), or "
+                          f"resize the tensor to {side}×{side}")
+
+
 def sources(images: ImagesLike) -> tuple[list[Source], bool]:
     """Every input image, not yet decoded (folders expanded, sorted), and whether they are a prepared tensor."""
     if isinstance(images, torch.Tensor):

@@ -241,6 +241,8 @@ def _timm_entry(model_name: str) -> BackboneEntry:
         if isinstance(head, nn.Linear):
             name = next(n for n, m in net.named_modules() if m is head)
             points.update(pre_logits=CutPoint(name, "input"), logits=CutPoint(name))
+        else:  # a head of several layers (CrossViT's two branches): the generic points (the last linear's input)
+            points = {**generic_cut_points(net), **points}
         return points
 
     def load() -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ from ..core.backbones import Backbone
 from ..core.config import option
 from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode
-from ..core.inputs import ImagesLike, batch_rows, sources
+from ..core.inputs import ImagesLike, batch_rows, check_sizes, sources
 from ..core.jobs import CHUNK_HELP, ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
 from ..core.results import PerImageResult
 from ..core.runner import Part, run_per_image
@@ -112,6 +112,7 @@ def classify(model: ModelLike | TransferClassifier = None, images: ImagesLike | 
         worker, preprocess, probability = _learned_worker(clf, cfg, prepared), None, clf.probability
     else:
         backbone = load_backbone(model, cfg)
+        check_sizes(items, prepared, backbone)
         cfg = recorded(cfg, backbone)
         name, label, device = cfg.backbone, None, backbone.device
         worker, preprocess, probability = _worker(backbone, cfg, prepared), backbone.preprocess, None

@@ -21,7 +21,7 @@ from ..core.config import SEED_MAX, option, part
 from ..core.parts import registry_help
 from ..core.errors import CnnlabError
 from ..core.figures import heat, image_grid
-from ..core.inputs import ImagesLike, batch_rows, sources
+from ..core.inputs import ImagesLike, batch_rows, check_sizes, sources
 from ..core.jobs import CHUNK_HELP, ModelLike, ModelOptions, PerImageOptions, configure, load_backbone, recorded, with_options
 from ..core.results import PerImageResult
 from ..core.runner import Part, run_per_image
@@ -409,6 +409,7 @@ def evaluate_saliency(model: ModelLike = None, images: ImagesLike | None = None,
     metrics = metric_objects(cfg)
     items, prepared = sources(images if images is not None else cfg.inputs)
     items = items[:cfg.limit] if cfg.limit else items
+    check_sizes(items, prepared, backbone)
     settings = result_settings(cfg.to_dict(), [*methods.values(), *cfg.metrics],
                                drop=("methods", "metrics", "bootstrap", "seed", "figure_steps"))
     ran = run_per_image(items, _worker(backbone, methods, metrics, cfg, prepared), settings=settings, out=out,

@@ -17,7 +17,7 @@ from ..core.backbones import Backbone
 from ..core.config import JOIN, option, part
 from ..core.errors import CnnlabError
 from ..core.figures import heat, image_grid, overlay
-from ..core.inputs import ImagesLike, batch_rows, sources
+from ..core.inputs import ImagesLike, batch_rows, check_sizes, sources
 from ..core.jobs import ModelLike, ModelOptions, PerImageOptions, configure, load_backbone, recorded, with_options
 from ..core.results import PerImageResult
 from ..core.runner import Part, run_per_image
@@ -169,6 +169,7 @@ def saliency(model: ModelLike = None, images: ImagesLike | None = None, *, confi
     items, prepared = sources(images if images is not None else cfg.inputs)
     items = items[:cfg.limit] if cfg.limit else items
     check_target_classes(backbone, cfg.target, cfg.targets, len(items))
+    check_sizes(items, prepared, backbone)
     ran = run_per_image(items, _worker(backbone, attributor, cfg, prepared, out is not None),
                         settings=result_settings(cfg.to_dict(), [attributor], drop=("method",)), out=out, chunk_size=_chunk_size(cfg),
                         device=backbone.device, progress=progress, desc=f"saliency {cfg.method.name}")

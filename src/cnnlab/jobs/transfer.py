@@ -64,7 +64,8 @@ class TransferConfig(ExtractionOptions):
     Cs: list[float] = option(default_factory=lambda: list(DEFAULT_CS), flag="--C", low=0, low_open=True,
                              help="comma-separated SVM C values")
     scaling: str = option("power-l2", choices=SCALINGS, help="feature scaling before the SVM")
-    folds: int = option(5, low=2, help="cross-validation folds")
+    folds: int = option(5, low=2, help="cross-validation folds (the default 5 is lowered to the smallest class's "
+                                        "training images; a number given must fit every class)")
     limit_per_class: int | None = option(None, low=1, help="use at most this many images per class (a seeded subset)")
     features: str | None = option(None, metavar="STORE_OR_NPZ",
                                   help="precomputed features (a store folder or an .npz from `cnnlab features`) "
@@ -79,11 +80,11 @@ class TransferConfig(ExtractionOptions):
     finetune: str = option("none", metavar="none|last:N|all",
                            help="also train the backbone's last N units (or all), lower learning rates for "
                                 "earlier ones; none: the head on frozen (cached) features")
-    epochs: int = option(8, low=1, help="mlp head / fine-tuning: epochs of the fixed schedule (a warm-up epoch, then "
+    epochs: int = option(8, low=1, high=10_000, help="mlp head / fine-tuning: epochs of the fixed schedule (a warm-up epoch, then "
                                          "cosine to 0 at the last step; the mlp head on cached features: 10× as many); "
                                          "the final weights are kept unless "
                                          "--select best")
-    lr: float | None = option(None, low=0, low_open=True, default_help="0.01 with sgd, 0.001 with adamw",
+    lr: float | None = option(None, low=0, low_open=True, high=10.0, default_help="0.01 with sgd, 0.001 with adamw",
                               help="mlp head / fine-tuning: the head's peak learning rate; unit k below it gets lr × "
                                    "--layer-decay^k")
     layer_decay: float = option(0.7, low=0, low_open=True, high=1, help="fine-tuning: learning-rate factor per "
@@ -246,6 +247,10 @@ def _check_options(cfg: TransferConfig, model) -> None:
     """What can be refused from the options alone: an option the route does not read, a --finetune spelling, a
     trained head over several backbones or on a source that has no network."""
     plan.refuse_ignored(cfg, _DEFAULTS, lambda name: flag_of(_FIELDS[name]))
+    if not cfg.layers or not all(cfg.layers):
+        raise CnnlabError("--layers needs at least one cut point (e.g. pre_logits)")
+    if not cfg.Cs:
+        raise CnnlabError("--C needs at least one value (e.g. 1)")
     finetune_spelling(cfg.finetune)
     r = plan.route(cfg.head, cfg.finetune)
     if r == "svm":
@@ -266,15 +271,20 @@ def _check_options(cfg: TransferConfig, model) -> None:
         raise CnnlabError("--resume continues a fine-tuning checkpoint: it needs --finetune last:N|all")
 
 
+def _asked_folds(cfg: TransferConfig) -> int | None:
+    """--folds as given; the default is one the grid lowers to the smallest class's training count (its help says)."""
+    return cfg.folds if cfg.folds != _DEFAULTS["folds"] else None
+
+
 def _check_data(cfg: TransferConfig, data, r: str) -> None:
     ds, split = data
     if split is None:  # random:K, drawn later
         counts = np.bincount(ds.labels, minlength=len(ds.classes))
-        plan.check_counts(ds.classes, counts, parse_split(cfg.split), r, cfg.val_fraction)
+        plan.check_counts(ds.classes, counts, parse_split(cfg.split), r, cfg.val_fraction, folds=_asked_folds(cfg))
     else:
         train = np.bincount(ds.labels[split.train], minlength=len(ds.classes))
         test = np.bincount(ds.labels[split.test], minlength=len(ds.classes))
-        plan.check_counts(ds.classes, train, ("folders", None), r, cfg.val_fraction, test)
+        plan.check_counts(ds.classes, train, ("folders", None), r, cfg.val_fraction, test, folds=_asked_folds(cfg))
 
 
 def _transfer_svm(cfg: TransferConfig, backbones: list[Backbone], progress: bool, data) -> TransferResult:

@@ -41,7 +41,7 @@ def refuse_ignored(config, defaults: Mapping[str, object], flag) -> None:
 
 
 def check_counts(classes: Sequence[str], counts: Sequence[int], split: tuple[str, int | None], r: str,
-                 val_fraction: float, test_counts: Sequence[int] | None = None) -> None:
+                 val_fraction: float, test_counts: Sequence[int] | None = None, folds: int | None = None) -> None:
     """Each class holds enough images for the split (random:K: K for training and one more for the test set),
     the validation share (a trained head: at least one training image left), and cross-validation (the SVM grid and
     its C: two training images per class)."""
@@ -62,3 +62,6 @@ def check_counts(classes: Sequence[str], counts: Sequence[int], split: tuple[str
         if r == "svm" and train < 2:
             raise CnnlabError(f"class {name!r} has {train} training image{'s' * (train != 1)}: the SVM's "
                               "cross-validation (--folds) needs at least 2 per class: pass --split random:K with K ≥ 2")
+        if r == "svm" and folds is not None and folds > train:
+            raise CnnlabError(f"--folds {folds} needs {folds} training images in every class; class {name!r} has "
+                              f"{train}: pass --folds {train} or fewer, or more training images (--split random:K)")

@@ -1,19 +1,24 @@
 """Transformer-native maps, read from the attention matrices: attention rollout (Abnar & Zuidema 2020) and
 gradient-weighted attention relevance (Chefer, Gur & Wolf 2021, "Generic Attention-model Explainability"). The
-matrices are those of timm's attention modules and of torch's `nn.MultiheadAttention` (torchvision's ViT); their
-fused kernels compute none, so `attention_matrices` switches them off inside a `with` block and restores them."""
+matrices are those of timm's attention modules, of torch's `nn.MultiheadAttention` (torchvision's ViT) and of
+Hugging Face's attention modules; their fused kernels compute none, so `attention_matrices` switches them off (timm's
+`fused_attn`, transformers' attention implementation set to "eager") inside a `with` block and restores them.
+Both methods read the class token's row: a model without a class token that its head reads (a Swin, a ViT that
+averages its patch tokens, registers without a class token) is refused before any forward pass."""
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...core.errors import CnnlabError
-from ...core.layout import prefix_tokens, token_grid
+from ...core.hf import is_hf_model
+from ...core.layout import MAX_PREFIX, prefix_tokens, token_grid
 from .base import SaliencyMethod, register, upsampled
 
 
@@ -21,13 +26,28 @@ def _timm_attention(module: nn.Module) -> bool:
     return hasattr(module, "fused_attn") and isinstance(getattr(module, "attn_drop", None), nn.Module)
 
 
+def _hf_weights(store: list):
+    """A forward hook keeping the attention weights a transformers attention module returns beside its output."""
+    def keep(module, args, out):
+        if isinstance(out, (tuple, list)) and len(out) > 1 and isinstance(out[1], torch.Tensor) and out[1].ndim == 4 \
+                and out[1].shape[-1] == out[1].shape[-2] and not any(out[1] is s for s in store):
+            store.append(out[1])
+    return keep
+
+
 @contextmanager
 def attention_matrices(net: nn.Module) -> Iterator[list[torch.Tensor]]:
     """The attention matrices (B, heads, N, N) of every attention module, in the order a forward pass inside the
     block computes them (gradients flow through them). timm's modules run unfused (`fused_attn` off); each
-    `nn.MultiheadAttention` is asked for its per-head weights. Everything is restored on exit."""
+    `nn.MultiheadAttention` is asked for its per-head weights; a transformers model runs its eager attention, whose
+    modules return their weights. Everything is restored on exit."""
     store: list[torch.Tensor] = []
     handles, fused, wrapped = [], [], []
+    implementation = None
+    if is_hf_model(net) and hasattr(net, "set_attn_implementation"):
+        implementation = net.config._attn_implementation
+        net.set_attn_implementation("eager")
+        handles += [m.register_forward_hook(_hf_weights(store)) for m in net.modules() if _hf_attention(m)]
     for module in net.modules():
         if _timm_attention(module):
             fused.append((module, module.fused_attn))
@@ -45,6 +65,28 @@ def attention_matrices(net: nn.Module) -> Iterator[list[torch.Tensor]]:
             module.fused_attn = flag
         for module in wrapped:
             del module.forward
+        if implementation is not None:
+            net.set_attn_implementation(implementation)
+
+
+def _hf_attention(module: nn.Module) -> bool:
+    """A transformers attention module: it reads the attention implementation from its config."""
+    return type(module).__name__.endswith("Attention") and hasattr(getattr(module, "config", None),
+                                                                    "_attn_implementation")
+
+
+def class_token(net: nn.Module) -> str | None:
+    """Why `net` has no class token that its head reads (None when it has one): what rollout and Chefer need,
+    decided from the model's structure before any forward pass."""
+    own = [n for n, p in net.named_parameters() if n.rsplit(".", 1)[-1] in ("cls_token", "class_token")]
+    if not own:
+        return "it has no class token"
+    pool = getattr(net, "global_pool", "token")  # timm's ViTs: "token" reads the class token
+    if isinstance(pool, str) and pool not in ("token", ""):
+        return f"it pools its patch tokens ({pool}) instead of reading its class token"
+    if getattr(getattr(net, "config", None), "use_mean_pooling", False):  # BEiT-like transformers models
+        return "it averages its patch tokens instead of reading its class token"
+    return None
 
 
 def _explicit(module: nn.MultiheadAttention, store: list):
@@ -78,11 +120,30 @@ class AttentionMethod(SaliencyMethod):
 
     needs_gradients = False
     transformers_only = True
+    _checked: ClassVar[weakref.WeakSet] = weakref.WeakSet()  # models whose attention a probe pass has checked
 
     def check_model(self, backbone) -> None:
-        if not any(_timm_attention(m) or isinstance(m, nn.MultiheadAttention) for m in backbone.net.modules()):
+        net = backbone.net
+        if not any(_timm_attention(m) or isinstance(m, nn.MultiheadAttention) or _hf_attention(m)
+                   for m in net.modules()):
             raise CnnlabError(f"{self.name} reads a transformer's attention matrices; {backbone.name} has no "
                               "attention module (use gradcam)")
+        missing = class_token(net)
+        if missing:
+            raise CnnlabError(f"{self.name} reads the class token's attention over the patches; {backbone.name} "
+                              f"cannot give it: {missing} (use gradcam)")
+        if backbone not in self._checked:  # one probe pass, before any image: attention over tokens, globally
+            from ...core.probe import probe_image
+
+            x = probe_image(backbone)
+            with torch.no_grad(), attention_matrices(net) as attns:
+                backbone(x)
+            self._check(backbone, x, attns)
+            self._checked.add(backbone)
+
+    def flat_cause(self, backbone, x, targets) -> str:
+        return ("the class token's attention is spread near evenly over the patches in every block (untrained or "
+                "random weights attend this way)")
 
     def _maps(self, backbone, x, targets):
         self.check_model(backbone)
@@ -103,7 +164,10 @@ class AttentionMethod(SaliencyMethod):
             raise CnnlabError(f"{self.name} reads a transformer's attention matrices; {backbone.name} has no "
                               "attention module (use gradcam)")
         n = attns[0].shape[-1]
-        prefix = prefix_tokens(backbone.net)
+        # the tokens before the patches: as the model declares them, else the fewest (≥ 1: the class token) that
+        # leave a patch grid (transformers' ViTs declare none)
+        prefix = next((p for p in dict.fromkeys([prefix_tokens(backbone.net), *range(1, MAX_PREFIX + 1)])
+                       if p and n > p and token_grid(n - p, tuple(x.shape[-2:]))), 0)
         grid = token_grid(n - prefix, tuple(x.shape[-2:])) if prefix else None
         if grid is None or any(a.shape[0] != len(x) or a.shape[-1] != n for a in attns):
             raise CnnlabError(f"{self.name} needs global attention from a class token over the patches (ViT, DeiT, "

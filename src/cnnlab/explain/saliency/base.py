@@ -18,7 +18,17 @@ METHODS = Registry("saliency method")
 
 
 class FlatMapWarning(UserWarning):
-    """A saliency map came out constant: it says nothing about where the class is."""
+    """A saliency map came out flat: it says nothing about where the class is."""
+
+
+FLAT = 0.05  # a map whose values vary by at most this share of their mean magnitude (std / mean |map|) is flat
+
+
+def flat_maps(maps: torch.Tensor) -> torch.Tensor:
+    """(B,) which maps are flat: constant, or varying by at most FLAT of their mean magnitude (or not finite)."""
+    m = maps.detach().float().flatten(1)
+    spread = m.std(1) / m.abs().mean(1).clamp(min=1e-12)
+    return (spread <= FLAT) | ~torch.isfinite(m).all(1)
 
 register = METHODS.register
 BLUR_SIGMA = 10.0  # σ of the blurred copy that stands for 'absent' (occlusion, IG, iterated-gradcam, deletion)
@@ -54,22 +64,35 @@ class SaliencyMethod(Part):
         targets = torch.as_tensor(targets, device=backbone.device).long().view(-1)
         with eval_mode(backbone), frozen(backbone):
             maps = self._maps(backbone, x, targets).detach()
-        top, low = maps.flatten(1).amax(1), maps.flatten(1).amin(1)
-        flat = top - low <= 1e-6 * top.abs()  # constant to float rounding (an upsampled constant)
+        flat = flat_maps(maps)
         if flat.any() and self.warn_flat:
-            from ...core.probe import score_ignores_input
-
             n, layers = int(flat.sum()), self.used_layers(backbone)
             where = f" at {'+'.join(layers)}" if layers else ""
-            if score_ignores_input(backbone, x[flat], targets[flat]):  # the true cause, whatever the method
-                why = ("the class score does not depend on the input (its gradient with respect to the image is 0: "
-                       "a zero-initialized or constant head?)")
-            else:
-                why = "nothing there supports the class" + (": pass --layer with another block's output" if layers
-                                                            else "")
-            warnings.warn(f"{self.name}: the map of {n} of {len(maps)} image(s) is flat{where}: {why}",
-                          FlatMapWarning, stacklevel=2)
+            cause = self.flat_cause(backbone, x[flat], targets[flat])
+            if cause.startswith("nothing there"):
+                cause = self.level_cause(maps[flat], layers) or cause
+            warnings.warn(f"{self.name}: the map of {n} of {len(maps)} image(s) is flat{where} (it varies by at most "
+                          f"{FLAT:.0%} of its mean): {cause}", FlatMapWarning, stacklevel=2)
         return maps
+
+    def flat_cause(self, backbone: Backbone, x: torch.Tensor, targets: torch.Tensor) -> str:
+        """Why maps came out flat, in words: the class score ignoring the image (whatever the method), else the
+        method's own reason."""
+        from ...core.probe import score_ignores_input
+
+        if score_ignores_input(backbone, x, targets):
+            return ("the class score does not depend on the input (its gradient with respect to the image is 0: a "
+                    "zero-initialized or constant head?)")
+        layers = self.used_layers(backbone)
+        return "nothing there supports the class" + (": pass --layer with another block's output" if layers else "")
+
+    @staticmethod
+    def level_cause(maps: torch.Tensor, layers: Sequence[str]) -> str | None:
+        """For maps that are flat but not zero: the class is supported about equally everywhere at the layer."""
+        if layers and bool((maps.flatten(1).amin(1) > 0).all()):
+            return (f"{'+'.join(layers)} supports the class about equally at every position (its activations vary "
+                    "little across the image, as random weights' do): pass --layer with an earlier block's output")
+        return None
 
     def _maps(self, backbone: Backbone, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
