@@ -84,7 +84,8 @@ def test_sanity_view_and_leaderboard_endpoints(client, cat):
     assert "shipped: passes on efficientnet_lite0" in text
     board, curves = client.predict("colours/red", "efficientnet_lite0", ["gradcam", "vanilla"], ["randomization"], 2,
                                    api_name="/leaderboard")
-    assert board.startswith("| method | randomization check |") and board.count("no verdict on 2 images") == 4
+    assert board.startswith("| method | randomization check |") and board.count("no verdict on 2 images") == 8
+    assert "brightness (control)" in board  # the input-only controls, ranked beside the methods
     assert "| method | randomization_rank_corr ↓" in board and "randomization_null (control)" in board
 
 

@@ -131,7 +131,8 @@ def test_the_leaderboard_streamed_equals_in_memory_with_intervals_and_ranks(imag
             assert lo <= row[col] + 1e-9 and row[col] <= hi + 1e-9
         # 8 images: under the check's minimum, no verdict, and it says so (the test model has no shipped one)
         assert row["sanity"] == "no verdict" and row["verdict"].startswith("no verdict on 8 images")
-        assert row["passes_per_image"] == 2  # one forward and one backward pass per image, for each of these
+        # one forward and one backward pass per image for each of these methods; the input-only controls: none
+        assert row["passes_per_image"] == (0 if row["control"] else 2)
     assert a.summary().get("recommended") is None and "no ★ on 8 images" in a.text()
     for col, higher in a.columns.items():  # rank 1 is the best value of the column; a control is not ranked
         best = (max if higher else min)(a.leaderboard, key=lambda r: r[col])
@@ -184,7 +185,7 @@ def test_a_rerun_reuses_parts_unless_an_option_the_methods_read_changed(images, 
 def test_two_runs_joined_give_the_board_of_one_run_with_both_methods(images):
     from cnnlab.jobs.evaluate import leaderboard
 
-    opts = dict(metrics=["deletion", "insertion"], random_orders=1, batch_size=3, figure_steps=False)
+    opts = dict(metrics=["deletion", "insertion"], random_orders=1, batch_size=3, figure_steps=False, controls=False)
     both = cnnlab.evaluate_saliency(tiny_model(input_size=28), images["rgb"], methods=["gradcam", "vanilla"], **opts)
     runs = [cnnlab.evaluate_saliency(tiny_model(input_size=28), images["rgb"], methods=[m], **opts)
             for m in ("gradcam", "vanilla")]
@@ -208,7 +209,7 @@ def test_cli_json_keys_and_two_torchrun_processes_equal_one(images, tmp_path, ca
                          capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-1500:]
     b = json.loads(two.stdout)
-    assert b["n"] == 6 and [r["method"] for r in b["leaderboard"]] == ["gradcam", "vanilla"]
+    assert b["n"] == 6 and [r["method"] for r in b["leaderboard"]] == ["gradcam", "vanilla", "brightness", "edges"]
     keys = {"method", "deletion_ratio", "insertion_ratio", "road_morf", "road_lerf", "randomization_rank_corr",
             "seconds_per_image"}
     assert keys <= set(b["leaderboard"][0])
@@ -283,7 +284,7 @@ def test_the_faithfulness_panel_and_its_aggregate_rank(images):
         assert r["aggregate_over"] == cols
         assert r["aggregate_rank"] == pytest.approx(np.mean(by_hand[r["method"]]))
         lo, hi = r["ci"]["aggregate_rank"]
-        assert 1 <= lo <= hi <= 3
+        assert 1 <= lo <= hi <= len(ev.leaderboard)  # the three methods and the two input-only controls
         assert r["queries_panel"] == (r["method"] == "iterated-gradcam")
     assert "iterated-gradcam †" in ev.markdown() and "aggregate_rank ↓" in ev.markdown()
 
@@ -366,7 +367,7 @@ def test_curve_ends_are_computed_once_per_image_and_shared(images):
                                   metrics=["deletion", "insertion", "road"], bootstrap=10)
     fast = PANELS["fast"]
     expected = 2 * (fast.steps - 1) + 2 * len(fast.road_percentages)
-    assert [r["panel_passes_per_image"] for r in ev.leaderboard] == [expected, expected]
+    assert [r["panel_passes_per_image"] for r in ev.leaderboard] == [expected] * 4  # 2 methods, 2 controls
     assert ev.summary()["panel"] == "fast" and ev.summary()["precision"] == resolve_precision("auto", "cpu")
 
 

@@ -91,7 +91,7 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str], root: Pat
         if not chosen:
             raise ValueError("choose at least one method")
         ev = evaluate_saliency(models.get(spec), {"image": read_upload(image, max_pixels)}, methods=chosen,
-                               metrics=["randomization"], figure_steps=True, **METHODS.quick(chosen))
+                               metrics=["randomization"], figure_steps=True, controls=False, **METHODS.quick(chosen))
         lines = [f"- **{r['method']}**: rank correlation with the trained model's map once every layer is random "
                  f"{r['randomization_rank_corr']:.2f} — {r['verdict']}" for r in ev.leaderboard]
         return "\n".join(lines), ev.figures()["randomization.png"]

@@ -78,6 +78,10 @@ leaderboard.md and leaderboard.csv, metrics.json, the curves in leaderboard.png 
                                 help="randomization: Adebayo et al.'s figure, the maps of the first image at every "
                                      "cascading step (one map per method and step: as many maps again as the check)")
     chunk_size: int = option(8, low=1, help=CHUNK_HELP)  # the progress bar moves once per chunk
+    controls: bool = option(True, negate="--no-controls",
+                            help="rank the input-only controls (brightness: the brightest pixels first; edges) "
+                                 "beside the methods on every metric; one that ranks at or above the best method "
+                                 "means the metric is dominated by the input on these images, and there is no ★")
 
     @classmethod
     def description(cls) -> str:
@@ -135,6 +139,9 @@ class SaliencyEvaluation(PerImageResult):
         best = recommended(self.leaderboard)
         if best is not None:
             s["recommended"] = best
+        beaten = dominated(self.leaderboard)
+        if beaten is not None:  # no ★: the input alone ranks with the methods
+            s["dominated_by_control"] = beaten
         if self.steps is not None:
             s["randomization_steps"] = {k: v for k, v in self.steps.items() if k not in ("maps", "input")}
         if self.run_dir:
@@ -176,7 +183,7 @@ class SaliencyEvaluation(PerImageResult):
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         star = (self._star() or {}).get("method")
         for r in board:
-            cells = [r["method"] + (" ★" if r["method"] == star else "")]
+            cells = [r["method"] + (" ★" if r["method"] == star else "") + (" (control)" if r.get("control") else "")]
             if ranked:
                 cells.append(f"{r['aggregate_rank']:.2f} [{r['ci']['aggregate_rank'][0]:.2f}, "
                              f"{r['ci']['aggregate_rank'][1]:.2f}]" if "aggregate_rank" in r else "—")
@@ -190,7 +197,9 @@ class SaliencyEvaluation(PerImageResult):
         return recommended(self.leaderboard)
 
     def _star_line(self) -> str:
-        best = self._star()
+        best, beaten = self._star(), dominated(self.leaderboard)
+        if beaten is not None:
+            return f"\nno ★: {beaten['why']}.\n"
         if best is not None:
             return f"\n★ {best['why']}.\n"
         if not any("aggregate_rank" in r for r in self.leaderboard):
@@ -294,6 +303,7 @@ def leaderboard(rows: list[dict], methods: Sequence[str], metrics: dict[str, Met
             row["panel_passes_per_image"] = float(values(method, "panel_passes").mean())
         cls = METHODS.get(method.split("=")[0])
         row["queries_panel"] = bool(cls and cls.queries_panel)
+        row["control"] = bool(cls and cls.control)
         row["ci"], row["rank"] = ci, up_to
         board.append(row)
     for column, higher in columns.items():
@@ -321,7 +331,30 @@ def recommended(board: list[dict], budget: float = DEFAULT_BUDGET) -> dict | Non
     among the methods that pass the randomization check on these images, do not query the model with the panel's
     own perturbation, and cost at most `budget` forward + backward passes per image (a default must stay
     interactive). Counted passes, not seconds: the same images give the same ★ on any machine under any load. None
-    without such a method; `why` says where the ★ went and why any better-ranked method was passed over."""
+    without such a method, and None when an input-only control ranks at or above it (`dominated`); `why` says where
+    the ★ went and why any better-ranked method was passed over."""
+    return None if dominated(board, budget) else _best(board, budget)
+
+
+def dominated(board: list[dict], budget: float = DEFAULT_BUDGET) -> dict | None:
+    """When an input-only control (the image's brightness, its edges) ranks at or above the best method the panel
+    could recommend: which control, its rank and the method's, and the one line that says so. The ★ then crowns
+    nothing: on these images the metrics are dominated by the input."""
+    best = _best(board, budget)
+    controls = sorted((r for r in board if r.get("control") and "aggregate_rank" in r),
+                      key=lambda r: r["aggregate_rank"])
+    if best is None or not controls or controls[0]["aggregate_rank"] > best["aggregate_rank"]:
+        return None
+    top = controls[0]
+    return {"control": top["method"], "control_aggregate_rank": top["aggregate_rank"], "method": best["method"],
+            "method_aggregate_rank": best["aggregate_rank"],
+            "why": (f"no method beats the input-only control {top['method']} (aggregate rank "
+                    f"{top['aggregate_rank']:.2f}, against {best['aggregate_rank']:.2f} for {best['method']}, the best "
+                    "method the panel could recommend): on these images the faithfulness metrics are dominated by "
+                    "the input")}
+
+
+def _best(board: list[dict], budget: float) -> dict | None:
     ranked = sorted((r for r in board if "aggregate_rank" in r), key=lambda r: r["aggregate_rank"])
     passed_over, best = [], None
     for r in ranked:
@@ -343,6 +376,8 @@ def recommended(board: list[dict], budget: float = DEFAULT_BUDGET) -> dict | Non
 
 def _excluded(row: dict, budget: float) -> str | None:
     """Why a leaderboard row cannot be recommended, or None."""
+    if row.get("control"):
+        return "an input-only control"
     if row.get("sanity") != "passes":
         return row.get("verdict") or "no randomization check"
     if row.get("queries_panel"):
@@ -378,7 +413,8 @@ def board_table(board: list[dict], columns: Sequence[str]) -> list[list[str]]:
     '—' where a method's run did not measure the column; ⚠ after a method that fails the randomization check)."""
     rows = [["method", *columns, "passes / image", "scoring passes / image", "seconds / image"]]
     for r in board:
-        cells = [r["method"] + (" ⚠" if r.get("sanity") == "fails" else "") + (" †" if r.get("queries_panel") else "")]
+        cells = [r["method"] + (" (control)" if r.get("control") else "") + (" ⚠" if r.get("sanity") == "fails" else "")
+                 + (" †" if r.get("queries_panel") else "")]
         cells += [f"{r[c]:.3f} [{r['ci'][c][0]:.3f}, {r['ci'][c][1]:.3f}]"
                   + (f" #{r['rank'][c]}" if c in r["rank"] else "") if c in r else "—" for c in columns]
         passes = [r.get(k) for k in ("passes_per_image", "panel_passes_per_image")]
@@ -397,6 +433,10 @@ def evaluate_saliency(model: ModelLike = None, images: ImagesLike | None = None,
     cfg = configure(EvaluateSaliencyConfig, config, options)
     if not cfg.methods or not cfg.metrics:
         raise CnnlabError("name at least one method and one metric")
+    if cfg.controls:  # ranked beside the methods: the input alone, on the same metrics
+        named = set(part_names(cfg.methods))
+        cfg = cfg.replace(methods=[*cfg.methods, *(cls() for name, cls in METHODS.items()
+                                                   if cls.control and name not in named)])
     backbone = load_backbone(model, cfg)
     cfg = recorded(cfg, backbone)
     methods = {m.name: copy.copy(m) for m in cfg.methods}  # what a run caches in them stays in the run

@@ -4,7 +4,9 @@ CLI's choices and flags, the app's list, the report and `--help` read: adding a 
 
 - `gradients.py`: vanilla, SmoothGrad, Integrated Gradients, input × gradient, Guided Backprop, the edges control;
 - `cams.py`: one CAM engine — Grad-CAM, Grad-CAM++, LayerCAM, Score-CAM, SmoothGrad × Grad-CAM;
-- `perturbation.py`: occlusion, RISE, iterated Grad-CAM.
+- `perturbation.py`: occlusion, RISE, iterated Grad-CAM;
+- `attention.py`: attention rollout, Chefer's relevance;
+- `relevance.py`: LRP for CNNs (zennit), AttnLRP for transformers (lxt's rules).
 
 Measured faithfulness and sanity of each: docs/benchmarks.md ("Explanations").
 """
@@ -22,6 +24,7 @@ from .gradients import IG_BASELINES, guided_relus
 from .cams import activations_and_gradients, gradcam
 from . import perturbation  # noqa: F401  (registers its methods)
 from . import attention  # noqa: F401  (registers its methods)
+from . import relevance  # noqa: F401  (registers its methods)
 
 # the method a user is offered first: what `jobs.evaluate.recommended` chose over the faithfulness panel on the tuning
 # photos (docs/benchmarks.md, "The faithfulness panel and the recommended method")

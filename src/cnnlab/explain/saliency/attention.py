@@ -22,7 +22,7 @@ from ...core.layout import MAX_PREFIX, prefix_tokens, token_grid
 from .base import SaliencyMethod, register, upsampled
 
 
-def _timm_attention(module: nn.Module) -> bool:
+def timm_attention(module: nn.Module) -> bool:
     return hasattr(module, "fused_attn") and isinstance(getattr(module, "attn_drop", None), nn.Module)
 
 
@@ -36,25 +36,27 @@ def _hf_weights(store: list):
 
 
 @contextmanager
-def attention_matrices(net: nn.Module) -> Iterator[list[torch.Tensor]]:
+def attention_matrices(net: nn.Module, qkv_rule=None) -> Iterator[list[torch.Tensor]]:
     """The attention matrices (B, heads, N, N) of every attention module, in the order a forward pass inside the
     block computes them (gradients flow through them). timm's modules run unfused (`fused_attn` off); each
     `nn.MultiheadAttention` is asked for its per-head weights; a transformers model runs its eager attention, whose
-    modules return their weights. Everything is restored on exit."""
+    modules return their weights. `qkv_rule(t, "q"|"k"|"v")`, where given, is applied to the queries, keys and values
+    that torch's MultiheadAttention computes in the open (relevance rules: `relevance.py`). Everything is restored on
+    exit."""
     store: list[torch.Tensor] = []
     handles, fused, wrapped = [], [], []
     implementation = None
     if is_hf_model(net) and hasattr(net, "set_attn_implementation"):
         implementation = net.config._attn_implementation
         net.set_attn_implementation("eager")
-        handles += [m.register_forward_hook(_hf_weights(store)) for m in net.modules() if _hf_attention(m)]
+        handles += [m.register_forward_hook(_hf_weights(store)) for m in net.modules() if hf_attention(m)]
     for module in net.modules():
-        if _timm_attention(module):
+        if timm_attention(module):
             fused.append((module, module.fused_attn))
             module.fused_attn = False
             handles.append(module.attn_drop.register_forward_hook(lambda m, args, out: store.append(out)))
         elif isinstance(module, nn.MultiheadAttention):
-            module.forward = _explicit(module, store)  # an instance attribute: removed on exit
+            module.forward = _explicit(module, store, qkv_rule)  # an instance attribute: removed on exit
             wrapped.append(module)
     try:
         yield store
@@ -69,7 +71,7 @@ def attention_matrices(net: nn.Module) -> Iterator[list[torch.Tensor]]:
             net.set_attn_implementation(implementation)
 
 
-def _hf_attention(module: nn.Module) -> bool:
+def hf_attention(module: nn.Module) -> bool:
     """A transformers attention module: it reads the attention implementation from its config."""
     return type(module).__name__.endswith("Attention") and hasattr(getattr(module, "config", None),
                                                                     "_attn_implementation")
@@ -89,7 +91,7 @@ def class_token(net: nn.Module) -> str | None:
     return None
 
 
-def _explicit(module: nn.MultiheadAttention, store: list):
+def _explicit(module: nn.MultiheadAttention, store: list, qkv_rule=None):
     """`module`'s forward with its attention matrix computed in the open (softmax(QKᵀ/√d), kept in the graph) for
     batch-first self-attention without masks, as torchvision's ViT calls it; other calls get torch's own weights."""
     forward = module.forward
@@ -107,6 +109,8 @@ def _explicit(module: nn.MultiheadAttention, store: list):
         heads = module.num_heads
         q, k, v = (t.reshape(b, n, heads, e // heads).transpose(1, 2)
                    for t in F.linear(query, module.in_proj_weight, module.in_proj_bias).chunk(3, dim=-1))
+        if qkv_rule is not None:
+            q, k, v = qkv_rule(q, "q"), qkv_rule(k, "k"), qkv_rule(v, "v")
         weights = (q @ k.transpose(-2, -1) * (e // heads) ** -0.5).softmax(dim=-1)
         store.append(weights)
         out = module.out_proj((weights @ v).transpose(1, 2).reshape(b, n, e))
@@ -124,7 +128,7 @@ class AttentionMethod(SaliencyMethod):
 
     def check_model(self, backbone) -> None:
         net = backbone.net
-        if not any(_timm_attention(m) or isinstance(m, nn.MultiheadAttention) or _hf_attention(m)
+        if not any(timm_attention(m) or isinstance(m, nn.MultiheadAttention) or hf_attention(m)
                    for m in net.modules()):
             raise CnnlabError(f"{self.name} reads a transformer's attention matrices; {backbone.name} has no "
                               "attention module (use gradcam)")

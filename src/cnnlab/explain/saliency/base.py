@@ -44,6 +44,9 @@ class SaliencyMethod(Part):
     # options that change the cost but not the maps: left out of `settings`
     MEMORY_ONLY: ClassVar[tuple[str, ...]] = ("internal_batch_size",)
     warn_flat: ClassVar[bool] = True  # a flat map is said (a warning naming the method and its layer), never silent
+    # an input-only control, not an explanation: ranked beside the methods, never recommended, and when it ranks at
+    # or above the best method the leaderboard says that its metrics are dominated by the input
+    control: ClassVar[bool] = False
 
     def layers(self) -> Sequence[str]:
         """Cut points the method reads (checked before any work)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -107,12 +108,29 @@ def guided_relus(model: nn.Module):
 
 @register
 @dataclass
+class Brightness(SaliencyMethod):
+    """A control for the faithfulness metrics: the image alone, no model."""
+
+    name = "brightness"
+    help = ("CONTROL, not an explanation: the image's own intensity (its grey level), so deletion removes the "
+            "brightest pixels first; where it ranks with the methods, the metric is dominated by the input")
+    control: ClassVar[bool] = True
+    warn_flat: ClassVar[bool] = False
+
+    def _maps(self, backbone, x, targets):
+        return x.detach().mean(1)
+
+
+@register
+@dataclass
 class EdgeMap(SaliencyMethod):
     """A control for the sanity checks, not an explanation: it never looks at the model."""
 
     name = "edges"
     help = ("CONTROL, not an explanation: the image's edge map (Sobel gradient magnitude of its grey level); it "
             "ignores the model, so the model-randomization check must fail it")
+    control: ClassVar[bool] = True
+    warn_flat: ClassVar[bool] = False
 
     def _maps(self, backbone, x, targets):
         grey = x.detach().mean(1, keepdim=True)
