@@ -134,6 +134,8 @@ def _label(method: str) -> str:
     """A method's name, marked with the models on which its shipped sanity check failed (sanity.json)."""
     star = " ★" if method == RECOMMENDED else ""
     star += " (transformers)" if METHODS[method].transformers_only else ""
+    star += " (CNNs)" if METHODS[method].cnns_only else ""
+    star += " (control)" if METHODS[method].control else ""
     said = verdict(method)
     return f"{method}{star} ⚠ {said.rsplit(' on ', 1)[1]}" if said.startswith("FAILS") else f"{method}{star}"
 

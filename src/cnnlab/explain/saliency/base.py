@@ -56,8 +56,9 @@ class SaliencyMethod(Part):
         """The layers it reads on this model, defaults resolved: what a result records ([] for none)."""
         return list(self.layers())
 
-    # it applies to transformers only (marked in --help and the app)
+    # it applies to transformers only, or to CNNs only (marked in the app; refused in one line elsewhere)
     transformers_only: ClassVar[bool] = False
+    cnns_only: ClassVar[bool] = False
 
     def check_model(self, backbone: Backbone) -> None:
         """A one-line CnnlabError, before any work, where the method cannot apply to this model."""

@@ -41,6 +41,17 @@ def relevance_map(relevance: torch.Tensor) -> torch.Tensor:
     return relevance.sum(1).clamp(min=0)
 
 
+@dataclass
+class RelevanceMethod(SaliencyMethod):
+    """A method whose map is the relevance of the network's input values (`relevance`), summed over channels."""
+
+    def _maps(self, backbone, x, targets):
+        return relevance_map(self.relevance(backbone, x, targets))
+
+    def relevance(self, backbone, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
 # ------------------------------------------------------------------------------------------------ LRP (zennit)
 _PAIRS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # backbone → its pairs (one probe pass per model)
 
@@ -91,7 +102,7 @@ def _composite(name: str, backbone, epsilon: float, gamma: float, canonizers: li
 
 @register
 @dataclass
-class Lrp(SaliencyMethod):
+class Lrp(RelevanceMethod):
     name = "lrp"
     help = ("Layer-wise Relevance Propagation (Bach et al. 2015) through zennit, for CNNs: a rule per layer type "
             "(--lrp-composite; BatchNorm folded into the convolution before it), the class score redistributed "
@@ -116,9 +127,6 @@ class Lrp(SaliencyMethod):
             import zennit  # noqa: F401
         except ImportError:
             raise CnnlabError("lrp needs zennit: pip install zennit") from None
-
-    def _maps(self, backbone, x, targets):
-        return relevance_map(self.relevance(backbone, x, targets))
 
     def relevance(self, backbone, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(B,C,H,W): the relevance of each input value of the network (after the Backbone's normalization)."""
@@ -248,7 +256,7 @@ def attnlrp_rules(net: nn.Module, variant: str = "cp") -> Iterator[None]:
 
 @register
 @dataclass
-class AttnLrp(SaliencyMethod):
+class AttnLrp(RelevanceMethod):
     name = "attnlrp"
     help = ("AttnLRP (Achtibat et al. 2024) with lxt's rules, transformers only: LayerNorm and GELU by the "
             "identity rule, attention as constants (CP-LRP, the default) or by the uniform rule "
@@ -267,9 +275,6 @@ class AttnLrp(SaliencyMethod):
                               "attention module it knows (timm's, torch's MultiheadAttention, transformers'): a CNN "
                               "takes lrp")
         _lxt_rules()
-
-    def _maps(self, backbone, x, targets):
-        return relevance_map(self.relevance(backbone, x, targets))
 
     def relevance(self, backbone, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(B,C,H,W): Gradient×Input of the class score under lxt's rules, at the network's input."""
