@@ -35,7 +35,8 @@ from scipy.stats import spearmanr
 import cnnlab
 from cnnlab.explain.faithfulness import auc
 from cnnlab.explain.metrics import METRICS, ROAD_PERCENTAGES
-from cnnlab.jobs.evaluate import DEFAULT_METHODS, DEFAULT_METRICS, leaderboard, recommended
+from cnnlab.explain.leaderboard import leaderboard, recommended
+from cnnlab.jobs.evaluate import DEFAULT_METHODS, DEFAULT_METRICS
 
 FORMER_METHODS = ["vanilla", "smoothgrad", "ig", "gradcam", "smoothgrad-gradcam", "gradcam++", "layercam",
                   "input-x-gradient", "guided-backprop", "iterated-gradcam"]

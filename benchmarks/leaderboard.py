@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from cnnlab.explain.metrics import CONTROLS, METRICS, metric
-from cnnlab.jobs.evaluate import board_table, leaderboard, recommended
+from cnnlab.explain.leaderboard import board_table, leaderboard, recommended
 
 BASELINES = ("random_deletion_auc", "random_insertion_auc")
 

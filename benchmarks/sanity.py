@@ -33,7 +33,7 @@ def run(model, x, methods, options, final_only: bool = False) -> dict:
     out = {}
     for name in methods:
         t0 = time.perf_counter()
-        method = make_method(name, options)
+        method = make_method(name, METHODS.own(name, options))
         out[name] = model_randomization(model, x, targets.tolist(), method, final_only=final_only).summary()
         out[name]["seconds"] = time.perf_counter() - t0
         o = out[name]
@@ -71,7 +71,7 @@ def main() -> None:
         model = cnnlab.load_model(name)
         chosen = args.methods.split(",") if args.methods else list(METHODS)
         result[name] = run(model, digits[:args.n].float().div(255),
-                           [m for m in chosen if _applies(make_method(m, options), model)], options,
+                           [m for m in chosen if _applies(make_method(m, METHODS.own(m, options)), model)], options,
                            args.final_only)
     print(json.dumps(result, indent=2))
     if args.write:

@@ -99,7 +99,7 @@ def test_torchvision_models_load_offline_with_random_weights():
     m = cnnlab.load_model("torchvision:mobilenet_v3_small", weights="random")
     assert m.spec == "torchvision:mobilenet_v3_small" and m.preprocess.input_size == 224 and m.num_classes == 1000
     assert m.cut_points["pre_logits"].module == "classifier.3"
-    with pytest.raises(cnnlab.CnnlabError, match="did you mean: resnet18"):
+    with pytest.raises(cnnlab.CnnlabError, match="did you mean 'resnet18'"):
         cnnlab.load_model("torchvision:resnet81")
 
 

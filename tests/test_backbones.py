@@ -149,7 +149,9 @@ def test_the_shipped_mnist_classifiers_are_backbones_with_their_test_accuracy(na
 
     model = create_backbone(name)
     assert model.labels == tuple("0123456789") and model.in_channels == 1
-    assert model.cam_layer == "block2" if name == "mnist_cnn" else model.last_spatial_layer() == "blocks.5.norm1"
+    from cnnlab.core.probe import default_cam_layers
+
+    assert default_cam_layers(model) == (["block2"] if name == "mnist_cnn" else ["blocks.5.norm1"])
     assert shipped_weights(asset).stat().st_size < size  # fp16 weights in the package
     shared("MNIST", "raw")
     X, y = load_mnist(SHARED_DATA, train=False)

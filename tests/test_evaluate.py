@@ -101,7 +101,9 @@ def test_deletion_ratio_is_a_ratio_of_means_and_randomization_is_the_last_cascad
     torch.testing.assert_close(got["randomization_rank_corr"], cascade.rank_corr[-1])
     assert set(METRICS) == {"deletion", "insertion", "road", "randomization", "deletion-black", "insertion-black",
                             "deletion-pixel", "insertion-pixel"}
-    assert metric("road", road_noise=0.5, random_orders=3).road_noise == 0.5  # options a metric does not take are ignored
+    assert metric("road", road_noise=0.5).road_noise == 0.5
+    with pytest.raises(CnnlabError, match="unknown option 'random_orders' for the saliency metric road"):
+        metric("road", road_noise=0.5, random_orders=3)  # an option it does not take: refused, as everywhere
 
 
 # ------------------------------------------------------------------------------------------------ the job
@@ -183,7 +185,7 @@ def test_a_rerun_reuses_parts_unless_an_option_the_methods_read_changed(images, 
 
 
 def test_two_runs_joined_give_the_board_of_one_run_with_both_methods(images):
-    from cnnlab.jobs.evaluate import leaderboard
+    from cnnlab.explain.leaderboard import leaderboard
 
     opts = dict(metrics=["deletion", "insertion"], random_orders=1, batch_size=3, figure_steps=False, controls=False)
     both = cnnlab.evaluate_saliency(tiny_model(input_size=28), images["rgb"], methods=["gradcam", "vanilla"], **opts)
@@ -290,7 +292,7 @@ def test_the_faithfulness_panel_and_its_aggregate_rank(images):
 
 
 def test_the_recommended_method_passes_the_check_stays_cheap_and_does_not_query_the_panel():
-    from cnnlab.jobs.evaluate import recommended
+    from cnnlab.explain.leaderboard import recommended
 
     def row(method, rank, sanity="passes", panel=False, passes=2):
         return {"method": method, "aggregate_rank": rank, "sanity": sanity, "queries_panel": panel,
@@ -307,7 +309,7 @@ def test_the_recommended_method_passes_the_check_stays_cheap_and_does_not_query_
 def test_the_star_reads_counted_passes_not_the_clock():
     """A loaded machine multiplies every method's seconds: the ★ stays where it was. A better-ranked method over the
     pass budget, or failing the check, is passed over and the reason is given."""
-    from cnnlab.jobs.evaluate import DEFAULT_BUDGET, recommended
+    from cnnlab.explain.leaderboard import DEFAULT_BUDGET, recommended
 
     def row(method, rank, passes, seconds, sanity="passes"):
         return {"method": method, "aggregate_rank": rank, "passes_per_image": passes, "seconds_per_image": seconds,

@@ -87,7 +87,8 @@ def test_flip_averaging_is_mirror_invariant(lite0, tiny_scenes):
 
 def test_several_backbones_concatenate_each_ones_cut_points(tiny_scenes, tmp_path):
     from cnnlab.core.models import create_backbone
-    from cnnlab.jobs.transfer import _extract, transfer
+    from cnnlab.jobs.transfer import transfer
+    from cnnlab.transfer.routes import _extract
     from cnnlab.transfer.svm import layer_matrix
 
     (tiny_scenes / "Coast" / "broken.jpg").write_bytes(b"not a jpeg")  # skipped once, rows stay aligned

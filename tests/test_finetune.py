@@ -15,7 +15,8 @@ from PIL import Image
 import cnnlab
 from cnnlab.cli import main
 from cnnlab.core.models import MODEL_WEIGHTS
-from cnnlab.transfer.finetune import CHECKPOINT, param_groups, parse_finetune, Recipe
+from cnnlab.transfer.finetune import CHECKPOINT, param_groups
+from cnnlab.transfer.recipe import Recipe, parse_finetune
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -184,7 +185,7 @@ def test_select_best_takes_the_lowest_validation_loss_and_ties_go_to_the_later_e
     assert kept == max(r["epoch"] for r in history if r["val_loss"] == best) and kept > 0
     with pytest.raises(cnnlab.CnnlabError, match="needs --select best"):
         Recipe(patience=2)
-    from cnnlab.transfer.finetune import train_head
+    from cnnlab.transfer.heads import train_head
 
     with pytest.raises(cnnlab.CnnlabError, match="give --val-fraction > 0"):  # nothing to choose on: said
         train_head(np.zeros((6, 4), np.float32), np.arange(6) % 3, np.array([], int), 3, "mlp", Recipe(select="best"))
@@ -194,7 +195,7 @@ def test_a_linear_head_is_a_logistic_regression_fitted_to_convergence():
     """The head-only path equals scikit-learn's logistic regression at the C it chose by cross-validation."""
     from sklearn.linear_model import LogisticRegression
 
-    from cnnlab.transfer.finetune import train_head
+    from cnnlab.transfer.heads import train_head
 
     rng = np.random.default_rng(0)
     X = (rng.normal(size=(90, 5)) + np.repeat(np.eye(3, 5) * 2, 30, axis=0)).astype(np.float32)

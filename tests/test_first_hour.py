@@ -45,11 +45,12 @@ def _strict(text: str):
 def no_work(monkeypatch):
     """Loading a model or extracting a feature fails the test: what is refused must be refused before either."""
     import cnnlab.jobs.transfer as job
+    from cnnlab.transfer import routes
 
     def boom(*a, **k):
         raise AssertionError("work started before the request was refused")
     monkeypatch.setattr(job, "load_backbones", boom)
-    monkeypatch.setattr(job, "extract_features", boom)
+    monkeypatch.setattr(routes, "extract_features", boom)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -206,7 +207,8 @@ def test_a_value_that_is_not_finite_is_written_as_null():
 
 # ------------------------------------------------------------------------------------------ blocks as units
 def _trainable(model, n: int) -> set[str]:
-    from cnnlab.transfer.finetune import Recipe, param_groups
+    from cnnlab.transfer.finetune import param_groups
+    from cnnlab.transfer.recipe import Recipe
 
     param_groups(model, n, Recipe())
     return {name for name, p in model.net.named_parameters() if p.requires_grad}
@@ -343,7 +345,7 @@ def test_random_orders_without_metrics_is_refused():
 
 # --------------------------------------------------------------------------------------------------- pictures
 def test_confusion_matrix_numbers_contrast_with_their_cells():
-    from cnnlab.jobs.transfer import confusion_figure
+    from cnnlab.transfer.tables import confusion_figure
 
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(15), 20)

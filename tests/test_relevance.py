@@ -225,7 +225,7 @@ def test_a_leaderboard_where_the_image_alone_wins_crowns_no_method(tmp_path, cap
     """A network whose class score is the image's brightness (positive filters, a positive head): deleting the
     brightest pixels first is the best deletion there is, so no explanation can beat the input-only control, and the
     table, the ★ line and the JSON say so."""
-    from cnnlab.jobs.evaluate import dominated, recommended
+    from cnnlab.explain.leaderboard import dominated, recommended
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))

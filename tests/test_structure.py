@@ -371,3 +371,28 @@ def test_a_config_file_with_flat_part_options_reads_as_the_nested_one(command, f
     spec = {"name": (given[0] if isinstance(given, list) else given)["name"], "bogus_option": 1}
     with pytest.raises(CnnlabError, match="unknown option 'bogus_option' for the"):  # nested: said like a flat typo
         cls.from_dict({part_field: [spec] if isinstance(given, list) else spec})
+
+
+def test_an_unknown_part_option_is_refused_through_the_registry_the_api_and_config_files(tmp_path):
+    """One policy: `Registry.build` (the registries are public), the job calls and config files all refuse an option
+    the part does not take, with a suggestion."""
+    import json
+
+    from cnnlab.cli import main
+    from cnnlab.explain.attacks import ATTACKS
+    from cnnlab.explain.metrics import METRICS
+    from cnnlab.explain.saliency import METHODS
+
+    with pytest.raises(CnnlabError, match="unknown option 'samplez' for the saliency method smoothgrad; did you mean "
+                                          "'smoothgrad_samples'"):
+        METHODS.build("smoothgrad", {"samplez": 4})
+    with pytest.raises(CnnlabError, match="unknown option 'epz' for the attack pgd"):
+        ATTACKS.build("pgd", {"epz": 0.1})
+    with pytest.raises(CnnlabError, match="unknown option 'stepz'"):
+        METRICS.build("road", {"stepz": 3})
+    assert METHODS.own("vanilla", {"smoothgrad_samples": 4}) == {}  # a caller sharing options filters them itself
+    with pytest.raises(CnnlabError, match="unknown option 'samplez'"):
+        cnnlab.saliency(tiny_model(), torch.rand(1, 3, 16, 16), method="smoothgrad", samplez=4)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"command": "explain saliency", "method": {"name": "smoothgrad", "samplez": 4}}))
+    assert main(["explain", "saliency", str(path), "--config", str(path)]) == 2

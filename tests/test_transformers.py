@@ -201,7 +201,8 @@ def test_features_read_class_tokens_patch_means_and_channels_last_maps_by_their_
 
 
 def test_fine_tuning_a_vit_over_blocks_trains_its_tokens_only_with_every_unit():
-    from cnnlab.transfer.finetune import Recipe, param_groups
+    from cnnlab.transfer.finetune import param_groups
+    from cnnlab.transfer.recipe import Recipe
 
     from .conftest import tiny_vit
 

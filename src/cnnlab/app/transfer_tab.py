@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..core.errors import CnnlabError
 from ..jobs.transfer import transfer
-from ..transfer.finetune import HEADS
+from ..transfer.recipe import HEADS
 from .state import AppModels, friendly, inside, read_upload
 
 

@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from .errors import CnnlabError
+from .errors import CnnlabError, did_you_mean
 from .hooks import CutPoint, capture, run_until_captured
 from .layout import Layout
 from .preprocess import Preprocess
@@ -53,11 +53,6 @@ class Backbone(nn.Module):
         self.register_buffer("std", torch.tensor(preprocess.std).view(1, -1, 1, 1), persistent=False)
 
     @property
-    def cam_layer(self) -> str | None:
-        """The CLI's spelling of `cam_layers` ('head+block6'), or None."""
-        return "+".join(self.cam_layers) or None
-
-    @property
     def num_classes(self) -> int:
         return len(self.labels)
 
@@ -94,12 +89,10 @@ class Backbone(nn.Module):
         modules = [n for n, _ in self.net.named_modules() if n]
         unknown = [layer for layer in layers if layer not in self.cut_points and layer not in modules]
         if unknown:
-            import difflib
-
-            hints = {u: difflib.get_close_matches(u, list(self.cut_points) + modules, n=1) for u in unknown}
-            hint = "; ".join(f"{u!r} (did you mean {h[0]!r}?)" if h else repr(u) for u, h in hints.items())
-            raise CnnlabError(f"unknown cut point {hint} for {self.name}; available: {', '.join(self.cut_points)} "
-                              "or any module path (`cnnlab models --backbone NAME` lists them)")
+            u = unknown[0]
+            raise CnnlabError(f"unknown cut point {u!r} for {self.name}{did_you_mean(u, list(self.cut_points) + modules)}"
+                              f"; available: {', '.join(self.cut_points)} or any module path (`cnnlab models "
+                              "--backbone NAME` lists them)")
 
     def features(self, x: torch.Tensor, layers: list[str], pool: str = "avg") -> dict[str, torch.Tensor]:
         """(B, D) features at each requested cut point, all from ONE forward pass that stops at the deepest."""
@@ -203,8 +196,6 @@ def default_labels(n: int) -> tuple[str, ...]:
 
 
 def resolve_label(query: str | int, labels: Sequence[str]) -> int:
-    import difflib
-
     q = str(query).strip()
     lowered = [label.lower() for label in labels]
     if q.lower() in lowered:
@@ -217,8 +208,7 @@ def resolve_label(query: str | int, labels: Sequence[str]) -> int:
     partial = [i for i, label in enumerate(lowered) if q.lower() in label]
     if len(partial) == 1:
         return partial[0]
-    close = difflib.get_close_matches(q.lower(), lowered, n=3, cutoff=0.5)
-    hint = f"; did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(q.lower(), lowered, n=3, cutoff=0.5)
     raise CnnlabError(f"unknown class {query!r}{hint} (the model's classes: {', '.join(labels[:5])}"
                       f"{', ...' if len(labels) > 5 else ''})")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import functools
 import json
 import os
@@ -21,7 +20,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import CnnlabError
+from .errors import CnnlabError, did_you_mean
 
 _KEY = "cnnlab"
 SEED_MAX = 2**32 - 1  # the largest seed every generator cnnlab seeds takes (numpy's legacy one, scikit-learn's)
@@ -134,9 +133,8 @@ class Config:
         names, known = [f.name for f in fields(cls)], cls.part_options()
         unknown = [k for k in values if k not in names and k not in known]
         if unknown:
-            close = difflib.get_close_matches(unknown[0], names + list(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise CnnlabError(f"unknown option {unknown[0]!r} for {cls.command or cls.__name__}{hint}")
+            raise CnnlabError(f"unknown option {unknown[0]!r} for {cls.command or cls.__name__}"
+                              f"{did_you_mean(unknown[0], names + list(known))}")
         flat = {k: _checked(k, values.pop(k), *known[k]) for k in list(values) if k not in names}
         hints, out = type_hints(cls), {}
         for f in fields(cls):
@@ -231,14 +229,23 @@ def _build(f: dataclasses.Field, value: Any, flat: Mapping[str, Any]) -> Any:
         raise CnnlabError(f"{flag_of(f)} expects a {reg.kind}'s name, got {value!r}")
     _check_value(f, option_meta(f), name, str)
     own = {g.name: g for g in part_fields(reg[name])}
-    for key in spec:
-        if key not in own:
-            close = difflib.get_close_matches(key, list(own), n=1)
-            raise CnnlabError(f"unknown option {key!r} for the {reg.kind} {name}"
-                              + (f" (did you mean {close[0]!r}?)" if close else ""))
+    refuse_unknown(spec, reg[name], reg.kind, name)
     spec |= {k: v for k, v in flat.items() if k in own}
     hints = type_hints(reg[name])
     return reg[name](**{k: _coerce(v, hints[k], k, _sep(option_meta(own[k]))) for k, v in spec.items()})
+
+
+def refuse_unknown(options: Mapping[str, Any], cls: type, kind: str, name: str) -> None:
+    """The one policy for an option a part does not take: a one-line error naming it, with a suggestion."""
+    fields_ = part_fields(cls)
+    spelled = {f.name: f.name for f in fields_} | {flag_of(f).lstrip("-").replace("-", "_"): f.name for f in fields_}
+    for key in options:
+        if key not in {f.name for f in fields_}:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(spelled), n=1)  # a field's name or its flag's
+            hint = did_you_mean(spelled[close[0]], [spelled[close[0]]]) if close else ""
+            raise CnnlabError(f"unknown option {key!r} for the {kind} {name}{hint}")
 
 
 def _sep(m: dict) -> str | None:
@@ -315,9 +322,8 @@ def _check_value(f: dataclasses.Field, m: dict, v: Any, elem) -> None:
     if elem is float and (v != v or v in (float("inf"), float("-inf"))):
         raise CnnlabError(f"{name} must be a finite number, got {v}")
     if m.get("choices") is not None and v not in m["choices"]:
-        close = difflib.get_close_matches(str(v), [str(c) for c in m["choices"]], n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise CnnlabError(f"{name} {v!r} is not one of: {', '.join(map(str, m['choices']))}{hint}")
+        raise CnnlabError(f"{name} {v!r} is not one of: {', '.join(map(str, m['choices']))}"
+                          f"{did_you_mean(v, m['choices'], cutoff=0.5)}")
     low, high = m.get("low"), m.get("high")
     if low is not None and (v <= low if m.get("low_open") else v < low) or high is not None and v > high:
         raise CnnlabError(f"{name} must be {_range_text(m)}, got {v!r}")

@@ -1,10 +1,9 @@
 """ImageNet-1k class names: index (synsets in sorted order) ⇄ synset ⇄ human names, with suggestions."""
 from __future__ import annotations
 
-import difflib
 from functools import lru_cache
 
-from .errors import CnnlabError
+from .errors import CnnlabError, did_you_mean
 
 
 @lru_cache(maxsize=1)
@@ -56,6 +55,4 @@ def resolve_class(query: str | int) -> int:
         shown = "; ".join(f"{labels()[i]} ({i})" for i in partial[:5])
         raise CnnlabError(f"class name {query!r} is ambiguous: {shown}{' ...' if len(partial) > 5 else ''}")
     flat = {n: i for i, ns in enumerate(names) for n in ns}
-    close = difflib.get_close_matches(q, list(flat), n=4, cutoff=0.5)
-    hint = f"; did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
-    raise CnnlabError(f"unknown ImageNet class {query!r}{hint}")
+    raise CnnlabError(f"unknown ImageNet class {query!r}{did_you_mean(q, flat, n=4, cutoff=0.5)}")

@@ -19,7 +19,8 @@ from .errors import CnnlabError, WeightsUnavailable
 from .hf import is_hf_model
 from .hooks import eval_mode
 from .preprocess import Preprocess
-from .registry import DEFAULT_BACKBONE, BackboneEntry, generic_cut_points, get_entry
+from .registry import DEFAULT_BACKBONE, BackboneEntry, generic_cut_points
+from .sources import get_entry
 
 
 # ---------------------------------------------------------------------------------------------------- weights
@@ -171,16 +172,21 @@ def head_path(net: nn.Module) -> str:
     return names[-1]
 
 
-def set_head(net: nn.Module, n_classes: int, kind: str = "linear", hidden: int = 512, seed: int = 0) -> str:
-    """Replace the logits' linear layer by a fresh `linear` layer or an `mlp` (hidden ReLU layer, dropout) with
-    `n_classes` outputs, initialized from `seed`; returns its path."""
-    path = head_path(net)
-    old = net.get_submodule(path)
+def make_head(kind: str, in_features: int, n_classes: int, hidden: int = 512, seed: int = 0) -> nn.Module:
+    """The one head builder: a `linear` layer, or an `mlp` (a hidden ReLU layer, dropout 0.2), drawn from `seed`
+    (the caller's random stream left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        new = (nn.Linear(old.in_features, n_classes) if kind == "linear" else
-               nn.Sequential(nn.Linear(old.in_features, hidden), nn.ReLU(), nn.Dropout(0.2),
-                             nn.Linear(hidden, n_classes)))
+        if kind == "linear":
+            return nn.Linear(in_features, n_classes)
+        return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, n_classes))
+
+
+def set_head(net: nn.Module, n_classes: int, kind: str = "linear", hidden: int = 512, seed: int = 0) -> str:
+    """Replace the logits' linear layer by a fresh head (`make_head`) with `n_classes` outputs; returns its path."""
+    path = head_path(net)
+    old = net.get_submodule(path)
+    new = make_head(kind, old.in_features, n_classes, hidden, seed)
     new.cnnlab_head = True  # the whole head, MLP included, is what `head_of` finds
     parent, _, leaf = path.rpartition(".")
     setattr(net.get_submodule(parent) if parent else net, leaf, new.to(old.weight.device))

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence
 
-from .config import flag_of, part_fields, validate
-from .errors import CnnlabError
+from .config import flag_of, part_fields, refuse_unknown, validate
+from .errors import CnnlabError, did_you_mean
 
 
 class Registry(dict):
@@ -36,9 +35,7 @@ class Registry(dict):
     def lookup(self, name: str) -> Any:
         if name in self:
             return self[name]
-        close = difflib.get_close_matches(name, list(self), n=1)
-        raise CnnlabError(f"unknown {self.kind} {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-                          + f" (choices: {', '.join(self)})")
+        raise CnnlabError(f"unknown {self.kind} {name!r}{did_you_mean(name, self)} (choices: {', '.join(self)})")
 
     def help(self, width: int = 116) -> str:
         return registry_help(self, width)
@@ -60,10 +57,16 @@ class Registry(dict):
         return {k: v for name in names for k, v in getattr(self.lookup(name), "quick", {}).items()}
 
     def build(self, name: str, options: Mapping[str, Any] | None = None) -> Any:
-        """The part `name` with those of `options` it takes."""
+        """The part `name` with `options`: an option it does not take is refused with a suggestion, as everywhere
+        (a caller holding the options of several parts passes `own(name, options)`)."""
         cls = self.lookup(name)
-        mine = {f.name for f in part_fields(cls)}
-        return cls(**{k: v for k, v in (options or {}).items() if k in mine})
+        refuse_unknown(options or {}, cls, self.kind, name)
+        return cls(**(options or {}))
+
+    def own(self, name: str, options: Mapping[str, Any]) -> dict:
+        """Those of a set of options (shared by several parts) that part `name` takes."""
+        mine = {f.name for f in part_fields(self.lookup(name))}
+        return {k: v for k, v in options.items() if k in mine}
 
 
 @dataclass

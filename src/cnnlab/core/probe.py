@@ -114,3 +114,10 @@ def score_ignores_input(backbone, x: torch.Tensor, targets: torch.Tensor) -> boo
 
 
 
+
+
+def default_cam_layers(backbone) -> list[str]:
+    """Where a class activation map reads when not told — the one home of that answer: the model's registry entry
+    (`cam_layers`, measured: Lite's head+block6, VGG16's conv5_3), else the one rule above (`default_layer`, found
+    once per model by `Backbone.last_spatial_layer`)."""
+    return list(backbone.cam_layers) if backbone.cam_layers else [backbone.last_spatial_layer()]

@@ -5,7 +5,6 @@ its weights; `models.load_model` turns an entry into a `Backbone`.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -16,9 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .parts import Registry
-from .errors import CnnlabError
 from .hooks import CutPoint
 from .preprocess import Preprocess
 
@@ -104,10 +101,10 @@ def _torchvision_entry(name: str, weights_enum: str, description: str, points: d
         return getattr(tvm, name)(weights=None)
 
     def preprocess(_net: nn.Module) -> Preprocess:
-        return _weights_preprocess(enum())
+        return weights_preprocess(enum())
 
     def weights() -> WeightsSource:
-        return _hub_weights(enum().url)
+        return hub_weights(enum().url)
 
     all_points = dict(points)
     all_points.update({alias: points[target] for alias, target in (aliases or {}).items()})
@@ -115,14 +112,14 @@ def _torchvision_entry(name: str, weights_enum: str, description: str, points: d
                          default_layer, aliases or {}, cam_layers=(cam_layer,))
 
 
-def _weights_preprocess(weights_enum) -> Preprocess:
+def weights_preprocess(weights_enum) -> Preprocess:
     """What a torchvision weights enum's own transforms do: resize, crop, mean, std."""
     t = weights_enum.transforms()
     interp = "bicubic" if "BICUBIC" in str(t.interpolation) else "bilinear"
     return Preprocess(t.crop_size[0], t.resize_size[0], interp, tuple(t.mean), tuple(t.std))
 
 
-def _hub_weights(url: str) -> WeightsSource:
+def hub_weights(url: str) -> WeightsSource:
     """A file in torch hub's cache (where torchvision downloads it, and where a user may place it)."""
     cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
     return WeightsSource(cache if cache.is_file() else None, url=url, cache_path=cache)
@@ -224,79 +221,6 @@ REGISTRY.register(_mnist_vit_entry())
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
-def _timm_entry(model_name: str) -> BackboneEntry:
-    import timm
-
-    if model_name not in timm.list_models():
-        import difflib
-
-        close = difflib.get_close_matches(model_name, timm.list_models(), n=3)
-        hint = f"; did you mean: {', '.join(close)}?" if close else ""
-        raise CnnlabError(f"unknown timm model {model_name!r}{hint}")
-
-    def cut_points(net: nn.Module) -> dict[str, CutPoint]:
-        points = {f"stage{i}": CutPoint(info["module"]) for i, info in enumerate(getattr(net, "feature_info", []))}
-        points.update(token_points(net))
-        head = net.get_classifier() if hasattr(net, "get_classifier") else None
-        if isinstance(head, nn.Linear):
-            name = next(n for n, m in net.named_modules() if m is head)
-            points.update(pre_logits=CutPoint(name, "input"), logits=CutPoint(name))
-        else:  # a head of several layers (CrossViT's two branches): the generic points (the last linear's input)
-            points = {**generic_cut_points(net), **points}
-        return points
-
-    def load() -> dict[str, torch.Tensor]:
-        from . import hub
-        from .errors import WeightsUnavailable
-
-        cfg = timm.models.get_pretrained_cfg(model_name)
-        repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-        if repo:  # the hub's cache first; the hub itself only when it answers (not a minute of retries)
-            local = hub.cached_file(repo, ("model.safetensors", "pytorch_model.bin"))
-            if local is not None:
-                return timm.create_model(model_name, pretrained=True,
-                                         pretrained_cfg_overlay={"file": str(local)}).state_dict()
-            if not hub.reachable():
-                raise WeightsUnavailable(hub.offline_hint(f"pretrained weights for timm:{model_name}"))
-        try:
-            return timm.create_model(model_name, pretrained=True).state_dict()
-        except Exception as exc:
-            raise WeightsUnavailable(f"pretrained weights for timm:{model_name} could not be loaded "
-                                     f"({exc.__class__.__name__}); they come from the Hugging Face hub: connect once "
-                                     "to cache them, or pass --weights PATH to a state dict") from None
-
-    def weights() -> WeightsSource:
-        return WeightsSource(None, hint="timm downloads them from the Hugging Face hub (needs internet or a cache)",
-                             load=load, tag="timm-default")
-
-    return BackboneEntry(f"timm:{model_name}", f"timm model {model_name}",
-                         lambda: timm.create_model(model_name, pretrained=False), timm_preprocess, cut_points,
-                         weights, "pre_logits")
-
-
-def _hf_entry(name: str) -> BackboneEntry:
-    """`hf:ORG/NAME` or `hf:PATH`: a `transformers` image classifier, its preprocessing from its own image processor
-    (or its architecture's), its class names from `id2label`."""
-    from . import hf
-
-    config = hf.load_config(name)
-    local = Path(name).expanduser()
-    if local.is_dir():  # a folder's weights can change: its files say which ones a cache holds
-        files = sorted(local.glob("*.safetensors")) + sorted(local.glob("*.bin"))
-        tag = "hf-folder:" + ",".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
-    else:
-        tag = "hf-default"
-
-    def weights() -> WeightsSource:
-        return WeightsSource(None, hint="the model's own weights (its folder, the Hugging Face cache or the Hub)",
-                             load=lambda: hf.pretrained_state(name), tag=tag)
-
-    return BackboneEntry(f"hf:{name}", f"Hugging Face {config.model_type} model {name}", lambda: hf.build(name, config),
-                         lambda net: hf.processor_preprocess(name, net),
-                         lambda net: generic_cut_points(net, config.num_labels), weights, None, list_modules=True,
-                         labels=hf.labels_of(config))
-
-
 def generic_cut_points(net: nn.Module, n_out: int | None = None) -> dict[str, CutPoint]:
     """`logits` (the network's output) and `pre_logits` (what enters its last linear layer, when that layer makes
     the logits); every module path is a cut point besides."""
@@ -305,122 +229,6 @@ def generic_cut_points(net: nn.Module, n_out: int | None = None) -> dict[str, Cu
     if linears and (n_out is None or linears[-1][1].out_features == n_out):
         points["pre_logits"] = CutPoint(linears[-1][0], "input")
     return {**token_points(net), **points}
-
-
-def _torchvision_any_entry(model_name: str) -> BackboneEntry:
-    """Any torchvision classification model; preprocessing and weights from its `DEFAULT` weights enum."""
-    import torchvision.models as tvm
-
-    names = tvm.list_models(module=tvm)
-    if model_name not in names:
-        import difflib
-
-        close = difflib.get_close_matches(model_name, names, n=3)
-        hint = f"; did you mean: {', '.join(close)}?" if close else ""
-        raise CnnlabError(f"unknown torchvision classification model {model_name!r}{hint}")
-
-    def enum():
-        return tvm.get_model_weights(model_name).DEFAULT
-
-    def preprocess(_net: nn.Module) -> Preprocess:
-        return _weights_preprocess(enum())
-
-    def weights() -> WeightsSource:
-        return _hub_weights(enum().url)
-
-    return BackboneEntry(f"torchvision:{model_name}", f"torchvision {model_name} ({enum()})",
-                         lambda: tvm.get_model(model_name, weights=None), preprocess,
-                         lambda net: generic_cut_points(net, len(enum().meta["categories"])), weights, None,
-                         list_modules=True)
-
-
-def _import_file(path: Path):
-    """Run a user's Python file as a module (what `--backbone file.py:factory` asks for)."""
-    tag = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:10]
-    spec = importlib.util.spec_from_file_location(f"cnnlab_user_{path.stem}_{tag}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        raise CnnlabError(f"cannot import {path}: {exc.__class__.__name__}: {exc}") from None
-    return module
-
-
-def _file_entry(spec: str) -> BackboneEntry:
-    """`path/to/file.py:factory`: the factory (any callable) returns the classifier module."""
-    file, _, factory = spec.rpartition(":")
-    path = Path(file)
-    if not path.is_file():
-        raise CnnlabError(f"no such Python file: {path} (in --backbone {spec})")
-
-    def build() -> nn.Module:
-        module = _import_file(path)
-        fn = getattr(module, factory, None)
-        if not callable(fn):
-            import difflib
-
-            found = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
-            close = difflib.get_close_matches(factory, found, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; callables there: {', '.join(found[:8])}"
-            raise CnnlabError(f"{path} has no callable {factory!r}{hint}")
-        try:
-            net = fn()
-        except Exception as exc:
-            raise CnnlabError(f"{spec} failed: {exc.__class__.__name__}: {exc}") from None
-        if not isinstance(net, nn.Module):
-            raise CnnlabError(f"{spec} returned {type(net).__name__}, not a torch.nn.Module")
-        return net
-
-    def preprocess(_net: nn.Module) -> Preprocess:  # ImageNet's, unless --mean/--std/--input-size say otherwise
-        return Preprocess(224, 224, "bilinear", IMAGENET_MEAN, IMAGENET_STD)
-
-    return BackboneEntry(spec, f"{factory}() from {path}", build, preprocess, generic_cut_points,
-                         lambda: WeightsSource(None, hint="the factory's own weights, or --weights FILE"), None,
-                         list_modules=True, own_weights=True)
-
-
-def is_file_spec(name: str) -> bool:
-    return ".py:" in name
-
-
-def get_entry(name: str) -> BackboneEntry:
-    if name.startswith("hf:"):
-        return _hf_entry(name[len("hf:"):])
-    if name.startswith("timm:"):
-        return _timm_entry(name[len("timm:"):])
-    if name.startswith("torchvision:"):
-        return _torchvision_any_entry(name[len("torchvision:"):])
-    if is_file_spec(name):
-        return _file_entry(name)
-    if name.startswith("<wrapped "):  # what a run on a module passed to cnnlab.wrap records
-        raise CnnlabError(f"{name} was a module wrapped in Python (cnnlab.wrap): no command can rebuild it; rerun "
-                          "in Python with the module and this config (cnnlab.JOB(model, config=Config.load(RUN)))")
-    if "+" in name:
-        raise CnnlabError(f"{name!r} names several backbones: load each one (only transfer and fool combine them)")
-    if name not in REGISTRY:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(REGISTRY), n=2)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        elsewhere = _known_elsewhere(name)
-        if elsewhere:
-            hint = f"did you mean {elsewhere!r}? "
-        raise CnnlabError(f"unknown backbone {name!r}; {hint}available: {', '.join(REGISTRY)}, timm:<name>, "
-                          "torchvision:<name>, hf:<org/name or folder> or path/to/file.py:factory")
-    return REGISTRY[name]
-
-
-def _known_elsewhere(name: str) -> str | None:
-    """`torchvision:NAME` or `timm:NAME` where one of those libraries has a model of that exact name."""
-    import torchvision.models as tvm
-
-    if name in tvm.list_models(module=tvm):
-        return f"torchvision:{name}"
-    try:
-        import timm
-    except ImportError:
-        return None
-    return f"timm:{name}" if name in timm.list_models() else None
 
 
 def list_backbones() -> list[str]:

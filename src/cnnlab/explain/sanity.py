@@ -131,15 +131,12 @@ def randomized_copy(backbone: Backbone, upto: str | None = None, seed: int = 0) 
     """A copy of `backbone` whose units are re-drawn (`randomize`) from the logits down, as the cascading check does
     (unit k with seed + k), stopping after the unit `upto` (one of `randomization_steps`; None: every unit, and
     the parameters the network holds itself, such as a transformer's class token and position embeddings)."""
-    import difflib
-
-    from ..core.errors import CnnlabError
+    from ..core.errors import CnnlabError, did_you_mean
 
     steps = randomization_steps(backbone)
     if upto is not None and upto not in steps:
-        close = difflib.get_close_matches(upto, steps, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise CnnlabError(f"unknown unit {upto!r}{hint}; the units, from the logits down: {', '.join(steps)}")
+        raise CnnlabError(f"unknown unit {upto!r}{did_you_mean(upto, steps)}; the units, from the logits down: "
+                          f"{', '.join(steps)}")
     model = copy.deepcopy(backbone)
     for k, name in enumerate(steps):
         randomize(model.net.get_submodule(name), seed + k)

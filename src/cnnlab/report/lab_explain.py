@@ -112,7 +112,7 @@ def trust(ctx: Context, s: dict) -> Outcome:
     """The methods × metrics leaderboard on the lab images (the image's edge map as the control the randomization
     check must fail), the method it recommends, and the maps of one image as the model is randomized."""
     from ..explain.verdicts import MARGIN
-    from ..jobs.evaluate import recommended
+    from ..explain.leaderboard import recommended
 
     npz = str(ctx.data(*LAB_IMAGES))
     r = evaluate_saliency(s["backbone"], [npz], methods=s["methods"], metrics=s["metrics"], limit=s["limit"],

@@ -2,7 +2,6 @@
 the others' failures, then write `REPORT_DIR/results.json` and `REPORT_DIR/index.html`."""
 from __future__ import annotations
 
-import difflib
 import platform
 import shutil
 import sys
@@ -16,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .._version import __version__
 from ..core.config import Config, option
-from ..core.errors import CnnlabError
+from ..core.errors import CnnlabError, did_you_mean
 from ..core.jobs import configure
 from ..core.results import Result
 from ..core.runner import Part, RunDirSink
@@ -42,8 +41,7 @@ def select(only: str | list[str] | None) -> list[Experiment]:
     for w in wanted:
         hits = [i for i in REGISTRY if i == w or i.startswith(w.rstrip("/") + "/")]
         if not hits:
-            close = difflib.get_close_matches(w, list(REGISTRY), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else "; `cnnlab reproduce --list` lists them"
+            hint = did_you_mean(w, REGISTRY, n=3, cutoff=0.5, fallback="; `cnnlab reproduce --list` lists them")
             raise CnnlabError(f"unknown experiment {w!r}{hint}")
         chosen.update(hits)
     return [e for i, e in REGISTRY.items() if i in chosen]

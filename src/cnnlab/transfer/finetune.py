@@ -11,11 +11,8 @@ features (a matrix), which is the fast path of `--finetune none`.
 """
 from __future__ import annotations
 
-import copy
-import math
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,198 +21,16 @@ import torch
 from torch import nn
 
 from ..core.backbones import Backbone
+from ..core.blocks import Block, blocks
 from ..core.checkpoints import load_torch_file, restoring
 from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode
-from ..core.blocks import Block, blocks
 from ..core.models import head_of
 from ..core.precision import bf16_kernels, resolve_precision
+from .recipe import Recipe, better, check_validation, make_optimizer, schedule
 
-HEADS = ("svm", "linear", "mlp")
-SELECTIONS = ("last", "best")  # the final weights (the schedule's end), or the epoch of lowest validation loss
-BATCHNORM = ("frozen", "train")
-OPTIMIZERS = ("sgd", "adamw")
-LR = {"sgd": 1e-2, "adamw": 1e-3}  # the head's peak learning rate when none is given
 CHECKPOINT = "finetune.pt"
 CHECKPOINT_KEYS = ("net", "optimizer", "scheduler", "state", "recipe", "n_unfrozen")
-LINEAR_CS = (0.01, 0.1, 1.0, 10.0)  # the logistic-regression head's C, chosen by cross-validation on the training split
-
-
-def finetune_spelling(spec: str) -> int | None:
-    """'none' → 0, 'last:N' → N, 'all' → None (every block); anything else is one line (checked before a model is
-    loaded: the number of blocks is checked by `parse_finetune`)."""
-    if spec == "none":
-        return 0
-    if spec == "all":
-        return None
-    kind, _, n = spec.partition(":")
-    if kind == "last" and n.isdigit() and int(n) >= 1:
-        return int(n)
-    raise CnnlabError(f"--finetune must be none, all or last:N (N ≥ 1 blocks), not {spec!r}")
-
-
-def parse_finetune(spec: str, n_units: int) -> int:
-    """'none' → 0 blocks unfrozen, 'last:N' → N, 'all' → every block (the head always trains)."""
-    n = finetune_spelling(spec)
-    if n is None:
-        return n_units
-    if n > n_units:
-        raise CnnlabError(f"--finetune must be none, all or last:N with 1 ≤ N ≤ {n_units} (the model's blocks), "
-                          f"not {spec!r}")
-    return n
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a head is trained and a network fine-tuned: a fixed schedule (warm-up, then cosine to 0 at the last step)
-    whose final weights are kept. Each default was kept by trying its alternative on two datasets; those
-    measurements, and the recipe against the former one and the plain one, are in docs/benchmarks.md, transfer (f)."""
-    epochs: int = 8
-    lr: float | None = None  # the head's peak rate (None: the optimizer's, LR); unit k below gets lr × layer_decay^k
-    layer_decay: float = 0.7
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.1
-    warmup_epochs: float = 1.0
-    batch_size: int = 32
-    optimizer: str = "sgd"  # SGD with Nesterov momentum 0.9, or AdamW
-    batchnorm: str = "frozen"  # frozen: BatchNorm keeps ImageNet's statistics and runs in eval mode
-    augment: bool = True  # random resized crops and flips; off: the model's center crop
-    ema: float = 0.0  # decay per optimizer step of a moving average of the weights, validated and kept; 0: off
-    select: str = "last"
-    patience: int | None = None  # with select='best': stop after this many epochs without a lower validation loss
-    seed: int = 0
-    precision: str = "auto"
-    workers: int = 2
-
-    def __post_init__(self):
-        if self.select not in SELECTIONS or self.batchnorm not in BATCHNORM or self.optimizer not in OPTIMIZERS:
-            raise CnnlabError(f"select must be one of {SELECTIONS}, batchnorm of {BATCHNORM}, optimizer of "
-                              f"{OPTIMIZERS}")
-        if not 0 <= self.ema < 1:
-            raise CnnlabError(f"--ema is a decay per step in [0, 1), not {self.ema}")
-        if self.patience is not None and self.select != "best":
-            raise CnnlabError("--patience stops on the validation loss: it needs --select best (the default, "
-                              "'last', runs the whole schedule)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def peak_lr(self, optimizer: str | None = None) -> float:
-        return self.lr if self.lr is not None else LR[optimizer or self.optimizer]
-
-
-def _schedule(opt: torch.optim.Optimizer, warmup: int, total: int):
-    """Linear warm-up over `warmup` steps, then cosine to exactly 0 at step `total` (stepped per optimizer step)."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step + 1 - warmup) / max(1, total - warmup))))
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def _optimizer(groups: list[dict], recipe: Recipe) -> torch.optim.Optimizer:
-    groups = [{k: v for k, v in g.items() if k in ("params", "lr")} for g in groups]
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
-    return torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
-
-
-def _check_validation(recipe: Recipe, val: np.ndarray) -> None:
-    if recipe.select == "best" and not len(val):
-        raise CnnlabError("--select best chooses on the validation split: give --val-fraction > 0")
-
-
-def _better(candidate: dict, best: dict | None) -> bool:
-    """The selection among epochs when asked (select='best'): the lower validation loss, ties to the later epoch."""
-    return best is None or candidate["val_loss"] <= best["val_loss"]
-
-
-# -------------------------------------------------------------------------------------------- head on features
-def _fit_logistic(X: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> tuple[nn.Linear, dict]:
-    """A multinomial logistic regression fitted to convergence (L-BFGS), its C chosen by cross-validation on these
-    rows; returned as the linear layer it is."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-
-    folds = int(min(5, np.bincount(y, minlength=n_classes)[np.unique(y)].min()))
-    base = LogisticRegression(max_iter=2000, tol=1e-6)
-    if folds >= 2:
-        search = GridSearchCV(base, {"C": list(LINEAR_CS)}, cv=StratifiedKFold(folds, shuffle=True,
-                                                                                random_state=seed))
-        model = search.fit(X, y).best_estimator_
-        C = float(search.best_params_["C"])
-    else:  # one image of some class: nothing to cross-validate
-        C, model = 1.0, base.fit(X, y)
-    layer = nn.Linear(X.shape[1], n_classes)
-    with torch.no_grad():
-        layer.weight.zero_()
-        layer.bias.fill_(-1e4)  # a class absent from the training rows is never predicted
-        coef = torch.from_numpy(np.asarray(model.coef_, np.float32))
-        icpt = torch.from_numpy(np.asarray(model.intercept_, np.float32))
-        if coef.shape[0] == 1:  # two classes: scikit-learn keeps one row (the second class's log-odds)
-            coef, icpt = torch.cat([-coef / 2, coef / 2]), torch.cat([-icpt / 2, icpt / 2])
-        layer.weight[model.classes_] = coef
-        layer.bias[model.classes_] = icpt
-    return layer, {"C": C, "iterations": int(np.max(model.n_iter_))}
-
-
-def _evaluate_rows(head: nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    with torch.no_grad():
-        logits = head(X)
-        return float(nn.functional.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
-
-
-def train_head(X: np.ndarray, y: np.ndarray, val: np.ndarray, n_classes: int, kind: str, recipe: Recipe,
-               hidden: int = 512, on_epoch: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict], int]:
-    """A head on frozen features X (N,D), rows `val` held out to report (and, with select='best', choose):
-    `linear` is a logistic regression fitted to convergence (one row of history); `mlp` is trained by the
-    recipe's optimizer over a warm-up + cosine schedule, its final weights kept unless select='best'. Returns the
-    head (eval mode), the history and the selected epoch; `on_epoch` sees each row as it is done."""
-    _check_validation(recipe, val)
-    train = np.setdiff1d(np.arange(len(X)), val)
-    Xt, yt = torch.from_numpy(np.asarray(X, np.float32)), torch.from_numpy(np.asarray(y)).long()
-    has_val = len(val) > 0
-    if kind == "linear":
-        head, info = _fit_logistic(np.asarray(X, np.float32)[train], np.asarray(y)[train], n_classes, recipe.seed)
-        loss, _ = _evaluate_rows(head, Xt[train], yt[train])
-        val_loss, acc = _evaluate_rows(head, Xt[val], yt[val]) if has_val else (None, None)
-        row = {"epoch": 1, "loss": loss, "val_loss": val_loss, "val_accuracy": acc, **info}
-        if on_epoch is not None:
-            on_epoch(row)
-        return head.eval(), [row], 1
-    g = torch.Generator().manual_seed(recipe.seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(recipe.seed)
-        head = nn.Sequential(nn.Linear(X.shape[1], hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, n_classes))
-    epochs = recipe.epochs * 10  # a head on cached features costs little per epoch: more of them
-    steps = math.ceil(len(train) / recipe.batch_size)
-    opt = torch.optim.AdamW(head.parameters(), lr=recipe.peak_lr("adamw"), weight_decay=0.05)
-    sched = _schedule(opt, steps * max(1, round(recipe.warmup_epochs)), steps * epochs)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    best, best_state, history = None, None, []
-    for epoch in range(epochs):
-        head.train()
-        order = torch.from_numpy(train)[torch.randperm(len(train), generator=g)]
-        total = 0.0
-        for idx in order.split(recipe.batch_size):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(recipe.seed * 100_003 + epoch * 1009 + int(idx[0]))  # dropout, seeded
-                loss = loss_fn(head(Xt[idx]), yt[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-        head.eval()
-        val_loss, acc = _evaluate_rows(head, Xt[val], yt[val]) if has_val else (None, None)
-        history.append({"epoch": epoch + 1, "loss": total / len(train), "val_loss": val_loss, "val_accuracy": acc})
-        if on_epoch is not None:
-            on_epoch(history[-1])
-        if recipe.select == "best" and _better(history[-1], best):
-            best, best_state = history[-1], copy.deepcopy(head.state_dict())
-    if best_state is not None:
-        head.load_state_dict(best_state)
-    return head.eval(), history, (best or history[-1])["epoch"]
 
 
 # --------------------------------------------------------------------------------------------- fine-tuning
@@ -395,13 +210,13 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
     rank, world = distributed(device)
     if recipe.batch_size % world:
         raise CnnlabError(f"--train-batch-size {recipe.batch_size} must be a multiple of the {world} processes")
-    _check_validation(recipe, val)
+    check_validation(recipe, val)
     precision = resolve_precision(recipe.precision, device)
     groups = param_groups(backbone, n_unfrozen, recipe)
-    opt = _optimizer(groups, recipe)
+    opt = make_optimizer(groups, recipe)
     paths = [Path(p) for p in paths]
     steps = steps_per_epoch(len(train), recipe.batch_size)
-    sched = _schedule(opt, round(steps * recipe.warmup_epochs), steps * recipe.epochs)
+    sched = schedule(opt, round(steps * recipe.warmup_epochs), steps * recipe.epochs)
     state = {"epoch": 0, "history": [], "best": None, "best_state": None, "stale": 0}
     ema = _ema(backbone.net, recipe.ema)
     ckpt = run / CHECKPOINT if run else None
@@ -440,7 +255,7 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
     def record(row: dict) -> None:
         state["history"].append(row)
         if recipe.select == "best":
-            if _better(row, state["best"]):
+            if better(row, state["best"]):
                 with _holding(backbone.net, kept()):
                     state.update(best=row, stale=0, best_state=_snapshot(backbone.net))
             else:

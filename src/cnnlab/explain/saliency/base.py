@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from ...core.backbones import Backbone
-from ...core.config import SEED_MAX, option
+from ...core.config import JOIN, SEED_MAX, option
 from ...core.parts import Part, Registry
 from ...core.hooks import eval_mode, frozen
+from ...core.probe import default_cam_layers as cam_layers  # the one home of the default layer (re-exported)
 
 METHODS = Registry("saliency method")
 
@@ -71,7 +72,7 @@ class SaliencyMethod(Part):
         flat = flat_maps(maps)
         if flat.any() and self.warn_flat:
             n, layers = int(flat.sum()), self.used_layers(backbone)
-            where = f" at {'+'.join(layers)}" if layers else ""
+            where = f" at {JOIN.join(layers)}" if layers else ""
             cause = self.flat_cause(backbone, x[flat], targets[flat])
             if cause.startswith("nothing there"):
                 cause = self.level_cause(maps[flat], layers) or cause
@@ -94,7 +95,7 @@ class SaliencyMethod(Part):
     def level_cause(maps: torch.Tensor, layers: Sequence[str]) -> str | None:
         """For maps that are flat but not zero: the class is supported about equally everywhere at the layer."""
         if layers and bool((maps.flatten(1).amin(1) > 0).all()):
-            return (f"{'+'.join(layers)} supports the class about equally at every position (its activations vary "
+            return (f"{JOIN.join(layers)} supports the class about equally at every position (its activations vary "
                     "little across the image, as random weights' do): pass --layer with an earlier block's output")
         return None
 
@@ -131,7 +132,7 @@ class Seeded(SaliencyMethod):
 class Layered(SaliencyMethod):
     """A method that reads cut points (default: the model's own, from its registry entry)."""
 
-    layer: list[str] | None = option(None, sep="+", help="Grad-CAM cut point(s) or module path(s); 'a+b' sums "
+    layer: list[str] | None = option(None, sep=JOIN, help="Grad-CAM cut point(s) or module path(s); 'a+b' sums "
                                                          "several, each scaled to max 1 (default: the model's own, "
                                                          "from its registry entry, else its last spatial map)")
 
@@ -143,9 +144,6 @@ class Layered(SaliencyMethod):
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def cam_layers(backbone: Backbone) -> list[str]:
-    """Where Grad-CAM reads when not told: the model's registry entry, else the last spatial map of its pass."""
-    return list(backbone.cam_layers) if backbone.cam_layers else [backbone.last_spatial_layer()]
 
 
 def blurred(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:

@@ -106,16 +106,21 @@ def guided_relus(model: nn.Module):
             h.remove()
 
 
+@dataclass
+class Control(SaliencyMethod):
+    """An input-only control, not an explanation: the image alone, never the model (so the sanity checks must fail
+    it, and a metric it scores well on is one the input games)."""
+
+    control: ClassVar[bool] = True
+    warn_flat: ClassVar[bool] = False
+
+
 @register
 @dataclass
-class Brightness(SaliencyMethod):
-    """A control for the faithfulness metrics: the image alone, no model."""
-
+class Brightness(Control):
     name = "brightness"
     help = ("CONTROL, not an explanation: the image's own intensity (its grey level), so deletion removes the "
             "brightest pixels first; where it ranks with the methods, the metric is dominated by the input")
-    control: ClassVar[bool] = True
-    warn_flat: ClassVar[bool] = False
 
     def _maps(self, backbone, x, targets):
         return x.detach().mean(1)
@@ -123,14 +128,10 @@ class Brightness(SaliencyMethod):
 
 @register
 @dataclass
-class EdgeMap(SaliencyMethod):
-    """A control for the sanity checks, not an explanation: it never looks at the model."""
-
+class EdgeMap(Control):
     name = "edges"
     help = ("CONTROL, not an explanation: the image's edge map (Sobel gradient magnitude of its grey level); it "
             "ignores the model, so the model-randomization check must fail it")
-    control: ClassVar[bool] = True
-    warn_flat: ClassVar[bool] = False
 
     def _maps(self, backbone, x, targets):
         grey = x.detach().mean(1, keepdim=True)
