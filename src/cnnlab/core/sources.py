@@ -105,10 +105,24 @@ def _torchvision_any_entry(model_name: str) -> BackboneEntry:
     def weights() -> WeightsSource:
         return hub_weights(enum().url)
 
-    return BackboneEntry(f"torchvision:{model_name}", f"torchvision {model_name} ({enum()})",
-                         lambda: tvm.get_model(model_name, weights=None), preprocess,
+    def build() -> nn.Module:
+        # the architecture the default weights need: a ViT whose weights are at 518 pixels (vit_h_14's SWAG) is
+        # built at 518, as torchvision does when it loads them; a builder without an image_size is built as it is
+        size = _weights_preprocess_size(enum())
+        if size != 224:
+            try:
+                return tvm.get_model(model_name, weights=None, image_size=size)
+            except TypeError:
+                pass
+        return tvm.get_model(model_name, weights=None)
+
+    return BackboneEntry(f"torchvision:{model_name}", f"torchvision {model_name} ({enum()})", build, preprocess,
                          lambda net: generic_cut_points(net, len(enum().meta["categories"])), weights, None,
                          list_modules=True)
+
+
+def _weights_preprocess_size(weights_enum) -> int:
+    return weights_preprocess(weights_enum).input_size
 
 
 def _import_file(path: Path):
