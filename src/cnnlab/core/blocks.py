@@ -2,13 +2,13 @@
 
 Found from the module tree alone, the same way for every family. A *weight layer* is a convolution, a linear or
 embedding layer (a norm is not one); a *block* is a module holding at least two weight layers (a residual block, a
-transformer block, a stage of them). The blocks are the children of the outermost module with two or more block
-children: the stages of a hierarchical model (a ResNet's layer1..4, a Swin's or ConvNeXt's stages, EfficientNet's
-blocks.0..6), the blocks of a plain stack (a ViT's blocks.0..11, Hugging Face's encoder.layer.0..11). A network
-without blocks (VGG's features, a small digit CNN) counts its weight layers. Every parameter outside the blocks and
-the head — a stem, a class token and position embeddings, a final norm, a 1×1 head convolution — goes with the
-block next to it (the first block when it comes before them all, else the block before it), so a lone norm or
-pooling layer is never a unit of its own.
+transformer block, a stage of them). The blocks are the block children of the outermost stacks — a Sequential or
+ModuleList holding blocks: EfficientNet's stages `blocks.0..6`, a ViT's `blocks.0..11`, Hugging Face's
+`encoder.layer.*`, a ResNet's `layerK.i`, a Swin's or ConvNeXt's stages —, else the children of the outermost module
+with two or more block children (GoogLeNet's inception modules), else (VGG's features, a small digit CNN) every
+weight layer. Every parameter outside the blocks and the head — a stem, a class token and position embeddings, a
+final norm, a 1×1 head convolution — goes with the block next to it (the first block when it comes before them all,
+else the block before it), so a lone norm or pooling layer is never a unit of its own.
 """
 from __future__ import annotations
 
