@@ -178,7 +178,7 @@ def test_atlas_streamed_equals_in_memory_and_the_channels_beat_their_top_images(
 
 def test_two_torchrun_processes_draw_the_same_atlas_as_one(tmp_path):
     data = _digits(tmp_path)
-    one_and_two_processes(["explain", "atlas", *ATLAS, "--data", str(data), "--diverse", "0"], tmp_path, 29573)
+    one_and_two_processes(["explain", "atlas", *ATLAS, "--data", str(data), "--diverse", "0"], tmp_path, 29579)
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
     assert a["objective"] == b["objective"] and a["top_objective"] == b["top_objective"]
     for k in range(2):
