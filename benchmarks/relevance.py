@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--data-root", help="holds MNIST/raw (digits)")
     ap.add_argument("--photos", help="a folder of ImageNet photos named *_<label>.jpg (instead of digits)")
     ap.add_argument("--n", type=int, default=50)
-    ap.add_argument("--methods", default=METHODS, help="NAME or NAME:VARIANT (attnlrp's), comma-separated")
+    ap.add_argument("--methods", default=METHODS, help="NAME, or attnlrp:VARIANT[:GAMMA], comma-separated")
     ap.add_argument("--out", help="write the rows as JSON here")
     args = ap.parse_args()
     model = cnnlab.load_model(args.model)
@@ -90,8 +90,9 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     controls = {"brightness": x.mean(1), "random": torch.rand(x.shape[0], *x.shape[-2:], generator=g)}
     for name in [m for m in args.methods.split(",") if m]:
-        method, _, variant = name.partition(":")
-        options = {"attnlrp_variant": variant} if variant else {}
+        method, _, variant = name.partition(":")  # attnlrp:VARIANT or attnlrp:VARIANT:GAMMA
+        variant, _, gamma = variant.partition(":")
+        options = ({"attnlrp_variant": variant} if variant else {}) | ({"attnlrp_gamma": float(gamma)} if gamma else {})
         t0 = time.perf_counter()
         try:
             maps = cnnlab.saliency(model, x, method=method, target=[int(t) for t in y], **options).maps

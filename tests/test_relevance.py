@@ -250,3 +250,32 @@ def test_a_leaderboard_where_the_image_alone_wins_crowns_no_method(tmp_path, cap
     without = cnnlab.evaluate_saliency(model, _bright_blobs(), methods=["vanilla"], metrics=["deletion", "insertion"],
                                        target="0", controls=False)
     assert [r["method"] for r in without.leaderboard] == ["vanilla"]  # --no-controls: the methods alone
+
+
+def test_attnlrp_gamma_is_zenniths_generalized_gamma_and_still_conserves():
+    """--attnlrp-gamma: zennit's generalized γ rule on the linear layers (signed inputs allowed), in the
+    Gradient×Input framework; on a network both take (linear layers and ReLUs, γ on the hidden ones, ε on the head)
+    it equals zennit's own relevance, and on a ViT without biases the relevance still sums to the logit."""
+    from zennit.attribution import Gradient
+    from zennit.composites import NameMapComposite
+    from zennit.rules import Epsilon, Gamma
+
+    from cnnlab.explain.saliency.relevance import attnlrp_rules
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.randn(4, 6)  # signed inputs: the generalized rule's case
+    targets = torch.tensor([0, 1, 2, 1])
+    onehot = torch.eye(3)[targets]
+    composite = NameMapComposite([(["0", "2"], Gamma(gamma=0.5)), (["4"], Epsilon(epsilon=1e-9))])
+    with Gradient(model=net, composite=composite) as attributor:
+        _, theirs = attributor(x.clone().requires_grad_(True), lambda out: onehot * out)
+    xr = x.clone().requires_grad_(True)
+    with attnlrp_rules(net, gamma=0.5):
+        (grad,) = torch.autograd.grad(net(xr).gather(1, targets.view(-1, 1)).sum(), xr)
+    torch.testing.assert_close(xr.detach() * grad, theirs, rtol=1e-4, atol=1e-6)
+    model = _vit(bias=False)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    targets = torch.tensor([1, 4])
+    relevance = METHODS["attnlrp"](attnlrp_gamma=0.25).relevance(model, x, targets)
+    torch.testing.assert_close(relevance.sum((1, 2, 3)), _logits(model, x, targets), rtol=1e-4, atol=1e-5)

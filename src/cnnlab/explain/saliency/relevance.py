@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ...core.config import option
@@ -227,15 +228,44 @@ _QKV_NAMES = {"qkv": "qkv", "q_proj": "q", "query": "q", "q": "q", "k_proj": "k"
               "v_proj": "v", "value": "v", "v": "v"}
 
 
+def _gamma(gamma: float, stabilizer: float = 1e-6):
+    """zennit's generalized γ rule (`zennit.rules.Gamma`, Andéol et al. 2021: signed inputs allowed) on a linear or
+    convolutional layer, in the Gradient×Input framework as lxt uses it: the output keeps its value; its gradient is
+    redistributed over the positive and negative parts of the input by the weights with γ added to those of the
+    output's sign (z_γ · (z / z_γ) held constant, per output sign)."""
+    def layer(module, x, weight, bias):
+        return F.linear(x, weight, bias) if isinstance(module, nn.Linear) else module._conv_forward(x, weight, bias)
+
+    def stable(z):
+        return z + stabilizer * torch.where(z >= 0, 1.0, -1.0)
+
+    def hook(module, args, out):
+        x, w, b = args[0], module.weight, module.bias
+        up, down = w + gamma * w.clamp(min=0), w + gamma * w.clamp(max=0)
+        b_up = None if b is None else b + gamma * b.clamp(min=0)
+        b_down = None if b is None else b + gamma * b.clamp(max=0)
+        pos, neg = x.clamp(min=0), x.clamp(max=0)
+        z_pos = stable(layer(module, pos, up, b_up) + layer(module, neg, down, None))  # for outputs > 0
+        z_neg = stable(layer(module, pos, down, b_down) + layer(module, neg, up, None))  # for outputs < 0
+        return (out > 0) * z_pos * (out / z_pos).detach() + (out < 0) * z_neg * (out / z_neg).detach()
+    return hook
+
+
 @contextmanager
-def attnlrp_rules(net: nn.Module, variant: str = "cp") -> Iterator[None]:
+def attnlrp_rules(net: nn.Module, variant: str = "cp", gamma: float = 0.0) -> Iterator[None]:
     """lxt's rules on `net`'s modules for the block (forward hooks; timm's fused attention off; torch's
-    MultiheadAttention and transformers' attention computed in the open): Gradient×Input of the class score is then
-    its AttnLRP relevance. Everything is removed on exit."""
+    MultiheadAttention and transformers' attention computed in the open), and with `gamma` > 0 the γ rule on every
+    linear and convolutional layer but the head: Gradient×Input of the class score is then its AttnLRP relevance.
+    Everything is removed on exit."""
+    from ...core.models import head_path
     from .attention import hf_attention, timm_attention, attention_matrices
 
     rules = _lxt_rules()
     handles = []
+    if gamma:  # registered first: the attention's rules below act on the outputs γ keeps
+        head = head_path(net)
+        handles += [m.register_forward_hook(_gamma(gamma)) for n, m in net.named_modules()
+                    if isinstance(m, (nn.Linear, nn.Conv2d)) and n != head]
     with ExitStack() as stack:
         stack.enter_context(attention_matrices(net, qkv_rule=qkv_rule(rules, variant)))  # unfused, in the open
         for name, m in net.named_modules():
@@ -265,6 +295,9 @@ class AttnLrp(RelevanceMethod):
     attnlrp_variant: str = option("cp", choices=VARIANTS, help="attnlrp: the rule inside attention: cp (CP-LRP: "
                                                                "the attention weights as constants) or attnlrp "
                                                                "(the uniform rule on its matrix products)")
+    attnlrp_gamma: float = option(0.0, low=0, help="attnlrp: γ of zennit's generalized γ rule on the linear and "
+                                                   "convolutional layers but the head (0: off, their plain "
+                                                   "gradient)")
 
     def check_model(self, backbone) -> None:
         from .attention import hf_attention, timm_attention
@@ -282,7 +315,7 @@ class AttnLrp(RelevanceMethod):
 
         self.check_model(backbone)
         xn = backbone.normalize(x.detach()).requires_grad_(True)
-        with attnlrp_rules(backbone.net, self.attnlrp_variant):
+        with attnlrp_rules(backbone.net, self.attnlrp_variant, self.attnlrp_gamma):
             score = logits_of(backbone.net(xn)).gather(1, targets.view(-1, 1)).sum()
             (grad,) = torch.autograd.grad(score, xn)
         return xn.detach() * grad
