@@ -152,6 +152,46 @@ def photo():
     return Image.fromarray(skimage.data.chelsea())
 
 
+def measure_norms(model) -> int:
+    """BatchNorm statistics measured as training would have left them: one train-mode pass (cumulative averages)
+    over scikit-image's other photos and their mirror images — never the cat that is explained. Random init leaves
+    them at mean 0, variance 1, a state no trained network is in: such norms do not center the activations, every
+    channel keeps its offset, and the final maps of BatchNorm networks come out nearly constant (measured: 5 of the 6
+    flat timm families; docs/benchmarks.md). Returns how many norms were measured."""
+    import skimage.data
+    import torch
+    from PIL import Image
+
+    from cnnlab.core.images import pil_to_tensor
+    from cnnlab.core.probe import unmeasured_norms
+
+    names = set(unmeasured_norms(model.net))
+    norms = [m for n, m in model.net.named_modules() if n in names]
+    if not norms:
+        return 0
+    photos = (skimage.data.astronaut(), skimage.data.coffee(), skimage.data.rocket(), skimage.data.hubble_deep_field())
+    x = torch.stack([model.preprocess(pil_to_tensor(Image.fromarray(p).convert("RGB"))) for p in photos])
+    x = torch.cat([x, x.flip(-1)]).to(model.device)
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batch
+    was = model.net.training
+    try:
+        model.net.train()
+        with torch.no_grad():
+            model(x)
+    except Exception:  # noqa: BLE001 — a model that cannot run in train mode keeps its initial statistics
+        for m in norms:
+            m.reset_running_stats()
+        return 0
+    finally:
+        model.net.train(was)
+        for m, mom in zip(norms, momenta):
+            m.momentum = mom
+    return len(norms)
+
+
 def alive(model) -> bool:
     """Whether the randomly drawn network's class scores still depend on the image, at a scale float arithmetic keeps
     (logits above 1e-3): an initializer drawing too small weights for a deep CNN (transformers' normal(0, 0.02) for
@@ -181,6 +221,7 @@ def load(spec: str):
     if not alive(model):
         randomize(model.net, seed=0)
         model.redrawn = True
+    model.norms_measured = measure_norms(model)
     return model
 
 
@@ -227,7 +268,8 @@ def sweep_one(spec: str) -> dict:
         return out | {"build": kind, "why": f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}",
                       "seconds": round(time.perf_counter() - t0, 2)}
     out |= {"build": "ok", "input": model.preprocess.input_size, "classes": model.num_classes,
-            "redrawn": getattr(model, "redrawn", False), "parameters": sum(p.numel() for p in model.net.parameters())}
+            "redrawn": getattr(model, "redrawn", False),
+            "norms_measured": getattr(model, "norms_measured", 0), "parameters": sum(p.numel() for p in model.net.parameters())}
     out["jobs"] = jobs_on(model)
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out

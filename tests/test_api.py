@@ -206,6 +206,11 @@ def test_a_tampered_classifier_is_refused(tiny_scenes, tmp_path):
 
     result = cnnlab.transfer(tiny_scenes, "efficientnet_lite0", split="random:3", layers=["pre_logits"], Cs=[1.0],
                              folds=2, workers=0, cache=False)
+    # the summary is typed: the SVM route's record leaves a trained head's fields out of its JSON
+    from cnnlab.transfer.summary import TransferSummary
+
+    assert isinstance(result.record, TransferSummary) and result.record.n_test == 9 and result.record.history is None
+    assert result.summary() == result.record.summary() and "history" not in result.summary()
     run = result.save(tmp_path / "run")
     sio.dump({"estimator": result.classifier.estimator, "surprise": Path("x")}, run / "classifier.skops")
     with pytest.raises(cnnlab.CnnlabError, match="holds types cnnlab does not load"):

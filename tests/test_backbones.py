@@ -5,7 +5,7 @@ from torch import nn
 from cnnlab.core import imagenet
 from cnnlab.core.backbones import Backbone, pool_features
 from cnnlab.core.models import create_backbone
-from cnnlab.core.registry import list_backbones
+from cnnlab.core.table import list_backbones
 from cnnlab.jobs.models import describe_backbone
 from cnnlab.core.errors import CnnlabError, WeightsUnavailable
 from cnnlab.core.hooks import CutPoint

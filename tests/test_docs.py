@@ -33,7 +33,7 @@ def test_the_project_speaks_of_itself_only():
 
 
 def test_every_kind_of_part_is_one_registry():
-    from cnnlab.core.registry import REGISTRY
+    from cnnlab.core.table import REGISTRY
     from cnnlab.explain.attacks import ATTACKS
     from cnnlab.explain.metrics import METRICS
     from cnnlab.explain.objectives import SPELLINGS

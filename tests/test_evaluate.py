@@ -195,6 +195,14 @@ def test_two_runs_joined_give_the_board_of_one_run_with_both_methods(images):
     board = leaderboard(joined, ["gradcam", "vanilla"], both.metrics)
     strip = lambda board: [{k: v for k, v in r.items() if k != "seconds_per_image"} for r in board]  # noqa: E731
     assert strip(board) == strip(both.leaderboard)
+    # rows are typed (BoardRow): attributes, and the dict --json writes (a row equals it)
+    from cnnlab.explain.leaderboard import BoardRow
+
+    row = both.leaderboard[0]
+    assert isinstance(row, BoardRow) and row.method == "gradcam" and row == both.summary()["leaderboard"][0]
+    assert row.values["deletion_ratio"] == row["deletion_ratio"] and row.rank == row["rank"]
+    assert list(row)[0] == "method" and row.sanity is None and "sanity" not in row  # no randomization asked
+    assert type(both.summary()["leaderboard"][0]) is dict
     # a column one method lacks is left out of its row and of the ranks
     del joined[0]["scores"]["vanilla"]["insertion_auc"]
     board = leaderboard(joined, ["gradcam", "vanilla"], both.metrics)

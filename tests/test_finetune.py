@@ -52,7 +52,7 @@ def test_a_trained_run_is_a_backbone_every_command_takes(strokes, tmp_path, caps
     trained = {"epochs": 3} if (head, finetune) != ("linear", "none") else {}  # a logistic regression has none
     res = cnnlab.transfer(strokes, model="mnist_cnn", split="random:6", head=head, finetune=finetune, **trained,
                           workers=0, on_epoch=seen.append)
-    assert seen == res.summary()["history"]  # the validation curve, each epoch as it was done
+    assert seen == res.summary()["history"] == res.record.history  # the validation curve, each epoch as it was done
     res.save(run)
     model = cnnlab.load_model(str(run))
     assert model.labels == ("bar", "pole", "ring") and model.spec == str(run)

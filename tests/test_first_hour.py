@@ -387,11 +387,11 @@ def test_every_leaderboard_panel_shows_what_was_computed(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ and the rest
 def test_a_warning_said_in_every_chunk_comes_out_once():
-    from cnnlab.core.runner import Part, run_per_image
+    from cnnlab.core.runner import Chunk, run_per_image
 
     def worker(chunk, first):
         warnings.warn(f"{len(chunk)} image(s) at {first} are odd", UserWarning)
-        return Part([{"i": first + k} for k in range(len(chunk))])
+        return Chunk([{"i": first + k} for k in range(len(chunk))])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run_per_image(list(range(10)), worker, settings={}, out=None, chunk_size=2)

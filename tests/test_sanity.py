@@ -5,7 +5,7 @@ import torch
 
 import cnnlab
 from cnnlab.core.errors import CnnlabError
-from cnnlab.core.registry import REGISTRY
+from cnnlab.core.table import REGISTRY
 from cnnlab.explain.saliency import SaliencyMethod, method
 from cnnlab.explain.sanity import (ALIVE_AT_LEAST, MARGIN, check_alive, fresh_samples, map_ssim, model_randomization,
                                    output_spread, randomization_steps, randomized_copy, rank_correlation)

@@ -396,3 +396,20 @@ def test_an_unknown_part_option_is_refused_through_the_registry_the_api_and_conf
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"command": "explain saliency", "method": {"name": "smoothgrad", "samplez": 4}}))
     assert main(["explain", "saliency", str(path), "--config", str(path)]) == 2
+
+
+def test_every_concept_of_the_where_things_live_table_has_its_one_home():
+    """docs/architecture.md's table names `file: name` homes: each name is defined in that file and nowhere else in
+    the package (a second definition is a second home)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "architecture.md").read_text()
+    table = text.split("## Where things live", 1)[1].split("\n## ", 1)[0]
+    homes = re.findall(r"`([\w/]+\.py): (\w+)`", table)
+    assert len(homes) >= 12, homes
+    sources = {p: p.read_text() for p in (root / "src" / "cnnlab").rglob("*.py")}
+    for path, name in homes:
+        where = [p.relative_to(root / "src" / "cnnlab").as_posix() for p, s in sources.items()
+                 if re.search(rf"^\s*(def|class) {name}\b|^{name} = ", s, re.M)]
+        assert where == [path], f"{name}: defined in {where}, the table says {path}"

@@ -55,3 +55,40 @@ def test_one_model_of_each_layout_kind_through_every_job(zoo, kind):
     assert rows["gradcam"]["status"] in ("ok", "flat") and rows["gradcam"]["layer"]
     for job in ("rollout", "chefer"):
         assert (rows[job]["status"] != "refused") == class_token, (job, rows[job])
+
+
+def test_a_flat_map_from_never_measured_batchnorm_statistics_says_so_and_measuring_them_fixes_it():
+    """The true cause of a flat late map on a random network: BatchNorm still at mean 0, variance 1 does not center a
+    channel's offset (here a conv bias of 1000), so the map is that offset plus a trace. Once the statistics are
+    measured (one train-mode pass, as the zoo sweep does) the same layer gives a map, and the cause is not claimed."""
+    import torch
+    from torch import nn
+
+    import cnnlab
+    from cnnlab.explain.saliency import FlatMapWarning
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 5, padding=2)
+    with torch.no_grad():
+        conv.bias.fill_(1000.0)
+    net = nn.Sequential(conv, nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    model = cnnlab.wrap(net.eval(), mean=(0.5,) * 3, std=(0.25,) * 3, input_size=32, name="offset")
+    x = torch.zeros(1, 3, 32, 32)
+    x[..., 8:16, 8:16] = 1.0
+    with pytest.warns(FlatMapWarning, match="BatchNorm layer.* initial statistics"):
+        cnnlab.saliency(model, x, method="gradcam", target=0, layer=["2"])
+
+    g = torch.Generator().manual_seed(1)
+    net[1].reset_running_stats()
+    net[1].momentum = None  # a cumulative average: one pass measures them
+    net.train()
+    with torch.no_grad():
+        model(torch.rand(16, 3, 32, 32, generator=g))
+    net.eval()
+    import warnings
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        r = cnnlab.saliency(model, x, method="gradcam", target=0, layer=["2"])
+    assert not [w for w in said if "initial statistics" in str(w.message)]
+    m = r.maps.flatten(1)
+    assert float(m.std() / m.abs().mean()) > 0.05

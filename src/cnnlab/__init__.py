@@ -24,7 +24,7 @@ from .commands import api_names
 _WHERE = {
     "Backbone": ".core.backbones", "Config": ".core.config", "CnnlabError": ".core.errors",
     "read_images": ".core.inputs", "Result": ".core.results",
-    "create_backbone": ".core.models", "list_backbones": ".core.registry", "load_model": ".core.models",
+    "create_backbone": ".core.models", "list_backbones": ".core.table", "load_model": ".core.models",
     "wrap": ".core.models",
     "TransferClassifier": ".transfer.classifier", "extract_features": ".transfer.features",
     "FeatureStore": ".transfer.store", "load_features": ".transfer.store",
@@ -64,7 +64,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .core.errors import CnnlabError  # noqa: F401
     from .core.inputs import read_images  # noqa: F401
     from .core.models import create_backbone, load_model, wrap  # noqa: F401
-    from .core.registry import list_backbones  # noqa: F401
+    from .core.table import list_backbones  # noqa: F401
     from .core.results import Result  # noqa: F401
     from .jobs.classify import ClassifyConfig, ClassifyResult, classify  # noqa: F401
     from .jobs.classviz import ClassVizConfig, ClassVizResult, classviz  # noqa: F401

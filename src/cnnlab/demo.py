@@ -12,7 +12,7 @@ from .core.data import ImageFolder
 from .core.figures import image_grid, overlay
 from .core.images import sample_photos, save_png
 from .core.models import load_model
-from .core.registry import DEFAULT_BACKBONE
+from .core.table import DEFAULT_BACKBONE
 from .core.results import Result
 from .jobs.classviz import classviz
 from .jobs.fool import fool

@@ -10,10 +10,10 @@ from pathlib import Path
 from ..core.images import save_png
 from ..jobs.classify import classify
 from ..jobs.fool import fool
-from ..explain.attacks import ATTACKS as METHODS
+from ..explain.attacks import ATTACKS
 from .state import AppModels, friendly, read_upload, to_image
 
-APP_METHODS = [m for m in METHODS if m != "transfer"]  # the transfer attack runs for minutes: the CLI's job
+APP_ATTACKS = [m for m in ATTACKS if m != "transfer"]  # the transfer attack runs for minutes: the CLI's job
 
 
 def build(models: AppModels, max_pixels: int, samples: dict[str, str]) -> None:
@@ -28,7 +28,7 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str]) -> None:
                 model = gr.Dropdown(models.specs, value=models.specs[0], label="model")
                 target = gr.Dropdown(labels, value=labels[76], label="target class (type to search)", filterable=True,
                                      elem_id="fool-target")
-                method = gr.Radio(APP_METHODS, value="minimal", label="method")
+                method = gr.Radio(APP_ATTACKS, value="minimal", label="method")
                 bound = gr.Slider(1, 32, value=8, step=1, label="fgsm / pgd bound ε (in 1/255)")
                 go = gr.Button("Fool", variant="primary", elem_id="fool-go")
             with gr.Column(scale=2):
@@ -46,7 +46,7 @@ def build(models: AppModels, max_pixels: int, samples: dict[str, str]) -> None:
     def fool_fn(image, spec, target_name, how, eps, progress=gr.Progress(track_tqdm=True)):
         backbone = models.get(spec)
         x = read_upload(image, max_pixels)
-        bound = {"eps": float(eps) / 255} if METHODS.takes(how, "eps") else {}  # the slider is for fgsm / pgd
+        bound = {"eps": float(eps) / 255} if ATTACKS.takes(how, "eps") else {}  # the slider is for fgsm / pgd
         r = fool(backbone, {"image": x}, target=target_name, method=how, progress=True, **bound)
         a, o = r.adversarials[0], r.originals[0]
         png = Path(tempfile.mkdtemp(prefix="cnnlab-fool-")) / "adversarial.png"

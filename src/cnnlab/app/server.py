@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core.config import Config, option
 from ..core.errors import CnnlabError
-from ..core.registry import DEFAULT_BACKBONE
+from ..core.table import DEFAULT_BACKBONE
 from ..core.results import Result
 
 

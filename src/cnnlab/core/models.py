@@ -1,4 +1,4 @@
-"""Models from specs and modules: `load_model(spec)` builds a registry entry (`registry.py`) into a `Backbone` with its
+"""Models from specs and modules: `load_model(spec)` builds a registry entry (`table.py`) into a `Backbone` with its
 weights; `wrap(module)` makes one of a module already in hand; `save_model` / a model directory keeps a fine-tuned
 one. What a backbone offers is listed by the `models` job (`jobs/models.py`).
 """
@@ -19,7 +19,7 @@ from .errors import CnnlabError, WeightsUnavailable
 from .hf import is_hf_model
 from .hooks import eval_mode
 from .preprocess import Preprocess
-from .registry import DEFAULT_BACKBONE, BackboneEntry, generic_cut_points
+from .table import DEFAULT_BACKBONE, BackboneEntry, generic_cut_points
 from .sources import get_entry
 
 
@@ -335,7 +335,7 @@ def _own_preprocess(module: nn.Module) -> Preprocess | None:
 
         return model_preprocess(module)
     if isinstance(getattr(module, "pretrained_cfg", None), Mapping) and module.pretrained_cfg.get("mean"):
-        from .registry import timm_preprocess
+        from .table import timm_preprocess
 
         return timm_preprocess(module)
     return None

@@ -113,7 +113,16 @@ def score_ignores_input(backbone, x: torch.Tensor, targets: torch.Tensor) -> boo
     return g is None or bool(g.abs().sum() == 0)
 
 
-
+def unmeasured_norms(net: torch.nn.Module) -> list[str]:
+    """The BatchNorm layers whose running statistics are still their initial ones (mean 0, variance 1, no batch
+    counted): a network that never saw data. In eval mode they do not center its activations, so every channel keeps
+    its offset and late maps come out nearly constant — the true cause of a flat map there, not the layer."""
+    out = []
+    for name, m in net.named_modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats \
+                and m.running_mean is not None and not m.running_mean.any() and bool((m.running_var == 1).all()):
+            out.append(name)
+    return out
 
 
 def default_cam_layers(backbone) -> list[str]:

@@ -1,8 +1,8 @@
 """The one runner of every per-image job, and the one place where chunks are committed.
 
-The inputs (sorted, as listed) are cut into chunks; the job's worker turns a chunk into a `Part`: one row per input
-(JSON-able; an unreadable input is a row with an "error"), arrays with one entry per readable input, and per-image
-files (bytes, e.g. PNGs). The part is committed to a sink:
+The inputs (sorted, as listed) are cut into chunks; the job's worker turns the inputs of a chunk into its `Chunk`
+of output: one row per input (JSON-able; an unreadable input is a row with an "error"), arrays with one entry per
+readable input, and per-image files (bytes, e.g. PNGs). The chunk is committed to a sink (as its part files):
 
 - `MemorySink`: kept in memory (a call without `out=`);
 - `RunDirSink`: a run directory — arrays as `<name>/part-00000.npy`, files under their names, then the rows as
@@ -86,7 +86,7 @@ def files_tag(paths: Iterable[Any]) -> list:
 
 # ------------------------------------------------------------------------------------------------------ parts
 @dataclass
-class Part:
+class Chunk:
     """What a worker returns for one chunk."""
 
     rows: list[dict]  # one per input of the chunk, in order; an unreadable one has "error" and no array entry
@@ -103,14 +103,14 @@ class Sink:
     def done(self, k: int) -> bool:
         raise NotImplementedError
 
-    def commit(self, k: int, part: Part) -> None:
+    def commit(self, k: int, part: Chunk) -> None:
         raise NotImplementedError
 
     def finish(self, n_parts: int, rank: int) -> bool:
         """Called by every process once its parts are committed; True where the whole result can be read."""
         return True
 
-    def read_part(self, k: int) -> Part | None:
+    def read_part(self, k: int) -> Chunk | None:
         """A committed part (arrays memory-mapped where on disk), or None."""
         raise NotImplementedError
 
@@ -138,18 +138,18 @@ def _concat(parts: list[np.ndarray]) -> np.ndarray:
 
 class MemorySink(Sink):
     def __init__(self) -> None:
-        self.parts: dict[int, Part] = {}
+        self.parts: dict[int, Chunk] = {}
 
     def done(self, k: int) -> bool:
         return k in self.parts
 
-    def commit(self, k: int, part: Part) -> None:
+    def commit(self, k: int, part: Chunk) -> None:
         self.parts[k] = part
 
-    def read_part(self, k: int) -> Part | None:
+    def read_part(self, k: int) -> Chunk | None:
         return self.parts.get(k)
 
-    def _ordered(self) -> list[Part]:
+    def _ordered(self) -> list[Chunk]:
         return [self.parts[k] for k in sorted(self.parts)]
 
     def rows(self) -> list[dict]:
@@ -192,7 +192,7 @@ class RunDirSink(Sink):
     def done(self, k: int) -> bool:
         return self._read_part(k) is not None
 
-    def read_part(self, k: int) -> Part | None:
+    def read_part(self, k: int) -> Chunk | None:
         part = self._read_part(k)
         if part is None:
             return None
@@ -201,9 +201,9 @@ class RunDirSink(Sink):
             arrays = {name: np.load(self.root / name / f"part-{k:05d}.npy", mmap_mode="r") for name in header["arrays"]}
         except (OSError, ValueError):  # an array removed or damaged after the commit: the part is redone
             return None
-        return Part(rows, arrays, seconds=header.get("seconds", 0.0))
+        return Chunk(rows, arrays, seconds=header.get("seconds", 0.0))
 
-    def commit(self, k: int, part: Part) -> None:
+    def commit(self, k: int, part: Chunk) -> None:
         for name, a in part.arrays.items():
             with atomic_path(self.root / name / f"part-{k:05d}.npy") as tmp:
                 np.save(tmp, np.ascontiguousarray(a))
@@ -268,7 +268,7 @@ class Runner:
         mine = list(enumerate(self.chunks))[self.rank::self.world]
         return [(k, r) for k, r in mine if not self.sink.done(k)]
 
-    def run(self, items: Sequence, worker: Callable[[Sequence, int], Part], progress: bool = False,
+    def run(self, items: Sequence, worker: Callable[[Sequence, int], Chunk], progress: bool = False,
             desc: str = "chunks") -> bool:
         """`worker(chunk_items, first_index)` for every chunk to do; True where the whole result can be read."""
         from tqdm.auto import tqdm
@@ -303,7 +303,7 @@ class Runner:
         return self.sink.finish(len(self.chunks), self.rank)
 
 
-def run_per_image(items: Sequence, worker: Callable[[Sequence, int], Part], *, settings: Any, out: Any,
+def run_per_image(items: Sequence, worker: Callable[[Sequence, int], Chunk], *, settings: Any, out: Any,
                   chunk_size: int, device: Any = "cpu", progress: bool = False, desc: str = "images",
                   readable: bool = True) -> tuple[Sink, float] | None:
     """The one path of every per-image job: its worker over the inputs, chunk by chunk, into memory (`out` None) or

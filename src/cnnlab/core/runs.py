@@ -1,6 +1,8 @@
 """Run directories and atomic writes: nothing half-written is ever read back."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import json
 import math
 import os
@@ -69,7 +71,7 @@ def to_jsonable(obj: Any) -> Any:
     JSON) becomes null (the key beside it, or the summary's text, says why it is missing)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):  # dicts, and typed rows read as mappings
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]

@@ -1,4 +1,4 @@
-"""Where models come from besides the table (`registry.py`): any `timm:NAME`, any `torchvision:NAME` classifier,
+"""Where models come from besides the table (`table.py`): any `timm:NAME`, any `torchvision:NAME` classifier,
 `hf:ORG/NAME` or `hf:FOLDER` (a Hugging Face image classifier), a user's `path/to/file.py:factory`; and
 `get_entry`, which turns any spec into its `BackboneEntry` (with a did-you-mean when a name is unknown)."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .errors import CnnlabError, did_you_mean
 from .hooks import CutPoint
 from .preprocess import Preprocess
-from .registry import (REGISTRY, BackboneEntry, WeightsSource, hub_weights, weights_preprocess, generic_cut_points,
+from .table import (REGISTRY, BackboneEntry, WeightsSource, hub_weights, weights_preprocess, generic_cut_points,
                        timm_preprocess, token_points)
 
 

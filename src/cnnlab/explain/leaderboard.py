@@ -5,7 +5,9 @@ ranks with the methods). One rank function (`ranks`: ties share the better rank)
 and its bootstrap."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -18,9 +20,52 @@ from .verdicts import board_verdict
 DEFAULT_BUDGET = 16
 
 
+@dataclass(eq=False)
+class BoardRow(Mapping):
+    """One method's row of a leaderboard, typed; read as a mapping (`row["deletion_auc"]`, `"aggregate_rank" in
+    row`) it is `summary()`, the dict `--json` and metrics.json write, with the keys they have always had (a row
+    equals its dict)."""
+
+    method: str
+    values: dict[str, float] = field(default_factory=dict)  # each measured column's mean over the images
+    seconds_per_image: float = 0.0
+    passes_per_image: float | None = None  # forward + backward image-passes of its maps (None: not counted)
+    panel_passes_per_image: float | None = None  # the forward passes that scored them (None: not counted)
+    queries_panel: bool = False  # it queries the model with the panel's own perturbation
+    control: bool = False  # an input-only control: ranked beside the methods, never recommended
+    ci: dict[str, list[float]] = field(default_factory=dict)  # each column's 95 % bootstrap interval
+    rank: dict[str, int] = field(default_factory=dict)  # 1 = best; ties share the better rank; none for a control
+    aggregate_rank: float | None = None  # the mean rank over the faithfulness panel (None: under two columns)
+    aggregate_over: list[str] | None = None  # the panel's columns it averages
+    sanity: str | None = None  # the randomization verdict: passes | fails | undefined | no verdict
+    verdict: str | None = None  # its one line
+    shipped: dict | None = None  # the shipped verdict shown beside it
+
+    def summary(self) -> dict:
+        out = {"method": self.method, **self.values, "seconds_per_image": self.seconds_per_image,
+               "passes_per_image": self.passes_per_image}
+        if self.panel_passes_per_image is not None:
+            out["panel_passes_per_image"] = self.panel_passes_per_image
+        out |= {"queries_panel": self.queries_panel, "control": self.control, "ci": self.ci, "rank": self.rank}
+        if self.aggregate_rank is not None:
+            out |= {"aggregate_rank": self.aggregate_rank, "aggregate_over": self.aggregate_over}
+        if self.sanity is not None:
+            out |= {"sanity": self.sanity, "verdict": self.verdict, "shipped": self.shipped}
+        return out
+
+    def __getitem__(self, key: str):
+        return self.summary()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.summary())
+
+    def __len__(self) -> int:
+        return len(self.summary())
+
+
 def leaderboard(rows: list[dict], methods: Sequence[str], metrics: dict[str, Metric], bootstrap: int = 1000,
-                seed: int = 0, model: str | None = None) -> list[dict]:
-    """One dict per method from per-image rows (`results.jsonl`'s): each column's mean, `ci` its 95 % bootstrap
+                seed: int = 0, model: str | None = None) -> list[BoardRow]:
+    """One `BoardRow` per method from per-image rows (`results.jsonl`'s): each column's mean, `ci` its 95 % bootstrap
     interval over the images, `rank` (1 = best; ties share the better rank; controls are not ranked),
     `seconds_per_image`, `passes_per_image` (forward + backward image-passes of the method's maps; None for rows
     that did not count them), `panel_passes_per_image` (the forward passes that scored them: deletion, insertion,
@@ -33,37 +78,35 @@ def leaderboard(rows: list[dict], methods: Sequence[str], metrics: dict[str, Met
     values = lambda method, key: np.array([r["scores"][method][key] for r in rows], dtype=float)  # noqa: E731
     board, columns, boots = [], {c: up for m in metrics.values() for c, up in m.columns.items()}, {}
     for method in methods:
-        row: dict = {"method": method}
-        ci, up_to = {}, {}
+        cls = METHODS.get(method.split("=")[0])
+        row = BoardRow(method, queries_panel=bool(cls and cls.queries_panel), control=bool(cls and cls.control))
         for m in metrics.values():
             for column in m.columns:
                 if not all(k in r["scores"][method] for r in rows for k in m.needs(column)):
                     continue
                 vals = {k: values(method, k) for k in m.needs(column)}
-                row[column] = float(m.aggregate(column, {k: v[None] for k, v in vals.items()})[0])
+                row.values[column] = float(m.aggregate(column, {k: v[None] for k, v in vals.items()})[0])
                 boot = m.aggregate(column, {k: v[resamples] for k, v in vals.items()})
-                ci[column] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+                row.ci[column] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
                 boots[method, column] = boot
-        row["seconds_per_image"] = float(values(method, "seconds").mean())
-        counted = all("passes" in r["scores"][method] for r in rows) and n
-        row["passes_per_image"] = float(values(method, "passes").mean()) if counted else None
+        row.seconds_per_image = float(values(method, "seconds").mean())
+        if n and all("passes" in r["scores"][method] for r in rows):
+            row.passes_per_image = float(values(method, "passes").mean())
         if n and all("panel_passes" in r["scores"][method] for r in rows):
-            row["panel_passes_per_image"] = float(values(method, "panel_passes").mean())
-        cls = METHODS.get(method.split("=")[0])
-        row["queries_panel"] = bool(cls and cls.queries_panel)
-        row["control"] = bool(cls and cls.control)
-        row["ci"], row["rank"] = ci, up_to
+            row.panel_passes_per_image = float(values(method, "panel_passes").mean())
         board.append(row)
     for column, higher in columns.items():
         if column in CONTROLS:
             continue
-        have = [r for r in board if column in r]
-        for r, k in zip(have, ranks(np.array([r[column] for r in have]), higher)):
-            r["rank"][column] = int(k)
+        have = [r for r in board if column in r.values]
+        for r, k in zip(have, ranks(np.array([r.values[column] for r in have]), higher)):
+            r.rank[column] = int(k)
     _aggregate_rank(board, boots, columns)
     for r in board:
-        if "randomization_rank_corr" in r and "randomization_null" in r:
-            r.update(board_verdict(r["method"], r["randomization_rank_corr"] - r["randomization_null"], n, model))
+        if "randomization_rank_corr" in r.values and "randomization_null" in r.values:
+            said = board_verdict(r.method, r.values["randomization_rank_corr"] - r.values["randomization_null"], n,
+                                 model)
+            r.sanity, r.verdict, r.shipped = said["sanity"], said["verdict"], said["shipped"]
     return board
 
 
@@ -137,22 +180,22 @@ def _excluded(row: dict, budget: float) -> str | None:
     return None
 
 
-def _aggregate_rank(board: list[dict], boots: dict, columns: dict[str, bool]) -> None:
+def _aggregate_rank(board: list[BoardRow], boots: dict, columns: dict[str, bool]) -> None:
     """`aggregate_rank`: each method's mean rank over the faithfulness panel's columns that every method of the
     board has (at least two), with its 95 % interval over the same bootstrap resamples; it orders the board's
     `rank["aggregate_rank"]`."""
     from .metrics import PANEL
 
-    panel = [c for c in PANEL if c in columns and all(c in r for r in board)]
+    panel = [c for c in PANEL if c in columns and all(c in r.values for r in board)]
     if len(panel) < 2 or len(board) < 2:
         return
-    point = np.mean([ranks(np.array([r[c] for r in board]), columns[c]) for c in panel], axis=0)
-    boot = np.mean([ranks(np.stack([boots[r["method"], c] for r in board]), columns[c]) for c in panel], axis=0)
+    point = np.mean([ranks(np.array([r.values[c] for r in board]), columns[c]) for c in panel], axis=0)
+    boot = np.mean([ranks(np.stack([boots[r.method, c] for r in board]), columns[c]) for c in panel], axis=0)
     for k, (r, place) in enumerate(zip(board, ranks(point, higher=False))):
-        r["aggregate_rank"] = float(point[k])
-        r["ci"]["aggregate_rank"] = [float(np.percentile(boot[k], 2.5)), float(np.percentile(boot[k], 97.5))]
-        r["rank"]["aggregate_rank"] = int(place)
-        r["aggregate_over"] = panel
+        r.aggregate_rank = float(point[k])
+        r.ci["aggregate_rank"] = [float(np.percentile(boot[k], 2.5)), float(np.percentile(boot[k], 97.5))]
+        r.rank["aggregate_rank"] = int(place)
+        r.aggregate_over = panel
 
 
 def board_table(board: list[dict], columns: Sequence[str]) -> list[list[str]]:

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from ..core.backbones import Backbone
 from ..core.config import SEED_MAX, Config, option
 from ..core.data import load_mnist
-from ..core.jobs import configure, with_options
+from ..core.calls import configure, with_options
 from ..core.mnist import shipped_test_accuracy
 from ..core.models import load_model
-from ..core.registry import DEFAULT_BACKBONE
+from ..core.table import DEFAULT_BACKBONE
 from ..core.results import Result
 from ..core.errors import CnnlabError
 from .metrics import CAS_EPOCHS, cas, feature_metrics, per_class_fd

@@ -12,7 +12,7 @@ from ..core.checkpoints import restoring
 from ..core.errors import CnnlabError
 from ..core.images import make_grid, save_png
 from ..core.config import SEED_MAX, Config, option
-from ..core.jobs import configure, with_options
+from ..core.calls import configure, with_options
 from ..core.results import Result
 from .models import build_gan, to_pixels
 from .training import load_checkpoint

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..core.config import SEED_MAX, Config, option
-from ..core.jobs import configure, with_options
+from ..core.calls import configure, with_options
 from ..core.precision import PRECISIONS, bf16_kernels, resolve_precision
 from ..core.checkpoints import load_torch_file, restoring
 from ..core.data import load_image_dir, load_mnist

@@ -23,9 +23,9 @@ from ..core.errors import CnnlabError
 from ..core.figures import image_grid
 from ..core.images import save_png, tensor_to_uint8
 from ..core.inputs import ImagesLike, batch_rows, sources
-from ..core.jobs import CHUNK_HELP, ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
+from ..core.calls import CHUNK_HELP, ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
 from ..core.results import Result
-from ..core.runner import Part, launched, run_per_image
+from ..core.runner import Chunk, launched, run_per_image
 from ..core.runs import atomic_path
 from ..explain import objectives
 from ..explain.dream import RenderOptions, activations, objective_values, render
@@ -203,7 +203,7 @@ def _draw(backbone: Backbone, cfg: AtlasConfig, channels: list[int], out, progre
     """(images, diverse, values) of every channel, drawn chunk by chunk on the runner."""
     render_keys = {k: v for k, v in cfg.to_dict().items() if k not in ("data", "top", "batch_size", "chunk_size")}
 
-    def work(chunk: list[int], first: int) -> Part:
+    def work(chunk: list[int], first: int) -> Chunk:
         opts = cfg.replace(seed=cfg.seed + first)  # a chunk's drawing does not depend on who draws it
         images, _ = render(backbone, objectives.channels(cfg.layer, chunk), opts, batch=len(chunk))
         images = _quantized(images)
@@ -213,7 +213,7 @@ def _draw(backbone: Backbone, cfg: AtlasConfig, channels: list[int], out, progre
             arrays["diverse"] = np.stack([_uint8(_quantized(render(
                 backbone, objectives.channel(cfg.layer, c) + cfg.diversity * objectives.diversity(cfg.layer),
                 opts, batch=cfg.diverse)[0])) for c in chunk])
-        return Part([{"channel": c, "objective": float(v)} for c, v in zip(chunk, values)], arrays)
+        return Chunk([{"channel": c, "objective": float(v)} for c, v in zip(chunk, values)], arrays)
 
     ran = run_per_image(channels, work, settings=render_keys, out=_folder(out, "channels"),
                         chunk_size=cfg.channel_batch, device=backbone.device, progress=progress, desc="channels",
@@ -230,7 +230,7 @@ def _top_images(backbone: Backbone, cfg: AtlasConfig, channels: list[int], input
     items, prepared = sources(inputs)
     index = torch.as_tensor(channels)
 
-    def work(chunk: list, first: int) -> Part:
+    def work(chunk: list, first: int) -> Chunk:
         means, peaks = [], []
 
         def rows(batch, x, positions):
@@ -244,7 +244,7 @@ def _top_images(backbone: Backbone, cfg: AtlasConfig, channels: list[int], input
             return [{"image": s.name} for s in batch]
 
         all_rows = batch_rows(chunk, backbone.preprocess, prepared, cfg.batch_size, first, rows)
-        return Part(all_rows, {"means": np.concatenate(means), "peaks": np.concatenate(peaks)} if means else {})
+        return Chunk(all_rows, {"means": np.concatenate(means), "peaks": np.concatenate(peaks)} if means else {})
 
     ran = run_per_image(items, work, settings=[backbone.spec, backbone.weights_id, cfg.layer, channels, cfg.batch_size],
                         out=_folder(out, "data"), chunk_size=cfg.chunk_size, device=backbone.device,

@@ -14,9 +14,9 @@ from ..core.config import option
 from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode
 from ..core.inputs import ImagesLike, batch_rows, check_sizes, sources
-from ..core.jobs import CHUNK_HELP, ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
+from ..core.calls import CHUNK_HELP, ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
 from ..core.results import PerImageResult
-from ..core.runner import Part, run_per_image
+from ..core.runner import Chunk, run_per_image
 from ..transfer.classifier import TransferClassifier
 
 PREVIEW = 8  # images shown in the figure (every image is in the JSON)
@@ -144,15 +144,15 @@ def _worker(backbone: Backbone, cfg: ClassifyConfig, prepared: bool):
     def rows(items, x, positions):
         return [{"image": s.name, "top": top} for s, top in zip(items, top_k(backbone, x, cfg.topk))]
 
-    return lambda chunk, first: Part(batch_rows(chunk, backbone.preprocess, prepared, cfg.batch_size, first, rows))
+    return lambda chunk, first: Chunk(batch_rows(chunk, backbone.preprocess, prepared, cfg.batch_size, first, rows))
 
 
 def _learned_worker(clf: TransferClassifier, cfg: ClassifyConfig, prepared: bool):
-    def work(chunk: list, first: int) -> Part:
+    def work(chunk: list, first: int) -> Chunk:
         results, skipped = clf.top(chunk, cfg.topk, cfg.batch_size, prepared, empty_ok=True)
         found = iter(results)  # the readable ones, in order
         errors = dict(skipped)
-        return Part([{"image": s.name, "error": errors[s.name]} if s.name in errors else next(found) for s in chunk])
+        return Chunk([{"image": s.name, "error": errors[s.name]} if s.name in errors else next(found) for s in chunk])
     return work
 
 

@@ -18,9 +18,9 @@ from ..core.config import option
 from ..core.errors import CnnlabError
 from ..core.figures import image_grid
 from ..core.images import save_png
-from ..core.jobs import ModelLike, ModelOptions, configure, load_backbones, with_options
+from ..core.calls import ModelLike, ModelOptions, configure, load_backbones, with_options
 from ..core.models import load_model
-from ..core.registry import DEFAULT_BACKBONE
+from ..core.table import DEFAULT_BACKBONE
 from ..core.results import Result
 from ..explain.classviz import ClassVizOptions, class_probability, visualize_class
 from ..explain.targets import short_name

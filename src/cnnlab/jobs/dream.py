@@ -17,7 +17,7 @@ from ..core.hooks import eval_mode
 from ..core.figures import image_grid
 from ..core.images import save_png
 from ..core.inputs import ImagesLike, batches, read_images
-from ..core.jobs import ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
+from ..core.calls import ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
 from ..core.results import Result
 from ..explain import objectives
 from ..explain.dream import RenderOptions, activations, render

@@ -21,13 +21,13 @@ from ..core.parts import registry_help
 from ..core.errors import CnnlabError
 from ..core.figures import heat, image_grid
 from ..core.inputs import ImagesLike, batch_rows, check_sizes, sources
-from ..core.jobs import CHUNK_HELP, ModelLike, ModelOptions, PerImageOptions, configure, load_backbone, recorded, with_options
+from ..core.calls import CHUNK_HELP, ModelLike, ModelOptions, PerImageOptions, configure, load_backbone, recorded, with_options
 from ..core.results import PerImageResult
-from ..core.runner import Part, run_per_image
+from ..core.runner import Chunk, run_per_image
 from ..core.runs import write_text
 from ..core.hooks import count_passes
 from ..core.precision import PRECISIONS, autocast, resolve_precision
-from ..explain.leaderboard import board_table, dominated, leaderboard, recommended
+from ..explain.leaderboard import BoardRow, board_table, dominated, leaderboard, recommended
 from ..explain.metrics import CONTROLS, METRICS, PANELS, Metric
 from ..explain.verdicts import MIN_VERDICT_IMAGES
 from ..explain.saliency import METHODS, SaliencyMethod, predicted, result_settings
@@ -97,7 +97,7 @@ def metric_objects(cfg: EvaluateSaliencyConfig) -> dict[str, Metric]:
 
 
 class SaliencyEvaluation(PerImageResult):
-    """`.leaderboard` (one dict per method: each column's mean, `ci` its 95 % bootstrap interval, `rank` 1 = best,
+    """`.leaderboard` (a `BoardRow` per method, read as a dict: each column's mean, `ci` its 95 % bootstrap interval, `rank` 1 = best,
     `seconds_per_image`), `.values(method, key)` (per-image numbers), `.curves(method, name)` (N, S), `.steps`
     (the randomization figure's data, or None). Streamed into a folder (`out=`), the rows and curves are read from
     it."""
@@ -124,13 +124,14 @@ class SaliencyEvaluation(PerImageResult):
         the random orders' deletion and insertion curves."""
         return np.asarray(self.sink.array(f"curves/{method}/{name}"))
 
-    def _leaderboard(self) -> list[dict]:
+    def _leaderboard(self) -> list[BoardRow]:
         return leaderboard(self.rows, part_names(self.config.methods), self.metrics, self.config.bootstrap, self.config.seed,
                            model=self.config.backbone)
 
     def summary(self) -> dict:
         s = {"backbone": self.config.backbone, "n": len(self), "methods": part_names(self.config.methods),
-             "metrics": part_names(self.config.metrics), "columns": self.columns, "leaderboard": self.leaderboard,
+             "metrics": part_names(self.config.metrics), "columns": self.columns,
+             "leaderboard": [r.summary() for r in self.leaderboard],
              "bootstrap": self.config.bootstrap, "seconds": self.seconds, "skipped": self.skipped,
              "panel": self.config.panel, "precision": self.precision}
         best = recommended(self.leaderboard)
@@ -286,8 +287,7 @@ def evaluate_saliency(model: ModelLike = None, images: ImagesLike | None = None,
     cfg = recorded(cfg, backbone)
     methods = {m.name: copy.copy(m) for m in cfg.methods}  # what a run caches in them stays in the run
     for m in methods.values():
-        backbone.check_layers(list(m.layers()))
-        m.check_model(backbone)
+        m.check(backbone)
         m.used_layers(backbone)  # a default layer's one probing pass, made now: not counted in any method's passes
     if cfg.target not in ("pred",):
         backbone.class_index(cfg.target)
@@ -316,7 +316,7 @@ def _worker(backbone: Backbone, methods: dict, metrics: dict[str, Metric], cfg: 
     def scoring(m: Metric):  # the forward-only metrics' passes in the chosen precision
         return autocast(precision, backbone.device) if m.forward_only else nullcontext()
 
-    def work(chunk: list, first: int, advance=lambda n: None) -> Part:
+    def work(chunk: list, first: int, advance=lambda n: None) -> Chunk:
         arrays: dict[str, list] = {}
 
         def rows(items, x, positions):
@@ -361,7 +361,7 @@ def _worker(backbone: Backbone, methods: dict, metrics: dict[str, Metric], cfg: 
             return out
 
         all_rows = batch_rows(chunk, backbone.preprocess, prepared, cfg.batch_size, first, rows)
-        return Part(all_rows, {k: np.concatenate(v) for k, v in arrays.items()})
+        return Chunk(all_rows, {k: np.concatenate(v) for k, v in arrays.items()})
     return work
 
 

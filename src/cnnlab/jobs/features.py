@@ -16,9 +16,9 @@ from ..core.data import ImageFolder
 from ..core.errors import CnnlabError
 from ..core.images import skip_reasons
 from ..core.inputs import ImagesLike, batches
-from ..core.jobs import ModelLike, configure, load_backbone, recorded, with_options
+from ..core.calls import ModelLike, configure, load_backbone, recorded, with_options
 from ..core.results import Result
-from ..core.runner import Part, RunDirSink, chunk_ranges, settings_tag
+from ..core.runner import Chunk, RunDirSink, chunk_ranges, settings_tag
 from ..core.runs import atomic_path, default_cache_dir, is_npz
 from ..core.precision import resolve_precision
 from ..transfer.features import ExtractionOptions, extract_features, forward_features
@@ -116,7 +116,7 @@ def _write_store_from_memory(result: FeaturesResult, folder: Path) -> None:
     ranges = chunk_ranges(len(result.paths), CHUNK)
     for k, r in enumerate(ranges):
         rows = [{"image": result.paths[i], "label": int(labels[i])} for i in r]
-        sink.commit(k, Part(rows, {l: np.asarray(result.features[l][r.start:r.stop]) for l in result.layers}))
+        sink.commit(k, Chunk(rows, {l: np.asarray(result.features[l][r.start:r.stop]) for l in result.layers}))
     write_index(folder, sink, len(ranges), result.classes, {**result._meta(), "layers": result.layers},
                 result.skipped)
 

@@ -22,11 +22,11 @@ from ..core.figures import image_grid
 from ..core.hooks import eval_mode
 from ..core.images import load_image, pil_to_tensor, quantize, tensor_to_uint8
 from ..core.inputs import ImagesLike, Source, sources
-from ..core.jobs import ModelLike, ModelOptions, PerImageOptions, configure, load_backbones, with_options
+from ..core.calls import ModelLike, ModelOptions, PerImageOptions, configure, load_backbones, with_options
 from ..core.models import load_model
-from ..core.registry import DEFAULT_BACKBONE
+from ..core.table import DEFAULT_BACKBONE
 from ..core.results import PerImageResult
-from ..core.runner import Part, run_per_image
+from ..core.runner import Chunk, run_per_image
 from ..core.runs import atomic_path, write_text
 from ..explain.attacks import ATTACKS, Attack, fooled
 from ..explain.targets import SHOWN, check_target_classes, per_image_targets, resolve_targets, short_name
@@ -288,7 +288,7 @@ def _worker(models: list[Backbone], judges: dict[str, Backbone], attacker: Attac
     view = ImageModel(models, through_preprocess=not prepared)
     judge_views = {n: ImageModel([j], through_preprocess=not prepared) for n, j in judges.items()}
 
-    def work(chunk: list[Source], first: int) -> Part:
+    def work(chunk: list[Source], first: int) -> Chunk:
         rows: list = [None] * len(chunk)
         files = {}
         for window in _windows(chunk, cfg.batch_size):
@@ -330,5 +330,5 @@ def _worker(models: list[Backbone], judges: dict[str, Backbone], attacker: Attac
                                        for n, (b, a) in transfer.items()}
                 rows[i] = row
                 files[png_file(positions[j])] = pngs[j]
-        return Part(rows, {}, files)
+        return Chunk(rows, {}, files)
     return work

@@ -12,7 +12,7 @@ from ..core.config import Config, option
 from ..core.errors import CnnlabError
 from ..core.hooks import CutPoint, capture, eval_mode
 from ..core.models import no_inplace, weights_available
-from ..core.registry import generic_cut_points, list_backbones
+from ..core.table import generic_cut_points, list_backbones
 from ..core.sources import get_entry
 from ..core.results import Result
 

@@ -18,11 +18,11 @@ from ..core.config import JOIN, option, part
 from ..core.errors import CnnlabError
 from ..core.figures import heat, image_grid, overlay
 from ..core.inputs import ImagesLike, batch_rows, check_sizes, sources
-from ..core.jobs import ModelLike, ModelOptions, PerImageOptions, configure, load_backbone, recorded, with_options
+from ..core.calls import ModelLike, ModelOptions, PerImageOptions, configure, load_backbone, recorded, with_options
 from ..core.results import PerImageResult
-from ..core.runner import Part, run_per_image
+from ..core.runner import Chunk, run_per_image
 from ..core.runs import atomic_path
-from ..explain.metrics import METRICS
+from ..explain.metrics import METRICS, PANELS
 from ..explain.saliency import METHODS, RECOMMENDED, SaliencyMethod, methods_help, predicted, result_settings
 from ..explain.targets import SHOWN, check_target_classes, per_image_targets, resolve_targets, short_name
 
@@ -41,7 +41,9 @@ same for random patch orders (--random-orders). Writes saliency.png (image, over
     target: str = option("pred", help="'pred' (the model's prediction) or a class of the model (index or name)")
     targets: list[str] | None = option(None, cli=False, help="one class per input image (the API's target=[...])")
     metrics: bool = option(False, help="deletion/insertion AUC vs a random patch order")
-    random_orders: int = option(4, low=1, help="--metrics: random patch orders averaged for the baseline")
+    # one default with explain evaluate's: the full panel's (None means it, so the two cannot drift apart)
+    random_orders: int | None = option(None, low=1, default_help=str(PANELS["full"].random_orders),
+                                       help="--metrics: random patch orders averaged for the baseline")
 
     @classmethod
     def description(cls) -> str:
@@ -57,8 +59,7 @@ class SaliencyResult(PerImageResult):
 
     def __init__(self, config, sink, items, prepared, seconds, backbone: Backbone, layers: Sequence[str] = ()):
         super().__init__(config, sink, items, prepared, seconds)
-        self.layers = list(layers)  # the layer(s) the method read, defaults resolved
-        self.layer = JOIN.join(layers) or None
+        self.layers = list(layers)  # the layer(s) the method read, defaults resolved: kept once
         self.class_names, self._preprocess = backbone.labels, backbone.preprocess
         self.targets, self.preds = self.column("target"), self.column("pred")
         self.labels = [r.get("label") for r in self.rows]
@@ -80,6 +81,11 @@ class SaliencyResult(PerImageResult):
         return torch.stack([self.image(i) for i in range(len(self))])
 
     file_key = "map"
+
+    @property
+    def layer(self) -> str | None:
+        """The layers as one name ('a+b'), as summary(), the caption and config.json write it; None for none."""
+        return JOIN.join(self.layers) or None
 
     def resolved(self) -> dict:
         """config.json names the layer a default resolved to (`--config` reruns the same layer)."""
@@ -156,15 +162,14 @@ def saliency(model: ModelLike = None, images: ImagesLike | None = None, *, confi
     streamed into that folder chunk by chunk (results.jsonl, one PNG per map, the maps as arrays): bounded memory,
     resumable, shared out over torchrun processes."""
     cfg = configure(SaliencyConfig, config, per_image_targets(options))
-    if cfg.random_orders != SaliencyConfig.random_orders and not cfg.metrics:
+    if cfg.random_orders is not None and not cfg.metrics:
         raise CnnlabError("--random-orders sets the baseline of --metrics: add --metrics, or leave it out")
     if cfg.target == "none" and cfg.targets is None:
         raise CnnlabError("saliency needs a target: 'pred' or a class of the model ('none' is for explain fool)")
     backbone = load_backbone(model, cfg)
     cfg = recorded(cfg, backbone)
     attributor = copy.copy(cfg.method)  # what a run caches in it stays in the run
-    backbone.check_layers(list(attributor.layers()))  # a wrong layer is said before any work
-    attributor.check_model(backbone)
+    attributor.check(backbone)  # a wrong layer, or a model the method cannot take, is said before any work
     used = attributor.used_layers(backbone)
     items, prepared = sources(images if images is not None else cfg.inputs)
     items = items[:cfg.limit] if cfg.limit else items
@@ -184,7 +189,7 @@ def _chunk_size(cfg) -> int:
 def _worker(backbone: Backbone, attributor: SaliencyMethod, cfg: SaliencyConfig, prepared: bool, files: bool):
     metrics = [METRICS.build(name, {"random_orders": cfg.random_orders}) for name in ("deletion", "insertion")]
 
-    def work(chunk: list, first: int) -> Part:
+    def work(chunk: list, first: int) -> Chunk:
         maps, pngs = [], {}
 
         def rows(items, x, positions):
@@ -211,5 +216,5 @@ def _worker(backbone: Backbone, attributor: SaliencyMethod, cfg: SaliencyConfig,
             return out
 
         all_rows = batch_rows(chunk, backbone.preprocess, prepared, cfg.batch_size, first, rows)
-        return Part(all_rows, {"maps": np.concatenate(maps)} if maps else {}, pngs)
+        return Chunk(all_rows, {"maps": np.concatenate(maps)} if maps else {}, pngs)
     return work

@@ -14,8 +14,8 @@ from ..core.backbones import Backbone
 from ..core.config import JOIN, SEED_MAX, field_default, flag_of, option
 from ..core.data import SPLIT_HELP, parse_split
 from ..core.errors import CnnlabError
-from ..core.jobs import ModelLike, configure, load_backbones, with_options
-from ..core.registry import DEFAULT_BACKBONE
+from ..core.calls import ModelLike, configure, load_backbones, with_options
+from ..core.table import DEFAULT_BACKBONE
 from ..core.results import Result
 from ..core.runs import write_json, write_text
 from ..transfer import bow, plan, routes
@@ -24,6 +24,7 @@ from ..transfer.finetune import CHECKPOINT, check_checkpoint
 from ..transfer.recipe import BATCHNORM, HEADS, OPTIMIZERS, SELECTIONS, finetune_spelling
 from ..transfer.features import ExtractionOptions
 from ..transfer.store import load_features
+from ..transfer.summary import TransferSummary
 from ..transfer.svm import SCALINGS
 from ..transfer.tables import confusion_figure, results_csv, results_markdown
 
@@ -116,35 +117,36 @@ _DEFAULTS = {name: field_default(f) for name, f in _FIELDS.items()}
 
 
 class TransferResult(Result):
-    """`.classifier` (a `TransferClassifier`: `predict(images)`), `.grid`, `.selected`, `.split` (train/test paths)."""
+    """`.classifier` (a `TransferClassifier`: `predict(images)`), `.record` (the typed `TransferSummary`: `.grid`,
+    `.selected`, …; `summary()` is its dict), `.grid`, `.selected`, `.split` (train/test paths)."""
 
     kind, figure_name = "transfer", "confusion.png"
 
-    def __init__(self, config: TransferConfig, summary: dict, classifier: TransferClassifier, y_test: np.ndarray,
-                 test_pred: np.ndarray, split: dict[str, list[str]]):
+    def __init__(self, config: TransferConfig, summary: TransferSummary, classifier: TransferClassifier,
+                 y_test: np.ndarray, test_pred: np.ndarray, split: dict[str, list[str]]):
         super().__init__(config)
-        self._summary, self.classifier, self.split = summary, classifier, split
+        self.record, self.classifier, self.split = summary, classifier, split
         self.y_test, self.test_pred = y_test, test_pred
 
     @property
     def grid(self) -> list[dict]:
-        return self._summary["grid"]
+        return self.record.grid
 
     @property
     def selected(self) -> dict:
-        return self._summary["selected"]
+        return self.record.selected
 
     @property
     def classes(self) -> list[str]:
-        return self._summary["classes"]
+        return self.record.classes
 
     def summary(self) -> dict:
-        return self._summary | ({"run_dir": str(self.run_dir)} if self.run_dir else {})
+        return self.record.summary() | ({"run_dir": str(self.run_dir)} if self.run_dir else {})
 
     def text(self) -> str:
         sel = self.selected
         what = f"epoch {sel['epoch']}" if "epoch" in sel else f"{sel['layer']} C={sel['C']:g}"
-        return results_markdown(self._summary) + (
+        return results_markdown(self.record.summary()) + (
             f"\nselected {what}: test accuracy {sel['test_accuracy']:.4f}" + (f" → {self.run_dir}" if self.run_dir
                                                                                   else ""))
 
@@ -152,7 +154,7 @@ class TransferResult(Result):
         return {self.figure_name: confusion_figure(self.y_test, self.test_pred, self.classes)}
 
     def write_files(self, folder: Path) -> None:
-        write_text(folder / "results.md", results_markdown(self._summary))
+        write_text(folder / "results.md", results_markdown(self.record.summary()))
         write_text(folder / "results.csv", results_csv(self.grid))
         write_json(folder / "split.json", self.split)
         self.classifier.save(folder)
@@ -197,7 +199,7 @@ def transfer(data: str | os.PathLike | None = None, model: ModelLike | Sequence[
     return _result(routes.svm_route(cfg, backbones, progress, data))
 
 
-def _result(o: routes.Outcome) -> TransferResult:
+def _result(o: routes.RouteResult) -> TransferResult:
     return TransferResult(o.config, o.summary, o.classifier, o.y_test, o.test_pred, o.split)
 
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..core.errors import DATA_ROOT_HINT, CnnlabError
-from ..core.runner import Part, RunDirSink
+from ..core.runner import Chunk, RunDirSink
 from ..core.runs import to_jsonable
 
 MODES = ("quick", "full")
@@ -75,7 +75,7 @@ class Context:
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         result = to_jsonable(fn(folder))
-        sink.commit(0, Part([{"kind": kind, "config": config, "result": result}]))
+        sink.commit(0, Chunk([{"kind": kind, "config": config, "result": result}]))
         return folder, result
 
 

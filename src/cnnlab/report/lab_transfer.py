@@ -10,7 +10,7 @@ from torch import nn
 from ..core.figures import new_figure, save_figure
 from ..core.images import sample_photos
 from ..core.models import weights_available
-from ..core.registry import list_backbones
+from ..core.table import list_backbones
 from ..core.sources import get_entry
 from ..jobs.models import describe_backbone
 from ..jobs.classify import classify

@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 from .._version import __version__
 from ..core.config import Config, option
 from ..core.errors import CnnlabError, did_you_mean
-from ..core.jobs import configure
+from ..core.calls import configure
 from ..core.results import Result
-from ..core.runner import Part, RunDirSink
+from ..core.runner import Chunk, RunDirSink
 from ..core.runs import to_jsonable, write_json, write_text
 # importing the parts registers their experiments, in the report's order
 from . import lab_transfer  # noqa: F401,I001
@@ -181,7 +181,7 @@ def _reproduce(report_dir: Path, cfg: ReproduceConfig, overrides: dict | None, p
         _say(f"[{k}/{len(experiments)}] {exp.id}: {exp.title} ...", progress)
         ctx = Context(report_dir, folder, data, cache, device, progress)
         entry = _run_one(exp, ctx, settings, key) | {"mode": mode}
-        _entry_sink(folder, exp.id).commit(0, Part([entry]))
+        _entry_sink(folder, exp.id).commit(0, Chunk([entry]))
         entries[exp.id] = entry | {"cached": False}
         status = "ok" if entry["status"] == "ok" else f"FAILED: {entry['error']}"
         _say(f"[{k}/{len(experiments)}] {exp.id}: {status} ({entry['wall_s']:.1f} s)", progress)

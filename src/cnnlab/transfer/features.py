@@ -17,9 +17,9 @@ from ..core.backbones import POOLINGS, Backbone
 from ..core.config import option
 from ..core.data import ImageFiles, collate_skipping_bad
 from ..core.hooks import eval_mode
-from ..core.jobs import ModelOptions
+from ..core.calls import ModelOptions
 from ..core.precision import PRECISIONS, autocast, resolve_precision
-from ..core.runner import MemorySink, Part, RunDirSink, chunk_ranges
+from ..core.runner import MemorySink, Chunk, RunDirSink, chunk_ranges
 
 CHUNK = 512  # images per cache entry: a run killed mid-way keeps its finished chunks
 
@@ -110,10 +110,10 @@ def extract_features(backbone: Backbone, paths: Sequence[Path], layers: Sequence
     need = [l for l in layers if any((k, l) not in hits for k in range(len(chunks)))]
     todo = [k for k in range(len(chunks)) if any((k, l) not in hits for l in need)]
 
-    def commit(j: int, part: Part) -> None:
+    def commit(j: int, part: Chunk) -> None:
         for l in need:
             sink = sinks[(todo[j], l)]
-            sink.commit(0, Part(part.rows, {"features": part.arrays[l]}))
+            sink.commit(0, Chunk(part.rows, {"features": part.arrays[l]}))
             hits[(todo[j], l)] = sink.read_part(0)
 
     if todo:
@@ -137,8 +137,8 @@ def _stack(parts: list[np.ndarray]) -> np.ndarray:
 
 def run_pass(backbone: Backbone, paths: Sequence[Path], todo: list[range], layers: list[str], pool: str, flip: bool,
              precision: str, batch_size: int, workers: int, progress: bool,
-             commit: Callable[[int, Part], None]) -> None:
-    """One DataLoader over the chunks `todo` (ranges of `paths`); `commit(j, part)` gets chunk j's `Part` as soon as
+             commit: Callable[[int, Chunk], None]) -> None:
+    """One DataLoader over the chunks `todo` (ranges of `paths`); `commit(j, part)` gets chunk j's `Chunk` as soon as
     it is complete: one row per file ({"image"}, or {"image", "error"}) and the features {layer: (n_readable, D)}."""
     order = [i for r in todo for i in r]
     ends = np.cumsum([len(r) for r in todo])
@@ -168,7 +168,7 @@ def run_pass(backbone: Backbone, paths: Sequence[Path], todo: list[range], layer
                 kept = [p for p in span if p in feats]
                 arrays = {l: np.stack([feats[p][l] for p in kept]) if kept else np.zeros((0, 0), np.float32)
                           for l in layers}
-                commit(flushed, Part([rows.pop(p) for p in span], arrays))
+                commit(flushed, Chunk([rows.pop(p) for p in span], arrays))
                 for p in kept:
                     del feats[p]
                 flushed += 1

@@ -1,5 +1,5 @@
 """The four routes of a transfer run, each from a checked config (`jobs/transfer.py`: `TransferConfig`, whose
-plan `plan.py` checked before any work) to an `Outcome`: the report's SVM grid on cached features of one or several
+plan `plan.py` checked before any work) to a `RouteResult`: the report's SVM grid on cached features of one or several
 backbones (`svm_route`), the hand-made SIFT bag of words through the same grid (`bow_route`), a linear or MLP head
 on frozen features or a fine-tuned network (`network_route`), and the SVM grid on a feature store (`store_route`)."""
 from __future__ import annotations
@@ -20,16 +20,17 @@ from . import bow
 from .classifier import BowClassifier, NetworkClassifier, TransferClassifier, expand_layer
 from .features import FeatureSet, extract_features
 from .store import FeatureStore
+from .summary import TransferSummary
 from .svm import run_grid
 
 
 @dataclass
-class Outcome:
+class RouteResult:
     """What a route returns: the config as run (a route may resolve options), the summary (`--json`), the kept
     classifier, the test labels and predictions, and the train/test files."""
 
     config: object
-    summary: dict
+    summary: TransferSummary
     classifier: object
     y_test: np.ndarray
     test_pred: np.ndarray
@@ -80,7 +81,7 @@ def _extract(config, backbones: list[Backbone], paths, progress: bool) -> Featur
     return FeatureSet(features, keep, sets[0].failed, timing)
 
 
-def svm_route(cfg, backbones: list[Backbone], progress: bool, data) -> Outcome:
+def svm_route(cfg, backbones: list[Backbone], progress: bool, data) -> RouteResult:
     """The report's route: features of every backbone (cached), then the (layer × C) grid of linear SVMs."""
     ds, split = data
     fs = _extract(cfg, backbones, ds.paths, progress)
@@ -103,7 +104,7 @@ def _readable(split, keep: np.ndarray):
                        np.array([pos[i] for i in split.test if i in pos], dtype=int), split.description)
 
 
-def bow_route(cfg, progress: bool, data, default_layers: bool) -> Outcome:
+def bow_route(cfg, progress: bool, data, default_layers: bool) -> RouteResult:
     """SIFT + bag of words: dense SIFT of every image, the split, the vocabulary from the training split's
     descriptors only, then the same (layer × C) grid as CNN features."""
     import time
@@ -218,7 +219,7 @@ def network_route(cfg, backbones: list[Backbone], progress: bool, out: Path | No
     timing = fs.timing | {"fit_s": fit_s, "precision": recipe.precision}
     skipped = skip_reasons([ds.paths[i] for i in np.setdiff1d(np.arange(len(ds.paths)), keep)])
     warning = diverged(history, chosen) if n_unfrozen else None
-    summary = _summary(cfg, split, y_test, test_pred, list(ds.classes), timing, skipped, [], selected, scaling=None,
+    summary = TransferSummary.of(cfg, split, y_test, test_pred, list(ds.classes), timing, skipped, [], selected, scaling=None,
                        n_train=int(len(split.train) - len(val)), n_val=int(len(val)), history=history, head=head,
                        finetune=cfg.finetune, warnings=[warning] if warning else [],
                        trained=_trained(model.net, head_at, trained_blocks(model.net, n_unfrozen)),
@@ -227,7 +228,7 @@ def network_route(cfg, backbones: list[Backbone], progress: bool, out: Path | No
     classifier = NetworkClassifier(model, {"base": base.spec, "head": head, "finetune": cfg.finetune,
                                            "test_accuracy": selected["test_accuracy"]})
     split_files = {"train": [str(paths[i]) for i in split.train], "test": [str(paths[i]) for i in split.test]}
-    return Outcome(cfg, summary, classifier, y_test, test_pred, split_files)
+    return RouteResult(cfg, summary, classifier, y_test, test_pred, split_files)
 
 
 def _trained(net, head: str, trained: list) -> dict:
@@ -239,7 +240,7 @@ def _trained(net, head: str, trained: list) -> dict:
             "parameters": int(sum(params[n].numel() for n in names))}
 
 
-def store_route(cfg, store: FeatureStore) -> Outcome:
+def store_route(cfg, store: FeatureStore) -> RouteResult:
     """The SVM grid on features a `cnnlab features` run stored (store folder or .npz)."""
     labels, keep = store.labels, np.arange(len(store.paths))
     if parse_split(cfg.split)[0] == "folders":
@@ -262,7 +263,7 @@ def store_route(cfg, store: FeatureStore) -> Outcome:
 
 
 def _fit(cfg, features: dict, y: np.ndarray, classes: list[str], paths: list[str], split,
-         layers: list[list[str]], timing: dict, skipped: list[dict], make_classifier) -> Outcome:
+         layers: list[list[str]], timing: dict, skipped: list[dict], make_classifier) -> RouteResult:
     """Split (15-Scene protocol unless given), the (layer × C) grid with CV on train, one score on test. `layers`
     are the feature groups of `cfg.layers` (those of every backbone, with several), named as the user wrote them."""
     if split is None:
@@ -272,23 +273,9 @@ def _fit(cfg, features: dict, y: np.ndarray, classes: list[str], paths: list[str
     names = [JOIN.join(g) for g in cfg.layers]
     result = run_grid(features, y, split.train, split.test, layers, list(cfg.Cs), cfg.scaling, cfg.folds, cfg.seed,
                       names=names)
-    summary = _summary(cfg, split, y[split.test], result.test_pred, list(classes), timing | {"fit_s": result.fit_s},
+    summary = TransferSummary.of(cfg, split, y[split.test], result.test_pred, list(classes), timing | {"fit_s": result.fit_s},
                        skipped, result.grid, result.selected | {"inverse_temperature": result.inverse_temperature})
     classifier = make_classifier(cfg.layers[names.index(result.selected["layer"])], timing["precision"])
     classifier.estimator, classifier.inverse_temperature = result.model, result.inverse_temperature
     split_files = {"train": [paths[i] for i in split.train], "test": [paths[i] for i in split.test]}
-    return Outcome(cfg, summary, classifier, y[split.test], result.test_pred, split_files)
-
-
-def _summary(cfg, split, y_test: np.ndarray, test_pred: np.ndarray, classes: list[str], timing: dict,
-             skipped: list[dict], grid: list[dict], selected: dict, **route) -> dict:
-    """The summary every route returns (metrics.json, --json): the split, the grid and the selection, the test
-    split's per-class accuracy, timing and what was skipped; `route` adds or overrides a route's own keys."""
-    return {
-        "backbone": JOIN.join(cfg.backbone), "weights": cfg.weights, "split": split.description, "seed": cfg.seed,
-        "n_train": int(len(split.train)), "n_test": int(len(split.test)), "grid": grid, "selected": selected,
-        "timing": {k: timing[k] for k in ("extract_s", "images_per_s", "fit_s")}, "scaling": cfg.scaling,
-        "classes": classes, "per_class_accuracy": {c: float((test_pred[y_test == i] == i).mean())
-                                                   for i, c in enumerate(classes) if (y_test == i).any()},
-        "skipped": skipped, "skipped_images": [s["image"] for s in skipped],
-        "cached_layers": timing["cached_layers"], "precision": timing["precision"], **route}
+    return RouteResult(cfg, summary, classifier, y[split.test], result.test_pred, split_files)

@@ -17,7 +17,7 @@ import numpy as np
 from ..core.backbones import Backbone
 from ..core.data import ImageFolder
 from ..core.errors import CnnlabError
-from ..core.runner import Part, Runner, RunDirSink, barrier, settings_tag
+from ..core.runner import Chunk, Runner, RunDirSink, barrier, settings_tag
 from ..core.runs import is_npz, write_json
 from ..core.precision import resolve_precision
 from .features import CHUNK, files_fingerprint, run_pass
@@ -48,7 +48,7 @@ def write_store(backbone: Backbone, ds: ImageFolder, layers: Sequence[str], root
     runner = Runner(sink, len(ds.paths), chunk_size, backbone.device)
     todo = runner.todo()
 
-    def commit(j: int, part: Part) -> None:
+    def commit(j: int, part: Chunk) -> None:
         k, r = todo[j]
         for row, i in zip(part.rows, r):
             row["label"] = int(ds.labels[i])

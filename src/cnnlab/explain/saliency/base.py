@@ -61,6 +61,12 @@ class SaliencyMethod(Part):
     transformers_only: ClassVar[bool] = False
     cnns_only: ClassVar[bool] = False
 
+    def check(self, backbone: Backbone) -> None:
+        """Everything refused before any work, in one call: a cut point the model lacks (the one layer check:
+        `Backbone.check_layers`), then what the method itself cannot take (`check_model`)."""
+        backbone.check_layers(list(self.layers()))
+        self.check_model(backbone)
+
     def check_model(self, backbone: Backbone) -> None:
         """A one-line CnnlabError, before any work, where the method cannot apply to this model."""
 
@@ -75,7 +81,7 @@ class SaliencyMethod(Part):
             where = f" at {JOIN.join(layers)}" if layers else ""
             cause = self.flat_cause(backbone, x[flat], targets[flat])
             if cause.startswith("nothing there"):
-                cause = self.level_cause(maps[flat], layers) or cause
+                cause = self.level_cause(backbone, maps[flat], layers) or cause
             warnings.warn(f"{self.name}: the map of {n} of {len(maps)} image(s) is flat{where} (it varies by at most "
                           f"{FLAT:.0%} of its mean): {cause}", FlatMapWarning, stacklevel=2)
         return maps
@@ -92,12 +98,22 @@ class SaliencyMethod(Part):
         return "nothing there supports the class" + (": pass --layer with another block's output" if layers else "")
 
     @staticmethod
-    def level_cause(maps: torch.Tensor, layers: Sequence[str]) -> str | None:
-        """For maps that are flat but not zero: the class is supported about equally everywhere at the layer."""
-        if layers and bool((maps.flatten(1).amin(1) > 0).all()):
-            return (f"{JOIN.join(layers)} supports the class about equally at every position (its activations vary "
-                    "little across the image, as random weights' do): pass --layer with an earlier block's output")
-        return None
+    def level_cause(backbone: Backbone, maps: torch.Tensor, layers: Sequence[str]) -> str | None:
+        """For maps that are flat but not zero: the class is supported about equally everywhere at the layer —
+        because the model's BatchNorm statistics were never measured (the true cause, said first), or as random
+        weights' late activations are."""
+        from ...core.probe import unmeasured_norms
+
+        if not (layers and bool((maps.flatten(1).amin(1) > 0).all())):
+            return None
+        where = f"{JOIN.join(layers)} supports the class about equally at every position"
+        norms = unmeasured_norms(backbone.net)
+        if norms:
+            return (f"{where}: {len(norms)} BatchNorm layer(s) still hold their initial statistics (mean 0, variance "
+                    "1: the network never saw data), so they do not center its activations — load trained weights, "
+                    "or measure the statistics on your images (train-mode passes under torch.no_grad())")
+        return (f"{where} (its activations vary little across the image, as random weights' do): pass --layer with "
+                "an earlier block's output")
 
     def _maps(self, backbone: Backbone, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -34,8 +34,7 @@ class Cam(Layered):
             grid_point(backbone, layer)
 
     def _maps(self, backbone, x, targets):
-        names = self.layer or cam_layers(backbone)
-        backbone.check_layers(names)
+        names = self.layer or cam_layers(backbone)  # named ones were checked (`check`), defaults are the model's
         maps = []
         for i, layer in enumerate(names):
             acts, grads = activations_and_gradients(backbone, x, targets, layer, self.needs_gradients)

@@ -12,14 +12,14 @@ from .backbones import Backbone
 from .config import Config, field_default, option, option_meta
 from .errors import CnnlabError
 from .models import load_model
-from .registry import DEFAULT_BACKBONE
+from .table import DEFAULT_BACKBONE
 
 C = TypeVar("C", bound=Config)
 ModelLike = Any  # a spec string, a Backbone (cnnlab.load_model / cnnlab.wrap), or None for the config's --backbone
 
 def _backbone_help() -> str:
     """The registered names (from the registry: one home), then the other sources a spec may name."""
-    from .registry import REGISTRY
+    from .table import REGISTRY
 
     return f"{', '.join(REGISTRY)}, timm:NAME, torchvision:NAME, hf:ORG/NAME (or hf:FOLDER), or path/to/file.py:factory"
 

@@ -1,4 +1,4 @@
-"""The registry of named backbones and the other model sources: offline EfficientNet-Lite, the report's torchvision
+"""The table of named backbones (a `parts.Registry`, `REGISTRY`) and the other model sources: offline EfficientNet-Lite, the report's torchvision
 networks, the shipped MNIST classifier, any `timm:NAME`, any `torchvision:NAME` classifier, and a user's
 `path/to/file.py:factory`. Each entry says how to build the network, preprocess for it, name its cut points and find
 its weights; `models.load_model` turns an entry into a `Backbone`.
