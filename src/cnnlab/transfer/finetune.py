@@ -194,6 +194,11 @@ def _ema(net: nn.Module, decay: float):
     return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
+def _fresh() -> dict:
+    """A run's state before its first epoch (a new dict each time: the history grows in place)."""
+    return {"epoch": 0, "history": [], "best": None, "best_state": None, "stale": 0}
+
+
 def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, train: np.ndarray, val: np.ndarray,
              n_unfrozen: int, recipe: Recipe, run: Path | None = None, resume: bool = False,
              progress: bool = False, on_epoch: Callable[[dict], None] | None = None) -> tuple[list[dict], int]:
@@ -211,46 +216,24 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
     if recipe.batch_size % world:
         raise CnnlabError(f"--train-batch-size {recipe.batch_size} must be a multiple of the {world} processes")
     check_validation(recipe, val)
-    precision = resolve_precision(recipe.precision, device)
     groups = param_groups(backbone, n_unfrozen, recipe)
     opt = make_optimizer(groups, recipe)
     paths = [Path(p) for p in paths]
     steps = steps_per_epoch(len(train), recipe.batch_size)
     sched = schedule(opt, round(steps * recipe.warmup_epochs), steps * recipe.epochs)
-    state = {"epoch": 0, "history": [], "best": None, "best_state": None, "stale": 0}
     ema = _ema(backbone.net, recipe.ema)
     ckpt = run / CHECKPOINT if run else None
+    trainer = {"net": backbone.net, "optimizer": opt, "scheduler": sched, "ema": ema}
+    state = _fresh()
     if resume and ckpt is not None and ckpt.is_file():
-        saved = check_checkpoint(ckpt)
-        with restoring(ckpt, "cnnlab fine-tuning checkpoint"):
-            # a setting the checkpoint predates ran at its default
-            if Recipe().to_dict() | saved["recipe"] != recipe.to_dict() or saved["n_unfrozen"] != n_unfrozen:
-                raise CnnlabError(f"{ckpt} was trained with other settings: start a new run, or drop --resume")
-            backbone.net.load_state_dict(saved["net"])
-            opt.load_state_dict(saved["optimizer"])
-            sched.load_state_dict(saved["scheduler"])
-            if ema is not None:
-                ema.load_state_dict(saved["ema"])
-            state = dict(saved["state"])
-            if not {"epoch", "history", "best", "best_state", "stale"} <= set(state):
-                raise KeyError("state")
+        state = _resumed(ckpt, trainer, recipe, n_unfrozen)
 
     def kept() -> dict | None:  # the weights validated and kept: the moving average's, with --ema
         return None if ema is None else ema.module.state_dict()
-    val_loader = torch.utils.data.DataLoader(Images([paths[i] for i in val], labels[val], backbone, False),
-                                             batch_size=recipe.batch_size, num_workers=recipe.workers)
-    backbone.net.to(memory_format=torch.channels_last)  # convolutions' fast layout on CPUs and GPUs alike
-    net = backbone
-    if world > 1:  # gradients averaged over the processes' shards of each global batch
-        from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(backbone, device_ids=[device.index] if device.type == "cuda" else None)
-    writer = None
-    if run is not None and rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run / "tensorboard"))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    def validate() -> tuple[float | None, float | None]:
+        with _holding(backbone.net, kept()):
+            return evaluate(backbone, val_loader) if len(val) else (None, None)
 
     def record(row: dict) -> None:
         state["history"].append(row)
@@ -263,57 +246,33 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
         if on_epoch is not None and rank == 0:
             on_epoch(row)
 
+    val_loader = torch.utils.data.DataLoader(Images([paths[i] for i in val], labels[val], backbone, False),
+                                             batch_size=recipe.batch_size, num_workers=recipe.workers)
+    backbone.net.to(memory_format=torch.channels_last)  # convolutions' fast layout on CPUs and GPUs alike
+    net = _parallel(backbone, world)
+    writer = _tensorboard(run) if run is not None and rank == 0 else None
     if state["epoch"] == 0 and not state["history"]:  # the starting point: epoch 0 of the curve (and a candidate)
-        with _holding(backbone.net, kept()):
-            val_loss, acc = evaluate(backbone, val_loader) if len(val) else (None, None)
+        val_loss, acc = validate()
         record({"epoch": 0, "loss": None, "val_loss": val_loss, "val_accuracy": acc, "seconds": 0.0})
     bar = tqdm(range(state["epoch"], recipe.epochs), initial=state["epoch"], total=recipe.epochs, desc="fine-tune",
                unit="epoch", disable=not progress or rank != 0)
     for epoch in bar:
         if recipe.patience is not None and state["stale"] >= recipe.patience:
             break
-        gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)  # the batches: (seed, epoch)
-        images = Images([paths[i] for i in train], labels[train], backbone, recipe.augment, recipe.seed, epoch)
-        loader = torch.utils.data.DataLoader(images, batch_sampler=_shards(len(train), recipe.batch_size, gen, rank,
-                                                                           world), num_workers=recipe.workers)
         _train_mode(backbone, groups, recipe.batchnorm)
-        t0, total, seen = time.perf_counter(), 0.0, 0
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(recipe.seed * 1_000_003 + epoch)  # dropout, seeded per epoch
-            for x, y in loader:
-                x = x.to(device).contiguous(memory_format=torch.channels_last)
-                with bf16_kernels(precision, device):
-                    with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-                        loss = loss_fn(net(x).float(), y.to(device))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                opt.step()
-                sched.step()
-                if ema is not None:
-                    ema.update_parameters(backbone.net)
-                total, seen = total + float(loss.detach()) * len(y), seen + len(y)
-        seconds = time.perf_counter() - t0
-        with _holding(backbone.net, kept()):
-            val_loss, acc = evaluate(backbone, val_loader) if len(val) else (None, None)
-        row = {"epoch": epoch + 1, "loss": total / max(seen, 1), "val_loss": val_loss, "val_accuracy": acc,
-               "seconds": seconds, "lr": sched.get_last_lr()[0]}
+        loader = _epoch_loader(backbone, [paths[i] for i in train], labels[train], recipe, epoch, rank, world)
+        loss, seconds = _train_epoch(net, backbone, loader, trainer, recipe, epoch)
+        val_loss, acc = validate()
+        row = {"epoch": epoch + 1, "loss": loss, "val_loss": val_loss, "val_accuracy": acc, "seconds": seconds,
+               "lr": sched.get_last_lr()[0]}
         state["epoch"] = epoch + 1
         record(row)
         if val_loss is not None:
             bar.set_postfix(val_loss=f"{val_loss:.3f}", val_accuracy=f"{acc:.3f}")
         if writer is not None:
-            writer.add_scalar("loss/train", row["loss"], epoch + 1)
-            if val_loss is not None:
-                writer.add_scalar("loss/val", val_loss, epoch + 1)
-                writer.add_scalar("accuracy/val", acc, epoch + 1)
-            writer.add_scalar("lr/head", opt.param_groups[0]["lr"], epoch + 1)
+            _log(writer, row, opt)
         if ckpt is not None and rank == 0:
-            from ..core.runs import atomic_path
-
-            with atomic_path(ckpt) as tmp:
-                torch.save({"net": backbone.net.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "state": state, "recipe": recipe.to_dict(),
-                            "n_unfrozen": n_unfrozen, "ema": None if ema is None else ema.state_dict()}, tmp)
+            _save(ckpt, trainer, state, recipe, n_unfrozen)
         barrier()
     if writer is not None:
         writer.close()
@@ -327,3 +286,93 @@ def finetune(backbone: Backbone, paths: Sequence[Path], labels: np.ndarray, trai
         p.requires_grad_(True)
     backbone.eval()
     return state["history"], selected
+
+
+# ------------------------------------------------------------------------ the loop's pieces, one purpose each
+def _epoch_loader(backbone: Backbone, paths: list[Path], labels: np.ndarray, recipe: Recipe, epoch: int, rank: int,
+                  world: int):
+    """This epoch's batches of this process: augmented images, shuffled by (seed, epoch), one shard per process."""
+    gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
+    images = Images(paths, labels, backbone, recipe.augment, recipe.seed, epoch)
+    return torch.utils.data.DataLoader(images, batch_sampler=_shards(len(paths), recipe.batch_size, gen, rank, world),
+                                       num_workers=recipe.workers)
+
+
+def _train_epoch(net, backbone: Backbone, loader, trainer: dict, recipe: Recipe, epoch: int) -> tuple[float, float]:
+    """One pass over `loader`: (mean training loss, seconds). Dropout is seeded per epoch; bf16 where the recipe
+    resolves to it on this device."""
+    device, opt, sched, ema = backbone.device, trainer["optimizer"], trainer["scheduler"], trainer["ema"]
+    precision = resolve_precision(recipe.precision, device)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    t0, total, seen = time.perf_counter(), 0.0, 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed * 1_000_003 + epoch)
+        for x, y in loader:
+            x = x.to(device).contiguous(memory_format=torch.channels_last)
+            with bf16_kernels(precision, device):
+                with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+                    loss = loss_fn(net(x).float(), y.to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            opt.step()
+            sched.step()
+            if ema is not None:
+                ema.update_parameters(backbone.net)
+            total, seen = total + float(loss.detach()) * len(y), seen + len(y)
+    return total / max(seen, 1), time.perf_counter() - t0
+
+
+def _parallel(backbone: Backbone, world: int):
+    """The module the loop calls: DDP over the processes (gradients averaged over each global batch's shards)."""
+    if world == 1:
+        return backbone
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    device = backbone.device
+    return DDP(backbone, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _tensorboard(run: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(run / "tensorboard"))
+
+
+def _log(writer, row: dict, opt) -> None:
+    """An epoch's row as TensorBoard scalars."""
+    epoch = row["epoch"]
+    writer.add_scalar("loss/train", row["loss"], epoch)
+    if row["val_loss"] is not None:
+        writer.add_scalar("loss/val", row["val_loss"], epoch)
+        writer.add_scalar("accuracy/val", row["val_accuracy"], epoch)
+    writer.add_scalar("lr/head", opt.param_groups[0]["lr"], epoch)
+
+
+def _save(ckpt: Path, trainer: dict, state: dict, recipe: Recipe, n_unfrozen: int) -> None:
+    """The checkpoint after an epoch, written atomically: everything `_resumed` needs to continue."""
+    from ..core.runs import atomic_path
+
+    ema = trainer["ema"]
+    with atomic_path(ckpt) as tmp:
+        torch.save({"net": trainer["net"].state_dict(), "optimizer": trainer["optimizer"].state_dict(),
+                    "scheduler": trainer["scheduler"].state_dict(), "state": state, "recipe": recipe.to_dict(),
+                    "n_unfrozen": n_unfrozen, "ema": None if ema is None else ema.state_dict()}, tmp)
+
+
+def _resumed(ckpt: Path, trainer: dict, recipe: Recipe, n_unfrozen: int) -> dict:
+    """The state a checkpoint continues from, its weights, optimizer, schedule and average loaded into `trainer`;
+    one line where it was trained with other settings or is not one."""
+    saved = check_checkpoint(ckpt)
+    with restoring(ckpt, "cnnlab fine-tuning checkpoint"):
+        # a setting the checkpoint predates ran at its default
+        if Recipe().to_dict() | saved["recipe"] != recipe.to_dict() or saved["n_unfrozen"] != n_unfrozen:
+            raise CnnlabError(f"{ckpt} was trained with other settings: start a new run, or drop --resume")
+        trainer["net"].load_state_dict(saved["net"])
+        trainer["optimizer"].load_state_dict(saved["optimizer"])
+        trainer["scheduler"].load_state_dict(saved["scheduler"])
+        if trainer["ema"] is not None:
+            trainer["ema"].load_state_dict(saved["ema"])
+        state = dict(saved["state"])
+        if not set(_fresh()) <= set(state):
+            raise KeyError("state")
+    return state
