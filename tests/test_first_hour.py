@@ -475,3 +475,15 @@ def test_the_demo_points_to_a_readme_section_and_files_that_exist():
     assert f"\n## {section}\n" in (repo / "README.md").read_text()
     for path in re.findall(r"[\w/]+\.(?:md|ipynb)", NEXT_STEPS):
         assert (repo / path).is_file(), path
+
+
+def test_a_dataset_of_one_class_is_one_line_before_any_work(small, tmp_path, capsys, no_work):
+    import shutil
+
+    one = tmp_path / "one"
+    shutil.copytree(small / "blue", one / "blue")
+    for route in ([], ["--head", "linear"], ["--finetune", "all"]):
+        assert main(["transfer", "--data", str(one), "--split", "random:3", *route, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == "cnnlab: error: transfer needs at least 2 classes (one subfolder per class); the data has only " \
+                      "'blue'", err

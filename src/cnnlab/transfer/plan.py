@@ -46,6 +46,9 @@ def check_counts(classes: Sequence[str], counts: Sequence[int], split: tuple[str
     the validation share (a trained head: at least one training image left), and cross-validation (the SVM grid and
     its C: two training images per class)."""
     kind, k = split
+    if len(classes) < 2:  # a classifier tells classes apart: one is not a task (scikit-learn's solvers refuse it late)
+        found = f"only {classes[0]!r}" if classes else "none"
+        raise CnnlabError(f"transfer needs at least 2 classes (one subfolder per class); the data has {found}")
     for name, n, t in zip(classes, counts, test_counts if test_counts is not None else [None] * len(classes)):
         n, train = int(n), k if kind == "random" else int(n)
         if kind == "random" and n <= k:
