@@ -122,7 +122,7 @@ def test_dream_api_from_a_photo_and_cli_json(tmp_path, photo_files, capsys):
 
 
 def test_a_direction_from_a_folder_is_the_mean_activation(tmp_path, photo_files):
-    from cnnlab.jobs.dream import direction_from
+    from cnnlab.explain.dream import direction_from
 
     model = cnnlab.load_model("mnist_cnn")
     v = direction_from(model, "block2", str(tmp_path))

@@ -9,13 +9,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..core.backbones import Backbone
 from ..core.config import SEED_MAX, option, part
+from ..core.errors import CnnlabError
 from ..core.hooks import capture, eval_mode, frozen, run_until_captured
+from ..core.inputs import batches
 from .objectives import LOGITS, Objective
+from .objectives import parse as parse_objective
 from .params import PARAMS, Param
 from .transforms import TransformOptions, apply
 
@@ -144,3 +148,32 @@ def _sized(backbone: Backbone, views: torch.Tensor) -> torch.Tensor:
 def _detached(param) -> torch.Tensor:
     with torch.no_grad():
         return param.image().detach().float().cpu()
+
+
+# ------------------------------------------------------------------------- objectives from their spelling
+def direction_from(backbone: Backbone, layer: str, source: str, batch_size: int = 16) -> torch.Tensor:
+    """A direction in `layer`'s channel space: a .npy vector, or the mean activation (spatially averaged) of a
+    folder of images ("what does this concept look like to the model")."""
+    if source.endswith(".npy"):
+        try:
+            return torch.from_numpy(np.load(source)).float().flatten()
+        except (OSError, ValueError) as exc:
+            raise CnnlabError(f"cannot read the direction {source}: {exc}") from None
+    total, n = None, 0
+    with torch.no_grad():
+        for _, x, _ in batches(source, backbone.preprocess, batch_size):
+            if x is None:
+                continue
+            f = backbone.features(x.to(backbone.device), [layer], pool="avg")[layer].sum(0)
+            total, n = (f if total is None else total + f), n + len(x)
+    if not n:
+        raise CnnlabError(f"no readable image in {source} to compute a direction from")
+    return (total / n).cpu()
+
+
+def build_objective(backbone: Backbone, spec: str | Objective) -> Objective:
+    """An Objective from its spelling (or as given)."""
+    if isinstance(spec, Objective):
+        return spec
+    return parse_objective(spec, class_index=backbone.class_index,
+                            direction_from=lambda layer, source: direction_from(backbone, layer, source))

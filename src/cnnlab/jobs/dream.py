@@ -16,11 +16,11 @@ from ..core.errors import CnnlabError
 from ..core.hooks import eval_mode
 from ..core.figures import image_grid
 from ..core.images import save_png
-from ..core.inputs import ImagesLike, batches, read_images
+from ..core.inputs import ImagesLike, read_images
 from ..core.calls import ModelLike, ModelOptions, configure, load_backbone, recorded, with_options
 from ..core.results import Result
 from ..explain import objectives
-from ..explain.dream import RenderOptions, activations, render
+from ..explain.dream import RenderOptions, activations, build_objective, render
 from ..core.backbones import Backbone
 
 
@@ -80,34 +80,6 @@ class DreamResult(Result):
     def write_files(self, folder: Path) -> None:
         for f, image in zip(self._files(), self.images):
             save_png(image, folder / f)
-
-
-def direction_from(backbone: Backbone, layer: str, source: str, batch_size: int = 16) -> torch.Tensor:
-    """A direction in `layer`'s channel space: a .npy vector, or the mean activation (spatially averaged) of a
-    folder of images ("what does this concept look like to the model")."""
-    if source.endswith(".npy"):
-        try:
-            return torch.from_numpy(np.load(source)).float().flatten()
-        except (OSError, ValueError) as exc:
-            raise CnnlabError(f"cannot read the direction {source}: {exc}") from None
-    total, n = None, 0
-    with torch.no_grad():
-        for _, x, _ in batches(source, backbone.preprocess, batch_size):
-            if x is None:
-                continue
-            f = backbone.features(x.to(backbone.device), [layer], pool="avg")[layer].sum(0)
-            total, n = (f if total is None else total + f), n + len(x)
-    if not n:
-        raise CnnlabError(f"no readable image in {source} to compute a direction from")
-    return (total / n).cpu()
-
-
-def build_objective(backbone: Backbone, spec: str | objectives.Objective) -> objectives.Objective:
-    """An Objective from its spelling (or as given)."""
-    if isinstance(spec, objectives.Objective):
-        return spec
-    return objectives.parse(spec, class_index=backbone.class_index,
-                            direction_from=lambda layer, source: direction_from(backbone, layer, source))
 
 
 @with_options(DreamConfig)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core.backbones import Backbone
 from ..core.config import JOIN, SEED_MAX, field_default, flag_of, option
-from ..core.data import SPLIT_HELP, parse_split
+from ..core.data import SPLIT_HELP
 from ..core.errors import CnnlabError
 from ..core.calls import ModelLike, configure, load_backbones, with_options
 from ..core.table import DEFAULT_BACKBONE
@@ -21,7 +21,7 @@ from ..core.runs import write_json, write_text
 from ..transfer import bow, plan, routes
 from ..transfer.classifier import TransferClassifier
 from ..transfer.finetune import CHECKPOINT, check_checkpoint
-from ..transfer.recipe import BATCHNORM, HEADS, OPTIMIZERS, SELECTIONS, finetune_spelling
+from ..transfer.recipe import BATCHNORM, HEADS, OPTIMIZERS, SELECTIONS
 from ..transfer.features import ExtractionOptions
 from ..transfer.store import load_features
 from ..transfer.summary import TransferSummary
@@ -175,7 +175,7 @@ def transfer(data: str | os.PathLike | None = None, model: ModelLike | Sequence[
     if isinstance(model, str):  # a spec, or several joined by '+': the config's to parse
         options["backbone"], model = model, None
     cfg = configure(TransferConfig, config, options)
-    _check_options(cfg, model)
+    plan.check_options(cfg, model, _DEFAULTS, lambda name: flag_of(_FIELDS[name]), DEFAULT_TRANSFER_BACKBONE)
     if cfg.resume:  # a checkpoint that cannot be continued is said before any image is read
         if out is None:
             raise CnnlabError("--resume needs --out: the run directory whose checkpoint to continue")
@@ -188,7 +188,8 @@ def transfer(data: str | os.PathLike | None = None, model: ModelLike | Sequence[
     if r != "svm" and model is None and cfg.backbone == list(DEFAULT_TRANSFER_BACKBONE):
         cfg = cfg.replace(backbone=[DEFAULT_BACKBONE])  # a trained head trains one network: the default's first
     data = routes.dataset_and_split(cfg)
-    _check_data(cfg, data, r)  # before any model is loaded or any image read
+    # before any model is loaded or any image read; --folds as given (its default is lowered to fit, as its help says)
+    plan.check_data(cfg, data, r, cfg.folds if cfg.folds != _DEFAULTS["folds"] else None)
     if bow.NAME in cfg.backbone:
         return _result(routes.bow_route(cfg, progress, data, cfg.layers == [list(g) for g in DEFAULT_LAYERS]))
     backbones = load_backbones(model, cfg)
@@ -201,50 +202,6 @@ def transfer(data: str | os.PathLike | None = None, model: ModelLike | Sequence[
 
 def _result(o: routes.RouteResult) -> TransferResult:
     return TransferResult(o.config, o.summary, o.classifier, o.y_test, o.test_pred, o.split)
-
-
-def _check_options(cfg: TransferConfig, model) -> None:
-    """What can be refused from the options alone: an option the route does not read, a --finetune spelling, a
-    trained head over several backbones or on a source that has no network."""
-    plan.refuse_ignored(cfg, _DEFAULTS, lambda name: flag_of(_FIELDS[name]))
-    if not cfg.layers or not all(cfg.layers):
-        raise CnnlabError("--layers needs at least one cut point (e.g. pre_logits)")
-    if not cfg.Cs:
-        raise CnnlabError("--C needs at least one value (e.g. 1)")
-    finetune_spelling(cfg.finetune)
-    r = plan.route(cfg.head, cfg.finetune)
-    if r == "svm":
-        return
-    what = "--finetune" if r == "finetune" else f"--head {cfg.head}"
-    if cfg.features:
-        raise CnnlabError(f"{what} trains a network on images; --features holds features only (the SVM grid): "
-                          "pass --data instead")
-    if bow.NAME in cfg.backbone:
-        raise CnnlabError(f"{what} trains a network; {bow.NAME} has none (it takes the SVM grid)")
-    several = len(model) if isinstance(model, (list, tuple)) else 1 if model is not None else len(cfg.backbone)
-    if several > 1 and (model is not None or cfg.backbone != list(DEFAULT_TRANSFER_BACKBONE)):
-        raise CnnlabError(f"{what} trains one network: name a single --backbone (e.g. {DEFAULT_BACKBONE}); "
-                          "backbones joined with '+' are for the SVM grid")
-    if cfg.select == "best" and not cfg.val_fraction:
-        raise CnnlabError("--select best chooses on the validation split: give --val-fraction > 0")
-    if cfg.resume and cfg.finetune == "none":
-        raise CnnlabError("--resume continues a fine-tuning checkpoint: it needs --finetune last:N|all")
-
-
-def _asked_folds(cfg: TransferConfig) -> int | None:
-    """--folds as given; the default is one the grid lowers to the smallest class's training count (its help says)."""
-    return cfg.folds if cfg.folds != _DEFAULTS["folds"] else None
-
-
-def _check_data(cfg: TransferConfig, data, r: str) -> None:
-    ds, split = data
-    if split is None:  # random:K, drawn later
-        counts = np.bincount(ds.labels, minlength=len(ds.classes))
-        plan.check_counts(ds.classes, counts, parse_split(cfg.split), r, cfg.val_fraction, folds=_asked_folds(cfg))
-    else:
-        train = np.bincount(ds.labels[split.train], minlength=len(ds.classes))
-        test = np.bincount(ds.labels[split.test], minlength=len(ds.classes))
-        plan.check_counts(ds.classes, train, ("folders", None), r, cfg.val_fraction, test, folds=_asked_folds(cfg))
 
 
 def load_classifier(run_dir: str | os.PathLike, model: Backbone | Sequence[Backbone] | None = None,

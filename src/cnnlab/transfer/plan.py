@@ -4,9 +4,13 @@ reads, and that each class has the images the split, the validation share and cr
 impossible request one line that names the class, the count and the flag that fixes it."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
+import numpy as np
+
+from ..core.data import parse_split
 from ..core.errors import CnnlabError
+from ..core.table import DEFAULT_BACKBONE
 
 ROUTES = ("svm", "linear", "mlp", "finetune")
 _HEADS = ("linear", "mlp", "finetune")
@@ -68,3 +72,47 @@ def check_counts(classes: Sequence[str], counts: Sequence[int], split: tuple[str
         if r == "svm" and folds is not None and folds > train:
             raise CnnlabError(f"--folds {folds} needs {folds} training images in every class; class {name!r} has "
                               f"{train}: pass --folds {train} or fewer, or more training images (--split random:K)")
+
+
+def check_options(cfg, model, defaults: Mapping[str, object], flag: Callable[[str], str],
+                  default_backbones: Sequence[str]) -> None:
+    """What can be refused from the options alone: an option the route does not read, a --finetune spelling, a
+    trained head over several backbones or on a source that has no network."""
+    from . import bow
+    from .recipe import finetune_spelling
+
+    refuse_ignored(cfg, defaults, flag)
+    if not cfg.layers or not all(cfg.layers):
+        raise CnnlabError("--layers needs at least one cut point (e.g. pre_logits)")
+    if not cfg.Cs:
+        raise CnnlabError("--C needs at least one value (e.g. 1)")
+    finetune_spelling(cfg.finetune)
+    r = route(cfg.head, cfg.finetune)
+    if r == "svm":
+        return
+    what = "--finetune" if r == "finetune" else f"--head {cfg.head}"
+    if cfg.features:
+        raise CnnlabError(f"{what} trains a network on images; --features holds features only (the SVM grid): "
+                          "pass --data instead")
+    if bow.NAME in cfg.backbone:
+        raise CnnlabError(f"{what} trains a network; {bow.NAME} has none (it takes the SVM grid)")
+    several = len(model) if isinstance(model, (list, tuple)) else 1 if model is not None else len(cfg.backbone)
+    if several > 1 and (model is not None or cfg.backbone != list(default_backbones)):
+        raise CnnlabError(f"{what} trains one network: name a single --backbone (e.g. {DEFAULT_BACKBONE}); "
+                          "backbones joined with '+' are for the SVM grid")
+    if cfg.select == "best" and not cfg.val_fraction:
+        raise CnnlabError("--select best chooses on the validation split: give --val-fraction > 0")
+    if cfg.resume and cfg.finetune == "none":
+        raise CnnlabError("--resume continues a fine-tuning checkpoint: it needs --finetune last:N|all")
+
+
+def check_data(cfg, data, r: str, folds: int | None) -> None:
+    """The dataset's counts against the split, the route and `folds` (None: the default, lowered to fit)."""
+    ds, split = data
+    if split is None:  # random:K, drawn later
+        counts = np.bincount(ds.labels, minlength=len(ds.classes))
+        check_counts(ds.classes, counts, parse_split(cfg.split), r, cfg.val_fraction, folds=folds)
+    else:
+        train = np.bincount(ds.labels[split.train], minlength=len(ds.classes))
+        test = np.bincount(ds.labels[split.test], minlength=len(ds.classes))
+        check_counts(ds.classes, train, ("folders", None), r, cfg.val_fraction, test, folds=folds)
