@@ -21,7 +21,7 @@ from ..core.runs import write_json, write_text
 from ..transfer import bow, plan, routes
 from ..transfer.classifier import TransferClassifier
 from ..transfer.finetune import CHECKPOINT, check_checkpoint
-from ..transfer.recipe import BATCHNORM, HEADS, OPTIMIZERS, SELECTIONS
+from ..transfer.recipe import BATCHNORM, DEFAULT_RECIPE as _R, HEADS, OPTIMIZERS, SELECTIONS
 from ..transfer.features import ExtractionOptions
 from ..transfer.store import load_features
 from ..transfer.summary import TransferSummary
@@ -79,29 +79,29 @@ class TransferConfig(ExtractionOptions):
     finetune: str = option("none", metavar="none|last:N|all",
                            help="also train the backbone's last N units (or all), lower learning rates for "
                                 "earlier ones; none: the head on frozen (cached) features")
-    epochs: int = option(8, low=1, high=10_000, help="mlp head / fine-tuning: epochs of the fixed schedule (a warm-up epoch, then "
+    epochs: int = option(_R.epochs, low=1, high=10_000, help="mlp head / fine-tuning: epochs of the fixed schedule (a warm-up epoch, then "
                                          "cosine to 0 at the last step; the mlp head on cached features: 10× as many); "
                                          "the final weights are kept unless "
                                          "--select best")
     lr: float | None = option(None, low=0, low_open=True, high=10.0, default_help="0.01 with sgd, 0.001 with adamw",
                               help="mlp head / fine-tuning: the head's peak learning rate; unit k below it gets lr × "
                                    "--layer-decay^k")
-    layer_decay: float = option(0.7, low=0, low_open=True, high=1, help="fine-tuning: learning-rate factor per "
+    layer_decay: float = option(_R.layer_decay, low=0, low_open=True, high=1, help="fine-tuning: learning-rate factor per "
                                                                         "unit of depth")
-    optimizer: str = option("sgd", choices=OPTIMIZERS, help="fine-tuning: SGD with Nesterov momentum 0.9, or "
+    optimizer: str = option(_R.optimizer, choices=OPTIMIZERS, help="fine-tuning: SGD with Nesterov momentum 0.9, or "
                                                              "AdamW (the mlp head always trains with AdamW)")
-    batchnorm: str = option("frozen", choices=BATCHNORM, help="fine-tuning: BatchNorm keeps ImageNet's statistics "
+    batchnorm: str = option(_R.batchnorm, choices=BATCHNORM, help="fine-tuning: BatchNorm keeps ImageNet's statistics "
                                                               "(frozen), or learns them from the batches (train)")
-    train_batch_size: int = option(32, low=1, help="mlp head / fine-tuning: images per optimizer step "
+    train_batch_size: int = option(_R.batch_size, low=1, help="mlp head / fine-tuning: images per optimizer step "
                                                    "(--batch-size is the extraction's)")
-    label_smoothing: float = option(0.1, low=0, high=0.99, help="mlp head / fine-tuning: label smoothing")
-    weight_decay: float = option(1e-4, low=0, help="fine-tuning: weight decay")
-    augment: bool = option(True, negate="--no-augment", help="fine-tuning: train on the model's center crop, "
+    label_smoothing: float = option(_R.label_smoothing, low=0, high=0.99, help="mlp head / fine-tuning: label smoothing")
+    weight_decay: float = option(_R.weight_decay, low=0, help="fine-tuning: weight decay")
+    augment: bool = option(_R.augment, negate="--no-augment", help="fine-tuning: train on the model's center crop, "
                                                              "without random resized crops and flips")
-    ema: float = option(0.0, low=0, high=0.9999, metavar="DECAY",
+    ema: float = option(_R.ema, low=0, high=0.9999, metavar="DECAY",
                         help="fine-tuning: keep (and validate) an exponential moving average of the weights, this "
                              "decay per optimizer step; 0: the weights themselves")
-    select: str = option("last", choices=SELECTIONS,
+    select: str = option(_R.select, choices=SELECTIONS,
                          help="head / fine-tuning: which weights are kept: the last epoch's (the schedule's end), "
                               "or the epoch of lowest validation loss (ties to the later; epoch 0 is the head the "
                               "fine-tuning starts from)")

@@ -5,7 +5,7 @@ last step — whose final weights are kept; each default measured, docs/benchmar
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ def parse_finetune(spec: str, n_units: int) -> int:
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Recipe:  # its defaults are the transfer options' (TransferConfig reads them from DEFAULT_RECIPE)
     """How a head is trained and a network fine-tuned: a fixed schedule (warm-up, then cosine to 0 at the last step)
     whose final weights are kept. Each default was kept by trying its alternative on two datasets; those
     measurements, and the recipe against the former one and the plain one, are in docs/benchmarks.md, transfer (f)."""
@@ -80,8 +80,19 @@ class Recipe:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def of(cls, config) -> "Recipe":
+        """The recipe a job's config asks for: each field read from the config's option of the same name (the
+        batch from `train_batch_size`: `batch_size` is the extraction's); one the config lacks keeps its default."""
+        names = {f.name: CONFIG_NAMES.get(f.name, f.name) for f in fields(cls)}
+        return cls(**{mine: getattr(config, theirs) for mine, theirs in names.items() if hasattr(config, theirs)})
+
     def peak_lr(self, optimizer: str | None = None) -> float:
         return self.lr if self.lr is not None else LR[optimizer or self.optimizer]
+
+
+DEFAULT_RECIPE = Recipe()
+CONFIG_NAMES = {"batch_size": "train_batch_size"}  # a recipe field → the config option that sets it, where they differ
 
 
 def schedule(opt: torch.optim.Optimizer, warmup: int, total: int):

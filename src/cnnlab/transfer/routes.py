@@ -174,10 +174,7 @@ def network_route(cfg, backbones: list[Backbone], progress: bool, out: Path | No
     n_unfrozen = parse_finetune(cfg.finetune, len(blocks(base.net, head_of(base.net))))
     if cfg.resume and out is None:
         raise CnnlabError("--resume needs --out: the run directory whose checkpoint to continue")
-    recipe = Recipe(epochs=cfg.epochs, lr=cfg.lr, layer_decay=cfg.layer_decay, weight_decay=cfg.weight_decay,
-                    label_smoothing=cfg.label_smoothing, batch_size=cfg.train_batch_size, optimizer=cfg.optimizer,
-                    batchnorm=cfg.batchnorm, augment=cfg.augment, ema=cfg.ema, select=cfg.select,
-                    patience=cfg.patience, seed=cfg.seed, precision=cfg.precision, workers=cfg.workers)
+    recipe = Recipe.of(cfg)
     ds, split = data
     t0 = time.perf_counter()
     fs = _extract(cfg.replace(layers=[["pre_logits"]]), [base], ds.paths, progress)
