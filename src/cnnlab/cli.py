@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 from ._version import __version__
 from .commands import COMMANDS, Command
-from .core.config import JOIN, Config, flag_of, listed, option_meta, type_hints, unwrap
+from .core.config import JOIN, Config, flag_of, listed, option_meta, split_at, type_hints, unwrap
 from .core.errors import CnnlabError
 from .core.runs import dumps, is_npz
 
@@ -67,7 +67,7 @@ def _parser_for(elem, is_list: bool, sep: str | None):
 
     if is_list and sep:
         def many(text: str):
-            return [one(t.strip()) for t in text.split(sep) if t.strip()]
+            return [one(t) for t in split_at(text, sep)]
         return many
     return one
 

@@ -254,6 +254,11 @@ def _sep(m: dict) -> str | None:
     return None if m.get("positional") or m.get("append") or not m.get("cli", True) else m.get("sep", ",")
 
 
+def split_at(text: str, sep: str) -> list[str]:
+    """A list option's text split at its separator, blanks dropped: the one rule the CLI and config values share."""
+    return [v.strip() for v in text.split(sep) if v.strip()]
+
+
 def _coerce(value: Any, tp, name: str, sep: str | None = None) -> Any:
     """JSON and Python values to the annotated type (ints for floats, lists for tuples; a string for a list is split
     at `sep`)."""
@@ -263,7 +268,7 @@ def _coerce(value: Any, tp, name: str, sep: str | None = None) -> Any:
     try:
         if is_list:
             if isinstance(value, str) and sep:
-                value = [v.strip() for v in value.split(sep) if v.strip()]
+                value = split_at(value, sep)
             elif isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
                 value = [value]
             if typing.get_origin(elem) is list:  # groups such as layer specs: 'a+b' is the group [a, b]
