@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.config import Config, option
+from .core.config import Config, cache_dir_option, data_root_option, option
 from .core.data import ImageFolder
 from .core.figures import image_grid, overlay
 from .core.images import sample_photos, save_png
@@ -36,10 +36,8 @@ class DemoConfig(Config):
 
     command = "demo"
     data: str | None = option(None, help="class-per-folder dataset for the quick transfer run")
-    data_root: str | None = option(None, env="CNNLAB_DATA", default_help="$CNNLAB_DATA",
-                                   help="a data root holding 15scene/ (used when --data is not given)")
-    cache_dir: str | None = option(None, env="CNNLAB_CACHE", default_help="$CNNLAB_CACHE or ~/.cache/cnnlab",
-                                   help="feature cache folder")
+    data_root: str | None = data_root_option("a data root holding 15scene/ (used when --data is not given)")
+    cache_dir: str | None = cache_dir_option("feature cache folder")
     fool_target: str = option("tarantula", help="the class the fooling image is pushed to")
 
 

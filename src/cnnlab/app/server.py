@@ -6,7 +6,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.config import Config, option
+from ..core.config import Config, data_root_option, option
 from ..core.errors import CnnlabError
 from ..core.table import DEFAULT_BACKBONE
 from ..core.results import Result
@@ -28,8 +28,7 @@ class AppConfig(Config):
                                 help="the weights of each --backbone, in the same order (repeatable): 'default', "
                                      "'random[:SEED]' or a state dict file; a model without one gets its default")
     checkpoint: str | None = option(None, help="a GAN checkpoint for the Generate tab (default: the shipped cDCGAN)")
-    data_root: str | None = option(None, env="CNNLAB_DATA", default_help="$CNNLAB_DATA",
-                                   help="the folder whose datasets the Transfer tab may read (nothing outside it)")
+    data_root: str | None = data_root_option("the folder whose datasets the Transfer tab may read (nothing outside it)")
     host: str = option("127.0.0.1", help="address to bind (0.0.0.0 makes the app reachable from the network)")
     port: int = option(7860, low=1, high=65535, help="port")
     max_upload_mb: float = option(20.0, low=0, low_open=True, help="largest upload accepted")

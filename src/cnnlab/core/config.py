@@ -254,6 +254,19 @@ def _sep(m: dict) -> str | None:
     return None if m.get("positional") or m.get("append") or not m.get("cli", True) else m.get("sep", ",")
 
 
+DATA_ENV, CACHE_ENV = "CNNLAB_DATA", "CNNLAB_CACHE"  # the environment variables every job reads the same way
+
+
+def data_root_option(help: str) -> Any:
+    """`--data-root`, else $CNNLAB_DATA: the one spelling of a job's data root (`help` says what it must hold)."""
+    return option(None, env=DATA_ENV, default_help=f"${DATA_ENV}", help=help)
+
+
+def cache_dir_option(help: str, default_help: str = f"${CACHE_ENV} or ~/.cache/cnnlab") -> Any:
+    """`--cache-dir`, else $CNNLAB_CACHE, else the job's own default (`default_help` says which)."""
+    return option(None, env=CACHE_ENV, default_help=default_help, help=help)
+
+
 def split_at(text: str, sep: str) -> list[str]:
     """A list option's text split at its separator, blanks dropped: the one rule the CLI and config values share."""
     return [v.strip() for v in text.split(sep) if v.strip()]

@@ -17,7 +17,7 @@ from torch import nn
 from dataclasses import dataclass
 
 from ..core.backbones import Backbone
-from ..core.config import SEED_MAX, Config, option
+from ..core.config import Config, SEED_MAX, data_root_option, option
 from ..core.data import load_mnist
 from ..core.calls import configure, with_options
 from ..core.mnist import shipped_test_accuracy
@@ -121,7 +121,7 @@ class EvaluateConfig(Config):
     checkpoint: str | None = option(None, help="RUN_DIR/checkpoint.pt (default: the shipped generator)")
     n: int = option(2000, flag="-n", low=4, help="generated images (and as many real test digits or training images)")
     seed: int = option(0, low=0, high=SEED_MAX, help="seed")
-    data_root: str | None = option(None, env="CNNLAB_DATA", default_help="$CNNLAB_DATA", help="folder holding MNIST/")
+    data_root: str | None = data_root_option("folder holding MNIST/")
     backbone: str | None = option(None, help="the network whose features the metrics compare (default: the MNIST "
                                              f"classifier for digits, {DEFAULT_BACKBONE} for images)")
     cas: bool = option(True, negate="--no-cas", help="conditional generators: train a classifier on generated digits "

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..core.config import SEED_MAX, Config, option
+from ..core.config import Config, SEED_MAX, data_root_option, option
 from ..core.calls import configure, with_options
 from ..core.precision import PRECISIONS, bf16_kernels, resolve_precision
 from ..core.checkpoints import load_torch_file, restoring
@@ -46,8 +46,7 @@ class GanConfig(Config):
     command = "gan train"
     model: str = option("cdcgan", choices=MODELS, required=True, help="network family")
     data: str = option("mnist", required=True, help="mnist, celeba64, or a folder of images")
-    data_root: str | None = option(None, env="CNNLAB_DATA", default_help="$CNNLAB_DATA",
-                                   help="folder holding MNIST/ and celeba64/")
+    data_root: str | None = data_root_option("folder holding MNIST/ and celeba64/")
     nz: int = option(100, low=1, help="latent size")
     ngf: int = option(64, low=1, help="generator width")
     ndf: int = option(64, low=1, help="discriminator width")

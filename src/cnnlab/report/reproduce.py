@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._version import __version__
-from ..core.config import Config, option
+from ..core.config import Config, cache_dir_option, data_root_option, option
 from ..core.errors import CnnlabError, did_you_mean
 from ..core.calls import configure
 from ..core.results import Result
@@ -97,10 +97,9 @@ class ReproduceConfig(Config):
     only: str | None = option(None, help="comma-separated ids or parts, e.g. transfer/Q1.1,gan (default: all)")
     mode: str = option("quick", choices=MODES, consts={"--quick": "quick", "--full": "full"},
                        help="settings of the experiments")
-    data_root: str | None = option(None, env="CNNLAB_DATA", default_help="$CNNLAB_DATA",
-                                   help="folder holding the datasets")
-    cache_dir: str | None = option(None, env="CNNLAB_CACHE", default_help="$CNNLAB_CACHE or REPORT_DIR/cache",
-                                   help="feature and classifier cache")
+    data_root: str | None = data_root_option("folder holding the datasets")
+    cache_dir: str | None = cache_dir_option("feature and classifier cache",
+                                             default_help="$CNNLAB_CACHE or REPORT_DIR/cache")
     device: str = option("cpu", help="torch device")
 
 

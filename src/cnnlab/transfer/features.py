@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.backbones import POOLINGS, Backbone
-from ..core.config import option
+from ..core.config import cache_dir_option, option
 from ..core.data import ImageFiles, collate_skipping_bad
 from ..core.hooks import eval_mode
 from ..core.calls import ModelOptions
@@ -33,8 +33,7 @@ class ExtractionOptions(ModelOptions):
     precision: str = option("auto", choices=PRECISIONS,
                             help="'auto' uses bf16 autocast only where the hardware runs it natively")
     cache: bool = option(True, negate="--no-cache", help="neither read nor write the feature cache")
-    cache_dir: str | None = option(None, env="CNNLAB_CACHE", default_help="$CNNLAB_CACHE or ~/.cache/cnnlab",
-                                   help="feature cache folder")
+    cache_dir: str | None = cache_dir_option("feature cache folder")
     chunk_size: int = option(512, low=1, help="images per committed chunk (cache entries, store parts, torchrun "
                                               "shares)")
 
