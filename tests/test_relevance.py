@@ -6,6 +6,7 @@ on torchvision's ViT."""
 import copy
 import importlib.util
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,19 @@ def test_attnlrp_cp_conserves_the_class_score_on_a_vit_without_biases():
     assert model.net.blocks[0].attn.fused_attn == type(model.net.blocks[0].attn)(32).fused_attn  # restored
 
 
+@contextmanager
+def _forwards_restored(*classes):
+    """lxt patches `forward` on the classes themselves (and leaves `original_forward` beside it): put both back."""
+    saved = {cls: cls.forward for cls in classes}
+    try:
+        yield
+    finally:
+        for cls, forward in saved.items():
+            cls.forward = forward
+            if hasattr(cls, "original_forward"):
+                del cls.original_forward
+
+
 def _lxt_patches():
     """lxt's own efficient patches (lxt/efficient/patches.py), run from its file with its rules: its package's
     __init__ does not import under transformers 5."""
@@ -131,19 +145,13 @@ def test_attnlrp_cp_equals_lxts_own_patches_on_torchvisions_vit():
     targets = torch.tensor([2, 0])
     ours = METHODS["attnlrp"]().relevance(model, x, targets)
     lxt = _lxt_patches()  # lxt's vit_torch cp_LRP map: GELU, LayerNorm and MultiheadAttention, patched on the classes
-    saved = {cls: cls.forward for cls in (nn.GELU, nn.LayerNorm, nn.MultiheadAttention)}
-    try:
+    with _forwards_restored(nn.GELU, nn.LayerNorm, nn.MultiheadAttention):
         lxt["patch_method"](lxt["non_linear_forward"], nn.GELU, keep_original=True)
         lxt["patch_method"](lxt["layer_norm_forward"], nn.LayerNorm)
         lxt["patch_method"](lxt["cp_multi_head_attention_forward"], nn.MultiheadAttention, keep_original=True)
         xn = model.normalize(x).requires_grad_(True)
         score = net(xn).gather(1, targets.view(-1, 1)).sum()
         (grad,) = torch.autograd.grad(score, xn)
-    finally:
-        for cls, forward in saved.items():
-            cls.forward = forward
-            if hasattr(cls, "original_forward"):
-                del cls.original_forward
     torch.testing.assert_close(ours, xn.detach() * grad, rtol=1e-4, atol=1e-6)
 
 
@@ -180,24 +188,20 @@ def test_full_attnlrp_equals_lxts_own_patches_on_a_hugging_face_vit():
     targets = torch.tensor([0, 2])
     ours = METHODS["attnlrp"](attnlrp_variant="attnlrp").relevance(model, x, targets)
     lxt = _lxt_patches()
-    saved_forward = {cls: cls.forward for cls in (nn.LayerNorm, GELUActivation)}
-    saved_attention = (vit_module.eager_attention_forward, dict(vit_module.ALL_ATTENTION_FUNCTIONS))
+    saved_attention = vit_module.eager_attention_forward
     implementation = net.config._attn_implementation
-    try:
-        net.set_attn_implementation("eager")
-        lxt["patch_method"](lxt["layer_norm_forward"], nn.LayerNorm)
-        lxt["patch_method"](lxt["non_linear_forward"], GELUActivation, keep_original=True)
-        vit_module.eager_attention_forward = lxt["wrap_attention_forward"](vit_module.eager_attention_forward)
-        xn = model.normalize(x).requires_grad_(True)
-        score = net(xn).logits.gather(1, targets.view(-1, 1)).sum()
-        (grad,) = torch.autograd.grad(score, xn)
-    finally:
-        for cls, forward in saved_forward.items():
-            cls.forward = forward
-            if hasattr(cls, "original_forward"):
-                del cls.original_forward
-        vit_module.eager_attention_forward = saved_attention[0]
-        net.set_attn_implementation(implementation)
+    with _forwards_restored(nn.LayerNorm, GELUActivation):
+        try:
+            net.set_attn_implementation("eager")
+            lxt["patch_method"](lxt["layer_norm_forward"], nn.LayerNorm)
+            lxt["patch_method"](lxt["non_linear_forward"], GELUActivation, keep_original=True)
+            vit_module.eager_attention_forward = lxt["wrap_attention_forward"](vit_module.eager_attention_forward)
+            xn = model.normalize(x).requires_grad_(True)
+            score = net(xn).logits.gather(1, targets.view(-1, 1)).sum()
+            (grad,) = torch.autograd.grad(score, xn)
+        finally:
+            vit_module.eager_attention_forward = saved_attention
+            net.set_attn_implementation(implementation)
     torch.testing.assert_close(ours, xn.detach() * grad, rtol=1e-4, atol=1e-6)
 
 
