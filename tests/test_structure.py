@@ -2,6 +2,7 @@
 registered saliency method and attack through one call), per-image targets, a light and acyclic `import cnnlab`,
 thin faces, one-line errors for options that would be ignored or devices that are absent."""
 import ast
+import json
 import dataclasses
 import subprocess
 import sys
@@ -413,3 +414,16 @@ def test_every_concept_of_the_where_things_live_table_has_its_one_home():
         where = [p.relative_to(root / "src" / "cnnlab").as_posix() for p, s in sources.items()
                  if re.search(rf"^\s*(def|class) {name}\b|^{name} = ", s, re.M)]
         assert where == [path], f"{name}: defined in {where}, the table says {path}"
+
+
+def test_saliency_records_the_random_orders_its_default_resolved_to(tmp_path):
+    """--metrics without --random-orders takes the full panel's (one default with explain evaluate's); config.json
+    names the number, so that --config reruns the same baseline."""
+    from cnnlab.explain.metrics import PANELS
+
+    digits = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    cnnlab.saliency("mnist_cnn", digits, method="vanilla", metrics=True).save(tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["random_orders"] == PANELS["full"].random_orders == 4
+    cnnlab.saliency("mnist_cnn", digits, method="vanilla").save(tmp_path / "plain")
+    assert json.loads((tmp_path / "plain" / "config.json").read_text())["random_orders"] is None  # not used: not said

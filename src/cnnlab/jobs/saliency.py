@@ -88,11 +88,14 @@ class SaliencyResult(PerImageResult):
         return JOIN.join(self.layers) or None
 
     def resolved(self) -> dict:
-        """config.json names the layer a default resolved to (`--config` reruns the same layer)."""
-        method = self.config.method
-        if not self.layer or not hasattr(method, "layer") or method.layer:
-            return {}
-        return {"method": {**method.to_dict(), "layer": self.layers}}
+        """config.json names what a default resolved to: the layer (`--config` reruns the same layer) and, with
+        --metrics, the random orders of the baseline (the full panel's)."""
+        out, method = {}, self.config.method
+        if self.layer and hasattr(method, "layer") and not method.layer:
+            out["method"] = {**method.to_dict(), "layer": self.layers}
+        if self.config.metrics and self.config.random_orders is None:
+            out["random_orders"] = PANELS["full"].random_orders
+        return out
 
     def file_name(self, position: int) -> str:
         return map_file(position)
