@@ -283,3 +283,10 @@ def test_attnlrp_gamma_is_zenniths_generalized_gamma_and_still_conserves():
     targets = torch.tensor([1, 4])
     relevance = METHODS["attnlrp"](attnlrp_gamma=0.25).relevance(model, x, targets)
     torch.testing.assert_close(relevance.sum((1, 2, 3)), _logits(model, x, targets), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, options", [("lrp", {"lrp_gamma": 1e308}), ("lrp", {"lrp_epsilon": 1e300}),
+                                           ("attnlrp", {"attnlrp_gamma": 1e308})])
+def test_a_relevance_setting_past_its_range_is_refused_not_a_flat_map(name, options):
+    with pytest.raises(cnnlab.CnnlabError, match=r"must be in .*100\]"):
+        METHODS.build(name, options)

@@ -113,9 +113,10 @@ class Lrp(RelevanceMethod):
                                 help="lrp: zennit's composite: ε on dense layers, z⁺ on convolutions, flat on the "
                                      "first (epsilon-plus-flat); γ instead of z⁺ and z^B at the pixels "
                                      "(epsilon-gamma-box); …")
-    lrp_epsilon: float = option(1e-6, low=0, low_open=True, help="lrp: the ε rule's stabilizer")
-    lrp_gamma: float = option(0.25, low=0, help="lrp: the γ rule's weight of positive contributions "
-                                                "(epsilon-gamma-box)")
+    # bounded: beyond them ε absorbs every relevance and γ overflows (γ → ∞ is the z⁺ rule, a composite of its own)
+    lrp_epsilon: float = option(1e-6, low=0, low_open=True, high=100.0, help="lrp: the ε rule's stabilizer")
+    lrp_gamma: float = option(0.25, low=0, high=100.0, help="lrp: the γ rule's weight of positive contributions "
+                                                            "(epsilon-gamma-box)")
 
     def check_model(self, backbone) -> None:
         rule_less = next(((n, type(m).__name__) for n, m in backbone.net.named_modules()
@@ -295,9 +296,9 @@ class AttnLrp(RelevanceMethod):
     attnlrp_variant: str = option("cp", choices=VARIANTS, help="attnlrp: the rule inside attention: cp (CP-LRP: "
                                                                "the attention weights as constants) or attnlrp "
                                                                "(the uniform rule on its matrix products)")
-    attnlrp_gamma: float = option(0.0, low=0, help="attnlrp: γ of zennit's generalized γ rule on the linear and "
-                                                   "convolutional layers but the head (0: off, their plain "
-                                                   "gradient)")
+    attnlrp_gamma: float = option(0.0, low=0, high=100.0,
+                                  help="attnlrp: γ of zennit's generalized γ rule on the linear and convolutional "
+                                       "layers but the head (0: off, their plain gradient)")
 
     def check_model(self, backbone) -> None:
         from .attention import hf_attention, timm_attention
