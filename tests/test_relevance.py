@@ -75,10 +75,23 @@ def test_lrp_folds_batchnorm_as_zenniths_own_canonizer_does():
 
 
 def test_lrp_is_refused_in_one_line_on_a_transformer_and_attnlrp_on_a_cnn():
-    with pytest.raises(cnnlab.CnnlabError, match="has a LayerNorm .* a transformer takes attnlrp"):
+    with pytest.raises(cnnlab.CnnlabError, match=r"has a LayerNorm .* use attnlrp \(it has attention\)"):
         cnnlab.saliency("mnist_vit", torch.rand(1, 1, 28, 28), method="lrp")
-    with pytest.raises(cnnlab.CnnlabError, match="no attention module .*a CNN takes lrp"):
+    with pytest.raises(cnnlab.CnnlabError, match=r"no attention module .*use lrp \(a CNN it has rules for\)"):
         cnnlab.saliency("mnist_cnn", torch.rand(1, 1, 28, 28), method="attnlrp")
+
+
+def test_a_cnn_with_layernorm_is_sent_to_gradcam_by_both_relevance_methods():
+    """A ConvNeXt-like CNN (LayerNorm, no attention) has neither method: each refusal names one that applies, never
+    the other refusal."""
+    from torch import nn
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(1, 4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 3))
+    model = cnnlab.wrap(net.eval(), mean=(0.5,) * 3, std=(0.25,) * 3, input_size=16)
+    for name in ("lrp", "attnlrp"):
+        with pytest.raises(cnnlab.CnnlabError, match="use gradcam$"):
+            cnnlab.saliency(model, torch.rand(1, 3, 16, 16), method=name)
 
 
 def _vit(bias: bool = True):

@@ -36,6 +36,19 @@ _ACTIVATIONS = (nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.ELU, nn.Softplus, nn
 _NORMS_WITHOUT_RULE = (nn.LayerNorm, nn.GroupNorm, nn.modules.normalization.RMSNorm, nn.MultiheadAttention)
 
 
+def _rule_less(net: nn.Module) -> tuple[str, str] | None:
+    """The first module LRP's composites have no rule for (a norm but BatchNorm, an attention): (path, type)."""
+    return next(((n, type(m).__name__) for n, m in net.named_modules()
+                 if isinstance(m, _NORMS_WITHOUT_RULE) or "attention" in type(m).__name__.lower()), None)
+
+
+def _has_attention(net: nn.Module) -> bool:
+    """Whether the network has an attention module lxt's rules (and cnnlab's attention methods) know."""
+    from .attention import hf_attention, timm_attention
+
+    return any(timm_attention(m) or hf_attention(m) or isinstance(m, nn.MultiheadAttention) for m in net.modules())
+
+
 def relevance_map(relevance: torch.Tensor) -> torch.Tensor:
     """(B,C,H,W) relevance at the pixels → (B,H,W) ≥ 0: summed over channels, its positive part (the evidence for
     the class)."""
@@ -119,12 +132,12 @@ class Lrp(RelevanceMethod):
                                                             "(epsilon-gamma-box)")
 
     def check_model(self, backbone) -> None:
-        rule_less = next(((n, type(m).__name__) for n, m in backbone.net.named_modules()
-                          if isinstance(m, _NORMS_WITHOUT_RULE) or "attention" in type(m).__name__.lower()), None)
+        rule_less = _rule_less(backbone.net)
         if rule_less:
+            instead = "attnlrp (it has attention)" if _has_attention(backbone.net) else "gradcam"
             raise CnnlabError(f"lrp has rules for convolutions, linear layers, BatchNorm and pooling; "
-                              f"{backbone.name} has a {rule_less[1]} ({rule_less[0]}) it has no rule for: a "
-                              "transformer takes attnlrp")
+                              f"{backbone.name} has a {rule_less[1]} ({rule_less[0]}) it has no rule for: use "
+                              f"{instead}")
         try:
             import zennit  # noqa: F401
         except ImportError:
@@ -301,13 +314,11 @@ class AttnLrp(RelevanceMethod):
                                        "layers but the head (0: off, their plain gradient)")
 
     def check_model(self, backbone) -> None:
-        from .attention import hf_attention, timm_attention
-
-        if not any(timm_attention(m) or hf_attention(m) or isinstance(m, nn.MultiheadAttention)
-                   for m in backbone.net.modules()):
+        if not _has_attention(backbone.net):
+            instead = "gradcam" if _rule_less(backbone.net) else "lrp (a CNN it has rules for)"
             raise CnnlabError(f"attnlrp applies lxt's rules to a transformer's attention; {backbone.name} has no "
-                              "attention module it knows (timm's, torch's MultiheadAttention, transformers'): a CNN "
-                              "takes lrp")
+                              "attention module it knows (timm's, torch's MultiheadAttention, transformers'): use "
+                              f"{instead}")
         _lxt_rules()
 
     def relevance(self, backbone, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
