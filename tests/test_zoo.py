@@ -57,14 +57,15 @@ def test_one_model_of_each_layout_kind_through_every_job(zoo, kind):
         assert (rows[job]["status"] != "refused") == class_token, (job, rows[job])
 
 
-def test_a_flat_map_from_never_measured_batchnorm_statistics_says_so_and_measuring_them_fixes_it():
+def test_a_flat_map_from_never_measured_batchnorm_statistics_says_so_and_measuring_them_fixes_it(zoo):
     """The true cause of a flat late map on a random network: BatchNorm still at mean 0, variance 1 does not center a
     channel's offset (here a conv bias of 1000), so the map is that offset plus a trace. Once the statistics are
-    measured (one train-mode pass, as the zoo sweep does) the same layer gives a map, and the cause is not claimed."""
-    import torch
+    measured (the sweep's own `measure_norms`: one train-mode pass over other photos) the same layer gives a map, and
+    the cause is not claimed; the network comes back in eval mode with its momentum."""
+    import warnings
+
     from torch import nn
 
-    import cnnlab
     from cnnlab.explain.saliency import FlatMapWarning
 
     torch.manual_seed(0)
@@ -78,14 +79,8 @@ def test_a_flat_map_from_never_measured_batchnorm_statistics_says_so_and_measuri
     with pytest.warns(FlatMapWarning, match="BatchNorm layer.* initial statistics"):
         cnnlab.saliency(model, x, method="gradcam", target=0, layer=["2"])
 
-    g = torch.Generator().manual_seed(1)
-    net[1].reset_running_stats()
-    net[1].momentum = None  # a cumulative average: one pass measures them
-    net.train()
-    with torch.no_grad():
-        model(torch.rand(16, 3, 32, 32, generator=g))
-    net.eval()
-    import warnings
+    assert zoo.measure_norms(model) == 1 and zoo.measure_norms(model) == 0  # measured once: then it is data's
+    assert not net.training and net[1].momentum == 0.1 and net[1].num_batches_tracked == 1
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         r = cnnlab.saliency(model, x, method="gradcam", target=0, layer=["2"])
